@@ -1,0 +1,119 @@
+"""Observation features, computed once per dataset, vectorized, strictly lookahead-free.
+
+Every feature at bar t uses bars 0..t only (trailing windows, no full-sample
+statistics), so changing any bar after t leaves features[:t+1] bit-identical.
+With ``w = vol_window``, ``r[t] = log(close[t] / close[t-1])`` and
+``vol[t] = sqrt(mean(r[t-w+1..t]^2))`` (RMS of the last w returns):
+
+==============  ============================================  ==========================
+name            definition                                    range
+==============  ============================================  ==========================
+return_z        r[t] / vol[t]                                 |x| <= sqrt(w)
+vol_ratio       vol[t] / mean(vol over last 5w bars) - 1      [-1, 5w - 1], typically ~0
+range_ratio     log(high/low)[t] / mean of it over w bars - 1 [-1, w - 1], typically ~0
+momentum_m      sum(r over last m bars) / (vol[t] sqrt(m))    |x| <= sqrt(w), m = w // 4
+volume_z        z-score of log1p(volume) over the last w bars |x| <= sqrt(w - 1)
+feat_*          passed through unchanged                      the user's responsibility
+==============  ============================================  ==========================
+
+Because the window includes the current bar, every ratio is bounded even when
+volatility is tiny. ``volume_z`` exists only when the frame has a volume column
+that is not constant (a schema decision over the whole frame; the values
+themselves are trailing).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from convopt_mlflow.errors import ConfigError
+
+#: The volatility level is compared with its mean over this many vol windows.
+VOL_TREND_WINDOWS = 5
+_EPS = 1e-12
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """Per-bar observation features.
+
+    Attributes:
+        values: ``float32[n_bars, n_features]``; rows before ``warmup`` are 0.
+        names: the ``n_features`` column names, in order.
+        warmup: first bar index at which every feature is valid.
+        log_returns: ``float64[n_bars]``, ``r[t] = log(close[t] / close[t-1])``, ``r[0] = 0``.
+
+    Example:
+        >>> from convopt_mlflow.data.synthetic import generate_market
+        >>> features = compute_features(generate_market(500, seed=1).frame, vol_window=20)
+        >>> features.values.shape, features.warmup
+        ((500, 5), 119)
+    """
+
+    values: np.ndarray
+    names: list[str]
+    warmup: int
+    log_returns: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        return len(self.names)
+
+
+def compute_features(frame: pd.DataFrame, *, vol_window: int = 20) -> Features:
+    """Compute the features of a canonical bar frame (see :func:`validate_frame`).
+
+    Args:
+        frame: bars with float columns open, high, low, close, optional volume
+            and ``feat_*`` columns; prices positive and finite.
+        vol_window: trailing window in bars for volatility, range and volume
+            statistics (>= 4).
+
+    Raises:
+        ConfigError: if ``vol_window`` is invalid or the frame has no more bars
+            than the warmup.
+    """
+    if isinstance(vol_window, bool) or not isinstance(vol_window, (int, np.integer)) or vol_window < 4:
+        raise ConfigError(f"vol_window must be an integer of at least 4, got {vol_window!r}")
+    w = int(vol_window)
+    long_window = VOL_TREND_WINDOWS * w
+    momentum_bars = w // 4
+    warmup = w + long_window - 1
+    n_bars = len(frame)
+    if n_bars <= warmup:
+        raise ConfigError(f"features with vol_window={w} need more than {warmup} bars, got {n_bars}")
+
+    close = frame["close"].to_numpy(dtype=np.float64)
+    log_returns = np.zeros(n_bars)
+    log_returns[1:] = np.diff(np.log(close))
+    returns = pd.Series(log_returns)
+    returns.iloc[0] = np.nan  # r[0] is not a real return: windows touching it are invalid
+    vol = np.sqrt(returns.pow(2).rolling(w).mean())
+
+    bar_range = pd.Series(np.log(frame["high"].to_numpy(dtype=np.float64) / frame["low"].to_numpy(dtype=np.float64)))
+    columns = {
+        "return_z": returns / (vol + _EPS),
+        "vol_ratio": vol / (vol.rolling(long_window).mean() + _EPS) - 1.0,
+        "range_ratio": bar_range / (bar_range.rolling(w).mean() + _EPS) - 1.0,
+        f"momentum_{momentum_bars}": returns.rolling(momentum_bars).sum() / (vol * np.sqrt(momentum_bars) + _EPS),
+    }
+    if "volume" in frame.columns:
+        volume = frame["volume"].to_numpy(dtype=np.float64)
+        if volume.size and np.ptp(volume) > 0:
+            log_volume = pd.Series(np.log1p(volume))
+            window = log_volume.rolling(w)
+            columns["volume_z"] = (log_volume - window.mean()) / (window.std(ddof=0) + _EPS)
+    for name in frame.columns:
+        if str(name).startswith("feat_"):
+            columns[str(name)] = frame[name].to_numpy(dtype=np.float64)
+
+    values = np.empty((n_bars, len(columns)), dtype=np.float32)
+    for j, column in enumerate(columns.values()):
+        values[:, j] = np.asarray(column, dtype=np.float64)
+    values[:warmup] = 0.0
+    if not np.isfinite(values).all():
+        bad = np.argwhere(~np.isfinite(values))[0]
+        raise ValueError(f"feature {list(columns)[bad[1]]!r} is not finite at bar {bad[0]}; validate the frame first")
+    return Features(values=values, names=list(columns), warmup=warmup, log_returns=log_returns)

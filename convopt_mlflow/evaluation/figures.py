@@ -1,0 +1,261 @@
+"""Plotly figures for backtests and training convergence (no mlflow here).
+
+The tracking layer logs what these functions return; they only build figures
+from plain arrays and dicts, so they can be tested and reused anywhere.
+
+Example:
+    >>> import numpy as np
+    >>> fig = equity_figure(np.arange(3), {"policy": np.array([1.0, 1.1, 1.05])}, title="val")
+    >>> len(fig.data)
+    1
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import plotly.colors
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = ["DASHBOARD_PANELS", "convergence_dashboard", "equity_figure", "write_html"]
+
+#: Rows of :func:`convergence_dashboard`, top to bottom: (title, history keys, log y axis).
+#: The last row, "Interventions", holds one marker trace per intervention action.
+DASHBOARD_PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("Loss", ("loss", "value_loss"), False),
+    ("Entropy", ("entropy",), False),
+    ("Gradient norm", ("grad_norm", "param_norm"), True),
+    ("Learning rate", ("lr",), True),
+    ("Eval score", ("eval_score", "generalization_gap"), False),
+    ("Approx KL", ("approx_kl",), False),
+)
+_INTERVENTION_TITLE = "Interventions"
+_PLATEAU_COLOR = "rgba(255, 165, 0, 0.15)"
+_PALETTE = plotly.colors.qualitative.Plotly
+_KNOWN_CURVE_COLORS = {"policy": "#1f77b4", "buy_and_hold": "#7f7f7f", "flat": "#bcbd22"}
+
+
+def equity_figure(timestamps: Sequence[Any], curves: Mapping[str, np.ndarray], *, title: str) -> go.Figure:
+    """Equity curves (e.g. policy vs buy-and-hold vs flat) over the same bars.
+
+    Args:
+        timestamps: shape ``(m,)``: datetimes or bar indices, one per equity point
+            (for :func:`~convopt_mlflow.evaluation.metrics.equity_curve` output,
+            ``m = n_bars + 1``).
+        curves: name -> equity, each of shape ``(m,)``, starting at 1.0 by convention.
+        title: figure title.
+
+    Returns:
+        A figure with one line trace per curve, in mapping order.
+
+    Raises:
+        ValueError: if a curve's length differs from ``len(timestamps)``.
+    """
+    x = _as_x(timestamps)
+    fig = go.Figure()
+    for i, (name, curve) in enumerate(curves.items()):
+        y = np.asarray(curve, dtype=np.float64)
+        if y.shape != (len(x),):
+            raise ValueError(f"curve {name!r} has shape {y.shape}, expected ({len(x)},) to match timestamps")
+        color = _KNOWN_CURVE_COLORS.get(name, _PALETTE[i % len(_PALETTE)])
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=_json_safe(y, positive=False),
+                mode="lines",
+                name=name,
+                line={"color": color, "width": 2 if name == "policy" else 1.5},
+                hovertemplate=f"{name}: %{{y:.4f}}<extra></extra>",
+            )
+        )
+    fig.add_hline(y=1.0, line={"color": "black", "width": 0.5, "dash": "dot"})
+    fig.update_layout(
+        title=title,
+        xaxis_title="time",
+        yaxis_title="equity (start = 1.0)",
+        hovermode="x unified",
+        template="plotly_white",
+    )
+    return fig
+
+
+def convergence_dashboard(
+    history: Sequence[Mapping[str, float]],
+    interventions: Sequence[Mapping[str, Any]],
+    *,
+    title: str = "Convergence",
+) -> go.Figure:
+    """Training curves, plateaus and interventions on one shared timestep axis.
+
+    Args:
+        history: one row per PPO update; ``step`` (env timesteps) is required, and
+            any of the keys named in :data:`DASHBOARD_PANELS` plus
+            ``plateau_detected`` (0/1) may be present. A missing key, ``None`` or a
+            non-finite value leaves a gap; a key absent from every row gives no trace.
+            Log-scaled panels drop values <= 0.
+        interventions: one mapping per intervention with ``step``, ``action`` and
+            ``reason``; every other key (scalars, or mappings such as the values that
+            triggered it) is shown in the hover text.
+        title: figure title.
+
+    Returns:
+        A figure with ``len(DASHBOARD_PANELS) + 1`` rows sharing the x axis: one
+        trace per history key present, one marker trace per distinct action in the
+        bottom row, a dotted vertical line (layout shape named ``"intervention"``)
+        across all rows at each intervention, and a shaded band (layout shape
+        named ``"plateau"``) over each run of consecutive rows with
+        ``plateau_detected == 1``.
+    """
+    rows = sorted(history, key=_step_of)
+    steps = np.array([_step_of(r) for r in rows], dtype=np.float64)
+    titles = [panel[0] for panel in DASHBOARD_PANELS] + [_INTERVENTION_TITLE]
+    n_rows = len(titles)
+    fig = make_subplots(
+        rows=n_rows,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.03,
+        subplot_titles=titles,
+        row_heights=[1.0] * (n_rows - 1) + [0.6],
+    )
+    color_index = 0
+    for row, (_, keys, log_y) in enumerate(DASHBOARD_PANELS, start=1):
+        for key in keys:
+            values = [r.get(key) for r in rows]
+            if all(v is None for v in values):
+                continue
+            y = _json_safe(np.array([np.nan if v is None else float(v) for v in values]), positive=log_y)
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=y,
+                    mode="lines+markers" if len(rows) == 1 else "lines",
+                    name=key,
+                    line={"color": _PALETTE[color_index % len(_PALETTE)]},
+                    hovertemplate=f"{key}: %{{y:.4g}}<br>step %{{x:,}}<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
+            color_index += 1
+        if log_y:
+            fig.update_yaxes(type="log", row=row, col=1)
+
+    _add_interventions(fig, interventions, row=n_rows)
+    for x0, x1 in _plateau_spans(rows, steps):
+        fig.add_shape(
+            type="rect", name="plateau", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1,
+            fillcolor=_PLATEAU_COLOR, line={"width": 0}, layer="below",
+        )
+    fig.update_xaxes(title_text="environment timesteps", row=n_rows, col=1)
+    fig.update_layout(title=title, height=180 * n_rows, hovermode="closest", template="plotly_white")
+    return fig
+
+
+def write_html(fig: go.Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a self-contained HTML page (plotly.js embedded, works offline).
+
+    Parent directories are created. Returns the path written.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(out, include_plotlyjs=True, full_html=True)
+    return out
+
+
+def _add_interventions(fig: go.Figure, interventions: Sequence[Mapping[str, Any]], *, row: int) -> None:
+    by_action: dict[str, list[Mapping[str, Any]]] = {}
+    for item in interventions:
+        by_action.setdefault(str(item.get("action", "intervention")), []).append(item)
+    for i, (action, items) in enumerate(by_action.items()):
+        color = _PALETTE[i % len(_PALETTE)]
+        xs = [_step_of(item) for item in items]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[action] * len(items),
+                mode="markers",
+                name=f"intervention: {action}",
+                marker={"symbol": "triangle-down", "size": 11, "color": color},
+                hovertext=[_intervention_hover(item) for item in items],
+                hoverinfo="text",
+            ),
+            row=row,
+            col=1,
+        )
+        for x in xs:
+            fig.add_shape(
+                type="line", name="intervention", xref="x", yref="paper", x0=x, x1=x, y0=0, y1=1,
+                line={"color": color, "width": 1, "dash": "dot"}, layer="below",
+            )
+    fig.update_yaxes(type="category", row=row, col=1)
+
+
+def _intervention_hover(item: Mapping[str, Any]) -> str:
+    lines = [
+        f"<b>{item.get('action', 'intervention')}</b> at step {_format(_step_of(item))}",
+        f"reason: {item.get('reason', '')}",
+    ]
+    for key, value in item.items():
+        if key in ("step", "action", "reason"):
+            continue
+        if isinstance(value, Mapping):
+            lines.extend(f"{key}.{k}: {_format(v)}" for k, v in value.items())
+        else:
+            lines.append(f"{key}: {_format(value)}")
+    return "<br>".join(lines)
+
+
+def _plateau_spans(rows: Sequence[Mapping[str, Any]], steps: np.ndarray) -> list[tuple[float, float]]:
+    """Runs of consecutive rows with plateau_detected == 1, as (start step, end step).
+
+    A run extends to the step of the row after it (the plateau held until then);
+    a run at the end stops at the last row, widened by half a typical update so
+    that a one-row plateau is still visible.
+    """
+    flags = [bool(r.get("plateau_detected") or 0) for r in rows]
+    spacing = float(np.median(np.diff(steps))) if len(steps) > 1 else 1.0
+    spans: list[tuple[float, float]] = []
+    start = None
+    for i, flag in enumerate(flags + [False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            x1 = steps[i] if i < len(steps) else steps[-1] + 0.5 * spacing
+            x0 = steps[start] - (0.5 * spacing if x1 == steps[start] else 0.0)
+            spans.append((float(x0), float(x1)))
+            start = None
+    return spans
+
+
+def _step_of(item: Mapping[str, Any]) -> float:
+    try:
+        return float(item["step"])
+    except KeyError:
+        raise ValueError(f"every history row and intervention needs a 'step', got keys {sorted(item)}") from None
+
+
+def _as_x(timestamps: Sequence[Any]) -> np.ndarray | list[Any]:
+    return timestamps if isinstance(timestamps, list) else np.asarray(timestamps)
+
+
+def _json_safe(values: np.ndarray, *, positive: bool) -> list[float | None]:
+    """Replace NaN/inf (and, for log axes, values <= 0) with None, i.e. a gap in the line."""
+    return [
+        float(v) if math.isfinite(v) and (v > 0 or not positive) else None
+        for v in np.asarray(values, dtype=np.float64)
+    ]
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return f"{int(v):,}" if v.is_integer() and abs(v) < 1e15 else f"{v:.4g}"
+    return str(value)

@@ -1,0 +1,79 @@
+"""MLflow glue: the only package that imports mlflow.
+
+Names are loaded lazily, so ``import convopt_mlflow.tracking`` costs nothing
+until one is used (importing mlflow takes about a second).
+
+- :class:`MLflowOutputFormat`, :func:`metrics_batch`: SB3 logger output, one batch per dump.
+- :func:`open_run`, :class:`RunHandle`, :func:`log_dataset`, :func:`get_run_config`,
+  :func:`resolve_tracking_uri`: run lifecycle.
+- :func:`cleanup_stale_runs`: end runs whose process died as KILLED.
+- :class:`ConvoptRunContextProvider`, :func:`convopt_tags`: convopt tags on every run.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "ConvoptRunContextProvider",
+    "MLflowOutputFormat",
+    "ParamsLogged",
+    "RunHandle",
+    "cleanup_stale_runs",
+    "convopt_tags",
+    "get_run_config",
+    "log_dataset",
+    "metrics_batch",
+    "open_run",
+    "resolve_tracking_uri",
+    "get_run_tags",
+    "run_experiment_name",
+    "log_policy_model",
+    "policy_spec",
+    "build_policy",
+]
+
+_HOME = {
+    "ConvoptRunContextProvider": "context",
+    "convopt_tags": "context",
+    "MLflowOutputFormat": "writer",
+    "metrics_batch": "writer",
+    "ParamsLogged": "runs",
+    "RunHandle": "runs",
+    "get_run_config": "runs",
+    "log_dataset": "runs",
+    "open_run": "runs",
+    "resolve_tracking_uri": "runs",
+    "cleanup_stale_runs": "cleanup",
+    "get_run_tags": "runs",
+    "run_experiment_name": "runs",
+    "log_policy_model": "model",
+    "policy_spec": "model",
+    "build_policy": "model",
+}
+
+if TYPE_CHECKING:
+    from convopt_mlflow.tracking.cleanup import cleanup_stale_runs
+    from convopt_mlflow.tracking.context import ConvoptRunContextProvider, convopt_tags
+    from convopt_mlflow.tracking.runs import (
+        ParamsLogged,
+        RunHandle,
+        get_run_config,
+        log_dataset,
+        open_run,
+        resolve_tracking_uri,
+    )
+    from convopt_mlflow.tracking.writer import MLflowOutputFormat, metrics_batch
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,353 @@
+"""The ensemble policy as an MLflow pyfunc model, built with MLflow's "models from code".
+
+Nothing pickled by Python is ever loaded. The model directory holds:
+
+- ``artifacts/member_{i}.pt``: one SB3 ``ActorCriticPolicy`` state_dict per ensemble
+  member, written with ``torch.save`` and read back with ``torch.load(weights_only=True)``;
+- ``artifacts/policy.json``: the network spec, the feature config, the action names and
+  the sha256 of every member file (loading refuses a file whose hash differs);
+- ``model_code.py``: the inference code (:mod:`convopt_mlflow.tracking.model_code`),
+  executed at load time; it imports the installed ``convopt_mlflow`` package, which the
+  model's requirements pin (``convopt-mlflow==<version>``).
+
+Input: OHLC(V) bars, one row per bar (timestamps in a ``timestamp`` column or in a
+``DatetimeIndex``; plus the ``feat_*`` columns the policy was trained with). Output, one
+row per input row: ``position`` (the position to hold after the bar's close), one
+``prob_<action>`` column per action (the members' mean action probabilities) and ``ready``
+(False on warm-up bars that have no full observation window yet).
+
+Example:
+    >>> spec = policy_spec(ppo)                                               # doctest: +SKIP
+    >>> uri = log_policy_model(run_id, members=[ppo.policy.state_dict()], spec=spec,
+    ...     feature_config={"window": 16, "vol_window": 20, "cost_bps": 1.0,
+    ...                     "long_only": False, "feature_names": features.names},
+    ...     input_example=bars.frame.iloc[:64])                             # doctest: +SKIP
+    >>> mlflow.pyfunc.load_model(uri).predict(bars.frame)                    # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from gymnasium import spaces
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.types.schema import ColSpec, Schema
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from torch import nn
+
+from convopt_mlflow.data import compute_features, validate_frame
+from convopt_mlflow.errors import ConfigError, RunNotFoundError, UserError
+
+__all__ = [
+    "FORMAT",
+    "MODEL_CODE_PATH",
+    "POLICY_FILE",
+    "ModelIntegrityError",
+    "action_names",
+    "build_policy",
+    "file_sha256",
+    "log_policy_model",
+    "policy_spec",
+    "save_policy_model",
+]
+
+#: The models-from-code file MLflow copies into the model and executes at load time.
+MODEL_CODE_PATH = Path(__file__).with_name("model_code.py")
+POLICY_FILE = "policy.json"
+POLICY_ARTIFACT = "policy"
+FORMAT = "convopt-policy-ensemble/1"
+FEATURE_KEYS = ("window", "vol_window", "cost_bps", "long_only", "feature_names")
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+_REQUIREMENTS = ("torch", "stable-baselines3", "gymnasium", "numpy", "pandas", "convopt-mlflow")
+
+
+class ModelIntegrityError(UserError):
+    """A model artifact that is missing, malformed, or whose sha256 does not match policy.json."""
+
+
+def action_names(long_only: bool) -> tuple[str, ...]:
+    """Names of the action indices: ``("flat", "long")`` or ``("short", "flat", "long")``."""
+    return ("flat", "long") if long_only else ("short", "flat", "long")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+# ------------------------------------------------------------------ network spec
+def policy_spec(model: Any) -> dict:
+    """Describe an SB3 PPO ``MlpPolicy`` so :func:`build_policy` can rebuild it.
+
+    Args:
+        model: an SB3 ``PPO`` (or subclass) whose policy is an ``ActorCriticPolicy`` with a
+            flat ``Box`` observation, a ``Discrete`` action space and a ``FlattenExtractor``.
+
+    Returns:
+        ``{"obs_size": int, "n_actions": int, "net_arch": {"pi": [...], "vf": [...]},
+        "activation": "tanh" | "relu"}`` (JSON-ready).
+
+    Raises:
+        ValueError: for any policy this model format cannot rebuild exactly.
+    """
+    policy = model.policy
+    if not isinstance(policy, ActorCriticPolicy) or policy.use_sde:
+        raise ValueError(f"expected an SB3 ActorCriticPolicy without gSDE, got {type(policy).__name__}")
+    obs_space, act_space = policy.observation_space, policy.action_space
+    if not isinstance(obs_space, spaces.Box) or len(obs_space.shape) != 1:
+        raise ValueError(f"expected a flat Box observation space, got {obs_space}")
+    if not isinstance(act_space, spaces.Discrete) or int(act_space.start) != 0:
+        raise ValueError(f"expected a Discrete action space starting at 0, got {act_space}")
+    if policy.features_extractor_class is not FlattenExtractor:
+        raise ValueError(f"expected FlattenExtractor, got {policy.features_extractor_class.__name__}")
+    activation = next((k for k, v in _ACTIVATIONS.items() if policy.activation_fn is v), None)
+    if activation is None:
+        raise ValueError(f"unsupported activation {policy.activation_fn.__name__}; use one of {sorted(_ACTIVATIONS)}")
+    arch = policy.net_arch
+    pi, vf = (arch.get("pi", []), arch.get("vf", [])) if isinstance(arch, dict) else (arch, arch)
+    return {
+        "obs_size": int(obs_space.shape[0]),
+        "n_actions": int(act_space.n),
+        "net_arch": {"pi": [int(n) for n in pi], "vf": [int(n) for n in vf]},
+        "activation": activation,
+    }
+
+
+def _zero_lr(_progress_remaining: float) -> float:
+    return 0.0
+
+
+def build_policy(spec: Mapping[str, Any]) -> ActorCriticPolicy:
+    """Rebuild the network described by :func:`policy_spec` on CPU, in eval mode.
+
+    The result accepts ``load_state_dict`` of the original policy's state_dict exactly
+    (same keys and shapes). Its optimizer is a placeholder (learning rate 0).
+
+    Raises:
+        ModelIntegrityError: a malformed spec (e.g. from a hand-edited policy.json).
+    """
+    try:
+        obs_size, n_actions = int(spec["obs_size"]), int(spec["n_actions"])
+        arch = {key: [int(n) for n in spec["net_arch"][key]] for key in ("pi", "vf")}
+        activation = _ACTIVATIONS[spec["activation"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelIntegrityError(f"malformed policy spec {dict(spec)!r}: {exc!r}") from None
+    if obs_size < 1 or n_actions < 2 or any(n < 1 for n in arch["pi"] + arch["vf"]):
+        raise ModelIntegrityError(f"malformed policy spec {dict(spec)!r}: sizes must be positive")
+    policy = ActorCriticPolicy(
+        observation_space=spaces.Box(-np.inf, np.inf, (obs_size,), np.float32),
+        action_space=spaces.Discrete(n_actions),
+        lr_schedule=_zero_lr,
+        net_arch=arch,
+        activation_fn=activation,
+        ortho_init=False,  # the weights come from a state_dict
+    )
+    policy.set_training_mode(False)
+    return policy.to("cpu")
+
+
+# ------------------------------------------------------------------- saving
+def _check_feature_config(feature_config: Mapping[str, Any], spec: Mapping[str, Any]) -> dict:
+    missing = [k for k in FEATURE_KEYS if k not in feature_config]
+    extra = sorted(set(feature_config) - set(FEATURE_KEYS))
+    if missing or extra:
+        raise ConfigError(f"feature_config needs exactly {list(FEATURE_KEYS)}; missing {missing}, unknown {extra}")
+    config = {
+        "window": int(feature_config["window"]),
+        "vol_window": int(feature_config["vol_window"]),
+        "cost_bps": float(feature_config["cost_bps"]),
+        "long_only": bool(feature_config["long_only"]),
+        "feature_names": [str(n) for n in feature_config["feature_names"]],
+    }
+    obs_size = config["window"] * len(config["feature_names"]) + 1
+    if obs_size != spec["obs_size"]:
+        raise ConfigError(
+            f"window {config['window']} x {len(config['feature_names'])} features + 1 = {obs_size}, "
+            f"but the policy observes {spec['obs_size']} values"
+        )
+    if len(action_names(config["long_only"])) != spec["n_actions"]:
+        raise ConfigError(f"long_only={config['long_only']} does not match the policy's {spec['n_actions']} actions")
+    return config
+
+
+def _stage(folder: Path, members: Sequence[Mapping[str, torch.Tensor]], spec: Mapping[str, Any],
+           feature_config: Mapping[str, Any]) -> tuple[dict[str, str], dict]:
+    """Write member_{i}.pt and policy.json into ``folder``; return the artifacts map and the config."""
+    if len(members) == 0:
+        raise ConfigError("an ensemble needs at least one member")
+    spec = _spec_copy(spec)
+    config = _check_feature_config(feature_config, spec)
+    artifacts, entries = {}, []
+    for i, member in enumerate(members):
+        state = collections.OrderedDict((k, v.detach().to("cpu").clone()) for k, v in member.items())
+        build_policy(spec).load_state_dict(state)  # strict: refuses a member that does not fit the spec
+        path = folder / f"member_{i}.pt"
+        torch.save(state, path)
+        artifacts[f"member_{i}"] = str(path)
+        entries.append({"artifact": f"member_{i}", "file": path.name, "sha256": file_sha256(path)})
+    description = {
+        "format": FORMAT,
+        "spec": spec,
+        "features": config,
+        "actions": list(action_names(config["long_only"])),
+        "aggregation": "mean of member action probabilities; position = levels[argmax]",
+        "members": entries,
+    }
+    policy_path = folder / POLICY_FILE
+    policy_path.write_text(json.dumps(description, indent=2, sort_keys=True))
+    artifacts[POLICY_ARTIFACT] = str(policy_path)
+    return artifacts, config
+
+
+def _spec_copy(spec: Mapping[str, Any]) -> dict:
+    """A JSON-round-tripped copy of a spec, validated by building it once."""
+    copy = json.loads(json.dumps(dict(spec)))
+    build_policy(copy)
+    return copy
+
+
+def _feature_names(frame: pd.DataFrame, config: Mapping[str, Any]) -> list[str]:
+    features = compute_features(frame, vol_window=config["vol_window"])
+    need = features.warmup + config["window"]
+    if len(frame) < need:
+        raise ConfigError(f"the input example needs at least {need} bars to show a decision, got {len(frame)}")
+    return list(features.names)
+
+
+def _example_and_signature(input_example: pd.DataFrame, config: Mapping[str, Any]) -> tuple[pd.DataFrame, ModelSignature]:
+    """The canonical input example (``timestamp`` column, lower-case OHLCV) and the signature.
+
+    The example must yield exactly the training features: MLflow drops input columns the
+    signature does not name, so a feat_* column missing here could never reach the model.
+    """
+    frame = validate_frame(input_example, source="input example", max_gap=None)
+    names = _feature_names(frame, config)
+    if names != config["feature_names"]:
+        raise ConfigError(f"the input example yields features {names}, but the policy uses {config['feature_names']}")
+    optional = {"timestamp"}  # the timestamps may come as the DatetimeIndex instead
+    if "volume" in frame.columns and _feature_names(frame.drop(columns="volume"), config) == names:
+        optional.add("volume")  # no feature reads it
+    example = frame.reset_index()  # the DatetimeIndex "timestamp" becomes a column
+    actions = action_names(config["long_only"])
+    output = pd.DataFrame({"position": [0.0, 1.0]})
+    for k, name in enumerate(actions):
+        output[f"prob_{name}"] = [np.nan, float(k == len(actions) - 1)]
+    output["ready"] = [False, True]
+    inferred = infer_signature(example, output)
+    inputs = Schema([ColSpec(c.type, c.name, required=c.name not in optional) for c in inferred.inputs.inputs])
+    outputs = Schema([ColSpec(c.type, c.name) for c in inferred.outputs.inputs])  # every column, every row
+    return example, ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _pip_requirements() -> list[str]:
+    reqs = []
+    for name in _REQUIREMENTS:
+        try:
+            reqs.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            reqs.append(name)
+    return reqs
+
+
+def _flavor_kwargs(folder: Path, members, spec, feature_config, input_example) -> dict[str, Any]:
+    artifacts, config = _stage(folder, members, spec, feature_config)
+    example, signature = _example_and_signature(input_example, config)
+    return {
+        "python_model": str(MODEL_CODE_PATH),
+        "artifacts": artifacts,
+        "signature": signature,
+        "input_example": example,
+        "pip_requirements": _pip_requirements(),  # explicit: inferring them costs a subprocess
+    }
+
+
+def save_policy_model(
+    path: str | os.PathLike,
+    *,
+    members: Sequence[Mapping[str, torch.Tensor]],
+    spec: dict,
+    feature_config: dict,
+    input_example: pd.DataFrame,
+) -> None:
+    """Save the ensemble as an MLflow pyfunc model directory at ``path`` (must not exist or be empty).
+
+    Args:
+        members: one policy state_dict per ensemble member (e.g. ``ppo.policy.state_dict()``).
+        spec: :func:`policy_spec` of the members (all members share it).
+        feature_config: exactly ``window`` (bars per observation), ``vol_window`` (bars),
+            ``cost_bps``, ``long_only`` and ``feature_names`` (``Features.names`` of training).
+        input_example: OHLCV bars (DatetimeIndex or timestamp column, plus the feat_*
+            columns of training), at least feature warm-up + ``window`` bars long, so that
+            it yields the training features and shows one decision.
+
+    Raises:
+        ConfigError: empty ensemble, a feature config that does not fit the spec, or an
+            input example too short or yielding other features.
+        DataValidationError: an input example that is not valid bars.
+    """
+    with tempfile.TemporaryDirectory(prefix="convopt-model-") as tmp:
+        kwargs = _flavor_kwargs(Path(tmp), members, spec, feature_config, input_example)
+        mlflow.pyfunc.save_model(os.fspath(path), **kwargs)
+
+
+def log_policy_model(
+    run_id: str,
+    *,
+    members: Sequence[Mapping[str, torch.Tensor]],
+    spec: dict,
+    feature_config: dict,
+    input_example: pd.DataFrame,
+    name: str = "model",
+    step: int = 0,
+) -> str:
+    """Log the ensemble into the existing run ``run_id``; return the model URI (``models:/<id>``).
+
+    The run's status is left as it is and no fluent active run is started: the run's
+    owner ends it. The model is an MLflow 3 LoggedModel in the run's experiment, linked
+    to the run as an output at ``step`` (an env timestep), so it also loads as
+    ``runs:/<run_id>/<name>``. Arguments as in :func:`save_policy_model`.
+
+    Raises:
+        RunNotFoundError: no run ``run_id`` in the current tracking store.
+    """
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise RunNotFoundError(f"cannot log the model: run {run_id!r} not found ({exc.message})") from None
+    with tempfile.TemporaryDirectory(prefix="convopt-model-") as tmp:
+        kwargs = _flavor_kwargs(Path(tmp), members, spec, feature_config, input_example)
+        # Created here rather than by Model.log: without an active run, Model.log would put
+        # the LoggedModel in the default experiment, where runs:/ URIs cannot find it.
+        logged = client.create_logged_model(
+            experiment_id=run.info.experiment_id,
+            name=name,
+            source_run_id=run_id,
+            params=dict(run.data.params),
+            tags=resolve_tags({}),
+        )
+        info = Model.log(
+            artifact_path=None,
+            name=name,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=logged.model_id,
+            step=int(step),
+            **kwargs,
+        )
+    return info.model_uri

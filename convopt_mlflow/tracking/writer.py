@@ -1,0 +1,168 @@
+"""SB3 logger output that writes metrics to MLflow in one batch per dump.
+
+SB3 callbacks call ``self.logger.record(key, value)``; the logger hands every
+recorded value to each output format when it dumps (once per rollout for PPO),
+with ``step = num_timesteps``. :class:`MLflowOutputFormat` is that output for
+MLflow: one ``log_batch`` per dump, never one request per value.
+
+Only finite numbers are sent: MLflow stores NaN as NaN and +-inf as
++-1.8e308, which poisons charts and comparisons. Non-finite values are counted
+and dropped; the convergence monitor, not the logger, acts on divergence.
+
+Example:
+    >>> from stable_baselines3.common.logger import Logger
+    >>> writer = MLflowOutputFormat(run_id)                   # doctest: +SKIP
+    >>> model.set_logger(Logger(folder=None, output_formats=[writer]))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+from stable_baselines3.common.logger import KVWriter
+
+__all__ = ["MLflowOutputFormat", "metrics_batch", "finite_metrics"]
+
+#: Value of ``key_excluded`` (SB3's ``exclude=``) that keeps a key out of MLflow.
+EXCLUDE_TAG = "mlflow"
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a Python float when it is a real scalar number, else None.
+
+    Accepts int, float, numpy scalars and 0-d arrays or tensors (anything with
+    ``shape == ()`` that converts with ``float()``). Strings, sequences,
+    figures, videos and other SB3 payloads give None.
+    """
+    if isinstance(value, (str, bytes, np.str_, np.bytes_)):
+        return None
+    if isinstance(value, (int, float, np.number, np.bool_)):
+        return float(value)
+    shape = getattr(value, "shape", None)
+    if shape is not None and tuple(shape) == ():
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def finite_metrics(
+    values: Mapping[str, Any],
+    step: int,
+    timestamp_ms: int,
+    excluded: Mapping[str, Sequence[str] | str | None] | None = None,
+) -> tuple[list[Metric], int]:
+    """Turn ``values`` into MLflow metrics, keeping finite numbers only.
+
+    Args:
+        values: metric key -> value; non-numeric values are ignored silently.
+        step: the step of every metric (environment timesteps).
+        timestamp_ms: wall-clock time of every metric, in ms since the epoch.
+        excluded: SB3's ``key_excluded``: keys whose exclusions contain
+            ``"mlflow"`` are skipped.
+
+    Returns:
+        ``(metrics, n_nonfinite)``: the metrics to send and how many numeric
+        values were dropped because they were NaN or infinite.
+    """
+    metrics: list[Metric] = []
+    nonfinite = 0
+    for key, raw in values.items():
+        if excluded is not None:
+            exclusions = excluded.get(key)
+            if exclusions is not None and EXCLUDE_TAG in exclusions:
+                continue
+        value = _as_float(raw)
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            nonfinite += 1
+            continue
+        metrics.append(Metric(key=key, value=value, timestamp=timestamp_ms, step=int(step)))
+    return metrics, nonfinite
+
+
+def _send(client: MlflowClient, run_id: str, metrics: list[Metric]) -> int:
+    """One ``log_batch`` per 1,000 metrics (MLflow's limit); returns requests made."""
+    batches = 0
+    for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH])
+        batches += 1
+    return batches
+
+
+def metrics_batch(
+    run_id: str,
+    values: Mapping[str, Any],
+    step: int,
+    client: MlflowClient | None = None,
+) -> int:
+    """Log ``values`` at ``step`` in one batch (chunked at 1,000 metrics).
+
+    For callers outside SB3's logger. Non-numeric and non-finite values are
+    dropped, as in :class:`MLflowOutputFormat`.
+
+    Returns:
+        The number of metric points written.
+    """
+    metrics, _ = finite_metrics(values, step, int(time.time() * 1000))
+    _send(client or MlflowClient(), run_id, metrics)
+    return len(metrics)
+
+
+class MLflowOutputFormat(KVWriter):
+    """SB3 ``KVWriter`` that sends each dump to an MLflow run as one batch.
+
+    Args:
+        run_id: the MLflow run that receives the metrics.
+        client: the client to write with; ``MlflowClient()`` (the current
+            tracking URI) when None.
+        min_step: dumps at ``step <= min_step`` are dropped whole. After a
+            resume, pass the run's last logged step so no step is logged twice.
+
+    Attributes:
+        points_written: metric points sent to MLflow.
+        batches_written: ``log_batch`` requests made.
+        dropped_nonfinite: NaN or infinite values that were not sent.
+        dumps_skipped: dumps dropped because their step was ``<= min_step``.
+
+    Example:
+        >>> writer = MLflowOutputFormat(run_id, client)               # doctest: +SKIP
+        >>> writer.write({"train/loss": 0.5, "x": float("nan")}, {}, step=64)  # doctest: +SKIP
+        >>> writer.points_written, writer.dropped_nonfinite          # doctest: +SKIP
+        (1, 1)
+    """
+
+    def __init__(self, run_id: str, client: MlflowClient | None = None, *, min_step: int = -1):
+        self.run_id = run_id
+        self.client = client if client is not None else MlflowClient()
+        self.min_step = int(min_step)
+        self.points_written = 0
+        self.batches_written = 0
+        self.dropped_nonfinite = 0
+        self.dumps_skipped = 0
+
+    def write(
+        self,
+        key_values: dict[str, Any],
+        key_excluded: dict[str, tuple[str, ...]],
+        step: int = 0,
+    ) -> None:
+        if step <= self.min_step:
+            self.dumps_skipped += 1
+            return
+        metrics, nonfinite = finite_metrics(key_values, step, int(time.time() * 1000), key_excluded)
+        self.dropped_nonfinite += nonfinite
+        if not metrics:
+            return
+        self.batches_written += _send(self.client, self.run_id, metrics)
+        self.points_written += len(metrics)
+
+    def close(self) -> None:
+        """Nothing to flush: every ``write`` is sent before it returns."""

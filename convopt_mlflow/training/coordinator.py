@@ -1,0 +1,275 @@
+"""The training coordinator: one config in, one fully tracked MLflow run out.
+
+Order matters for the exit contract: the config and the data are validated
+*before* a run is opened, so a user mistake creates nothing. Once the run is
+open, every exit path ends it: FINISHED on success, FAILED on an exception,
+KILLED on SIGINT/SIGTERM (after a final checkpoint and flush).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
+
+from .. import config as cfgmod
+from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
+from ..errors import RunNotFoundError, UserError
+from ..tracking import MLflowOutputFormat, RunHandle, get_run_config, log_dataset, open_run
+from .callbacks import CheckpointCallback, ConvergenceCallback, StopOnRequestCallback, ValidationEvalCallback
+from .checkpoints import CheckpointStore, NoCheckpointError, restore_training_state
+from .control import ComponentGuard, StopRequest
+from .evaluate import validation_scorer
+from .interventions import InterventionActuator, TrainingDiverged
+from .reporting import finalize_run, write_progress_artifacts
+from .setup import Market, load_market, make_env, make_model
+
+_SIGNALS = {signal.SIGINT: ("SIGINT", 130), signal.SIGTERM: ("SIGTERM", 143)}
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    status: str
+    exit_code: int
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Components:
+    """The optional parts of a run; tests inject their own (e.g. a failing scheduler)."""
+
+    scheduler: Any = None
+    monitor: Any = None
+    regularization: Any = None
+
+
+def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
+    scheduler = None
+    if cfg.scheduler_enabled:
+        scheduler = AdvancedLRScheduler(
+            cfg.base_learning_rate, cfg.lr_schedule_type, min_lr=cfg.min_learning_rate,
+            max_lr=cfg.max_learning_rate, total_steps=cfg.run.total_timesteps, restart_period=cfg.restart_period,
+            period_mult=cfg.period_mult, warmup_steps=cfg.warmup_steps,
+        )
+    monitor = None
+    if cfg.monitor.enabled:
+        actions = list(cfg.monitor.interventions)
+        if cfg.monitor.overfit_response == "early_stop":  # the monitor answers overfitting with what is allowed
+            actions = [a for a in actions if a != "increase_regularization"] + ["early_stop"] * ("early_stop" not in actions)
+        thresholds = MonitorThresholds(monitoring_window=cfg.monitoring_window, plateau_cv=cfg.plateau_threshold,
+                                       intervention_threshold=cfg.intervention_threshold)
+        monitor = ConvergenceMonitor(thresholds, actions)
+    regularization = RegularizationSchedule(cfg.ppo.ent_coef, max_ent_coef=cfg.monitor.max_ent_coef,
+                                            weight_decay=cfg.ppo.weight_decay,
+                                            max_weight_decay=cfg.monitor.max_weight_decay)
+    return Components(scheduler, monitor, regularization)
+
+
+def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume: str = "",
+          run_id: str | None = None, components: Components | None = None,
+          extra_callbacks: Sequence[BaseCallback] = (), checkpoint_root: str | None = None) -> TrainResult:
+    """Train one PPO agent as one MLflow run. Raises UserError before any run exists."""
+    resumed = None
+    if resume:
+        cfg, resumed = _load_resume(resume)
+        run_id = resume
+    market = load_market(cfg)  # UserError on bad data, before any run exists
+    if run_id is None:
+        run_id = os.environ.get("MLFLOW_RUN_ID") or None
+    comps = components or build_components(cfg)
+    if resumed:
+        CheckpointStore(resumed["checkpoint_dir"]).load_latest_good()  # UserError when nothing usable
+        preset = resumed["preset"]
+    handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id, run_name=None, tags=_tags(cfg, preset))
+    root = Path(checkpoint_root or os.environ.get("CONVOPT_CHECKPOINT_ROOT", ".convopt/checkpoints"))
+    ckpt_dir = Path(resumed["checkpoint_dir"]) if resumed else (root / handle.run_id).resolve()
+    stop = StopRequest()
+    with _signals_to(stop):
+        try:
+            if not resumed:
+                _log_run_inputs(handle, cfg, market, ckpt_dir)
+            return _train_in_run(cfg, market, handle, comps, stop, CheckpointStore(ckpt_dir, keep_last=cfg.run.keep_checkpoints),
+                                 resumed is not None, extra_callbacks)
+        except TrainingDiverged as exc:
+            handle.set_tags({"convopt.failure_reason": str(exc)[:5000]})
+            handle.end("FAILED")
+            return TrainResult(handle.run_id, "FAILED", 1, str(exc))
+        except BaseException as exc:
+            handle.set_tags({"convopt.failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
+            handle.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
+
+
+def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, stop: StopRequest,
+                  store: CheckpointStore, resumed: bool, extra_callbacks: Sequence[BaseCallback]) -> TrainResult:
+    env = make_env(cfg, market)
+    model = make_model(cfg, env)
+    guard = ComponentGuard()
+    actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,
+                                    stop=stop, max_rollbacks=cfg.run.max_rollbacks)
+    convergence = ConvergenceCallback(
+        comps.monitor or _NullMonitor(), scheduler=comps.scheduler, actuator=actuator, guard=guard,
+        param_watch=cfg.monitor.enabled and cfg.monitor.param_watch, dump_logs=True,
+        fallback_lr=cfg.base_learning_rate, callback_after_update=None,
+    )
+    checkpoints = CheckpointCallback(store, cfg.run.checkpoint_freq,
+                                     extras=lambda: _extras(comps, convergence, model, evaluation))
+    convergence.child = checkpoints
+    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq)
+    min_step = -1
+    if resumed:
+        min_step = _restore(model, store, comps, convergence, evaluation, handle)
+    model.set_logger(Logger(folder=None, output_formats=[MLflowOutputFormat(handle.run_id, handle.client,
+                                                                            min_step=min_step)]))
+    remaining = cfg.run.total_timesteps - model.num_timesteps
+    if not resumed:
+        checkpoints.init_callback(model)
+        checkpoints.save()  # step 0: rollback always has somewhere to go
+    callbacks = CallbackList([evaluation, convergence, StopOnRequestCallback(stop), *extra_callbacks])
+    try:
+        if remaining > 0:
+            model.learn(remaining, callback=callbacks, log_interval=None, reset_num_timesteps=not resumed,
+                        progress_bar=cfg.run.progress_bar)
+    finally:
+        if guard.disabled:
+            handle.set_tags({"convopt.degraded": ",".join(sorted(guard.disabled))})
+        write_progress_artifacts(handle, convergence, actuator)
+    if stop.requested and stop.status == "KILLED":
+        checkpoints.save()
+        handle.set_tags({"convopt.stop_reason": stop.reason})
+        handle.end("KILLED")
+        return TrainResult(handle.run_id, "KILLED", stop.exit_code, stop.reason)
+    if stop.requested:
+        handle.set_tags({"convopt.stop_reason": stop.reason})
+    metrics = finalize_run(handle, cfg, market, model)
+    handle.end("FINISHED")
+    return TrainResult(handle.run_id, "FINISHED", 0, stop.reason, metrics)
+
+
+def _restore(model, store, comps, convergence, evaluation, handle) -> int:
+    try:
+        entry, state, skipped = store.load_latest_good()
+    except NoCheckpointError as exc:
+        raise UserError(f"run {handle.run_id} has no usable checkpoint to resume from: {exc}") from exc
+    extras = restore_training_state(model, state)
+    if comps.scheduler is not None and "scheduler" in extras:
+        comps.scheduler.load_state_dict(extras["scheduler"])
+    if comps.monitor is not None and "monitor" in extras:
+        comps.monitor.load_state_dict(extras["monitor"])
+    if comps.regularization is not None and "regularization" in extras:
+        comps.regularization.load_state_dict(extras["regularization"])
+        model.ent_coef = comps.regularization.ent_coef
+    if "env_rng" in extras:
+        _set_env_rng(model.env, extras["env_rng"])
+    model.batch_size = int(extras.get("batch_size", model.batch_size))
+    convergence.history = list(extras.get("history", []))
+    convergence.interventions = list(extras.get("interventions", []))
+    convergence.counts = dict(extras.get("counts", {}))
+    evaluation.best_score = float(extras.get("best_eval", evaluation.best_score))
+    for e, reason in skipped:
+        convergence.interventions.append({"step": e.step, "action": "skip_corrupt_checkpoint", "reason": reason,
+                                          "values": {}, "applied": "fell back to an older checkpoint", "outcome": None})
+    handle.set_tags({"convopt.resumed_from_step": str(entry.step)})
+    return handle.last_logged_step()
+
+
+def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluation) -> dict[str, Any]:
+    out: dict[str, Any] = {"batch_size": model.batch_size, "history": convergence.history,
+                           "interventions": convergence.interventions, "counts": convergence.counts,
+                           "best_eval": evaluation.best_score if evaluation.best_score > -1e308 else -1e308}
+    for name in ("scheduler", "monitor", "regularization"):
+        part = getattr(comps, name)
+        if part is not None and hasattr(part, "state_dict"):
+            out[name] = part.state_dict()
+    rng = _get_env_rng(model.env)
+    if rng is not None:
+        out["env_rng"] = rng
+    return out
+
+
+def _get_env_rng(env) -> dict | None:
+    while env is not None:
+        if hasattr(env, "rng"):
+            return env.rng.bit_generator.state
+        env = getattr(env, "venv", None)
+    return None
+
+
+def _set_env_rng(env, state: dict) -> None:
+    while env is not None:
+        if hasattr(env, "rng"):
+            env.rng.bit_generator.state = state
+            return
+        env = getattr(env, "venv", None)
+
+
+def _load_resume(run_id: str) -> tuple[cfgmod.OptimizedTrainingConfig, dict]:
+    from ..tracking import get_run_tags
+
+    tags = get_run_tags(run_id)  # RunNotFoundError when missing
+    ckpt_dir = tags.get("convopt.checkpoint_dir")
+    if not ckpt_dir or not Path(ckpt_dir).is_dir():
+        raise RunNotFoundError(f"run {run_id} has no checkpoint directory on this machine (tag convopt.checkpoint_dir)")
+    cfg = cfgmod.from_dict(get_run_config(run_id))
+    return cfg, {"checkpoint_dir": ckpt_dir, "preset": tags.get("convopt.preset", "custom")}
+
+
+def _tags(cfg, preset: str) -> dict[str, str]:
+    return {"convopt.preset": preset, "convopt.arm": preset, "convopt.seed": str(cfg.run.seed),
+            "convopt.role": "train", "convopt.config_hash": cfgmod.config_hash(cfg),
+            "convopt.pid": str(os.getpid()), "convopt.host": socket.gethostname()}
+
+
+def _log_run_inputs(handle: RunHandle, cfg, market: Market, ckpt_dir: Path) -> None:
+    params = cfgmod.flatten(cfg)
+    params["config_hash"] = cfgmod.config_hash(cfg)
+    handle.log_params(params)
+    handle.log_text(cfgmod.to_json(cfg), "config.json")
+    handle.set_tags({"convopt.checkpoint_dir": str(ckpt_dir), "convopt.data.digest": market.bars.digest})
+    log_dataset(handle, market.bars.frame, name=market.bars.name, source=market.bars.source,
+                digest=market.bars.digest)
+
+
+@contextmanager
+def _signals_to(stop: StopRequest) -> Iterator[None]:
+    """SIGINT/SIGTERM request a graceful stop (checkpoint, flush, KILLED) instead of dying."""
+    previous = {}
+
+    def handler(signum, frame):
+        name, code = _SIGNALS[signum]
+        if stop.requested and stop.status == "KILLED":
+            raise KeyboardInterrupt  # second signal: stop now
+        stop.request(f"received {name}", status="KILLED", exit_code=code)
+
+    try:
+        for sig in _SIGNALS:
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not in the main thread: leave signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class _NullMonitor:
+    """Stands in when the monitor is disabled (baseline): no analysis, no interventions."""
+
+    def analyze_convergence(self, metrics):
+        return None
+
+    def decide(self, state):
+        return []
+
+    def pop_completed_outcomes(self):
+        return []

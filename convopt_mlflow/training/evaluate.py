@@ -1,0 +1,50 @@
+"""Deterministic out-of-sample evaluation of an SB3 policy on a split."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..env import deterministic_positions
+from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
+from .setup import Market, next_log_returns
+
+
+def greedy_actions(policy: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Map an observation batch to the most probable action (no SB3 ``predict`` overhead)."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            dist = policy.get_distribution(torch.as_tensor(obs, dtype=torch.float32, device=policy.device))
+            return dist.distribution.probs.argmax(dim=-1).cpu().numpy()
+
+    return act
+
+
+def backtest_split(policy: Any, market: Market, split: str, *, cost_bps: float) -> dict[str, Any]:
+    """Positions, metrics, benchmarks and equity curves of the greedy policy on ``split``."""
+    core = market.cores[split]
+    path = deterministic_positions(core, greedy_actions(policy), getattr(market.splits, split))
+    returns = next_log_returns(market, path.bars)
+    ppy = market.bars.periods_per_year
+    metrics = trading_metrics(path.positions, returns, cost_bps=cost_bps, periods_per_year=ppy)
+    bench = benchmark_metrics(returns, cost_bps=cost_bps, periods_per_year=ppy)
+    curves = {
+        "policy": equity_curve(path.positions, returns, cost_bps=cost_bps),
+        "buy_and_hold": equity_curve(np.ones_like(returns), returns, cost_bps=cost_bps),
+        "flat": equity_curve(np.zeros_like(returns), returns, cost_bps=cost_bps),
+    }
+    index = market.bars.frame.index
+    timestamps = index[np.concatenate([path.bars[:1], path.bars + 1])] if len(path.bars) else index[:0]
+    return {"metrics": metrics, "benchmarks": bench, "curves": curves, "timestamps": timestamps, "path": path}
+
+
+def validation_scorer(market: Market, *, cost_bps: float) -> Callable[[Any], dict[str, float]]:
+    """``evaluate(policy) -> {"score": val Sharpe, ...}`` for in-training evaluation."""
+
+    def evaluate(policy: Any) -> dict[str, float]:
+        metrics = backtest_split(policy, market, "val", cost_bps=cost_bps)["metrics"]
+        return {"score": metrics["sharpe"], **{k: v for k, v in metrics.items() if k != "n_bars"}}
+
+    return evaluate

@@ -1,0 +1,117 @@
+"""Apply the monitor's interventions to a live SB3 model.
+
+The monitor (pure) decides; this actuator does. Each ``apply`` returns a short
+text describing what was actually done, which is logged next to the decision.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .checkpoints import CheckpointStore, NoCheckpointError
+from .control import StopRequest
+
+
+class TrainingDiverged(RuntimeError):
+    """Divergence persisted after ``max_rollbacks`` rollbacks; the run ends FAILED."""
+
+
+class InterventionActuator:
+    """Turns ``Intervention`` decisions into changes of the model and its schedules.
+
+    Args:
+        scheduler: the installed AdvancedLRScheduler, or None (LR actions are then skipped).
+        regularization: a RegularizationSchedule for entropy / weight decay, or None.
+        store: checkpoint store used by ``rollback`` and by ``early_stop`` (best-by-eval).
+        stop: shared stop request set by ``early_stop``.
+        max_rollbacks: rollbacks allowed before :class:`TrainingDiverged` is raised.
+        lr_reduce_factor: multiplier applied to the LR by ``lr_reduce`` and ``rollback``.
+    """
+
+    def __init__(self, *, scheduler: Any = None, regularization: Any = None, store: CheckpointStore | None = None,
+                 stop: StopRequest | None = None, max_rollbacks: int = 3, lr_reduce_factor: float = 0.5):
+        self.scheduler = scheduler
+        self.regularization = regularization
+        self.store = store
+        self.stop = stop or StopRequest()
+        self.max_rollbacks = max_rollbacks
+        self.lr_reduce_factor = lr_reduce_factor
+        self.rollbacks = 0
+        self.skipped_checkpoints: list[dict[str, Any]] = []
+
+    def apply(self, action: str, model: Any, step: int) -> str:
+        handler = getattr(self, f"_{action}", None)
+        if handler is None:
+            return "not applicable"
+        return handler(model, step)
+
+    # ---------------------------------------------------------------- actions
+    def _lr_restart(self, model: Any, step: int) -> str:
+        if self.scheduler is None:
+            return "skipped: no scheduler"
+        self.scheduler.restart(step)
+        return f"new LR cycle from step {step}"
+
+    def _lr_reduce(self, model: Any, step: int) -> str:
+        if self.scheduler is None:
+            return "skipped: no scheduler"
+        self.scheduler.reduce(self.lr_reduce_factor)
+        return f"LR scaled by {self.lr_reduce_factor}"
+
+    def _increase_entropy(self, model: Any, step: int) -> str:
+        if self.regularization is None or not self.regularization.increase_entropy():
+            return "skipped: entropy coefficient at its bound"
+        model.ent_coef = self.regularization.ent_coef
+        return f"ent_coef -> {model.ent_coef:.3g}"
+
+    def _increase_regularization(self, model: Any, step: int) -> str:
+        if self.regularization is None or not self.regularization.increase_regularization():
+            return "skipped: regularization at its bounds"
+        model.ent_coef = self.regularization.ent_coef
+        for group in model.policy.optimizer.param_groups:
+            group["weight_decay"] = self.regularization.weight_decay
+        return f"ent_coef -> {model.ent_coef:.3g}, weight_decay -> {self.regularization.weight_decay:.3g}"
+
+    def _reduce_batch_size(self, model: Any, step: int) -> str:
+        return f"batch_size now {model.batch_size}"  # ConvoptPPO already halved it and retried
+
+    def _advance_curriculum(self, model: Any, step: int) -> str:
+        return "skipped: curriculum not enabled"
+
+    def _early_stop(self, model: Any, step: int) -> str:
+        note = "stopping"
+        if self.store is not None and self.store.best() is not None:
+            entry = self.store.best()
+            try:
+                state = self.store.load(entry)
+                load_weights(model, state)
+                note = f"restored best-by-eval checkpoint of step {entry.step}; stopping"
+            except Exception as exc:  # a corrupt best checkpoint must not turn a stop into a crash
+                self.skipped_checkpoints.append({"step": entry.step, "reason": str(exc)})
+        self.stop.request(f"early_stop at step {step}")
+        return note
+
+    def _rollback(self, model: Any, step: int) -> str:
+        if self.rollbacks >= self.max_rollbacks:
+            raise TrainingDiverged(
+                f"training diverged again after {self.rollbacks} rollback(s) (run.max_rollbacks={self.max_rollbacks})"
+            )
+        if self.store is None:
+            raise TrainingDiverged("training diverged and no checkpoint store is configured for rollback")
+        try:
+            entry, state, skipped = self.store.load_latest_good()
+        except NoCheckpointError as exc:
+            raise TrainingDiverged(f"training diverged and no usable checkpoint exists: {exc}") from exc
+        self.skipped_checkpoints.extend({"step": e.step, "reason": r} for e, r in skipped)
+        load_weights(model, state)
+        self.rollbacks += 1
+        if self.scheduler is not None:
+            self.scheduler.reduce(self.lr_reduce_factor)
+        lr_note = f", LR scaled by {self.lr_reduce_factor}" if self.scheduler is not None else ""
+        skip_note = f" (skipped {len(skipped)} corrupt)" if skipped else ""
+        return f"restored checkpoint of step {entry.step}{skip_note}{lr_note}; rollback {self.rollbacks}/{self.max_rollbacks}"
+
+
+def load_weights(model: Any, state: dict) -> None:
+    """Restore policy and optimizer state only (timesteps and RNG keep going)."""
+    model.policy.load_state_dict(state["policy"])
+    model.policy.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,67 @@
+"""End-of-run reporting: backtests, dashboards, the interventions table and the model.
+
+Artifacts written here:
+    interventions.json / interventions.csv   every intervention: step, action, reason, values, applied, outcome
+    dashboards/convergence.html              loss, entropy, grad norm, LR, eval, interventions, plateaus
+    backtest/equity_{val,test}.html          policy vs buy-and-hold vs flat
+    model/                                   pyfunc (models from code), state_dict weights + policy.json
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..evaluation import convergence_dashboard, equity_figure, write_html
+from .evaluate import backtest_split
+
+SPLITS = ("val", "test")
+
+
+def interventions_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["step", "action", "reason", "values", "applied", "outcome"])
+    for row in rows:
+        writer.writerow([row["step"], row["action"], row["reason"], json.dumps(row.get("values", {})),
+                         row.get("applied", ""), json.dumps(row.get("outcome"))])
+    return buffer.getvalue()
+
+
+def write_progress_artifacts(handle: Any, convergence: Any, actuator: Any) -> None:
+    """Interventions table and convergence dashboard; also called on failure/kill paths."""
+    rows = list(convergence.interventions)
+    rows += [{"step": -1, "action": "skip_corrupt_checkpoint", "reason": s["reason"], "values": {"step": s["step"]},
+              "applied": "used an older checkpoint", "outcome": None} for s in actuator.skipped_checkpoints]
+    handle.log_text(json.dumps(rows, indent=1, default=str), "interventions.json")
+    handle.log_text(interventions_csv(rows), "interventions.csv")
+    if convergence.history:
+        fig = convergence_dashboard(convergence.history, rows, title=f"Convergence - run {handle.run_id[:8]}")
+        with tempfile.TemporaryDirectory() as tmp:
+            handle.log_artifact(write_html(fig, Path(tmp) / "convergence.html"), "dashboards")
+
+
+def finalize_run(handle: Any, cfg: Any, market: Any, model: Any) -> dict[str, float]:
+    """Backtest val and test, log metrics + equity curves + the model; return the metrics."""
+    from ..tracking import log_policy_model, policy_spec
+
+    metrics: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for split in SPLITS:
+            result = backtest_split(model.policy, market, split, cost_bps=cfg.env.cost_bps)
+            metrics.update({f"backtest/{split}/{k}": float(v) for k, v in result["metrics"].items()})
+            for bench, values in result["benchmarks"].items():
+                metrics.update({f"benchmark/{split}/{bench}/{k}": float(v) for k, v in values.items()})
+            fig = equity_figure(result["timestamps"], result["curves"], title=f"Equity on {split} ({market.bars.name})")
+            handle.log_artifact(write_html(fig, Path(tmp) / f"equity_{split}.html"), "backtest")
+    handle.log_metrics(metrics, step=model.num_timesteps)
+    feature_config = {
+        "window": cfg.env.window, "vol_window": cfg.data.vol_window, "cost_bps": cfg.env.cost_bps,
+        "long_only": cfg.env.long_only, "feature_names": list(market.features.names),
+    }
+    log_policy_model(handle.run_id, members=[model.policy.state_dict()], spec=policy_spec(model),
+                     feature_config=feature_config, input_example=market.bars.frame.iloc[:200])
+    return metrics

@@ -1,0 +1,61 @@
+"""Install an :class:`AdvancedLRScheduler` as an SB3 model's learning-rate schedule.
+
+``PPO.train()`` calls ``self.lr_schedule(progress_remaining)`` at every update and
+writes the result into the optimizer, overwriting anything set by hand. So the
+adaptive scheduler is installed *as* that schedule: a picklable callable that
+maps SB3's ``progress_remaining`` back to the environment timestep
+(``step = (1 - progress_remaining) * total_timesteps``, exact for SB3's formula
+``1 - num_timesteps / total_timesteps``) and asks the scheduler for the LR there.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from stable_baselines3.common.utils import FloatSchedule
+
+
+class SchedulerSchedule:
+    """SB3 ``Schedule`` backed by a stateful scheduler (``get_lr(step) -> float``).
+
+    Example:
+        >>> from convopt_mlflow.components import AdvancedLRScheduler
+        >>> sched = SchedulerSchedule(AdvancedLRScheduler(3e-4, "cosine", total_steps=1000), 1000)
+        >>> round(sched(1.0), 6)   # progress_remaining 1.0 is step 0
+        0.0001
+    """
+
+    def __init__(self, scheduler: Any, total_timesteps: int, *, guard: Any = None, fallback_lr: float | None = None):
+        self.scheduler = scheduler
+        self.total_timesteps = int(total_timesteps)
+        self.guard = guard
+        self.fallback_lr = float(fallback_lr if fallback_lr is not None else scheduler.base_lr)
+        self.last_step = 0
+        self.last_lr = float("nan")
+
+    def step_for(self, progress_remaining: float) -> int:
+        return int(round((1.0 - float(progress_remaining)) * self.total_timesteps))
+
+    def __call__(self, progress_remaining: float) -> float:
+        self.last_step = self.step_for(progress_remaining)
+        if self.guard is None:
+            self.last_lr = float(self.scheduler.get_lr(self.last_step))
+        else:  # the adaptive scheduler is optional: if it fails, fall back to a constant LR
+            self.last_lr = float(self.guard.call("scheduler", self._checked_lr, fallback=self.fallback_lr,
+                                                 step=self.last_step))
+        return self.last_lr
+
+    def _checked_lr(self) -> float:
+        lr = float(self.scheduler.get_lr(self.last_step))
+        if not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"scheduler returned a non-positive or non-finite LR {lr!r}")
+        return lr
+
+
+def install_scheduler(model: Any, scheduler: Any, total_timesteps: int, *, guard: Any = None,
+                      fallback_lr: float | None = None) -> SchedulerSchedule:
+    """Make ``scheduler`` the model's LR schedule; returns the installed adapter."""
+    adapter = SchedulerSchedule(scheduler, total_timesteps, guard=guard, fallback_lr=fallback_lr)
+    model.learning_rate = adapter
+    model.lr_schedule = FloatSchedule(adapter)
+    return adapter

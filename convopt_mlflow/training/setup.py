@@ -1,0 +1,83 @@
+"""Build everything a training run needs from a config, before any MLflow run exists.
+
+Bad data or an impossible config raises a ``UserError`` here, so the CLI can exit 2
+without having created a run.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import OptimizedTrainingConfig
+from ..data import Bars, Features, Splits, chronological_splits, compute_features, load_bars
+from ..env import MarketCore, TradingVecEnv
+from .guards import FiniteGuard
+from .ppo import ConvoptPPO
+
+_ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
+
+
+@dataclass(frozen=True)
+class Market:
+    """Loaded bars, their features, the chronological splits and one env core per split."""
+
+    bars: Bars
+    features: Features
+    splits: Splits
+    cores: dict[str, MarketCore]
+
+
+def min_bars_needed(cfg: OptimizedTrainingConfig) -> int:
+    """Bars needed for feature warm-up + one training episode + small val/test splits."""
+    train_need = 3 * cfg.data.vol_window + cfg.env.window + cfg.env.episode_length + 2
+    share = 1.0 - cfg.data.val_fraction - cfg.data.test_fraction
+    return int(math.ceil(train_need / share)) + 2 * cfg.data.embargo_bars
+
+
+def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Market:
+    max_gap = None if cfg.data.max_gap.lower() in ("", "none", "off") else cfg.data.max_gap
+    if bars is None:
+        bars = load_bars(cfg.data.source, min_bars=min_bars_needed(cfg), max_gap=max_gap)
+    features = compute_features(bars.frame, vol_window=cfg.data.vol_window)
+    splits = chronological_splits(bars.n_bars, val_fraction=cfg.data.val_fraction,
+                                  test_fraction=cfg.data.test_fraction, embargo_bars=cfg.data.embargo_bars,
+                                  start=features.warmup)
+    cores = {}
+    for name in ("train", "val", "test"):
+        # only training needs whole episodes; val/test are walked bar by bar
+        episode = cfg.env.episode_length if name == "train" else 1
+        cores[name] = MarketCore(features.values, features.log_returns, window=cfg.env.window,
+                                 episode_length=episode, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only,
+                                 bar_range=getattr(splits, name), warmup=features.warmup)
+    return Market(bars, features, splits, cores)
+
+
+def make_env(cfg: OptimizedTrainingConfig, market: Market) -> FiniteGuard:
+    return FiniteGuard(TradingVecEnv(market.cores["train"], cfg.env.n_envs, seed=cfg.run.seed))
+
+
+def make_model(cfg: OptimizedTrainingConfig, env: Any) -> ConvoptPPO:
+    torch.set_num_threads(cfg.ppo.torch_threads)
+    net = list(cfg.ppo.net_arch)
+    policy_kwargs: dict[str, Any] = {
+        "net_arch": {"pi": net, "vf": net},
+        "activation_fn": _ACTIVATIONS[cfg.ppo.activation],
+    }
+    if cfg.ppo.weight_decay > 0:
+        policy_kwargs["optimizer_kwargs"] = {"weight_decay": cfg.ppo.weight_decay}
+    return ConvoptPPO(
+        "MlpPolicy", env, learning_rate=cfg.base_learning_rate, n_steps=cfg.ppo.n_steps,
+        batch_size=cfg.ppo.batch_size, n_epochs=cfg.ppo.n_epochs, gamma=cfg.ppo.gamma,
+        gae_lambda=cfg.ppo.gae_lambda, clip_range=cfg.ppo.clip_range, ent_coef=cfg.ppo.ent_coef,
+        vf_coef=cfg.ppo.vf_coef, max_grad_norm=cfg.ppo.max_grad_norm, policy_kwargs=policy_kwargs,
+        seed=cfg.run.seed, device="cpu", verbose=0,
+    )
+
+
+def next_log_returns(market: Market, bars: np.ndarray) -> np.ndarray:
+    """Return realised after each decision bar: log_returns[t + 1]."""
+    return market.features.log_returns[bars + 1]

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from convopt_mlflow.env import PositionPath, deterministic_positions
+from convopt_mlflow.errors import ConfigError
+
+# Position feedback: flat -> long, long -> short, short -> flat (actions 2, 0, 1).
+NEXT_ACTION = {0.0: 2, 1.0: 0, -1.0: 1}
+
+
+def cycling_policy(seen):
+    def act(obs):
+        seen.append(obs.copy())
+        return np.array([NEXT_ACTION[float(obs[0, -1])]])
+
+    return act
+
+
+def test_walk_feeds_positions_back_and_covers_every_decision_bar(hand_core):
+    seen = []
+    path = deterministic_positions(hand_core, cycling_policy(seen), (0, 6))
+    assert isinstance(path, PositionPath)
+    np.testing.assert_array_equal(path.bars, [1, 2, 3, 4])  # bar 0 has no full window, bar 5 no next return
+    np.testing.assert_array_equal(path.positions, [1.0, -1.0, 0.0, 1.0])
+    assert path.positions.dtype == np.float64
+    np.testing.assert_array_equal(
+        np.concatenate(seen),
+        [[0, 1, 10, 11, 0], [10, 11, 20, 21, 1], [20, 21, 30, 31, -1], [30, 31, 40, 41, 0]],
+    )
+
+
+def test_walk_pnl_matches_env_rewards(hand_core):
+    path = deterministic_positions(hand_core, cycling_policy([]), (1, 6))
+    prev = np.concatenate([[0.0], path.positions[:-1]])
+    pnl = path.positions * hand_core.log_returns[path.bars + 1] - hand_core.cost_rate * np.abs(path.positions - prev)
+    t, position, rewards = np.array([1]), np.zeros(1), []
+    for p in path.positions:
+        position, reward = hand_core.step(t, position, np.flatnonzero(hand_core.position_levels == p))
+        rewards.append(reward[0])
+        t = t + 1
+    np.testing.assert_array_equal(pnl, rewards)
+
+
+def test_walk_over_a_later_range_and_bad_ranges(hand_core):
+    path = deterministic_positions(hand_core, lambda obs: np.array([2]), (3, 6))
+    np.testing.assert_array_equal(path.bars, [3, 4])
+    np.testing.assert_array_equal(path.positions, [1.0, 1.0])
+    with pytest.raises(ConfigError, match="no decision bar"):
+        deterministic_positions(hand_core, lambda obs: np.array([2]), (0, 2))
+    with pytest.raises(ConfigError, match="n_bars=6"):
+        deterministic_positions(hand_core, lambda obs: np.array([2]), (0, 7))
+    with pytest.raises(ValueError, match="act returned action 3"):
+        deterministic_positions(hand_core, lambda obs: np.array([3]), (0, 6))

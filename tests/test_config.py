@@ -1,0 +1,83 @@
+import dataclasses
+import json
+
+import pytest
+
+from convopt_mlflow import config as cfgmod
+from convopt_mlflow.errors import ConfigError
+
+REFERENCE_FIELDS = {
+    "base_learning_rate": 3e-5, "min_learning_rate": 1e-7, "max_learning_rate": 1e-4,
+    "lr_schedule_type": "cosine_with_restarts", "restart_period": 500000, "curriculum_enabled": True,
+    "curriculum_stages": 5, "stage_progression_threshold": 0.1, "replay_buffer_size": 1000000,
+    "replay_ratio": 0.25, "priority_alpha": 0.6, "intervention_threshold": 0.3, "noise_injection_prob": 0.3,
+    "time_warp_prob": 0.2, "feature_dropout_prob": 0.1, "ensemble_size": 3, "diversity_penalty": 0.1,
+    "meta_learning_rate": 1e-4, "adaptation_frequency": 10000,
+}
+
+
+def test_reference_fields_and_defaults_are_kept():
+    cfg = cfgmod.OptimizedTrainingConfig()
+    for name, value in REFERENCE_FIELDS.items():
+        assert getattr(cfg, name) == value, name
+    # fields whose unit the reference left open keep their names
+    assert hasattr(cfg, "plateau_threshold") and hasattr(cfg, "monitoring_window")
+
+
+def test_config_is_frozen():
+    cfg = cfgmod.OptimizedTrainingConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.base_learning_rate = 1.0  # type: ignore[misc]
+
+
+def test_overrides_coerce_types_and_nest():
+    cfg = cfgmod.build_config("baseline", ["ppo.batch_size=128,ppo.net_arch=32+16", "env.long_only=yes",
+                                           "base_learning_rate=1e-4", "run.total_timesteps=2e6"])
+    assert cfg.ppo.batch_size == 128
+    assert cfg.ppo.net_arch == (32, 16)
+    assert cfg.env.long_only is True
+    assert cfg.base_learning_rate == 1e-4
+    assert cfg.run.total_timesteps == 2_000_000
+
+
+def test_presets_differ_as_documented():
+    baseline, lr, full = (cfgmod.build_config(p) for p in ("baseline", "lr", "full"))
+    assert not baseline.scheduler_enabled and not baseline.monitor.enabled
+    assert baseline.base_learning_rate == 3e-4  # SB3's default LR: "baseline" always names its LR
+    assert lr.scheduler_enabled and lr.monitor.enabled
+    assert "early_stop" in full.monitor.interventions
+    assert cfgmod.build_config("baseline-3e-5").base_learning_rate == 3e-5
+
+
+@pytest.mark.parametrize("preset,overrides,needle", [
+    ("nope", [], "unknown preset 'nope'"),
+    ("baseline", ["ppo.batchsize=3"], "unknown config key 'ppo.batchsize'"),
+    ("baseline", ["ppo.batch_size=abc"], "bad value 'abc' for ppo.batch_size"),
+    ("baseline", ["ppo.batch_size=1.5"], "bad value '1.5' for ppo.batch_size"),
+    ("baseline", ["ppo.batch_size=0"], "ppo.batch_size must be > 0"),
+    ("baseline", ["lr_schedule_type=weird"], "lr_schedule_type must be one of"),
+    ("baseline", ["monitor.interventions=lr_restart+explode"], "unknown action(s) ['explode']"),
+    ("baseline", ["novalue"], "is not key=value"),
+    ("baseline", ["ppo=3"], "is a section"),
+    ("baseline", ["base_learning_rate=nan"], "bad value 'nan'"),
+])
+def test_bad_config_names_the_problem(preset, overrides, needle):
+    with pytest.raises(ConfigError) as err:
+        cfgmod.build_config(preset, overrides)
+    assert needle in str(err.value)
+
+
+def test_flatten_json_roundtrip_and_hash():
+    cfg = cfgmod.build_config("full", ["ppo.net_arch=8+8"])
+    flat = cfgmod.flatten(cfg)
+    assert flat["ppo.net_arch"] == "8+8" and flat["data.source"] == "eurusd-1h"
+    back = cfgmod.from_dict(json.loads(cfgmod.to_json(cfg)))
+    assert back == cfg
+    assert cfgmod.config_hash(back) == cfgmod.config_hash(cfg)
+    assert cfgmod.config_hash(cfgmod.build_config("baseline")) != cfgmod.config_hash(cfg)
+
+
+def test_every_field_is_documented_for_help():
+    docs = cfgmod.field_docs()
+    assert "ppo.batch_size" in docs and "Minibatch" in docs["ppo.batch_size"]
+    assert "run.total_timesteps" in docs

@@ -1,0 +1,181 @@
+"""The ensemble pyfunc: logged into an existing run on a real sqlite store, loaded back,
+deciding exactly like the SB3 policy it came from, and refusing tampered weights."""
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from stable_baselines3 import PPO
+
+from convopt_mlflow.data import compute_features, generate_market
+from convopt_mlflow.env import MarketCore, TradingVecEnv, deterministic_positions
+from convopt_mlflow.errors import ConfigError, DataValidationError
+from convopt_mlflow.tracking.model import (
+    ModelIntegrityError,
+    build_policy,
+    log_policy_model,
+    policy_spec,
+    save_policy_model,
+)
+
+WINDOW, VOL_WINDOW, N_BARS = 4, 4, 300
+PROBS = ["prob_short", "prob_flat", "prob_long"]
+
+
+@pytest.fixture(scope="module")
+def market():
+    frame = generate_market(N_BARS, seed=0, signal_ic=0.1).frame  # OHLCV + feat_signal
+    features = compute_features(frame, vol_window=VOL_WINDOW)
+    core = MarketCore(features.values, features.log_returns, window=WINDOW, episode_length=32,
+                      cost_bps=1.0, warmup=features.warmup)
+    return frame, features, core
+
+
+def _ppo(core: MarketCore, seed: int, steps: int) -> PPO:
+    env = TradingVecEnv(core, n_envs=4, seed=seed)
+    model = PPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=2, seed=seed, device="cpu",
+                policy_kwargs={"net_arch": [8]})
+    if steps:
+        model.learn(steps)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(market):
+    return _ppo(market[2], seed=0, steps=256)
+
+
+def _config(features, **override):
+    config = {"window": WINDOW, "vol_window": VOL_WINDOW, "cost_bps": 1.0, "long_only": False,
+              "feature_names": features.names}
+    return config | override
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory, market, trained):
+    """One model logged into a RUNNING run of a non-default experiment."""
+    frame, features, _ = market
+    root = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+        patch.chdir(root)
+        client = MlflowClient()
+        experiment = client.create_experiment("model-test", artifact_location=(root / "artifacts").as_uri())
+        run = client.create_run(experiment)
+        uri = log_policy_model(run.info.run_id, members=[trained.policy.state_dict()], spec=policy_spec(trained),
+                               feature_config=_config(features), input_example=frame.iloc[:40])
+        yield client, run, uri
+
+
+def test_spec_rebuilds_the_same_network(market, trained):
+    spec = policy_spec(trained)
+    assert spec == {"obs_size": WINDOW * 6 + 1, "n_actions": 3, "net_arch": {"pi": [8], "vf": [8]},
+                    "activation": "tanh"}
+    rebuilt = build_policy(spec)
+    rebuilt.load_state_dict(trained.policy.state_dict())  # strict: same keys and shapes
+    obs = torch.from_numpy(market[2].observe(np.arange(40, 60), np.zeros(20)))
+    with torch.no_grad():
+        expected = trained.policy.get_distribution(obs).distribution.probs
+        assert torch.equal(rebuilt.get_distribution(obs).distribution.probs, expected)
+
+
+def test_logging_leaves_the_run_and_the_fluent_state_alone(logged):
+    client, run, uri = logged
+    after = client.get_run(run.info.run_id).info
+    assert (after.status, after.end_time) == ("RUNNING", None)
+    assert mlflow.active_run() is None
+    assert uri.startswith("models:/")
+    model = client.get_logged_model(uri.removeprefix("models:/"))
+    assert (model.experiment_id, model.source_run_id, model.name) == (run.info.experiment_id, run.info.run_id, "model")
+    inputs = mlflow.models.get_model_info(uri).signature.inputs.to_dict()
+    assert [(c["name"], c["type"], c["required"]) for c in inputs] == [
+        ("timestamp", "datetime", False),  # or the DatetimeIndex
+        ("open", "double", True), ("high", "double", True), ("low", "double", True), ("close", "double", True),
+        ("volume", "double", True),  # volume_z reads it
+        ("feat_signal", "double", True),
+    ]
+
+
+def test_loaded_model_decides_like_the_sb3_policy(logged, market, trained):
+    _, run, uri = logged
+    frame, features, core = market
+    out = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(frame)
+
+    assert list(out.columns) == ["position", *PROBS, "ready"]
+    assert len(out) == N_BARS and out.index.equals(frame.index)
+    first = features.warmup + WINDOW - 1  # 23 + 3: the first bar with a full valid window
+    assert first == 26
+    np.testing.assert_array_equal(out["ready"].to_numpy(), np.arange(N_BARS) >= first)
+    warm = out.iloc[:first]
+    assert (warm["position"] == 0.0).all() and warm[PROBS].isna().all().all()
+    ready = out.iloc[first:]
+    assert set(ready["position"]) <= {-1.0, 0.0, 1.0}
+    np.testing.assert_allclose(ready[PROBS].sum(axis=1), 1.0, atol=1e-6)
+
+    path = deterministic_positions(core, lambda obs: trained.predict(obs, deterministic=True)[0], (0, N_BARS))
+    np.testing.assert_array_equal(path.bars, np.arange(first, N_BARS - 1))
+    np.testing.assert_array_equal(out["position"].to_numpy()[path.bars], path.positions)
+
+    # Same answer from the returned URI, and with the timestamps in a column.
+    again = mlflow.pyfunc.load_model(uri).predict(frame.reset_index())
+    pd.testing.assert_frame_equal(again.set_axis(frame.index), out)
+
+
+def test_tampered_member_is_refused(logged, tmp_path):
+    _, run, _ = logged
+    local = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path))
+    mlflow.pyfunc.load_model(local)  # intact: loads
+    member = tmp_path / "model" / "artifacts" / "member_0.pt"
+    data = bytearray(member.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    member.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="sha256 mismatch for ensemble member 'member_0.pt'"):
+        mlflow.pyfunc.load_model(local)
+
+
+def test_ensemble_averages_member_probabilities(tmp_path, market, trained):
+    frame, features, core = market
+    members = [trained.policy, _ppo(core, seed=1, steps=0).policy]
+    save_policy_model(tmp_path / "ensemble", members=[p.state_dict() for p in members], spec=policy_spec(trained),
+                      feature_config=_config(features), input_example=frame.iloc[:40])
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "ensemble"))
+    out = loaded.predict(frame)
+
+    held, first = 0.0, 26
+    with torch.no_grad():
+        for t in range(first, N_BARS):
+            obs = torch.from_numpy(core.observe(np.array([t]), np.array([held])))
+            expected = sum(p.get_distribution(obs).distribution.probs for p in members)[0].numpy() / 2
+            np.testing.assert_allclose(out[PROBS].to_numpy()[t], expected, rtol=0, atol=1e-6)
+            held = out["position"].iloc[t]
+            assert held == [-1.0, 0.0, 1.0][int(np.argmax(expected))]
+
+    # The model code itself reads columns in any case and the timestamps from a column.
+    raw = frame.reset_index().rename(columns=lambda c: c.upper()).rename(columns={"TIMESTAMP": "Date"})
+    direct = loaded.unwrap_python_model().predict(None, raw)
+    pd.testing.assert_frame_equal(direct.set_axis(frame.index), out)
+
+
+def test_inconsistent_inputs_are_refused(tmp_path, market, trained):
+    frame, features, _ = market
+    kwargs = {"members": [trained.policy.state_dict()], "spec": policy_spec(trained), "input_example": frame.iloc[:40]}
+    with pytest.raises(ConfigError, match="window 5 x 6 features"):
+        save_policy_model(tmp_path / "a", feature_config=_config(features, window=5), **kwargs)
+    with pytest.raises(ConfigError, match="3 actions"):
+        save_policy_model(tmp_path / "b", feature_config=_config(features, long_only=True), **kwargs)
+    config = _config(features)
+    with pytest.raises(ConfigError, match="input example yields features"):
+        save_policy_model(tmp_path / "d", feature_config=config, **(kwargs | {"input_example": frame.iloc[:40, :5]}))
+    with pytest.raises(ConfigError, match="needs at least 27 bars"):
+        save_policy_model(tmp_path / "e", feature_config=config, **(kwargs | {"input_example": frame.iloc[:26]}))
+    assert not any((tmp_path / name).exists() for name in "abde")
+
+    save_policy_model(tmp_path / "c", feature_config=_config(features), **kwargs)
+    model = mlflow.pyfunc.load_model(str(tmp_path / "c")).unwrap_python_model()
+    with pytest.raises(DataValidationError, match="trained on"):
+        model.predict(None, frame.drop(columns="feat_signal"))
+    with pytest.raises(DataValidationError, match="too few bars: a decision needs at least 27"):
+        model.predict(None, frame.iloc[:26])
