@@ -274,19 +274,30 @@ def build_config(preset: str = "baseline", overrides: Mapping[str, str] | Iterab
 
 
 def parse_overrides(overrides: Mapping[str, str] | Iterable[str] | str) -> dict[str, str]:
-    """Turn ``"a=1,b.c=x"`` or ``["a=1", "b.c=x"]`` into ``{"a": "1", "b.c": "x"}``."""
+    """Turn ``"a=1,b.c=x"`` or ``["a=1", "b.c=x"]`` into ``{"a": "1", "b.c": "x"}``.
+
+    A text value may itself hold commas (``data.source=synthetic:n_bars=5000,seed=3``): a
+    segment whose key is not a config key continues the previous text value.
+    """
     if isinstance(overrides, Mapping):
         return {str(k).strip(): v for k, v in overrides.items()}
     items = [overrides] if isinstance(overrides, str) else list(overrides)
+    defaults = flatten(OptimizedTrainingConfig())
     out: dict[str, str] = {}
     for item in items:
+        last = None
         for pair in str(item).split(","):
             if not pair.strip():
                 continue
             key, sep, value = pair.partition("=")
-            if not sep or not key.strip():
+            key = key.strip()
+            if last is not None and isinstance(defaults.get(last), str) and key not in defaults:
+                out[last] = f"{out[last]},{pair.strip()}"
+                continue
+            if not sep or not key:
                 raise ConfigError(f"override {pair.strip()!r} is not key=value (e.g. ppo.batch_size=128)")
-            out[key.strip()] = value.strip()
+            out[key] = value.strip()
+            last = key
     return out
 
 

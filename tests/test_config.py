@@ -81,3 +81,11 @@ def test_every_field_is_documented_for_help():
     docs = cfgmod.field_docs()
     assert "ppo.batch_size" in docs and "Minibatch" in docs["ppo.batch_size"]
     assert "run.total_timesteps" in docs
+
+
+def test_text_values_may_hold_commas():
+    cfg = cfgmod.build_config("baseline", "data.source=synthetic:n_bars=5000,seed=3,ppo.batch_size=32")
+    assert cfg.data.source == "synthetic:n_bars=5000,seed=3"
+    assert cfg.ppo.batch_size == 32
+    with pytest.raises(ConfigError, match="ppo.batchsiz"):
+        cfgmod.build_config("baseline", "ppo.batch_size=64,ppo.batchsiz=3")

@@ -28,6 +28,8 @@ __all__ = ["ACTIONS", "DEFAULT_STRATEGIES", "ConvergenceMonitor", "ConvergenceSt
 #: ``early_stop`` and ``advance_curriculum`` are opt-in.
 DEFAULT_STRATEGIES = ("lr_restart", "lr_reduce", "increase_entropy", "rollback", "reduce_batch_size",
                       "increase_regularization")
+#: Answers to divergence / out-of-memory: no default cooldown.
+_EMERGENCY_ACTIONS = ("rollback", "reduce_batch_size")
 _HISTORY = ("loss", "value_loss", "entropy", "approx_kl", "grad_norm", "lr", "train_return", "train_x")
 
 
@@ -48,7 +50,10 @@ class ConvergenceMonitor:
         intervention_strategies: the actions it may recommend (subset of :data:`ACTIONS`).
         cooldowns: env steps an action stays suppressed after firing; actions not
             listed default to 3 monitoring windows of updates (steps per update
-            is estimated from the ``step`` values seen).
+            is estimated from the ``step`` values seen), except the emergency
+            answers ``rollback`` and ``reduce_batch_size``, which default to 0: a
+            divergence that persists must be answered again (the glue's
+            ``max_rollbacks`` bounds the repeats), not left alone for 3 windows.
         max_entropy: the policy's maximum entropy in nats (``log(n_actions)``).
 
     Example:
@@ -119,6 +124,8 @@ class ConvergenceMonitor:
         """Env steps ``action`` stays suppressed after it fires."""
         if action in self.cooldowns:
             return self.cooldowns[action]
+        if action in _EMERGENCY_ACTIONS:
+            return 0
         return int(round(3 * self.thresholds.monitoring_window * self.steps_per_update()))
 
     def detect_plateau(self, loss_history: Sequence[float]) -> bool:

@@ -21,7 +21,7 @@ Example:
     >>> uri = log_policy_model(run_id, members=[ppo.policy.state_dict()], spec=spec,
     ...     feature_config={"window": 16, "vol_window": 20, "cost_bps": 1.0,
     ...                     "long_only": False, "feature_names": features.names},
-    ...     input_example=bars.frame.iloc[:64])                             # doctest: +SKIP
+    ...     input_example=bars.frame.iloc[:256])                            # doctest: +SKIP
     >>> mlflow.pyfunc.load_model(uri).predict(bars.frame)                    # doctest: +SKIP
 """
 from __future__ import annotations
@@ -86,8 +86,11 @@ def action_names(long_only: bool) -> tuple[str, ...]:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ network spec

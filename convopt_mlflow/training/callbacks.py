@@ -257,6 +257,8 @@ class CheckpointCallback(BaseCallback):
         return True
 
     def _on_rollout_start(self) -> None:
+        # a child callback never gets on_step(), which is what refreshes num_timesteps in SB3
+        self.num_timesteps = self.model.num_timesteps
         state, metrics = getattr(self.parent, "last_state", None), getattr(self.parent, "last_metrics", {})
         if state is not None and (state.divergence_detected or metrics.get("nonfinite", 0) > 0):
             return
@@ -272,6 +274,7 @@ class CheckpointCallback(BaseCallback):
         self.save(score=float(score) if new_best else None)
 
     def save(self, score: float | None = None) -> None:
+        self.num_timesteps = self.model.num_timesteps  # also called directly (step 0, on SIGTERM)
         state = capture_training_state(self.model, extras=dict(self.extras()))
         self.store.save(self.num_timesteps, state, score=score)
         self.saved.append(self.num_timesteps)

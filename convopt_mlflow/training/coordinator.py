@@ -140,6 +140,8 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
             model.learn(remaining, callback=callbacks, log_interval=None, reset_num_timesteps=not resumed,
                         progress_bar=cfg.run.progress_bar)
     finally:
+        if model.logger.name_to_value:  # an update that raised (e.g. TrainingDiverged) left its values unwritten
+            model.logger.dump(model.num_timesteps)
         if guard.disabled:
             handle.set_tags({"convopt.degraded": ",".join(sorted(guard.disabled))})
         write_progress_artifacts(handle, convergence, actuator)

@@ -84,11 +84,19 @@ class InterventionActuator:
             try:
                 state = self.store.load(entry)
                 load_weights(model, state)
+                self._keep_weight_decay(model)
                 note = f"restored best-by-eval checkpoint of step {entry.step}; stopping"
             except Exception as exc:  # a corrupt best checkpoint must not turn a stop into a crash
                 self.skipped_checkpoints.append({"step": entry.step, "reason": str(exc)})
         self.stop.request(f"early_stop at step {step}")
         return note
+
+    def _keep_weight_decay(self, model: Any) -> None:
+        """Loading an optimizer state dict also loads its old weight_decay; the schedule's value stays in force
+        (like ``model.ent_coef``, which a checkpoint does not hold)."""
+        if self.regularization is not None:
+            for group in model.policy.optimizer.param_groups:
+                group["weight_decay"] = self.regularization.weight_decay
 
     def _rollback(self, model: Any, step: int) -> str:
         if self.rollbacks >= self.max_rollbacks:
@@ -103,6 +111,7 @@ class InterventionActuator:
             raise TrainingDiverged(f"training diverged and no usable checkpoint exists: {exc}") from exc
         self.skipped_checkpoints.extend({"step": e.step, "reason": r} for e, r in skipped)
         load_weights(model, state)
+        self._keep_weight_decay(model)
         self.rollbacks += 1
         if self.scheduler is not None:
             self.scheduler.reduce(self.lr_reduce_factor)

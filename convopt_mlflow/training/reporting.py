@@ -62,6 +62,8 @@ def finalize_run(handle: Any, cfg: Any, market: Any, model: Any) -> dict[str, fl
         "window": cfg.env.window, "vol_window": cfg.data.vol_window, "cost_bps": cfg.env.cost_bps,
         "long_only": cfg.env.long_only, "feature_names": list(market.features.names),
     }
-    log_policy_model(handle.run_id, members=[model.policy.state_dict()], spec=policy_spec(model),
-                     feature_config=feature_config, input_example=market.bars.frame.iloc[:200])
+    uri = log_policy_model(handle.run_id, step=model.num_timesteps, members=[model.policy.state_dict()],
+                           spec=policy_spec(model), feature_config=feature_config,
+                           input_example=market.bars.frame.iloc[: market.features.warmup + cfg.env.window + 64])
+    handle.set_tags({"convopt.model_uri": uri})
     return metrics

@@ -7,12 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 from stable_baselines3 import PPO
 
 from convopt_mlflow.data import compute_features, generate_market
 from convopt_mlflow.env import MarketCore, TradingVecEnv, deterministic_positions
-from convopt_mlflow.errors import ConfigError, DataValidationError
+from convopt_mlflow.errors import ConfigError, DataValidationError, RunNotFoundError
 from convopt_mlflow.tracking.model import (
     ModelIntegrityError,
     build_policy,
@@ -55,19 +54,15 @@ def _config(features, **override):
 
 
 @pytest.fixture(scope="module")
-def logged(tmp_path_factory, market, trained):
-    """One model logged into a RUNNING run of a non-default experiment."""
+def logged(store, market, trained):
+    """One model logged into a RUNNING run of a non-default experiment (store: conftest.py)."""
     frame, features, _ = market
-    root = tmp_path_factory.mktemp("store")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-        patch.chdir(root)
-        client = MlflowClient()
-        experiment = client.create_experiment("model-test", artifact_location=(root / "artifacts").as_uri())
-        run = client.create_run(experiment)
-        uri = log_policy_model(run.info.run_id, members=[trained.policy.state_dict()], spec=policy_spec(trained),
-                               feature_config=_config(features), input_example=frame.iloc[:40])
-        yield client, run, uri
+    client = store.client
+    experiment = client.create_experiment("model-test")
+    run = client.create_run(experiment)
+    uri = log_policy_model(run.info.run_id, members=[trained.policy.state_dict()], spec=policy_spec(trained),
+                           feature_config=_config(features), input_example=frame.iloc[:40])
+    return client, run, uri
 
 
 def test_spec_rebuilds_the_same_network(market, trained):
@@ -97,6 +92,8 @@ def test_logging_leaves_the_run_and_the_fluent_state_alone(logged):
         ("volume", "double", True),  # volume_z reads it
         ("feat_signal", "double", True),
     ]
+    with pytest.raises(RunNotFoundError, match="not found"):
+        log_policy_model("0" * 32, members=[], spec={}, feature_config={}, input_example=None)
 
 
 def test_loaded_model_decides_like_the_sb3_policy(logged, market, trained):

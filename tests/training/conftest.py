@@ -1,8 +1,16 @@
-"""Fixtures for training tests: a real tiny SB3 PPO on CartPole."""
+"""Fixtures for training tests: a real tiny SB3 PPO on CartPole, and a real MLflow store for coordinator runs."""
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
+from mlflow.tracking import MlflowClient
 from stable_baselines3 import PPO
+
+from convopt_mlflow.config import OptimizedTrainingConfig, build_config
 
 
 def make_tiny_ppo(seed: int = 0) -> PPO:
@@ -17,3 +25,75 @@ def trained_ppo() -> PPO:
     model = make_tiny_ppo()
     model.learn(64)
     return model
+
+
+# --------------------------------------------------------------------------- coordinator runs
+#: The ``full`` preset at a size that trains in about a second: 256 env steps per
+#: rollout (4 envs x 64 steps), so 8 updates in 2,048 steps; a checkpoint every
+#: 2 updates and a validation eval every 4.
+TINY_RUN = {
+    "data.source": "synthetic:n_bars=3000,seed=1,signal_ic=0.1",
+    "env.n_envs": "4", "ppo.n_steps": "64", "ppo.batch_size": "64", "ppo.n_epochs": "2", "ppo.net_arch": "16",
+    "env.window": "8", "env.episode_length": "64", "run.total_timesteps": "2048", "run.eval_freq": "1024",
+    "run.checkpoint_freq": "512", "run.progress_bar": "false", "monitoring_window": "4",
+}
+STEPS_PER_UPDATE = 256
+
+
+@dataclass(frozen=True)
+class TrackedStore:
+    """A real sqlite MLflow store, and readers of what a run stored in it (through MlflowClient)."""
+
+    uri: str
+    root: Path
+    client: MlflowClient
+
+    def config(self, **overrides: str) -> OptimizedTrainingConfig:
+        """``full`` preset at :data:`TINY_RUN` size; keyword ``run__max_rollbacks=1`` sets ``run.max_rollbacks``."""
+        values = dict(TINY_RUN)
+        values.update({k.replace("__", "."): str(v) for k, v in overrides.items()})
+        return build_config("full", values)
+
+    def checkpoint_root(self, name: str) -> str:
+        return str(self.root / "checkpoints" / name)
+
+    def history(self, run_id: str, key: str) -> dict[int, float]:
+        """step -> value of one metric (these runs log each key at most once per step)."""
+        points = sorted(self.client.get_metric_history(run_id, key), key=lambda p: (p.step, p.timestamp))
+        return {int(p.step): float(p.value) for p in points}
+
+    def all_values(self, run_id: str) -> dict[str, list[float]]:
+        """Every metric key of the run -> its full history of values."""
+        keys = self.client.get_run(run_id).data.metrics
+        return {k: [p.value for p in self.client.get_metric_history(run_id, k)] for k in keys}
+
+    def interventions(self, run_id: str) -> list[dict]:
+        target = self.root / "downloads" / run_id
+        target.mkdir(parents=True, exist_ok=True)
+        path = self.client.download_artifacts(run_id, "interventions.json", str(target))
+        return json.loads(Path(path).read_text())
+
+    def tags(self, run_id: str) -> dict[str, str]:
+        return self.client.get_run(run_id).data.tags
+
+    def status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    def nonfinite_values(self, run_id: str) -> dict[str, list[float]]:
+        """Keys whose history holds NaN or +-inf (which MLflow stores as +-1.8e308)."""
+        return {k: [v for v in vs if not (math.isfinite(v) and abs(v) < 1e300)]
+                for k, vs in self.all_values(run_id).items()
+                if any(not (math.isfinite(v) and abs(v) < 1e300) for v in vs)}
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory: pytest.TempPathFactory):
+    """One real sqlite store per test module (creating one costs ~1.5 s); the cwd is its directory."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "CONVOPT_CHECKPOINT_ROOT"):
+            patch.delenv(name, raising=False)
+        yield TrackedStore(uri, root, MlflowClient(tracking_uri=uri))

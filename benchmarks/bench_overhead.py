@@ -1,0 +1,250 @@
+"""Benchmark: what our training glue costs over hand-written plain SB3 PPO.
+
+Four arms run in ONE process, interleaved (A B C D A B C D ...), on the bundled
+eurusd-1h data with the config's default env/PPO settings (n_envs 8, n_steps 256,
+batch 256, n_epochs 10, net 64x64, tanh, torch threads 1):
+
+    plain     stable_baselines3.PPO("MlpPolicy", TradingVecEnv(core, 8, seed), <make_model's
+              hyperparameters>).learn(T): no callbacks, SB3's default logger (no output).
+              Timed around .learn() (which also holds SB3's tiny _setup_learn).
+    baseline  coordinator.train(build_config("baseline")).
+    lr        coordinator.train(build_config("lr")): monitor + LR scheduler + interventions
+              + parameter watch + MLflow logging.
+    lr_nowatch  the lr preset with monitor.param_watch=false (isolates the parameter watch).
+
+For the coordinator arms the *learn phase* is timed by an extra callback
+(perf_counter at _on_training_start / _on_training_end); ``total`` is the whole
+train() call (data loading, run creation, params/dataset logging, the step-0
+checkpoint, learn, final backtests, dashboards and model logging). The same
+callback reads ``model.logger.output_formats[0].batches_written`` at training end
+(after the last dump) and counts rollouts, giving MLflow writes per rollout.
+
+MLflow: one temp sqlite store per process (MLFLOW_TRACKING_URI), one experiment
+whose artifacts live in the same temp dir. An untimed warm-up of every arm runs
+first (imports, sqlite schema, lazy torch init).
+
+Budgets (DESIGN.md "Performance budgets"):
+    baseline steps/s >= 95% of plain's;
+    monitor + scheduler + logging (lr) <= 3% learn-phase wall-time over baseline;
+    parameter watch on vs off < 1%.
+
+    python benchmarks/bench_overhead.py [--timesteps 100000] [--repeats 3] [--out results/overhead.json]
+
+Prints a table and writes JSON. Numbers are medians over repeats; the paired
+ratios are computed within each interleaved round, then the median (and min/max)
+over rounds is reported, which is robust to slow drifts of machine load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+
+from convopt_mlflow.config import build_config
+from convopt_mlflow.env import TradingVecEnv
+from convopt_mlflow.training.setup import _ACTIVATIONS, load_market
+
+ARMS = ("plain", "baseline", "lr", "lr_nowatch")
+PRESET_OF = {"baseline": ("baseline", []), "lr": ("lr", []), "lr_nowatch": ("lr", ["monitor.param_watch=false"])}
+BUDGET_BASELINE_VS_PLAIN = 0.95
+BUDGET_LR_OVERHEAD = 0.03
+BUDGET_WATCH_OVERHEAD = 0.01
+
+
+class PhaseTimer(BaseCallback):
+    """Times the learn phase and reads the MLflow writer's counters at training end."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.t_start = self.t_end = float("nan")
+        self.rollouts = 0
+        self.batches_written = -1
+        self.points_written = -1
+        self.num_timesteps_end = 0
+
+    def _on_training_start(self) -> None:
+        self.t_start = time.perf_counter()
+
+    def _on_rollout_end(self) -> None:
+        self.rollouts += 1
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        self.t_end = time.perf_counter()
+        self.num_timesteps_end = int(self.model.num_timesteps)
+        formats = self.model.logger.output_formats
+        if formats and hasattr(formats[0], "batches_written"):
+            self.batches_written = int(formats[0].batches_written)
+            self.points_written = int(formats[0].points_written)
+
+
+def plain_model(cfg: Any, core: Any) -> PPO:
+    """Plain SB3 PPO with exactly the hyperparameters setup.make_model passes."""
+    torch.set_num_threads(cfg.ppo.torch_threads)
+    net = list(cfg.ppo.net_arch)
+    policy_kwargs: dict[str, Any] = {"net_arch": {"pi": net, "vf": net}, "activation_fn": _ACTIVATIONS[cfg.ppo.activation]}
+    return PPO(
+        "MlpPolicy", TradingVecEnv(core, cfg.env.n_envs, seed=cfg.run.seed), learning_rate=cfg.base_learning_rate,
+        n_steps=cfg.ppo.n_steps, batch_size=cfg.ppo.batch_size, n_epochs=cfg.ppo.n_epochs, gamma=cfg.ppo.gamma,
+        gae_lambda=cfg.ppo.gae_lambda, clip_range=cfg.ppo.clip_range, ent_coef=cfg.ppo.ent_coef,
+        vf_coef=cfg.ppo.vf_coef, max_grad_norm=cfg.ppo.max_grad_norm, policy_kwargs=policy_kwargs,
+        seed=cfg.run.seed, device="cpu", verbose=0,
+    )
+
+
+def run_plain(timesteps: int, core: Any) -> dict[str, Any]:
+    cfg = build_config("baseline", [f"run.total_timesteps={timesteps}"])
+    model = plain_model(cfg, core)
+    t0 = time.perf_counter()
+    model.learn(timesteps)
+    learn_s = time.perf_counter() - t0
+    return {"learn_s": learn_s, "total_s": float("nan"), "steps": int(model.num_timesteps),
+            "rollouts": int(model._n_updates // cfg.ppo.n_epochs), "batches_written": 0, "points_written": 0,
+            "status": "FINISHED"}
+
+
+def run_coordinator(arm: str, timesteps: int, ckpt_root: Path) -> dict[str, Any]:
+    from convopt_mlflow.training.coordinator import train
+
+    preset, extra = PRESET_OF[arm]
+    cfg = build_config(preset, [f"run.total_timesteps={timesteps}", "run.progress_bar=false", *extra])
+    timer = PhaseTimer()
+    t0 = time.perf_counter()
+    result = train(cfg, preset=preset, extra_callbacks=[timer], checkpoint_root=str(ckpt_root))
+    total_s = time.perf_counter() - t0
+    return {"learn_s": timer.t_end - timer.t_start, "total_s": total_s, "steps": timer.num_timesteps_end,
+            "rollouts": timer.rollouts, "batches_written": timer.batches_written,
+            "points_written": timer.points_written, "status": result.status, "run_id": result.run_id}
+
+
+def run_arm(arm: str, timesteps: int, core: Any, ckpt_root: Path) -> dict[str, Any]:
+    out = run_plain(timesteps, core) if arm == "plain" else run_coordinator(arm, timesteps, ckpt_root)
+    out["steps_per_s"] = out["steps"] / out["learn_s"]
+    return out
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    arms = {}
+    for arm in ARMS:
+        rows = [r[arm] for r in rounds]
+        arms[arm] = {
+            "learn_s": _stats([x["learn_s"] for x in rows]),
+            "steps_per_s": _stats([x["steps_per_s"] for x in rows]),
+            "total_s": _stats([x["total_s"] for x in rows]) if arm != "plain" else None,
+            "steps": rows[0]["steps"],
+            "rollouts": rows[0]["rollouts"],
+            "mlflow_batches_written": rows[0]["batches_written"],
+            "mlflow_points_written": rows[0]["points_written"],
+            "mlflow_batches_per_rollout": rows[0]["batches_written"] / max(rows[0]["rollouts"], 1),
+            "statuses": sorted({x["status"] for x in rows}),
+        }
+
+    def paired(num: str, den: str, key: str) -> dict[str, float]:
+        return _stats([r[num][key] / r[den][key] for r in rounds])
+
+    ratios = {
+        "baseline_vs_plain_steps_per_s": paired("baseline", "plain", "steps_per_s"),
+        "lr_vs_baseline_learn_s": paired("lr", "baseline", "learn_s"),
+        "lr_vs_plain_learn_s": paired("lr", "plain", "learn_s"),
+        "watch_on_vs_off_learn_s": paired("lr", "lr_nowatch", "learn_s"),
+        "lr_nowatch_vs_baseline_learn_s": paired("lr_nowatch", "baseline", "learn_s"),
+        "baseline_total_vs_learn_s": _stats([r["baseline"]["total_s"] / r["baseline"]["learn_s"] for r in rounds]),
+        "lr_total_vs_baseline_total_s": paired("lr", "baseline", "total_s"),
+    }
+    budgets = {
+        "baseline_ge_95pct_of_plain": ratios["baseline_vs_plain_steps_per_s"]["median"] >= BUDGET_BASELINE_VS_PLAIN,
+        "lr_le_3pct_over_baseline": ratios["lr_vs_baseline_learn_s"]["median"] - 1 <= BUDGET_LR_OVERHEAD,
+        "param_watch_lt_1pct": ratios["watch_on_vs_off_learn_s"]["median"] - 1 < BUDGET_WATCH_OVERHEAD,
+        "at_most_one_mlflow_write_per_rollout": all(
+            arms[a]["mlflow_batches_per_rollout"] <= 1.0 + 1e-9 for a in ("baseline", "lr", "lr_nowatch")),
+    }
+    return {"arms": arms, "ratios": ratios, "budgets_met": budgets}
+
+
+def print_table(summary: dict[str, Any], repeats: int) -> None:
+    arms = summary["arms"]
+    print(f"\n{'arm':<11} {'steps/s med':>11} {'[min, max]':>17} {'learn s':>8} {'total s':>8} "
+          f"{'rollouts':>8} {'mlflow batches':>14} {'per rollout':>11}")
+    for arm in ARMS:
+        a = arms[arm]
+        sps = a["steps_per_s"]
+        total = f"{a['total_s']['median']:.2f}" if a["total_s"] else "-"
+        spread = f"[{sps['min']:.0f}, {sps['max']:.0f}]"
+        print(f"{arm:<11} {sps['median']:>11.0f} {spread:>17} "
+              f"{a['learn_s']['median']:>8.2f} {total:>8} {a['rollouts']:>8} {a['mlflow_batches_written']:>14} "
+              f"{a['mlflow_batches_per_rollout']:>11.3f}")
+    print(f"\npaired ratios over {repeats} interleaved rounds: median [min, max]")
+    for key, r in summary["ratios"].items():
+        print(f"  {key:<34} {r['median']:.4f} [{r['min']:.4f}, {r['max']:.4f}]")
+    print("budgets met:", json.dumps(summary["budgets_met"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--timesteps", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup-timesteps", type=int, default=4096, help="untimed warm-up per arm (0: none)")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="convopt-bench-overhead-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    from mlflow.tracking import MlflowClient
+
+    exp_id = MlflowClient().create_experiment("bench-overhead", artifact_location=(tmp / "artifacts").as_uri())
+    os.environ["MLFLOW_EXPERIMENT_ID"] = exp_id
+    ckpt_root = tmp / "checkpoints"
+    core = load_market(build_config("baseline")).cores["train"]
+
+    if args.warmup_timesteps > 0:
+        for arm in ARMS:
+            run_arm(arm, args.warmup_timesteps, core, ckpt_root)
+    rounds: list[dict[str, dict[str, Any]]] = []
+    for i in range(args.repeats):
+        row = {}
+        for arm in ARMS:
+            row[arm] = run_arm(arm, args.timesteps, core, ckpt_root)
+            print(f"round {i + 1}/{args.repeats} {arm:<11} learn {row[arm]['learn_s']:.2f}s "
+                  f"({row[arm]['steps_per_s']:.0f} steps/s) total {row[arm]['total_s']:.2f}s "
+                  f"writes {row[arm]['batches_written']}/{row[arm]['rollouts']} rollouts {row[arm]['status']}",
+                  flush=True)
+        rounds.append(row)
+
+    summary = summarize(rounds)
+    print_table(summary, args.repeats)
+    doc = {
+        "benchmark": "bench_overhead", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "timesteps": args.timesteps, "repeats": args.repeats, "warmup_timesteps": args.warmup_timesteps,
+        "settings": {"data": "eurusd-1h", "n_envs": 8, "n_steps": 256, "batch_size": 256, "n_epochs": 10,
+                     "net_arch": [64, 64], "torch_threads": 1},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                    "loadavg_at_end": list(os.getloadavg())},
+        "rounds": rounds, **summary,
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(doc, indent=1, default=str))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Self-healing end to end: failing components, scripted interventions, out of memory, early stop.
+
+Real SB3 training at the tiny size of ``conftest.TINY_RUN`` (update k ends at env
+step 256 k, checkpoints every 512 steps, evals every 1,024), a real sqlite MLflow
+store read back with MlflowClient. Faults come from injected component subclasses
+and one monkeypatched method (the rollout buffer's ``get`` raising MemoryError once).
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+
+from convopt_mlflow.components import AdvancedLRScheduler, ConvergenceMonitor, Intervention
+from convopt_mlflow.training.coordinator import build_components, train
+
+
+class SchedulerFailingAfter(AdvancedLRScheduler):
+    """A constant-LR scheduler whose ``get_lr`` raises for every step after ``fail_after``."""
+
+    def __init__(self, *args, fail_after: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fail_after = fail_after
+
+    def get_lr(self, step, metrics=None):
+        if step > self.fail_after:
+            raise RuntimeError(f"scheduler exploded at step {step}")
+        return super().get_lr(step, metrics)
+
+
+class MonitorFailingAfter(ConvergenceMonitor):
+    """A monitor whose ``analyze_convergence`` raises from its ``fail_at``-th call on."""
+
+    def __init__(self, *args, fail_at: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fail_at, self.calls = fail_at, 0
+
+    def analyze_convergence(self, metrics):
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            raise ZeroDivisionError("monitor broke on purpose")
+        return super().analyze_convergence(metrics)
+
+
+class ScriptedMonitor(ConvergenceMonitor):
+    """Analyses for real, but decides only what ``script`` says: ``{step: action}``."""
+
+    def __init__(self, script: dict[int, str], *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.script = dict(script)
+
+    def decide(self, state):
+        action = self.script.get(int(state.step))
+        return [] if action is None else [Intervention(int(state.step), action, f"scripted {action}", {"x": 1.0})]
+
+
+class OptimizerWatch(BaseCallback):
+    """Records the optimizer's weight decay at every update boundary (after the coordinator's callbacks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight_decay: dict[int, float] = {}
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        groups = self.model.policy.optimizer.param_groups
+        self.weight_decay[self.num_timesteps] = groups[0]["weight_decay"]
+
+
+def rows(tracked, run_id: str, action: str) -> list[dict]:
+    return [r for r in tracked.interventions(run_id) if r["action"] == action]
+
+
+def scripted_components(cfg, script: dict[int, str]):
+    comps = build_components(cfg)
+    comps.monitor = ScriptedMonitor(script, comps.monitor.thresholds, comps.monitor.intervention_strategies)
+    return comps
+
+
+# ------------------------------------------------------------------- component isolation
+def test_a_failing_scheduler_is_disabled_and_the_lr_falls_back_to_the_constant_base(tracked):
+    cfg = tracked.config()
+    comps = build_components(cfg)
+    # a constant 5e-5 until step 1024, so the fallback (cfg.base_learning_rate = 1e-4) is visible
+    comps.scheduler = SchedulerFailingAfter(5e-5, "constant", min_lr=1e-7, max_lr=3e-4, total_steps=2048,
+                                            fail_after=1024)
+    assert cfg.base_learning_rate == 1e-4
+    result = train(cfg, preset="full", components=comps, checkpoint_root=tracked.checkpoint_root("bad_sched"))
+    run = result.run_id
+    assert result.status == "FINISHED" and tracked.status(run) == "FINISHED"
+    assert tracked.tags(run)["convopt.degraded"] == "scheduler"
+    lr = tracked.history(run, "lr")
+    assert lr == {**{s: 5e-5 for s in (256, 512, 768, 1024)}, **{s: 1e-4 for s in (1280, 1536, 1792, 2048)}}
+    assert tracked.history(run, "train/learning_rate") == lr  # what SB3 wrote into the optimizer
+    assert tracked.history(run, "intervention/disable_component") == {1280: 1.0}
+    (row,) = rows(tracked, run, "disable_component")
+    assert row["step"] == 1280
+    assert row["reason"].startswith("scheduler raised RuntimeError: scheduler exploded at step 1280")
+
+
+def test_a_failing_monitor_is_disabled_and_the_run_finishes(tracked):
+    cfg = tracked.config()
+    comps = build_components(cfg)
+    comps.monitor = MonitorFailingAfter(comps.monitor.thresholds, comps.monitor.intervention_strategies, fail_at=3)
+    result = train(cfg, preset="full", components=comps, checkpoint_root=tracked.checkpoint_root("bad_monitor"))
+    run = result.run_id
+    assert result.status == "FINISHED" and tracked.status(run) == "FINISHED"
+    assert tracked.tags(run)["convopt.degraded"] == "monitor"
+    (row,) = rows(tracked, run, "disable_component")
+    assert row["step"] == 768 and "monitor raised ZeroDivisionError: monitor broke on purpose" in row["reason"]
+    # the monitor's verdicts stop with it; the cheap watch numbers and the run go on
+    assert sorted(tracked.history(run, "convergence/stability_score")) == [256, 512]
+    assert max(tracked.history(run, "convergence/param_norm")) == 2048
+    assert "backtest/test/sharpe" in tracked.client.get_run(run).data.metrics
+
+
+# ------------------------------------------------------------------ scripted interventions
+def test_increase_regularization_and_entropy_change_what_ppo_trains_with(tracked):
+    cfg = tracked.config()
+    # 768: raise regularization (after the 512 checkpoint was saved with weight decay 0);
+    # 1024: roll back to that checkpoint (regularization must survive it); 1280: raise entropy
+    comps = scripted_components(cfg, {768: "increase_regularization", 1024: "rollback", 1280: "increase_entropy"})
+    watch = OptimizerWatch()
+    result = train(cfg, preset="full", components=comps, extra_callbacks=[watch],
+                   checkpoint_root=tracked.checkpoint_root("regularize"))
+    run = result.run_id
+    assert result.status == "FINISHED"
+    assert (cfg.ppo.ent_coef, cfg.ppo.weight_decay) == (0.0, 0.0)
+    # RegularizationSchedule: 0 rises to its floor (ent 1e-3, decay 1e-5), then doubles
+    ent = tracked.history(run, "regularization/ent_coef")
+    assert ent == {256: 0.0, 512: 0.0, 768: 1e-3, 1024: 1e-3, 1280: 2e-3, 1536: 2e-3, 1792: 2e-3, 2048: 2e-3}
+    assert watch.weight_decay == {0: 0.0, 256: 0.0, 512: 0.0, 768: 1e-5, 1024: 1e-5, 1280: 1e-5, 1536: 1e-5,
+                                  1792: 1e-5}
+    assert tracked.history(run, "intervention/increase_regularization") == {768: 1.0}
+    assert tracked.history(run, "intervention/increase_entropy") == {1280: 1.0}
+    (reg,) = rows(tracked, run, "increase_regularization")
+    assert reg["applied"] == "ent_coef -> 0.001, weight_decay -> 1e-05"
+    (entropy,) = rows(tracked, run, "increase_entropy")
+    assert entropy["applied"] == "ent_coef -> 0.002" and entropy["reason"] == "scripted increase_entropy"
+    (rollback,) = rows(tracked, run, "rollback")
+    assert rollback["applied"].startswith("restored checkpoint of step 512")
+
+
+def test_out_of_memory_halves_the_batch_and_is_logged(tracked, monkeypatch):
+    original = RolloutBuffer.get
+    calls = {"n": 0}
+
+    def get_failing_once(self, batch_size=None):
+        calls["n"] += 1
+        if calls["n"] == 5:  # one call per epoch (n_epochs=2): the update at step 768
+            raise MemoryError("injected: cannot allocate the minibatch")
+        return original(self, batch_size)
+
+    monkeypatch.setattr(RolloutBuffer, "get", get_failing_once)
+    result = train(tracked.config(), preset="full", checkpoint_root=tracked.checkpoint_root("oom"))
+    run = result.run_id
+    assert result.status == "FINISHED" and tracked.status(run) == "FINISHED"
+    assert tracked.history(run, "train/batch_size") == {256: 64.0, 512: 64.0, **{s: 32.0 for s in range(768, 2049, 256)}}
+    assert tracked.history(run, "intervention/reduce_batch_size") == {768: 1.0}
+    (row,) = rows(tracked, run, "reduce_batch_size")
+    assert row["applied"] == "batch_size now 32" and "out of memory" in row["reason"]
+
+
+# ------------------------------------------------------------------------ overfitting
+def feed_overfitting(monitor: ConvergenceMonitor, updates: int = 5):
+    """Train return rising by 1 per update while the eval score falls by 0.1: the gap is 1.1 per update."""
+    states, decisions = [], []
+    for u in range(1, updates + 1):
+        metrics = {"step": 256 * u, "loss": 1.0 + u % 2, "value_loss": 1.0, "entropy": 1.0, "approx_kl": 0.01,
+                   "grad_norm": 0.5, "lr": 1e-4, "nonfinite": 0.0, "train_return": float(u),
+                   "eval_score": 1.0 - 0.1 * u}
+        states.append(monitor.analyze_convergence(metrics))
+        decisions.append([d.action for d in monitor.decide(states[-1])])
+    return states, decisions
+
+
+def test_overfitting_is_answered_with_regularization_or_early_stop_as_configured(tracked):
+    monitor = build_components(tracked.config()).monitor
+    states, decisions = feed_overfitting(monitor)
+    # evals 2, 3 and 4 widen the gap: overfitting from the 4th update (overfit_patience 3)
+    assert [s.overfitting_detected for s in states] == [False, False, False, True, True]
+    assert states[3].generalization_gap == pytest.approx(1.1)
+    assert decisions[:4] == [[], [], [], ["increase_regularization"]]
+    assert "overfitting" in states[3].reasons["increase_regularization"]
+
+    stopper = build_components(tracked.config(monitor__overfit_response="early_stop")).monitor
+    assert "increase_regularization" not in stopper.intervention_strategies
+    states, decisions = feed_overfitting(stopper)
+    assert states[3].overfitting_detected
+    assert decisions[:4] == [[], [], [], ["early_stop"]]
+
+
+# ---------------------------------------------------------------------------- early stop
+def test_early_stop_ends_the_run_early_with_backtest_and_model(tracked):
+    cfg = tracked.config()
+    comps = scripted_components(cfg, {1280: "early_stop"})
+    result = train(cfg, preset="full", components=comps, checkpoint_root=tracked.checkpoint_root("early"))
+    run = result.run_id
+    assert (result.status, result.exit_code) == ("FINISHED", 0) and tracked.status(run) == "FINISHED"
+    assert tracked.tags(run)["convopt.stop_reason"] == "early_stop at step 1280" == result.reason
+    assert max(tracked.history(run, "train/n_updates")) == 1280 < cfg.run.total_timesteps
+    (row,) = rows(tracked, run, "early_stop")
+    assert row["applied"] == "restored best-by-eval checkpoint of step 1024; stopping"
+    metrics = tracked.client.get_run(run).data.metrics
+    assert math.isfinite(metrics["backtest/val/sharpe"]) and math.isfinite(metrics["backtest/test/sharpe"])
+    (model,) = tracked.client.search_logged_models([tracked.client.get_run(run).info.experiment_id],
+                                                   filter_string=f"source_run_id = '{run}'")
+    assert model.name == "model"
