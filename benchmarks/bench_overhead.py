@@ -136,6 +136,35 @@ def run_arm(arm: str, timesteps: int, core: Any, ckpt_root: Path) -> dict[str, A
     return out
 
 
+def write_cost(summary: dict[str, Any], repeats: int = 20) -> dict[str, Any]:
+    """Time one ``log_batch`` of as many points as each arm writes per rollout (fresh run each).
+
+    Measured after the rounds, outside training, so the training loop is never wrapped.
+    ``share_of_learn`` = write time x rollouts / learn-phase time (an estimate of what the
+    once-per-rollout MLflow write costs that arm).
+    """
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    out = {}
+    for arm in ("baseline", "lr", "lr_nowatch"):
+        a = summary["arms"][arm]
+        n = max(round(a["mlflow_points_written"] / max(a["mlflow_batches_written"], 1)), 1)
+        run_id = client.create_run(os.environ["MLFLOW_EXPERIMENT_ID"]).info.run_id
+        samples = []
+        for i in range(repeats):
+            batch = [Metric(f"bench/key_{j}", float(i + j), int(time.time() * 1000), 2048 * (i + 1)) for j in range(n)]
+            t0 = time.perf_counter()
+            client.log_batch(run_id, metrics=batch)
+            samples.append(time.perf_counter() - t0)
+        client.set_terminated(run_id)
+        ms = statistics.median(samples) * 1e3
+        out[arm] = {"points_per_write": n, "write_ms": _stats([x * 1e3 for x in samples]),
+                    "share_of_learn": ms / 1e3 * a["rollouts"] / a["learn_s"]["median"]}
+    return out
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -193,6 +222,10 @@ def print_table(summary: dict[str, Any], repeats: int) -> None:
     print(f"\npaired ratios over {repeats} interleaved rounds: median [min, max]")
     for key, r in summary["ratios"].items():
         print(f"  {key:<34} {r['median']:.4f} [{r['min']:.4f}, {r['max']:.4f}]")
+    print("one MLflow log_batch of an arm's per-rollout size (timed outside training, fresh run):")
+    for arm, w in summary.get("mlflow_write_cost", {}).items():
+        print(f"  {arm:<11} {w['points_per_write']:>4} points: {w['write_ms']['median']:.1f} ms "
+              f"[{w['write_ms']['min']:.1f}, {w['write_ms']['max']:.1f}] = ~{100 * w['share_of_learn']:.1f}% of its learn phase")
     print("budgets met:", json.dumps(summary["budgets_met"]))
 
 
@@ -229,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds.append(row)
 
     summary = summarize(rounds)
+    summary["mlflow_write_cost"] = write_cost(summary)
     print_table(summary, args.repeats)
     doc = {
         "benchmark": "bench_overhead", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
