@@ -290,10 +290,6 @@ class StopOnRequestCallback(BaseCallback):
     def _on_step(self) -> bool:
         return not self.stop.requested
 
-    def _on_rollout_start(self) -> None:
-        # a stop requested between updates must not wait for the next env step's result to be trained on
-        pass
-
 
 def _pop_env_nonfinite(env: Any) -> int:
     while env is not None:

@@ -7,10 +7,10 @@ KILLED on SIGINT/SIGTERM (after a final checkpoint and flush).
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,7 +176,8 @@ def _restore(model, store, comps, convergence, evaluation, handle) -> int:
     convergence.history = list(extras.get("history", []))
     convergence.interventions = list(extras.get("interventions", []))
     convergence.counts = dict(extras.get("counts", {}))
-    evaluation.best_score = float(extras.get("best_eval", evaluation.best_score))
+    if extras.get("best_eval") is not None:
+        evaluation.best_score = float(extras["best_eval"])
     for e, reason in skipped:
         convergence.interventions.append({"step": e.step, "action": "skip_corrupt_checkpoint", "reason": reason,
                                           "values": {}, "applied": "fell back to an older checkpoint", "outcome": None})
@@ -187,7 +188,7 @@ def _restore(model, store, comps, convergence, evaluation, handle) -> int:
 def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluation) -> dict[str, Any]:
     out: dict[str, Any] = {"batch_size": model.batch_size, "history": convergence.history,
                            "interventions": convergence.interventions, "counts": convergence.counts,
-                           "best_eval": evaluation.best_score if evaluation.best_score > -1e308 else -1e308}
+                           "best_eval": evaluation.best_score if math.isfinite(evaluation.best_score) else None}
     for name in ("scheduler", "monitor", "regularization"):
         part = getattr(comps, name)
         if part is not None and hasattr(part, "state_dict"):

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import mlflow
-import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
