@@ -133,6 +133,7 @@ def run_coordinator(arm: str, timesteps: int, ckpt_root: Path) -> dict[str, Any]
 def run_arm(arm: str, timesteps: int, core: Any, ckpt_root: Path) -> dict[str, Any]:
     out = run_plain(timesteps, core) if arm == "plain" else run_coordinator(arm, timesteps, ckpt_root)
     out["steps_per_s"] = out["steps"] / out["learn_s"]
+    out["loadavg_1min_after"] = os.getloadavg()[0]  # other processes on the machine add noise
     return out
 
 
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
     args = parser.parse_args(argv)
 
+    load_start = list(os.getloadavg())
     tmp = Path(tempfile.mkdtemp(prefix="convopt-bench-overhead-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"data": "eurusd-1h", "n_envs": 8, "n_steps": 256, "batch_size": 256, "n_epochs": 10,
                      "net_arch": [64, 64], "torch_threads": 1},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                    "loadavg_at_end": list(os.getloadavg())},
+                    "loadavg_at_start": load_start, "loadavg_at_end": list(os.getloadavg())},
         "rounds": rounds, **summary,
     }
     if args.out:

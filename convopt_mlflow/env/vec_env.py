@@ -99,6 +99,17 @@ class TradingVecEnv(VecEnv):
         """Position held by each env coming into its next decision (copy, float64)."""
         return self._pos.copy()
 
+    @property
+    def rng_state(self) -> dict[str, Any]:
+        """State of the episode-start generator (JSON-able; saved in checkpoints)."""
+        return self._rng.bit_generator.state
+
+    @rng_state.setter
+    def rng_state(self, state: dict[str, Any]) -> None:
+        """Restore the generator; a pending ``seed()`` is dropped so the next reset keeps it."""
+        self._rng.bit_generator.state = state
+        self._reset_seeds()
+
     def set_start_sampler(self, fn: StartSampler | None) -> None:
         """Use ``fn(rng, k)`` for every later episode start (``None``: uniform default)."""
         self._start_sampler = fn or self.core.sample_starts

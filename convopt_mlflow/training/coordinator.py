@@ -171,7 +171,7 @@ def _restore(model, store, comps, convergence, evaluation, handle) -> int:
         comps.regularization.load_state_dict(extras["regularization"])
         model.ent_coef = comps.regularization.ent_coef
     if "env_rng" in extras:
-        _set_env_rng(model.env, extras["env_rng"])
+        model.env.unwrapped.rng_state = extras["env_rng"]
     model.batch_size = int(extras.get("batch_size", model.batch_size))
     convergence.history = list(extras.get("history", []))
     convergence.interventions = list(extras.get("interventions", []))
@@ -193,26 +193,8 @@ def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluati
         part = getattr(comps, name)
         if part is not None and hasattr(part, "state_dict"):
             out[name] = part.state_dict()
-    rng = _get_env_rng(model.env)
-    if rng is not None:
-        out["env_rng"] = rng
+    out["env_rng"] = model.env.unwrapped.rng_state
     return out
-
-
-def _get_env_rng(env) -> dict | None:
-    while env is not None:
-        if hasattr(env, "rng"):
-            return env.rng.bit_generator.state
-        env = getattr(env, "venv", None)
-    return None
-
-
-def _set_env_rng(env, state: dict) -> None:
-    while env is not None:
-        if hasattr(env, "rng"):
-            env.rng.bit_generator.state = state
-            return
-        env = getattr(env, "venv", None)
 
 
 def _load_resume(run_id: str) -> tuple[cfgmod.OptimizedTrainingConfig, dict]:

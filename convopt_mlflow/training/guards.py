@@ -30,6 +30,11 @@ class FiniteGuard(VecEnvWrapper):
 
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
+        if dones.any():  # SB3 bootstraps truncated episodes from their terminal observation
+            for i in np.flatnonzero(dones):
+                terminal = infos[i].get("terminal_observation")
+                if terminal is not None:
+                    infos[i]["terminal_observation"] = self._clean(terminal)
         return self._clean(obs), self._clean(rewards), dones, infos
 
     def pop_count(self) -> int:
