@@ -11,6 +11,14 @@ batch 256, n_epochs 10, net 64x64, tanh, torch threads 1):
     lr        coordinator.train(build_config("lr")): monitor + LR scheduler + interventions
               + parameter watch + MLflow logging.
     lr_nowatch  the lr preset with monitor.param_watch=false (isolates the parameter watch).
+    baseline_noeval  the baseline preset with run.eval_freq=1e9: no in-training validation
+              evaluation (eval_freq=0 would be the way to say it, but it raises ZeroDivisionError
+              in ValidationEvalCallback._init_callback), to separate evaluation from glue.
+
+After the rounds, an attribution pass times the parts in isolation, outside training:
+one MLflow log_batch of each arm's per-rollout size, one validation evaluation, one
+parameter_health call, one PPO update with vs without the GradientProbe hooks, and one
+checkpoint save; each is turned into an estimated share of the learn phase.
 
 For the coordinator arms the *learn phase* is timed by an extra callback
 (perf_counter at _on_training_start / _on_training_end); ``total`` is the whole
@@ -55,8 +63,9 @@ from convopt_mlflow.config import build_config
 from convopt_mlflow.env import TradingVecEnv
 from convopt_mlflow.training.setup import _ACTIVATIONS, load_market
 
-ARMS = ("plain", "baseline", "lr", "lr_nowatch")
-PRESET_OF = {"baseline": ("baseline", []), "lr": ("lr", []), "lr_nowatch": ("lr", ["monitor.param_watch=false"])}
+ARMS = ("plain", "baseline", "baseline_noeval", "lr", "lr_nowatch")
+PRESET_OF = {"baseline": ("baseline", []), "baseline_noeval": ("baseline", ["run.eval_freq=1000000000"]),
+             "lr": ("lr", []), "lr_nowatch": ("lr", ["monitor.param_watch=false"])}
 BUDGET_BASELINE_VS_PLAIN = 0.95
 BUDGET_LR_OVERHEAD = 0.03
 BUDGET_WATCH_OVERHEAD = 0.01
@@ -149,7 +158,7 @@ def write_cost(summary: dict[str, Any], repeats: int = 20) -> dict[str, Any]:
 
     client = MlflowClient()
     out = {}
-    for arm in ("baseline", "lr", "lr_nowatch"):
+    for arm in ARMS[1:]:
         a = summary["arms"][arm]
         n = max(round(a["mlflow_points_written"] / max(a["mlflow_batches_written"], 1)), 1)
         run_id = client.create_run(os.environ["MLFLOW_EXPERIMENT_ID"]).info.run_id
@@ -164,6 +173,60 @@ def write_cost(summary: dict[str, Any], repeats: int = 20) -> dict[str, Any]:
         out[arm] = {"points_per_write": n, "write_ms": _stats([x * 1e3 for x in samples]),
                     "share_of_learn": ms / 1e3 * a["rollouts"] / a["learn_s"]["median"]}
     return out
+
+
+def attribution(market: Any, summary: dict[str, Any], repeats: int = 9) -> dict[str, Any]:
+    """Time the glue's parts in isolation (outside training) and scale them to a learn phase."""
+    from convopt_mlflow.training.checkpoints import CheckpointStore, capture_training_state
+    from convopt_mlflow.training.evaluate import validation_scorer
+    from convopt_mlflow.training.param_watch import parameter_health
+    from convopt_mlflow.training.probe import GradientProbe
+
+    cfg = build_config("baseline")
+    model = plain_model(cfg, market.cores["train"])
+    model.learn(2 * cfg.ppo.n_steps * cfg.env.n_envs)  # a full rollout buffer and Adam state
+    arms = summary["arms"]
+    rollouts = arms["baseline"]["rollouts"]
+    steps = arms["baseline"]["steps"]
+
+    def timed(fn, n=repeats) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return out
+
+    scorer = validation_scorer(market, cost_bps=cfg.env.cost_bps)
+    eval_s = statistics.median(timed(lambda: scorer(model.policy), 5))
+    n_evals = steps // cfg.run.eval_freq
+    obs = model.rollout_buffer.observations.reshape(-1, model.rollout_buffer.observations.shape[-1])
+    watch_s = statistics.median(timed(lambda: parameter_health(model.policy, obs), 50))
+    plain_upd, probe_upd = [], []
+    for _ in range(repeats):  # paired, interleaved
+        plain_upd += timed(model.train, 1)
+        probe = GradientProbe(model.policy, model.policy.optimizer)
+        probe_upd += timed(model.train, 1)
+        probe.remove()
+    probe_ratio = statistics.median([b / a for a, b in zip(plain_upd, probe_upd)])
+    with tempfile.TemporaryDirectory() as tmp:
+        store = CheckpointStore(tmp, keep_last=3)
+        counter = iter(range(1, 10_000))
+        save_s = statistics.median(timed(lambda: store.save(next(counter) * 2048, capture_training_state(model)), 10))
+    base_learn = arms["baseline"]["learn_s"]["median"]
+    lr_learn = arms["lr"]["learn_s"]["median"]
+    return {
+        "validation_eval_ms": eval_s * 1e3, "evals_per_run": n_evals,
+        "validation_eval_share_of_baseline_learn": eval_s * n_evals / base_learn,
+        "parameter_health_ms": watch_s * 1e3,
+        "parameter_health_share_of_lr_learn": watch_s * arms["lr"]["rollouts"] / lr_learn,
+        "ppo_update_ms": statistics.median(plain_upd) * 1e3,
+        "ppo_update_with_gradient_probe_ms": statistics.median(probe_upd) * 1e3,
+        "gradient_probe_update_ratio": probe_ratio,
+        "gradient_probe_share_of_baseline_learn": (statistics.median(probe_upd) - statistics.median(plain_upd))
+        * rollouts / base_learn,
+        "checkpoint_save_ms": save_s * 1e3,
+    }
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -195,6 +258,8 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "lr_vs_plain_learn_s": paired("lr", "plain", "learn_s"),
         "watch_on_vs_off_learn_s": paired("lr", "lr_nowatch", "learn_s"),
         "lr_nowatch_vs_baseline_learn_s": paired("lr_nowatch", "baseline", "learn_s"),
+        "baseline_noeval_vs_plain_steps_per_s": paired("baseline_noeval", "plain", "steps_per_s"),
+        "baseline_vs_baseline_noeval_learn_s": paired("baseline", "baseline_noeval", "learn_s"),
         "baseline_total_vs_learn_s": _stats([r["baseline"]["total_s"] / r["baseline"]["learn_s"] for r in rounds]),
         "lr_total_vs_baseline_total_s": paired("lr", "baseline", "total_s"),
     }
@@ -203,31 +268,53 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "lr_le_3pct_over_baseline": ratios["lr_vs_baseline_learn_s"]["median"] - 1 <= BUDGET_LR_OVERHEAD,
         "param_watch_lt_1pct": ratios["watch_on_vs_off_learn_s"]["median"] - 1 < BUDGET_WATCH_OVERHEAD,
         "at_most_one_mlflow_write_per_rollout": all(
-            arms[a]["mlflow_batches_per_rollout"] <= 1.0 + 1e-9 for a in ("baseline", "lr", "lr_nowatch")),
+            arms[a]["mlflow_batches_per_rollout"] <= 1.0 + 1e-9 for a in ARMS[1:]),
     }
     return {"arms": arms, "ratios": ratios, "budgets_met": budgets}
 
 
 def print_table(summary: dict[str, Any], repeats: int) -> None:
     arms = summary["arms"]
-    print(f"\n{'arm':<11} {'steps/s med':>11} {'[min, max]':>17} {'learn s':>8} {'total s':>8} "
+    print(f"\n{'arm':<16} {'steps/s med':>11} {'[min, max]':>17} {'learn s':>8} {'total s':>8} "
           f"{'rollouts':>8} {'mlflow batches':>14} {'per rollout':>11}")
     for arm in ARMS:
         a = arms[arm]
         sps = a["steps_per_s"]
         total = f"{a['total_s']['median']:.2f}" if a["total_s"] else "-"
         spread = f"[{sps['min']:.0f}, {sps['max']:.0f}]"
-        print(f"{arm:<11} {sps['median']:>11.0f} {spread:>17} "
+        print(f"{arm:<16} {sps['median']:>11.0f} {spread:>17} "
               f"{a['learn_s']['median']:>8.2f} {total:>8} {a['rollouts']:>8} {a['mlflow_batches_written']:>14} "
               f"{a['mlflow_batches_per_rollout']:>11.3f}")
     print(f"\npaired ratios over {repeats} interleaved rounds: median [min, max]")
     for key, r in summary["ratios"].items():
-        print(f"  {key:<34} {r['median']:.4f} [{r['min']:.4f}, {r['max']:.4f}]")
+        print(f"  {key:<38} {r['median']:.4f} [{r['min']:.4f}, {r['max']:.4f}]")
     print("one MLflow log_batch of an arm's per-rollout size (timed outside training, fresh run):")
     for arm, w in summary.get("mlflow_write_cost", {}).items():
-        print(f"  {arm:<11} {w['points_per_write']:>4} points: {w['write_ms']['median']:.1f} ms "
+        print(f"  {arm:<16} {w['points_per_write']:>4} points: {w['write_ms']['median']:.1f} ms "
               f"[{w['write_ms']['min']:.1f}, {w['write_ms']['max']:.1f}] = ~{100 * w['share_of_learn']:.1f}% of its learn phase")
+    at = summary.get("attribution")
+    if at:
+        print(f"attribution (timed alone): validation eval {at['validation_eval_ms']:.0f} ms x {at['evals_per_run']} = "
+              f"~{100 * at['validation_eval_share_of_baseline_learn']:.1f}% of baseline's learn phase; "
+              f"parameter_health {at['parameter_health_ms']:.2f} ms/update = "
+              f"~{100 * at['parameter_health_share_of_lr_learn']:.2f}% of lr's; PPO update "
+              f"{at['ppo_update_ms']:.0f} ms, with GradientProbe {at['ppo_update_with_gradient_probe_ms']:.0f} ms "
+              f"(paired ratio {at['gradient_probe_update_ratio']:.3f}, ~{100 * at['gradient_probe_share_of_baseline_learn']:.1f}% "
+              f"of baseline's learn phase); checkpoint save {at['checkpoint_save_ms']:.1f} ms")
     print("budgets met:", json.dumps(summary["budgets_met"]))
+
+
+def package_identity() -> dict[str, str]:
+    """Where ``convopt_mlflow`` was imported from and a sha256 over its .py sources (the code measured)."""
+    import hashlib
+
+    import convopt_mlflow
+
+    root = Path(convopt_mlflow.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return {"path": str(root), "sources_sha256": digest.hexdigest()[:16]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     exp_id = MlflowClient().create_experiment("bench-overhead", artifact_location=(tmp / "artifacts").as_uri())
     os.environ["MLFLOW_EXPERIMENT_ID"] = exp_id
     ckpt_root = tmp / "checkpoints"
-    core = load_market(build_config("baseline")).cores["train"]
+    market = load_market(build_config("baseline"))
+    core = market.cores["train"]
 
     if args.warmup_timesteps > 0:
         for arm in ARMS:
@@ -257,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {}
         for arm in ARMS:
             row[arm] = run_arm(arm, args.timesteps, core, ckpt_root)
-            print(f"round {i + 1}/{args.repeats} {arm:<11} learn {row[arm]['learn_s']:.2f}s "
+            print(f"round {i + 1}/{args.repeats} {arm:<16} learn {row[arm]['learn_s']:.2f}s "
                   f"({row[arm]['steps_per_s']:.0f} steps/s) total {row[arm]['total_s']:.2f}s "
                   f"writes {row[arm]['batches_written']}/{row[arm]['rollouts']} rollouts {row[arm]['status']}",
                   flush=True)
@@ -265,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(rounds)
     summary["mlflow_write_cost"] = write_cost(summary)
+    summary["attribution"] = attribution(market, summary)
     print_table(summary, args.repeats)
     doc = {
         "benchmark": "bench_overhead", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -272,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"data": "eurusd-1h", "n_envs": 8, "n_steps": 256, "batch_size": 256, "n_epochs": 10,
                      "net_arch": [64, 64], "torch_threads": 1},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                    "package": package_identity(),
                     "loadavg_at_start": load_start, "loadavg_at_end": list(os.getloadavg())},
         "rounds": rounds, **summary,
     }

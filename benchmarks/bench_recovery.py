@@ -252,6 +252,19 @@ def end_to_end(tmp: Path, timeout_s: float) -> dict[str, Any]:
     return out
 
 
+def package_identity() -> dict[str, str]:
+    """Where ``convopt_mlflow`` was imported from and a sha256 over its .py sources (the code measured)."""
+    import hashlib
+
+    import convopt_mlflow
+
+    root = Path(convopt_mlflow.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return {"path": str(root), "sources_sha256": digest.hexdigest()[:16]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rollback-repeats", type=int, default=50)
@@ -266,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     market = load_market(build_config("baseline"))
     doc: dict[str, Any] = {"benchmark": "bench_recovery", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                       "torch": torch.__version__}}
+                                       "torch": torch.__version__, "package": package_identity()}}
 
     rb = doc["rollback"] = rollback_cost(market, tmp, args.rollback_repeats, args.update_repeats)
     print(f"(a) one PPO update (train() on 2,048 steps, 10 epochs x 8 minibatches): "

@@ -9,7 +9,7 @@ import numpy as np
 from convopt_mlflow.env.core import MarketCore
 from convopt_mlflow.errors import ConfigError
 
-__all__ = ["PositionPath", "deterministic_positions"]
+__all__ = ["PositionPath", "deterministic_positions", "follow_choices", "policy_table"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,45 @@ class PositionPath:
     positions: np.ndarray
 
 
+def policy_table(core: MarketCore, fn: Callable[[np.ndarray], np.ndarray], bars: np.ndarray, *,
+                 chunk_bars: int = 4096) -> np.ndarray:
+    """``fn`` on the observation of every (decision bar, held position) pair, in batches.
+
+    A deterministic policy's choice at bar ``t`` depends only on the window ending at ``t``
+    and the position held, so evaluating all ``len(bars) * n_levels`` observations at
+    once and then following the choices (:func:`follow_choices`) gives exactly the
+    sequential walk, with a handful of batched forward passes instead of one per bar.
+
+    Returns:
+        array ``(len(bars), n_levels, ...)``: ``out[i, h] = fn(obs(bars[i], levels[h]))``.
+    """
+    levels = core.position_levels
+    out: np.ndarray | None = None
+    for lo in range(0, bars.size, chunk_bars):
+        t = bars[lo : lo + chunk_bars]
+        for h, level in enumerate(levels):
+            result = np.asarray(fn(core.observe(t, np.full(t.size, level))))
+            if out is None:
+                out = np.empty((bars.size, levels.size) + result.shape[1:], dtype=result.dtype)
+            out[lo : lo + t.size, h] = result
+    assert out is not None
+    return out
+
+
+def follow_choices(choices: np.ndarray, start: int) -> np.ndarray:
+    """Walk a choice table: ``choices[i, h]`` is the action taken at decision ``i`` while
+    holding level ``h`` (an action index is the index of the level it moves to).
+
+    Returns the action index taken at each decision, int ``(n,)``, starting from level ``start``.
+    """
+    taken = np.empty(len(choices), dtype=np.intp)
+    held = start
+    for i, row in enumerate(choices.tolist()):
+        held = row[held]
+        taken[i] = held
+    return taken
+
+
 def deterministic_positions(
     core: MarketCore,
     act: Callable[[np.ndarray], np.ndarray],
@@ -33,16 +72,16 @@ def deterministic_positions(
 ) -> PositionPath:
     """Walk ``act`` over every decision bar ``t`` in ``[max(start, first observable), stop - 1)``.
 
-    The walk starts flat and feeds each chosen position back into the next observation,
-    so it is sequential: one ``act`` call per bar. The last bar of the range is not a
-    decision bar because its return lies outside the range. ``bar_range`` is independent
-    of ``core.bar_range`` (a core built on the training split can backtest any split).
+    The walk starts flat and feeds each chosen position back into the next observation.
+    ``act`` must be deterministic (a pure function of the observation), so the walk is
+    computed from one batched evaluation of every (bar, held position) pair
+    (:func:`policy_table`). The last bar of the range is not a decision bar because
+    its return lies outside the range. ``bar_range`` is independent of
+    ``core.bar_range`` (a core built on the training split can backtest any split).
 
     Args:
         core: the market (window, features, position levels).
-        act: maps a float32 ``(1, core.observation_size)`` batch to an action index array
-            (shape ``(1,)`` or anything holding one integer). The batch is one buffer
-            reused for every call: copy it if you keep it.
+        act: maps a float32 ``(n, core.observation_size)`` batch to ``n`` action indices.
         bar_range: half-open ``(start, stop)`` bars, ``stop <= core.n_bars``.
 
     Raises:
@@ -59,15 +98,11 @@ def deterministic_positions(
             f"decision bar is {stop - 2}"
         )
     bars = np.arange(first, stop - 1)
-    positions = np.empty(bars.size)
     levels = core.position_levels
-    obs = np.empty((1, core.observation_size), dtype=np.float32)
-    position = 0.0
-    for i, t in enumerate(bars.tolist()):
-        core.observe_unchecked(t - core.window + 1, position, obs)
-        action = int(np.asarray(act(obs)).reshape(-1)[0])
-        if not 0 <= action < levels.size:
-            raise ValueError(f"act returned action {action}; valid actions are 0..{levels.size - 1}")
-        position = float(levels[action])
-        positions[i] = position
+    choices = policy_table(core, lambda obs: np.asarray(act(obs)).reshape(-1).astype(np.intp), bars)
+    if choices.min() < 0 or choices.max() >= levels.size:
+        bad = int(choices.max() if choices.max() >= levels.size else choices.min())
+        raise ValueError(f"act returned action {bad}; valid actions are 0..{levels.size - 1}")
+    flat = int(np.flatnonzero(levels == 0.0)[0])
+    positions = levels[follow_choices(choices, flat)].astype(np.float64)
     return PositionPath(bars=bars, positions=positions)

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from convopt_mlflow.data import compute_features, validate_frame
-from convopt_mlflow.env import MarketCore
+from convopt_mlflow.env import MarketCore, follow_choices, policy_table
 from convopt_mlflow.errors import ConfigError, DataValidationError
 from convopt_mlflow.tracking.model import (
     FORMAT,
@@ -173,18 +173,10 @@ class PolicyEnsembleModel(mlflow.pyfunc.PythonModel):
         levels = core.position_levels
         bars = np.arange(core.first_observable_bar, len(frame))
         # table[i, h] = mean probabilities at bars[i] while holding levels[h]
-        table = np.empty((bars.size, levels.size, levels.size), dtype=np.float32)
-        for lo in range(0, bars.size, _CHUNK_BARS):
-            t = bars[lo : lo + _CHUNK_BARS]
-            for h, level in enumerate(levels):
-                table[lo : lo + t.size, h] = self.mean_probabilities(core.observe(t, np.full(t.size, level)))
-        best = table.argmax(axis=2).tolist()
-        held = np.empty(bars.size, dtype=np.intp)
-        h = int(np.flatnonzero(levels == 0.0)[0])  # start flat; an action index is its level's index
-        for i, row in enumerate(best):
-            held[i] = h
-            h = row[h]
-        actions = np.append(held[1:], h)
+        table = policy_table(core, self.mean_probabilities, bars, chunk_bars=_CHUNK_BARS)
+        flat = int(np.flatnonzero(levels == 0.0)[0])  # start flat; an action index is its level's index
+        actions = follow_choices(table.argmax(axis=2), flat)
+        held = np.concatenate([[flat], actions[:-1]])
         seen = table[np.arange(bars.size), held].astype(np.float64)
         return bars, levels[actions], seen
 

@@ -10,8 +10,8 @@ NEXT_ACTION = {0.0: 2, 1.0: 0, -1.0: 1}
 
 def cycling_policy(seen):
     def act(obs):
-        seen.append(obs.copy())
-        return np.array([NEXT_ACTION[float(obs[0, -1])]])
+        seen.extend(row.copy() for row in obs)
+        return np.array([NEXT_ACTION[float(p)] for p in obs[:, -1]])
 
     return act
 
@@ -23,10 +23,10 @@ def test_walk_feeds_positions_back_and_covers_every_decision_bar(hand_core):
     np.testing.assert_array_equal(path.bars, [1, 2, 3, 4])  # bar 0 has no full window, bar 5 no next return
     np.testing.assert_array_equal(path.positions, [1.0, -1.0, 0.0, 1.0])
     assert path.positions.dtype == np.float64
-    np.testing.assert_array_equal(
-        np.concatenate(seen),
-        [[0, 1, 10, 11, 0], [10, 11, 20, 21, 1], [20, 21, 30, 31, -1], [30, 31, 40, 41, 0]],
-    )
+    # every observation on the walked path was evaluated (batched over all held positions)
+    evaluated = {tuple(row.tolist()) for row in seen}
+    for row in ([0, 1, 10, 11, 0], [10, 11, 20, 21, 1], [20, 21, 30, 31, -1], [30, 31, 40, 41, 0]):
+        assert tuple(float(v) for v in row) in evaluated
 
 
 def test_walk_pnl_matches_env_rewards(hand_core):
