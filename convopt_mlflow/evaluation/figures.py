@@ -124,15 +124,17 @@ def convergence_dashboard(
     color_index = 0
     for row, (_, keys, log_y) in enumerate(DASHBOARD_PANELS, start=1):
         for key in keys:
-            values = [r.get(key) for r in rows]
-            if all(v is None for v in values):
+            # a key measured only on some updates (eval_score) is drawn through the rows that have it;
+            # a non-finite value where it was measured stays a gap
+            present = [(x, r[key]) for x, r in zip(steps, rows) if r.get(key) is not None]
+            if not present:
                 continue
-            y = _json_safe(np.array([np.nan if v is None else float(v) for v in values]), positive=log_y)
+            y = _json_safe(np.array([float(v) for _, v in present]), positive=log_y)
             fig.add_trace(
                 go.Scatter(
-                    x=steps,
+                    x=[x for x, _ in present],
                     y=y,
-                    mode="lines+markers" if len(rows) == 1 else "lines",
+                    mode="lines+markers" if len(present) <= max(1, len(rows) // 4) else "lines",
                     name=key,
                     line={"color": _PALETTE[color_index % len(_PALETTE)]},
                     hovertemplate=f"{key}: %{{y:.4g}}<br>step %{{x:,}}<extra></extra>",

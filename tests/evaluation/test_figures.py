@@ -111,7 +111,8 @@ def test_dashboard_missing_keys_omit_traces():
     fig = convergence_dashboard(history, [])
     traces = _traces(fig)
     assert set(traces) == {"loss", "eval_score"}
-    assert traces["eval_score"].y == (None, 0.1)  # missing value is a gap
+    # a key measured on some updates only is drawn through the rows that have it
+    assert traces["eval_score"].x == (200,) and traces["eval_score"].y == (0.1,)
     assert _shapes(fig, "plateau") == [] and _shapes(fig, "intervention") == []
     assert len(fig.layout.annotations) == N_ROWS  # panels stay, only traces are omitted
 
