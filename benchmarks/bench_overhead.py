@@ -1,6 +1,7 @@
 """Benchmark: what our training glue costs over hand-written plain SB3 PPO.
 
-Four arms run in ONE process, interleaved (A B C D A B C D ...), on the bundled
+Five arms run in ONE process, interleaved (A B C D E, then B C D E A, ...: the order
+rotates each round so no arm always runs first), on the bundled
 eurusd-1h data with the config's default env/PPO settings (n_envs 8, n_steps 256,
 batch 256, n_epochs 10, net 64x64, tanh, torch threads 1):
 
@@ -72,11 +73,11 @@ BUDGET_WATCH_OVERHEAD = 0.01
 
 
 class PhaseTimer(BaseCallback):
-    """Times the learn phase and reads the MLflow writer's counters at training end."""
+    """Times the learn phase (wall and process CPU) and reads the MLflow writer's counters at training end."""
 
     def __init__(self) -> None:
         super().__init__(0)
-        self.t_start = self.t_end = float("nan")
+        self.t_start = self.t_end = self.c_start = self.c_end = float("nan")
         self.rollouts = 0
         self.batches_written = -1
         self.points_written = -1
@@ -84,6 +85,7 @@ class PhaseTimer(BaseCallback):
 
     def _on_training_start(self) -> None:
         self.t_start = time.perf_counter()
+        self.c_start = time.process_time()
 
     def _on_rollout_end(self) -> None:
         self.rollouts += 1
@@ -93,6 +95,7 @@ class PhaseTimer(BaseCallback):
 
     def _on_training_end(self) -> None:
         self.t_end = time.perf_counter()
+        self.c_end = time.process_time()
         self.num_timesteps_end = int(self.model.num_timesteps)
         formats = self.model.logger.output_formats
         if formats and hasattr(formats[0], "batches_written"):
@@ -104,7 +107,8 @@ def plain_model(cfg: Any, core: Any) -> PPO:
     """Plain SB3 PPO with exactly the hyperparameters setup.make_model passes."""
     torch.set_num_threads(cfg.ppo.torch_threads)
     net = list(cfg.ppo.net_arch)
-    policy_kwargs: dict[str, Any] = {"net_arch": {"pi": net, "vf": net}, "activation_fn": _ACTIVATIONS[cfg.ppo.activation]}
+    policy_kwargs: dict[str, Any] = {"net_arch": {"pi": net, "vf": net},
+                                     "activation_fn": _ACTIVATIONS[cfg.ppo.activation]}
     return PPO(
         "MlpPolicy", TradingVecEnv(core, cfg.env.n_envs, seed=cfg.run.seed), learning_rate=cfg.base_learning_rate,
         n_steps=cfg.ppo.n_steps, batch_size=cfg.ppo.batch_size, n_epochs=cfg.ppo.n_epochs, gamma=cfg.ppo.gamma,
@@ -117,10 +121,10 @@ def plain_model(cfg: Any, core: Any) -> PPO:
 def run_plain(timesteps: int, core: Any) -> dict[str, Any]:
     cfg = build_config("baseline", [f"run.total_timesteps={timesteps}"])
     model = plain_model(cfg, core)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.learn(timesteps)
-    learn_s = time.perf_counter() - t0
-    return {"learn_s": learn_s, "total_s": float("nan"), "steps": int(model.num_timesteps),
+    learn_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    return {"learn_s": learn_s, "learn_cpu_s": cpu_s, "total_s": float("nan"), "steps": int(model.num_timesteps),
             "rollouts": int(model._n_updates // cfg.ppo.n_epochs), "batches_written": 0, "points_written": 0,
             "status": "FINISHED"}
 
@@ -134,7 +138,8 @@ def run_coordinator(arm: str, timesteps: int, ckpt_root: Path) -> dict[str, Any]
     t0 = time.perf_counter()
     result = train(cfg, preset=preset, extra_callbacks=[timer], checkpoint_root=str(ckpt_root))
     total_s = time.perf_counter() - t0
-    return {"learn_s": timer.t_end - timer.t_start, "total_s": total_s, "steps": timer.num_timesteps_end,
+    return {"learn_s": timer.t_end - timer.t_start, "learn_cpu_s": timer.c_end - timer.c_start, "total_s": total_s,
+            "steps": timer.num_timesteps_end,
             "rollouts": timer.rollouts, "batches_written": timer.batches_written,
             "points_written": timer.points_written, "status": result.status, "run_id": result.run_id}
 
@@ -213,6 +218,18 @@ def attribution(market: Any, summary: dict[str, Any], repeats: int = 9) -> dict[
         store = CheckpointStore(tmp, keep_last=3)
         counter = iter(range(1, 10_000))
         save_s = statistics.median(timed(lambda: store.save(next(counter) * 2048, capture_training_state(model)), 10))
+    import numpy as np
+
+    from convopt_mlflow.training.guards import FiniteGuard
+
+    raw, guarded = (TradingVecEnv(market.cores["train"], cfg.env.n_envs, seed=0) for _ in range(2))
+    guarded = FiniteGuard(guarded)
+    actions = np.random.default_rng(0).integers(0, 3, (2000, cfg.env.n_envs))
+    per_step = {}
+    for name, env in (("raw", raw), ("guarded", guarded)):
+        env.reset()
+        per_step[name] = statistics.median(timed(lambda e=env: [e.step(a) for a in actions], 5)) / len(actions)
+    guard_s = per_step["guarded"] - per_step["raw"]
     base_learn = arms["baseline"]["learn_s"]["median"]
     lr_learn = arms["lr"]["learn_s"]["median"]
     return {
@@ -226,6 +243,8 @@ def attribution(market: Any, summary: dict[str, Any], repeats: int = 9) -> dict[
         "gradient_probe_share_of_baseline_learn": (statistics.median(probe_upd) - statistics.median(plain_upd))
         * rollouts / base_learn,
         "checkpoint_save_ms": save_s * 1e3,
+        "finite_guard_us_per_step": guard_s * 1e6,
+        "finite_guard_share_of_baseline_learn": guard_s * steps / cfg.env.n_envs / base_learn,
     }
 
 
@@ -239,6 +258,7 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         rows = [r[arm] for r in rounds]
         arms[arm] = {
             "learn_s": _stats([x["learn_s"] for x in rows]),
+            "learn_cpu_s": _stats([x["learn_cpu_s"] for x in rows]),
             "steps_per_s": _stats([x["steps_per_s"] for x in rows]),
             "total_s": _stats([x["total_s"] for x in rows]) if arm != "plain" else None,
             "steps": rows[0]["steps"],
@@ -254,6 +274,9 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
     ratios = {
         "baseline_vs_plain_steps_per_s": paired("baseline", "plain", "steps_per_s"),
+        "baseline_vs_plain_learn_cpu_s": paired("baseline", "plain", "learn_cpu_s"),
+        "lr_vs_baseline_learn_cpu_s": paired("lr", "baseline", "learn_cpu_s"),
+        "watch_on_vs_off_learn_cpu_s": paired("lr", "lr_nowatch", "learn_cpu_s"),
         "lr_vs_baseline_learn_s": paired("lr", "baseline", "learn_s"),
         "lr_vs_plain_learn_s": paired("lr", "plain", "learn_s"),
         "watch_on_vs_off_learn_s": paired("lr", "lr_nowatch", "learn_s"),
@@ -275,7 +298,7 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
 def print_table(summary: dict[str, Any], repeats: int) -> None:
     arms = summary["arms"]
-    print(f"\n{'arm':<16} {'steps/s med':>11} {'[min, max]':>17} {'learn s':>8} {'total s':>8} "
+    print(f"\n{'arm':<16} {'steps/s med':>11} {'[min, max]':>17} {'learn s':>8} {'cpu s':>8} {'total s':>8} "
           f"{'rollouts':>8} {'mlflow batches':>14} {'per rollout':>11}")
     for arm in ARMS:
         a = arms[arm]
@@ -283,7 +306,8 @@ def print_table(summary: dict[str, Any], repeats: int) -> None:
         total = f"{a['total_s']['median']:.2f}" if a["total_s"] else "-"
         spread = f"[{sps['min']:.0f}, {sps['max']:.0f}]"
         print(f"{arm:<16} {sps['median']:>11.0f} {spread:>17} "
-              f"{a['learn_s']['median']:>8.2f} {total:>8} {a['rollouts']:>8} {a['mlflow_batches_written']:>14} "
+              f"{a['learn_s']['median']:>8.2f} {a['learn_cpu_s']['median']:>8.2f} {total:>8} {a['rollouts']:>8} "
+              f"{a['mlflow_batches_written']:>14} "
               f"{a['mlflow_batches_per_rollout']:>11.3f}")
     print(f"\npaired ratios over {repeats} interleaved rounds: median [min, max]")
     for key, r in summary["ratios"].items():
@@ -291,7 +315,8 @@ def print_table(summary: dict[str, Any], repeats: int) -> None:
     print("one MLflow log_batch of an arm's per-rollout size (timed outside training, fresh run):")
     for arm, w in summary.get("mlflow_write_cost", {}).items():
         print(f"  {arm:<16} {w['points_per_write']:>4} points: {w['write_ms']['median']:.1f} ms "
-              f"[{w['write_ms']['min']:.1f}, {w['write_ms']['max']:.1f}] = ~{100 * w['share_of_learn']:.1f}% of its learn phase")
+              f"[{w['write_ms']['min']:.1f}, {w['write_ms']['max']:.1f}] = "
+              f"~{100 * w['share_of_learn']:.1f}% of its learn phase")
     at = summary.get("attribution")
     if at:
         print(f"attribution (timed alone): validation eval {at['validation_eval_ms']:.0f} ms x {at['evals_per_run']} = "
@@ -299,8 +324,10 @@ def print_table(summary: dict[str, Any], repeats: int) -> None:
               f"parameter_health {at['parameter_health_ms']:.2f} ms/update = "
               f"~{100 * at['parameter_health_share_of_lr_learn']:.2f}% of lr's; PPO update "
               f"{at['ppo_update_ms']:.0f} ms, with GradientProbe {at['ppo_update_with_gradient_probe_ms']:.0f} ms "
-              f"(paired ratio {at['gradient_probe_update_ratio']:.3f}, ~{100 * at['gradient_probe_share_of_baseline_learn']:.1f}% "
-              f"of baseline's learn phase); checkpoint save {at['checkpoint_save_ms']:.1f} ms")
+              f"(paired ratio {at['gradient_probe_update_ratio']:.3f}, "
+              f"~{100 * at['gradient_probe_share_of_baseline_learn']:.1f}% of baseline's learn phase); checkpoint save "
+              f"{at['checkpoint_save_ms']:.1f} ms; FiniteGuard +{at['finite_guard_us_per_step']:.1f} us/vec-step = "
+              f"~{100 * at['finite_guard_share_of_baseline_learn']:.1f}%")
     print("budgets met:", json.dumps(summary["budgets_met"]))
 
 
@@ -343,12 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[dict[str, dict[str, Any]]] = []
     for i in range(args.repeats):
         row = {}
-        for arm in ARMS:
-            row[arm] = run_arm(arm, args.timesteps, core, ckpt_root)
-            print(f"round {i + 1}/{args.repeats} {arm:<16} learn {row[arm]['learn_s']:.2f}s "
-                  f"({row[arm]['steps_per_s']:.0f} steps/s) total {row[arm]['total_s']:.2f}s "
-                  f"writes {row[arm]['batches_written']}/{row[arm]['rollouts']} rollouts {row[arm]['status']}",
-                  flush=True)
+        order = ARMS[i % len(ARMS):] + ARMS[:i % len(ARMS)]  # rotate so no arm always runs first
+        for arm in order:
+            r = row[arm] = run_arm(arm, args.timesteps, core, ckpt_root)
+            r["position"] = order.index(arm)
+            print(f"round {i + 1}/{args.repeats} {arm:<16} learn {r['learn_s']:.2f}s ({r['steps_per_s']:.0f} steps/s, "
+                  f"cpu {r['learn_cpu_s']:.2f}s) total {r['total_s']:.2f}s "
+                  f"writes {r['batches_written']}/{r['rollouts']} rollouts {r['status']}", flush=True)
         rounds.append(row)
 
     summary = summarize(rounds)

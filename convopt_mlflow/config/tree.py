@@ -5,19 +5,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ..components.convergence_types import ACTIONS
+from ..components.lr_schedule import SCHEDULE_TYPES
 from ..errors import ConfigError
 
-SCHEDULE_TYPES = ("constant", "linear", "cosine", "cosine_with_restarts", "plateau", "multi_phase")
-INTERVENTIONS = (
-    "lr_restart",
-    "lr_reduce",
-    "increase_entropy",
-    "advance_curriculum",
-    "rollback",
-    "early_stop",
-    "reduce_batch_size",
-    "increase_regularization",
-)
+# the components own these names; the config only validates against them
+INTERVENTIONS = ACTIONS
 
 
 @dataclass(frozen=True)

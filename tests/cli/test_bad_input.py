@@ -13,12 +13,8 @@ GOOD_ROWS = [f"2020-01-{1 + i // 24:02d} {i % 24:02d}:00,1.0,1.1,0.9,1.05,10" fo
 
 
 @pytest.fixture()
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return uri
+def store(mlflow_uri):
+    return mlflow_uri
 
 
 def _no_runs(uri: str) -> bool:

@@ -19,12 +19,8 @@ ROLLOUT = 4 * 64
 
 
 @pytest.fixture()
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return MlflowClient(tracking_uri=uri)
+def store(mlflow_uri):
+    return MlflowClient(tracking_uri=mlflow_uri)
 
 
 class OptimizerLR(BaseCallback):
