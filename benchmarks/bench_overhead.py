@@ -25,8 +25,10 @@ For the coordinator arms the *learn phase* is timed by an extra callback
 (perf_counter at _on_training_start / _on_training_end); ``total`` is the whole
 train() call (data loading, run creation, params/dataset logging, the step-0
 checkpoint, learn, final backtests, dashboards and model logging). The same
-callback reads ``model.logger.output_formats[0].batches_written`` at training end
-(after the last dump) and counts rollouts, giving MLflow writes per rollout.
+callback keeps ``model.logger.output_formats[0]`` (our MLflowOutputFormat) at training
+end and its ``batches_written`` is read once train() has returned (so batches still
+queued in a background writer are counted); with the rollout count this gives MLflow
+writes per rollout.
 
 MLflow: one temp sqlite store per process (MLFLOW_TRACKING_URI), one experiment
 whose artifacts live in the same temp dir. An untimed warm-up of every arm runs
@@ -82,6 +84,7 @@ class PhaseTimer(BaseCallback):
         self.batches_written = -1
         self.points_written = -1
         self.num_timesteps_end = 0
+        self.writer: Any = None
 
     def _on_training_start(self) -> None:
         self.t_start = time.perf_counter()
@@ -98,9 +101,13 @@ class PhaseTimer(BaseCallback):
         self.c_end = time.process_time()
         self.num_timesteps_end = int(self.model.num_timesteps)
         formats = self.model.logger.output_formats
-        if formats and hasattr(formats[0], "batches_written"):
-            self.batches_written = int(formats[0].batches_written)
-            self.points_written = int(formats[0].points_written)
+        self.writer = formats[0] if formats and hasattr(formats[0], "batches_written") else None
+
+    def read_counters(self) -> None:
+        """Call after train() returns: a background writer has flushed by then."""
+        if self.writer is not None:
+            self.batches_written = int(self.writer.batches_written)
+            self.points_written = int(self.writer.points_written)
 
 
 def plain_model(cfg: Any, core: Any) -> PPO:
@@ -138,6 +145,7 @@ def run_coordinator(arm: str, timesteps: int, ckpt_root: Path) -> dict[str, Any]
     t0 = time.perf_counter()
     result = train(cfg, preset=preset, extra_callbacks=[timer], checkpoint_root=str(ckpt_root))
     total_s = time.perf_counter() - t0
+    timer.read_counters()
     return {"learn_s": timer.t_end - timer.t_start, "learn_cpu_s": timer.c_end - timer.c_start, "total_s": total_s,
             "steps": timer.num_timesteps_end,
             "rollouts": timer.rollouts, "batches_written": timer.batches_written,
@@ -240,8 +248,9 @@ def attribution(market: Any, summary: dict[str, Any], repeats: int = 9) -> dict[
         "ppo_update_ms": statistics.median(plain_upd) * 1e3,
         "ppo_update_with_gradient_probe_ms": statistics.median(probe_upd) * 1e3,
         "gradient_probe_update_ratio": probe_ratio,
-        "gradient_probe_share_of_baseline_learn": (statistics.median(probe_upd) - statistics.median(plain_upd))
-        * rollouts / base_learn,
+        # from the paired ratio: medians of the two lists are not paired and drift with machine speed
+        "gradient_probe_share_of_baseline_learn": (probe_ratio - 1) * statistics.median(plain_upd) * rollouts
+        / base_learn,
         "checkpoint_save_ms": save_s * 1e3,
         "finite_guard_us_per_step": guard_s * 1e6,
         "finite_guard_share_of_baseline_learn": guard_s * steps / cfg.env.n_envs / base_learn,

@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from typing import Any, Mapping, Sequence
 
@@ -125,6 +127,10 @@ class MLflowOutputFormat(KVWriter):
             tracking URI) when None.
         min_step: dumps at ``step <= min_step`` are dropped whole. After a
             resume, pass the run's last logged step so no step is logged twice.
+        background: send each batch from one writer thread, so training does not
+            wait for the store (a sqlite ``log_batch`` costs ~10 ms of Python).
+            Batches keep their order; :meth:`flush` waits for all of them and
+            re-raises a failed write. Call it on every exit path (``close`` does).
 
     Attributes:
         points_written: metric points sent to MLflow.
@@ -139,7 +145,8 @@ class MLflowOutputFormat(KVWriter):
         (1, 1)
     """
 
-    def __init__(self, run_id: str, client: MlflowClient | None = None, *, min_step: int = -1):
+    def __init__(self, run_id: str, client: MlflowClient | None = None, *, min_step: int = -1,
+                 background: bool = False):
         self.run_id = run_id
         self.client = client if client is not None else MlflowClient()
         self.min_step = int(min_step)
@@ -147,6 +154,33 @@ class MLflowOutputFormat(KVWriter):
         self.batches_written = 0
         self.dropped_nonfinite = 0
         self.dumps_skipped = 0
+        self._queue: queue.Queue[list[Metric] | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        if background:
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(target=self._drain, name="convopt-mlflow-writer", daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        assert self._queue is not None
+        while True:
+            metrics = self._queue.get()
+            try:
+                if metrics is None:
+                    return
+                if self._error is None:  # after a failure, later batches are dropped and the error reported
+                    self.batches_written += _send(self.client, self.run_id, metrics)
+                    self.points_written += len(metrics)
+            except BaseException as exc:  # surfaced in the training thread by write()/flush()
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"writing metrics to MLflow run {self.run_id} failed: {error}") from error
 
     def write(
         self,
@@ -159,10 +193,28 @@ class MLflowOutputFormat(KVWriter):
             return
         metrics, nonfinite = finite_metrics(key_values, step, int(time.time() * 1000), key_excluded)
         self.dropped_nonfinite += nonfinite
+        self._raise_pending()
         if not metrics:
+            return
+        if self._queue is not None:
+            self._queue.put(metrics)
             return
         self.batches_written += _send(self.client, self.run_id, metrics)
         self.points_written += len(metrics)
 
+    def flush(self) -> None:
+        """Wait until every batch is in the store; re-raise a failed background write."""
+        if self._queue is not None:
+            self._queue.join()
+        self._raise_pending()
+
     def close(self) -> None:
-        """Nothing to flush: every ``write`` is sent before it returns."""
+        """Flush, then stop the writer thread."""
+        try:
+            self.flush()
+        finally:
+            if self._thread is not None and self._thread.is_alive():
+                self._queue.put(None)  # type: ignore[union-attr]
+                self._thread.join()
+            self._thread = None
+            self._queue = None

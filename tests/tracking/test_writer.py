@@ -119,3 +119,34 @@ def test_ppo_logs_train_metrics_at_num_timesteps(store, run_id):
     assert np.isfinite(loss[0].value)
     assert history(store, run_id, "train/n_updates") == [(128, 1.0)]
     assert writer.batches_written == 2
+
+
+def test_background_writer_keeps_order_and_flushes_on_close(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from convopt_mlflow.tracking.writer import MLflowOutputFormat
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/bg.db")
+    run_id = client.create_run(client.create_experiment("bg")).info.run_id
+    writer = MLflowOutputFormat(run_id, client, background=True)
+    for step in range(1, 21):
+        writer.write({"train/loss": 1.0 / step, "bad": float("nan")}, {}, step=step)
+    writer.close()
+    history = client.get_metric_history(run_id, "train/loss")
+    assert [m.step for m in history] == list(range(1, 21))
+    assert writer.points_written == 20 and writer.dropped_nonfinite == 20 and writer.batches_written == 20
+
+
+def test_background_write_failure_is_raised_in_the_training_thread(tmp_path):
+    import pytest
+    from mlflow.tracking import MlflowClient
+
+    from convopt_mlflow.tracking.writer import MLflowOutputFormat
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/bgfail.db")
+    client.create_experiment("bgfail")
+    writer = MLflowOutputFormat("no-such-run", client, background=True)
+    writer.write({"x": 1.0}, {}, step=1)
+    with pytest.raises(RuntimeError, match="no-such-run"):
+        writer.flush()
+    writer.close()
