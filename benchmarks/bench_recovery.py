@@ -156,7 +156,7 @@ def _max_logged_step(client: Any, run_id: str) -> int:
     return max((int(m.step) for m in client.get_run(run_id).data.to_proto().metrics), default=-1)
 
 
-def end_to_end(tmp: Path, timeout_s: float) -> dict[str, Any]:
+def end_to_end(tmp: Path, timeout_s: float, extra_steps: int = 0) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     work = tmp / "e2e"
@@ -192,9 +192,9 @@ def end_to_end(tmp: Path, timeout_s: float) -> dict[str, Any]:
             except (ValueError, KeyError, OSError):  # a manifest being replaced: read it next time
                 pass
             logged = _max_logged_step(client, run_id)
-            if newest >= E2E_KILL_AT:
-                trigger = f"checkpoint step {newest} >= {E2E_KILL_AT} in the manifest"
-            elif logged >= E2E_FALLBACK_AT:  # the checkpoint never came: kill anyway, resume what there is
+            if newest >= E2E_KILL_AT and logged >= newest + extra_steps:
+                trigger = f"checkpoint step {newest} >= {E2E_KILL_AT} in the manifest, logged step {logged}"
+            elif newest < E2E_KILL_AT and logged >= E2E_FALLBACK_AT:  # the checkpoint never came: kill anyway, resume what there is
                 trigger = (f"FALLBACK: logged step {logged} >= {E2E_FALLBACK_AT} but no checkpoint with step >= "
                            f"{E2E_KILL_AT} (manifest steps seen {sorted(steps_seen)})")
             if trigger:
@@ -276,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume-steps", type=int, default=4096, help="steps learned before the checkpoint in (b)")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--e2e-timeout", type=float, default=600.0)
+    parser.add_argument("--kill-extra-steps", type=int, default=0,
+                        help="(c): kill only once metrics this many steps past the checkpoint are logged, so the "
+                             "resume must skip steps already logged (0: kill as soon as the checkpoint exists)")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (stores, logs) for inspection")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -303,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ok = rc["all_pass"]
     if not args.skip_e2e:
-        e2e = doc["end_to_end"] = end_to_end(tmp, args.e2e_timeout)
+        e2e = doc["end_to_end"] = end_to_end(tmp, args.e2e_timeout, args.kill_extra_steps)
         print(f"(c) run {e2e['run_id']}: SIGKILL on {e2e['kill_trigger']}")
         print(f"    killed {e2e['kill_after_s']:.1f}s after start, newest checkpoint "
               f"{e2e['newest_checkpoint_at_kill']} (max logged step {e2e['max_logged_step_before_resume']}); "

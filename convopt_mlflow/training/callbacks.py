@@ -11,8 +11,10 @@ Typical composition (what the coordinator builds)::
     CallbackList([
         ValidationEvalCallback(evaluate, eval_freq),
         ConvergenceCallback(monitor, actuator=actuator, callback_after_update=CheckpointCallback(store, freq)),
-        StopOnRequestCallback(stop),
     ])
+
+``ConvergenceCallback`` also ends ``learn()`` once the actuator's ``StopRequest`` is set
+(early stop, or SIGINT/SIGTERM through the coordinator's signal handler).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from .control import ComponentGuard, StopRequest
+from .control import ComponentGuard
 from .checkpoints import CheckpointStore, capture_training_state
 from .param_watch import parameter_health
 from .probe import GradientProbe
@@ -66,7 +68,8 @@ class ValidationEvalCallback(_UpdateCallback):
 
     def _init_callback(self) -> None:
         super()._init_callback()
-        self._next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+        freq = max(self.eval_freq, 1)  # eval_freq 0 disables evaluation (checked in _on_update)
+        self._next_eval = (self.model.num_timesteps // freq + 1) * freq
 
     def _on_update(self) -> None:
         if self.eval_freq <= 0 or self.num_timesteps < self._next_eval:
@@ -127,7 +130,11 @@ class ConvergenceCallback(_UpdateCallback):
 
     def _init_callback(self) -> None:
         super()._init_callback()
-        self.probe = GradientProbe(self.model.policy, self.model.policy.optimizer)
+        # ConvoptPPO lets the probe clip, so the pre-clip norm costs one fused norm per step
+        self._sb3_clip = None
+        if getattr(self.model, "probe_clips", False) and math.isfinite(self.model.max_grad_norm):
+            self._sb3_clip, self.model.max_grad_norm = self.model.max_grad_norm, math.inf
+        self.probe = GradientProbe(self.model.policy, self.model.policy.optimizer, clip_norm=self._sb3_clip)
         if self.scheduler is not None:
             fallback = self.fallback_lr if self.fallback_lr is not None else float(self.scheduler.base_lr)
             install_scheduler(self.model, self.scheduler, self.model._total_timesteps, guard=self.guard,
@@ -136,9 +143,14 @@ class ConvergenceCallback(_UpdateCallback):
             self.child.init_callback(self.model)
             self.child.parent = self
 
+    def _on_step(self) -> bool:
+        return not self.actuator.stop.requested
+
     def _on_training_end(self) -> None:
         super()._on_training_end()
         self.probe.remove()
+        if self._sb3_clip is not None:
+            self.model.max_grad_norm = self._sb3_clip
 
     # ------------------------------------------------------------ one update
     def _on_update(self) -> None:
@@ -251,7 +263,8 @@ class CheckpointCallback(BaseCallback):
 
     def _init_callback(self) -> None:
         freq = max(self.checkpoint_freq, 1)
-        self._next = (self.num_timesteps // freq + 1) * freq
+        # a child callback is initialised before it ever sees a step: read the model's clock
+        self._next = (self.model.num_timesteps // freq + 1) * freq
 
     def _on_step(self) -> bool:
         return True
@@ -278,17 +291,6 @@ class CheckpointCallback(BaseCallback):
         state = capture_training_state(self.model, extras=dict(self.extras()))
         self.store.save(self.num_timesteps, state, score=score)
         self.saved.append(self.num_timesteps)
-
-
-class StopOnRequestCallback(BaseCallback):
-    """Ends ``learn()`` at the next step once a :class:`StopRequest` is set (signal, early stop)."""
-
-    def __init__(self, stop: StopRequest, verbose: int = 0):
-        super().__init__(verbose)
-        self.stop = stop
-
-    def _on_step(self) -> bool:
-        return not self.stop.requested
 
 
 def _pop_env_nonfinite(env: Any) -> int:

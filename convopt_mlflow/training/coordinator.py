@@ -23,7 +23,7 @@ from .. import config as cfgmod
 from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
 from ..errors import RunNotFoundError, UserError
 from ..tracking import MLflowOutputFormat, RunHandle, get_run_config, log_dataset, open_run
-from .callbacks import CheckpointCallback, ConvergenceCallback, StopOnRequestCallback, ValidationEvalCallback
+from .callbacks import CheckpointCallback, ConvergenceCallback, ValidationEvalCallback
 from .checkpoints import CheckpointStore, NoCheckpointError, restore_training_state
 from .control import ComponentGuard, StopRequest
 from .evaluate import validation_scorer
@@ -116,25 +116,24 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     guard = ComponentGuard()
     actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,
                                     stop=stop, max_rollbacks=cfg.run.max_rollbacks)
+    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq)
+    checkpoints = CheckpointCallback(store, cfg.run.checkpoint_freq,
+                                     extras=lambda: _extras(comps, convergence, model, evaluation))
     convergence = ConvergenceCallback(
         comps.monitor or _NullMonitor(), scheduler=comps.scheduler, actuator=actuator, guard=guard,
         param_watch=cfg.monitor.enabled and cfg.monitor.param_watch, dump_logs=True,
-        fallback_lr=cfg.base_learning_rate, callback_after_update=None,
+        fallback_lr=cfg.base_learning_rate, callback_after_update=checkpoints,
     )
-    checkpoints = CheckpointCallback(store, cfg.run.checkpoint_freq,
-                                     extras=lambda: _extras(comps, convergence, model, evaluation))
-    convergence.child = checkpoints
-    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq)
     min_step = -1
     if resumed:
-        min_step = _restore(model, store, comps, convergence, evaluation, handle)
+        min_step = _restore(model, store, comps, convergence, evaluation, checkpoints, handle)
     writer = MLflowOutputFormat(handle.run_id, handle.client, min_step=min_step, background=True)
     model.set_logger(Logger(folder=None, output_formats=[writer]))
     remaining = cfg.run.total_timesteps - model.num_timesteps
     if not resumed:
         checkpoints.init_callback(model)
         checkpoints.save()  # step 0: rollback always has somewhere to go
-    callbacks = CallbackList([evaluation, convergence, StopOnRequestCallback(stop), *extra_callbacks])
+    callbacks = CallbackList([evaluation, convergence, *extra_callbacks])  # convergence also honours `stop`
     try:
         if remaining > 0:
             model.learn(remaining, callback=callbacks, log_interval=None, reset_num_timesteps=not resumed,
@@ -158,7 +157,7 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     return TrainResult(handle.run_id, "FINISHED", 0, stop.reason, metrics)
 
 
-def _restore(model, store, comps, convergence, evaluation, handle) -> int:
+def _restore(model, store, comps, convergence, evaluation, checkpoints, handle) -> int:
     try:
         entry, state, skipped = store.load_latest_good()
     except NoCheckpointError as exc:
@@ -178,7 +177,7 @@ def _restore(model, store, comps, convergence, evaluation, handle) -> int:
     convergence.interventions = list(extras.get("interventions", []))
     convergence.counts = dict(extras.get("counts", {}))
     if extras.get("best_eval") is not None:
-        evaluation.best_score = float(extras["best_eval"])
+        evaluation.best_score = checkpoints.best_score = float(extras["best_eval"])
     for e, reason in skipped:
         convergence.interventions.append({"step": e.step, "action": "skip_corrupt_checkpoint", "reason": reason,
                                           "values": {}, "applied": "fell back to an older checkpoint", "outcome": None})

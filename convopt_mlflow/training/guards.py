@@ -19,6 +19,10 @@ class FiniteGuard(VecEnvWrapper):
         self.nonfinite_inputs = 0
 
     def _clean(self, array: np.ndarray) -> np.ndarray:
+        # fast path: NaN and inf propagate through a sum, so a finite sum means a finite array
+        # (a finite array whose sum overflows just takes the exact path below)
+        if np.isfinite(array.sum()):
+            return array
         finite = np.isfinite(array)
         if finite.all():
             return array

@@ -1,5 +1,8 @@
 """The one PPO extension: an update that survives running out of memory.
 
+It also opts in (``probe_clips``) to letting :class:`~convopt_mlflow.training.probe.GradientProbe`
+do the gradient clipping, so the pre-clip gradient norm is measured at no extra cost.
+
 Everything else (LR schedule, gradient probe, monitor, checkpoints) plugs into
 plain SB3 PPO through constructor arguments and callbacks. Only the retry has
 to wrap ``train()`` itself: a ``MemoryError`` (or torch's out-of-memory error)
@@ -20,6 +23,8 @@ _OOM = (MemoryError, torch.OutOfMemoryError)
 
 class ConvoptPPO(PPO):
     """SB3 PPO whose update halves ``batch_size`` and retries on out-of-memory."""
+
+    probe_clips = True
 
     def __init__(self, *args: Any, min_batch_size: int = 8, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -43,3 +43,29 @@ def test_non_finite_step_is_skipped_and_counted():
     summary = probe.pop_update()
     assert summary["nonfinite_grad_steps"] == 1
     probe.remove()
+
+
+def test_probe_clipping_trains_exactly_like_sb3_clipping():
+    """ConvoptPPO + ConvergenceCallback (probe clips) == plain PPO (SB3 clips), bit for bit."""
+    import numpy as np
+    from stable_baselines3 import PPO
+
+    from convopt_mlflow.env import MarketCore, TradingVecEnv
+    from convopt_mlflow.training.callbacks import ConvergenceCallback
+    from convopt_mlflow.training.coordinator import _NullMonitor
+    from convopt_mlflow.training.ppo import ConvoptPPO
+
+    rng = np.random.default_rng(0)
+    core = MarketCore(rng.normal(size=(600, 3)).astype(np.float32), rng.normal(0, 0.01, 600), window=4,
+                      episode_length=32, cost_bps=1.0)
+    kwargs = dict(n_steps=32, batch_size=32, n_epochs=2, max_grad_norm=0.01, seed=3, device="cpu",
+                  policy_kwargs={"net_arch": [8]})
+    plain = PPO("MlpPolicy", TradingVecEnv(core, 2, seed=3), **kwargs)
+    plain.learn(256)
+    ours = ConvoptPPO("MlpPolicy", TradingVecEnv(core, 2, seed=3), **kwargs)
+    callback = ConvergenceCallback(_NullMonitor(), param_watch=False)
+    ours.learn(256, callback=callback)
+    assert ours.max_grad_norm == 0.01  # restored after learn
+    for a, b in zip(plain.policy.state_dict().values(), ours.policy.state_dict().values()):
+        assert torch.equal(a, b)
+    assert callback.history and max(row["grad_norm"] for row in callback.history) > 0.01  # pre-clip, above the clip

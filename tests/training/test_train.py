@@ -111,3 +111,9 @@ def test_real_bundled_data_trains(store):
     run = store.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.inputs.dataset_inputs[0].dataset.name == "googl-1d"
+
+
+def test_eval_freq_zero_disables_evaluation(store):
+    result = train(build_config("baseline", TINY + ["run.total_timesteps=512", "run.eval_freq=0"]), preset="baseline")
+    assert result.status == "FINISHED"
+    assert not store.get_metric_history(result.run_id, "eval/score")
