@@ -102,6 +102,9 @@ class RunConfig:
     """Rollbacks allowed before the run stops FAILED."""
     progress_bar: bool = True
     """Show a console progress bar."""
+    async_logging: bool = False
+    """Send each rollout's MLflow batch from a writer thread. Worth it against a remote tracking
+    server; on local sqlite the writer competes with training for the GIL and measured slower."""
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     min_step = -1
     if resumed:
         min_step = _restore(model, store, comps, convergence, evaluation, checkpoints, handle)
-    writer = MLflowOutputFormat(handle.run_id, handle.client, min_step=min_step, background=True)
+    writer = MLflowOutputFormat(handle.run_id, handle.client, min_step=min_step, background=cfg.run.async_logging)
     model.set_logger(Logger(folder=None, output_formats=[writer]))
     remaining = cfg.run.total_timesteps - model.num_timesteps
     if not resumed:
@@ -141,7 +141,7 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     finally:
         if model.logger.name_to_value:  # an update that raised (e.g. TrainingDiverged) left its values unwritten
             model.logger.dump(model.num_timesteps)
-        writer.close()  # every queued batch is in the store before the run ends, on every exit path
+        writer.close()  # every batch is in the store before the run ends, on every exit path
         if guard.disabled:
             handle.set_tags({"convopt.degraded": ",".join(sorted(guard.disabled))})
         write_progress_artifacts(handle, convergence, actuator)
