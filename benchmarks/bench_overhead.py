@@ -66,6 +66,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from convopt_mlflow.config import build_config
 from convopt_mlflow.env import TradingVecEnv
 from convopt_mlflow.training.setup import _ACTIVATIONS, load_market
+from _common import package_identity  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 ARMS = ("plain", "baseline", "baseline_noeval", "lr", "lr_nowatch")
 PRESET_OF = {"baseline": ("baseline", []), "baseline_noeval": ("baseline", ["run.eval_freq=1000000000"]),
@@ -411,19 +412,6 @@ def print_table(summary: dict[str, Any], repeats: int) -> None:
               f"{at['checkpoint_save_ms']:.1f} ms; FiniteGuard +{at['finite_guard_us_per_step']:.1f} us/vec-step = "
               f"~{100 * at['finite_guard_share_of_baseline_learn']:.1f}%")
     print("budgets met:", json.dumps(summary["budgets_met"]))
-
-
-def package_identity() -> dict[str, str]:
-    """Where ``convopt_mlflow`` was imported from and a sha256 over its .py sources (the code measured)."""
-    import hashlib
-
-    import convopt_mlflow
-
-    root = Path(convopt_mlflow.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return {"path": str(root), "sources_sha256": digest.hexdigest()[:16]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,7 @@ from convopt_mlflow.config import build_config
 from convopt_mlflow.training.checkpoints import CheckpointStore, capture_training_state, restore_training_state
 from convopt_mlflow.training.interventions import load_weights
 from convopt_mlflow.training.setup import load_market, make_env, make_model
+from _common import package_identity  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 E2E_TOTAL, E2E_CKPT_FREQ, E2E_KILL_AT, E2E_FALLBACK_AT = 60_000, 10_000, 20_000, 32_000
 
@@ -254,19 +255,6 @@ def end_to_end(tmp: Path, timeout_s: float, extra_steps: int = 0) -> dict[str, A
     }
     out["all_pass"] = all(out["checks"].values())
     return out
-
-
-def package_identity() -> dict[str, str]:
-    """Where ``convopt_mlflow`` was imported from and a sha256 over its .py sources (the code measured)."""
-    import hashlib
-
-    import convopt_mlflow
-
-    root = Path(convopt_mlflow.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return {"path": str(root), "sources_sha256": digest.hexdigest()[:16]}
 
 
 def main(argv: list[str] | None = None) -> int:
