@@ -91,7 +91,9 @@ class ConvergenceCallback(_UpdateCallback):
 
         monitor = ConvergenceMonitor()
         model = PPO("MlpPolicy", env)
-        model.learn(100_000, callback=ConvergenceCallback(monitor, scheduler=AdvancedLRScheduler(3e-4, "cosine")))
+        scheduler = AdvancedLRScheduler(3e-4, "cosine", max_lr=3e-4, total_steps=100_000)
+        model.learn(100_000, callback=ConvergenceCallback(monitor, scheduler=scheduler, dump_logs=True),
+                    log_interval=None)
 
     Args:
         monitor: the pure monitor; ``analyze_convergence`` + ``decide`` are called once per update.

@@ -20,9 +20,10 @@ class SchedulerSchedule:
 
     Example:
         >>> from convopt_mlflow.components import AdvancedLRScheduler
-        >>> sched = SchedulerSchedule(AdvancedLRScheduler(3e-4, "cosine", total_steps=1000), 1000)
-        >>> round(sched(1.0), 6)   # progress_remaining 1.0 is step 0
-        0.0001
+        >>> scheduler = AdvancedLRScheduler(3e-4, "cosine", min_lr=1e-5, max_lr=3e-4, total_steps=1000)
+        >>> sched = SchedulerSchedule(scheduler, total_timesteps=1000)
+        >>> round(sched(1.0), 6), round(sched(0.5), 6), round(sched(0.0), 6)   # steps 0, 500, 1000
+        (0.0003, 0.000155, 1e-05)
     """
 
     def __init__(self, scheduler: Any, total_timesteps: int, *, guard: Any = None, fallback_lr: float | None = None):
