@@ -23,7 +23,7 @@ from .. import config as cfgmod
 from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
 from ..errors import RunNotFoundError, UserError
 from ..tracking import MLflowOutputFormat, RunHandle, get_run_config, log_dataset, open_run
-from .callbacks import CheckpointCallback, ConvergenceCallback, ValidationEvalCallback
+from .callbacks import CheckpointCallback, ConvergenceCallback, RolloutProgressBar, ValidationEvalCallback
 from .checkpoints import CheckpointStore, NoCheckpointError, restore_training_state
 from .control import ComponentGuard, StopRequest
 from .evaluate import validation_scorer
@@ -133,11 +133,11 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     if not resumed:
         checkpoints.init_callback(model)
         checkpoints.save()  # step 0: rollback always has somewhere to go
-    callbacks = CallbackList([evaluation, convergence, *extra_callbacks])  # convergence also honours `stop`
+    progress = [RolloutProgressBar()] if cfg.run.progress_bar else []
+    callbacks = CallbackList([evaluation, convergence, *progress, *extra_callbacks])  # convergence honours `stop`
     try:
         if remaining > 0:
-            model.learn(remaining, callback=callbacks, log_interval=None, reset_num_timesteps=not resumed,
-                        progress_bar=cfg.run.progress_bar)
+            model.learn(remaining, callback=callbacks, log_interval=None, reset_num_timesteps=not resumed)
     finally:
         if model.logger.name_to_value:  # an update that raised (e.g. TrainingDiverged) left its values unwritten
             model.logger.dump(model.num_timesteps)

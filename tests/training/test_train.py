@@ -117,3 +117,10 @@ def test_eval_freq_zero_disables_evaluation(store):
     result = train(build_config("baseline", TINY + ["run.total_timesteps=512", "run.eval_freq=0"]), preset="baseline")
     assert result.status == "FINISHED"
     assert not store.get_metric_history(result.run_id, "eval/score")
+
+
+def test_progress_bar_run_finishes(store, capsys):
+    result = train(build_config("baseline", TINY + ["run.total_timesteps=512", "run.progress_bar=true"]),
+                   preset="baseline")
+    assert result.status == "FINISHED"
+    assert "512/512" in capsys.readouterr().out.replace(",", "")
