@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -66,7 +65,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from convopt_mlflow.config import build_config
 from convopt_mlflow.env import TradingVecEnv
 from convopt_mlflow.training.setup import _ACTIVATIONS, load_market
-from _common import package_identity  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _common import machine_info, write_result  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 ARMS = ("plain", "baseline", "baseline_noeval", "lr", "lr_nowatch")
 PRESET_OF = {"baseline": ("baseline", []), "baseline_noeval": ("baseline", ["run.eval_freq=1000000000"]),
@@ -441,13 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         run_arm("baseline", args.warmup_timesteps or 2048, core, ckpt_root)
         doc = {"benchmark": "bench_overhead --breakdown", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                "glue_breakdown": glue_breakdown(args.timesteps, ckpt_root, max(args.repeats, 1)),
-               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                           "package": package_identity()}}
+               "machine": machine_info()}
         print("median glue share of the learn phase:", json.dumps(doc["glue_breakdown"]["median_glue_share"]))
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(doc, indent=1, default=str))
-            print(f"wrote {args.out}")
+        write_result(doc, args.out)
         shutil.rmtree(tmp, ignore_errors=True)
         return 0
     if args.warmup_timesteps > 0:
@@ -474,15 +469,10 @@ def main(argv: list[str] | None = None) -> int:
         "timesteps": args.timesteps, "repeats": args.repeats, "warmup_timesteps": args.warmup_timesteps,
         "settings": {"data": "eurusd-1h", "n_envs": 8, "n_steps": 256, "batch_size": 256, "n_epochs": 10,
                      "net_arch": [64, 64], "torch_threads": 1},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                    "package": package_identity(),
-                    "loadavg_at_start": load_start, "loadavg_at_end": list(os.getloadavg())},
+        "machine": {**machine_info(), "loadavg_at_start": load_start, "loadavg_at_end": list(os.getloadavg())},
         "rounds": rounds, **summary,
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=1, default=str))
-        print(f"wrote {args.out}")
+    write_result(doc, args.out)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

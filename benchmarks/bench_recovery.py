@@ -33,7 +33,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -51,7 +50,7 @@ from convopt_mlflow.config import build_config
 from convopt_mlflow.training.checkpoints import CheckpointStore, capture_training_state, restore_training_state
 from convopt_mlflow.training.interventions import load_weights
 from convopt_mlflow.training.setup import load_market, make_env, make_model
-from _common import package_identity  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _common import machine_info, write_result  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 E2E_TOTAL, E2E_CKPT_FREQ, E2E_KILL_AT, E2E_FALLBACK_AT = 60_000, 10_000, 20_000, 32_000
 
@@ -274,8 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="convopt-bench-recovery-"))
     market = load_market(build_config("baseline"))
     doc: dict[str, Any] = {"benchmark": "bench_recovery", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                       "torch": torch.__version__, "package": package_identity()}}
+                           "machine": machine_info()}
 
     rb = doc["rollback"] = rollback_cost(market, tmp, args.rollback_repeats, args.update_repeats)
     print(f"(a) one PPO update (train() on 2,048 steps, 10 epochs x 8 minibatches): "
@@ -307,10 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, passed in e2e["checks"].items():
             print(f"    {'PASS' if passed else 'FAIL'}  {name}")
         ok = ok and e2e["all_pass"]
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=1, default=str))
-        print(f"wrote {args.out}")
+    write_result(doc, args.out)
     if args.keep_tmp:
         print(f"kept {tmp}")
     else:

@@ -25,6 +25,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from .control import ComponentGuard
+from .interventions import InterventionActuator
 from .checkpoints import CheckpointStore, capture_training_state
 from .param_watch import parameter_health
 from .probe import GradientProbe
@@ -112,8 +113,6 @@ class ConvergenceCallback(_UpdateCallback):
                  fallback_lr: float | None = None, callback_after_update: BaseCallback | None = None,
                  verbose: int = 0):
         super().__init__(verbose)
-        from .interventions import InterventionActuator
-
         self.monitor = monitor
         self.scheduler = scheduler
         self.actuator = actuator or InterventionActuator(scheduler=scheduler)
@@ -186,7 +185,7 @@ class ConvergenceCallback(_UpdateCallback):
                           ("value_loss", "train/value_loss"), ("approx_kl", "train/approx_kl"),
                           ("clip_fraction", "train/clip_fraction"), ("lr", "train/learning_rate"),
                           ("eval_score", "eval/score")):
-            if key in ("eval_score",) and name not in logged:
+            if key == "eval_score" and name not in logged:  # only on updates that evaluated
                 continue
             metrics[key] = float(logged.get(name, float("nan")))
         metrics["entropy"] = -float(logged.get("train/entropy_loss", float("nan")))

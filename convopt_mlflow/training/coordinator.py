@@ -86,8 +86,12 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
     if run_id is None:
         run_id = os.environ.get("MLFLOW_RUN_ID") or None
     comps = components or build_components(cfg)
+    checkpoint = None
     if resumed:
-        CheckpointStore(resumed["checkpoint_dir"]).load_latest_good()  # UserError when nothing usable
+        try:  # loaded (and verified) once, before the run is reopened
+            checkpoint = CheckpointStore(resumed["checkpoint_dir"]).load_latest_good()
+        except NoCheckpointError as exc:
+            raise UserError(f"run {resume} has no usable checkpoint to resume from: {exc}") from exc
         preset = resumed["preset"]
     handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id, run_name=None, tags=_tags(cfg, preset))
     root = Path(checkpoint_root or os.environ.get("CONVOPT_CHECKPOINT_ROOT", ".convopt/checkpoints"))
@@ -97,8 +101,8 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
         try:
             if not resumed:
                 _log_run_inputs(handle, cfg, market, ckpt_dir)
-            return _train_in_run(cfg, market, handle, comps, stop, CheckpointStore(ckpt_dir, keep_last=cfg.run.keep_checkpoints),
-                                 resumed is not None, extra_callbacks)
+            store = CheckpointStore(ckpt_dir, keep_last=cfg.run.keep_checkpoints)
+            return _train_in_run(cfg, market, handle, comps, stop, store, checkpoint, extra_callbacks)
         except TrainingDiverged as exc:
             handle.set_tags({"convopt.failure_reason": str(exc)[:5000]})
             handle.end("FAILED")
@@ -110,7 +114,10 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
 
 
 def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, stop: StopRequest,
-                  store: CheckpointStore, resumed: bool, extra_callbacks: Sequence[BaseCallback]) -> TrainResult:
+                  store: CheckpointStore, checkpoint: tuple | None,
+                  extra_callbacks: Sequence[BaseCallback]) -> TrainResult:
+    """``checkpoint``: ``(entry, state, skipped)`` to resume from, or None for a new run."""
+    resumed = checkpoint is not None
     env = make_env(cfg, market)
     model = make_model(cfg, env)
     guard = ComponentGuard()
@@ -126,7 +133,7 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     )
     min_step = -1
     if resumed:
-        min_step = _restore(model, store, comps, convergence, evaluation, checkpoints, handle)
+        min_step = _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, actuator, handle)
     writer = MLflowOutputFormat(handle.run_id, handle.client, min_step=min_step, background=cfg.run.async_logging)
     model.set_logger(Logger(folder=None, output_formats=[writer]))
     remaining = cfg.run.total_timesteps - model.num_timesteps
@@ -157,11 +164,8 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     return TrainResult(handle.run_id, "FINISHED", 0, stop.reason, metrics)
 
 
-def _restore(model, store, comps, convergence, evaluation, checkpoints, handle) -> int:
-    try:
-        entry, state, skipped = store.load_latest_good()
-    except NoCheckpointError as exc:
-        raise UserError(f"run {handle.run_id} has no usable checkpoint to resume from: {exc}") from exc
+def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, actuator, handle) -> int:
+    entry, state, skipped = checkpoint
     extras = restore_training_state(model, state)
     if comps.scheduler is not None and "scheduler" in extras:
         comps.scheduler.load_state_dict(extras["scheduler"])
@@ -178,9 +182,8 @@ def _restore(model, store, comps, convergence, evaluation, checkpoints, handle) 
     convergence.counts = dict(extras.get("counts", {}))
     if extras.get("best_eval") is not None:
         evaluation.best_score = checkpoints.best_score = float(extras["best_eval"])
-    for e, reason in skipped:
-        convergence.interventions.append({"step": e.step, "action": "skip_corrupt_checkpoint", "reason": reason,
-                                          "values": {}, "applied": "fell back to an older checkpoint", "outcome": None})
+    actuator.skipped_checkpoints = list(extras.get("skipped_checkpoints", []))
+    actuator.note_skipped(skipped, at_step=entry.step)
     handle.set_tags({"convopt.resumed_from_step": str(entry.step)})
     return handle.last_logged_step()
 
@@ -188,6 +191,7 @@ def _restore(model, store, comps, convergence, evaluation, checkpoints, handle) 
 def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluation) -> dict[str, Any]:
     out: dict[str, Any] = {"batch_size": model.batch_size, "history": convergence.history,
                            "interventions": convergence.interventions, "counts": convergence.counts,
+                           "skipped_checkpoints": convergence.actuator.skipped_checkpoints,
                            "best_eval": evaluation.best_score if math.isfinite(evaluation.best_score) else None}
     for name in ("scheduler", "monitor", "regularization"):
         part = getattr(comps, name)

@@ -22,13 +22,19 @@ def greedy_actions(policy: Any) -> Callable[[np.ndarray], np.ndarray]:
     return act
 
 
+def _walk(policy: Any, market: Market, split: str, *, cost_bps: float):
+    """The greedy policy's positions on ``split``, the returns they earn, and their metrics."""
+    path = deterministic_positions(market.cores[split], greedy_actions(policy), getattr(market.splits, split))
+    returns = next_log_returns(market, path.bars)
+    metrics = trading_metrics(path.positions, returns, cost_bps=cost_bps,
+                              periods_per_year=market.bars.periods_per_year)
+    return path, returns, metrics
+
+
 def backtest_split(policy: Any, market: Market, split: str, *, cost_bps: float) -> dict[str, Any]:
     """Positions, metrics, benchmarks and equity curves of the greedy policy on ``split``."""
-    core = market.cores[split]
-    path = deterministic_positions(core, greedy_actions(policy), getattr(market.splits, split))
-    returns = next_log_returns(market, path.bars)
+    path, returns, metrics = _walk(policy, market, split, cost_bps=cost_bps)
     ppy = market.bars.periods_per_year
-    metrics = trading_metrics(path.positions, returns, cost_bps=cost_bps, periods_per_year=ppy)
     bench = benchmark_metrics(returns, cost_bps=cost_bps, periods_per_year=ppy)
     curves = {
         "policy": equity_curve(path.positions, returns, cost_bps=cost_bps),
@@ -44,7 +50,7 @@ def validation_scorer(market: Market, *, cost_bps: float) -> Callable[[Any], dic
     """``evaluate(policy) -> {"score": val Sharpe, ...}`` for in-training evaluation."""
 
     def evaluate(policy: Any) -> dict[str, float]:
-        metrics = backtest_split(policy, market, "val", cost_bps=cost_bps)["metrics"]
+        _, _, metrics = _walk(policy, market, "val", cost_bps=cost_bps)  # no curves or benchmarks needed
         return {"score": metrics["sharpe"], **{k: v for k, v in metrics.items() if k != "n_bars"}}
 
     return evaluate

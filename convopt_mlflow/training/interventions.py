@@ -38,6 +38,10 @@ class InterventionActuator:
         self.rollbacks = 0
         self.skipped_checkpoints: list[dict[str, Any]] = []
 
+    def note_skipped(self, skipped: list, *, at_step: int) -> None:
+        """Record checkpoints skipped as corrupt (``(entry, reason)`` pairs) when loading at ``at_step``."""
+        self.skipped_checkpoints.extend({"step": e.step, "reason": r, "at": at_step} for e, r in skipped)
+
     def apply(self, action: str, model: Any, step: int) -> str:
         handler = getattr(self, f"_{action}", None)
         if handler is None:
@@ -87,7 +91,7 @@ class InterventionActuator:
                 self._keep_weight_decay(model)
                 note = f"restored best-by-eval checkpoint of step {entry.step}; stopping"
             except Exception as exc:  # a corrupt best checkpoint must not turn a stop into a crash
-                self.skipped_checkpoints.append({"step": entry.step, "reason": str(exc)})
+                self.skipped_checkpoints.append({"step": entry.step, "reason": str(exc), "at": step})
         self.stop.request(f"early_stop at step {step}")
         return note
 
@@ -109,7 +113,7 @@ class InterventionActuator:
             entry, state, skipped = self.store.load_latest_good()
         except NoCheckpointError as exc:
             raise TrainingDiverged(f"training diverged and no usable checkpoint exists: {exc}") from exc
-        self.skipped_checkpoints.extend({"step": e.step, "reason": r} for e, r in skipped)
+        self.note_skipped(skipped, at_step=step)
         load_weights(model, state)
         self._keep_weight_decay(model)
         self.rollbacks += 1

@@ -34,7 +34,7 @@ def interventions_csv(rows: list[dict[str, Any]]) -> str:
 def write_progress_artifacts(handle: Any, convergence: Any, actuator: Any) -> None:
     """Interventions table and convergence dashboard; also called on failure/kill paths."""
     rows = list(convergence.interventions)
-    rows += [{"step": -1, "action": "skip_corrupt_checkpoint", "reason": s["reason"], "values": {"step": s["step"]},
+    rows += [{"step": s["at"], "action": "skip_corrupt_checkpoint", "reason": s["reason"], "values": {"step": s["step"]},
               "applied": "used an older checkpoint", "outcome": None} for s in actuator.skipped_checkpoints]
     handle.log_text(json.dumps(rows, indent=1, default=str), "interventions.json")
     handle.log_text(interventions_csv(rows), "interventions.csv")

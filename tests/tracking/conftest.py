@@ -14,14 +14,7 @@ class Store:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
+def store(module_mlflow):
     """A fresh sqlite tracking store; the cwd is its directory so ./mlruns artifacts land there."""
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root}/mlflow.db"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
-        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-        patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-        yield Store(uri, MlflowClient(tracking_uri=uri))
+    uri, _ = module_mlflow
+    return Store(uri, MlflowClient(tracking_uri=uri))

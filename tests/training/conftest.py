@@ -87,13 +87,7 @@ class TrackedStore:
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory: pytest.TempPathFactory):
-    """One real sqlite store per test module (creating one costs ~1.5 s); the cwd is its directory."""
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root}/mlflow.db"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "CONVOPT_CHECKPOINT_ROOT"):
-            patch.delenv(name, raising=False)
-        yield TrackedStore(uri, root, MlflowClient(tracking_uri=uri))
+def tracked(module_mlflow):
+    """One real sqlite store per test module; the cwd is its directory."""
+    uri, root = module_mlflow
+    return TrackedStore(uri, root, MlflowClient(tracking_uri=uri))
