@@ -68,9 +68,13 @@ def _train(args: argparse.Namespace) -> int:
     result = train(cfg, preset=args.preset, resume=args.resume)
     verb = {"FINISHED": "finished", "KILLED": "was stopped", "FAILED": "failed"}[result.status]
     print(f"convopt: run {result.run_id} {verb}" + (f": {result.reason}" if result.reason else ""), file=sys.stderr)
-    for key in ("backtest/val/sharpe", "backtest/test/sharpe", "benchmark/test/buy_and_hold/sharpe"):
+    for key in ("backtest/val/sharpe", "backtest/test/sharpe", "benchmark/test/buy_and_hold/sharpe",
+                "benchmark/test/oracle/sharpe", "backtest/test/oracle_fraction"):
         if key in result.metrics:
             print(f"  {key} = {result.metrics[key]:.3f}", file=sys.stderr)
+    if result.no_edge:
+        print("convopt: the agent found no edge over staying flat on validation (tag convopt.no_edge=true)",
+              file=sys.stderr)
     return result.exit_code
 
 

@@ -102,6 +102,9 @@ class RunConfig:
     """Rollbacks allowed before the run stops FAILED."""
     progress_bar: bool = True
     """Show a console progress bar."""
+    final_model: str = "best"
+    """Weights the run ships: best (the best-by-validation checkpoint, when it beats the last
+    weights on validation) or last (whatever the last update left)."""
     async_logging: bool = False
     """Send each rollout's MLflow batch from a writer thread. Worth it against a remote tracking
     server; on local sqlite the writer competes with training for the GIL and measured slower."""
@@ -209,5 +212,7 @@ def _problems(cfg: OptimizedTrainingConfig) -> Iterable[str]:
     for name in ("eval_freq", "checkpoint_freq", "max_rollbacks", "seed"):
         if getattr(cfg.run, name) < 0:
             yield f"run.{name} must be >= 0"
+    if cfg.run.final_model not in ("best", "last"):
+        yield f"run.final_model must be best or last (got {cfg.run.final_model!r})"
     if cfg.run.keep_checkpoints < 1:
         yield "run.keep_checkpoints must be >= 1"

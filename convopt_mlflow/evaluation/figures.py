@@ -35,7 +35,7 @@ DASHBOARD_PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 _INTERVENTION_TITLE = "Interventions"
 _PLATEAU_COLOR = "rgba(255, 165, 0, 0.15)"
 _PALETTE = plotly.colors.qualitative.Plotly
-_KNOWN_CURVE_COLORS = {"policy": "#1f77b4", "buy_and_hold": "#7f7f7f", "flat": "#bcbd22"}
+_KNOWN_CURVE_COLORS = {"policy": "#1f77b4", "buy_and_hold": "#7f7f7f", "flat": "#bcbd22", "oracle": "#2ca02c"}
 
 
 def equity_figure(timestamps: Sequence[Any], curves: Mapping[str, np.ndarray], *, title: str) -> go.Figure:

@@ -29,6 +29,7 @@ from .control import ComponentGuard, StopRequest
 from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .reporting import finalize_run, write_progress_artifacts
+from .selection import choose_final_model
 from .setup import Market, load_market, make_env, make_model
 
 _SIGNALS = {signal.SIGINT: ("SIGINT", 130), signal.SIGTERM: ("SIGTERM", 143)}
@@ -41,6 +42,8 @@ class TrainResult:
     exit_code: int
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    no_edge: bool = False
+    """The shipped model does not beat staying flat on validation."""
 
 
 @dataclass
@@ -159,9 +162,12 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
         return TrainResult(handle.run_id, "KILLED", stop.exit_code, stop.reason)
     if stop.requested:
         handle.set_tags({"convopt.stop_reason": stop.reason})
-    metrics = finalize_run(handle, cfg, market, model)
+    choice = choose_final_model(model, store, lambda policy: evaluation.evaluate(policy)["score"],
+                                final_model=cfg.run.final_model)
+    handle.set_tags(choice.tags())
+    metrics = finalize_run(handle, cfg, market, model, extra_metrics=choice.metrics())
     handle.end("FINISHED")
-    return TrainResult(handle.run_id, "FINISHED", 0, stop.reason, metrics)
+    return TrainResult(handle.run_id, "FINISHED", 0, stop.reason, metrics, no_edge=choice.no_edge)
 
 
 def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, actuator, handle) -> int:

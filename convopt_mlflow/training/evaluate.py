@@ -8,6 +8,7 @@ import torch
 
 from ..env import deterministic_positions
 from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
+from ..evaluation.oracle import OracleRule, fit_oracle
 from .setup import Market, next_log_returns
 
 
@@ -31,8 +32,27 @@ def _walk(policy: Any, market: Market, split: str, *, cost_bps: float):
     return path, returns, metrics
 
 
-def backtest_split(policy: Any, market: Market, split: str, *, cost_bps: float) -> dict[str, Any]:
-    """Positions, metrics, benchmarks and equity curves of the greedy policy on ``split``."""
+def fit_market_oracle(market: Market, *, cost_bps: float, long_only: bool) -> OracleRule | None:
+    """The cost-aware oracle of a planted-signal market, its threshold fitted on the train split.
+
+    None when the market has no planted signal (real data, or ``signal_ic=0``).
+    """
+    signal = market.planted_signal
+    if signal is None:
+        return None
+    core = market.cores["train"]
+    start, stop = market.splits.train
+    bars = np.arange(max(start, core.first_observable_bar), stop - 1)
+    return fit_oracle(signal[bars], next_log_returns(market, bars), cost_bps=cost_bps,
+                      periods_per_year=market.bars.periods_per_year, long_only=long_only)
+
+
+def backtest_split(policy: Any, market: Market, split: str, *, cost_bps: float,
+                   oracle: OracleRule | None = None) -> dict[str, Any]:
+    """Positions, metrics, benchmarks and equity curves of the greedy policy on ``split``.
+
+    With ``oracle``, the benchmarks and curves include it, walked over the same decision bars.
+    """
     path, returns, metrics = _walk(policy, market, split, cost_bps=cost_bps)
     ppy = market.bars.periods_per_year
     bench = benchmark_metrics(returns, cost_bps=cost_bps, periods_per_year=ppy)
@@ -41,6 +61,10 @@ def backtest_split(policy: Any, market: Market, split: str, *, cost_bps: float) 
         "buy_and_hold": equity_curve(np.ones_like(returns), returns, cost_bps=cost_bps),
         "flat": equity_curve(np.zeros_like(returns), returns, cost_bps=cost_bps),
     }
+    if oracle is not None:
+        positions = oracle.positions(market.planted_signal[path.bars])
+        bench["oracle"] = trading_metrics(positions, returns, cost_bps=cost_bps, periods_per_year=ppy)
+        curves["oracle"] = equity_curve(positions, returns, cost_bps=cost_bps)
     index = market.bars.frame.index
     timestamps = index[np.concatenate([path.bars[:1], path.bars + 1])] if len(path.bars) else index[:0]
     return {"metrics": metrics, "benchmarks": bench, "curves": curves, "timestamps": timestamps, "path": path}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation import convergence_dashboard, equity_figure, write_html
-from .evaluate import backtest_split
+from .evaluate import backtest_split, fit_market_oracle
 
 SPLITS = ("val", "test")
 
@@ -44,17 +44,32 @@ def write_progress_artifacts(handle: Any, convergence: Any, actuator: Any) -> No
             handle.log_artifact(write_html(fig, Path(tmp) / "convergence.html"), "dashboards")
 
 
-def finalize_run(handle: Any, cfg: Any, market: Any, model: Any) -> dict[str, float]:
-    """Backtest val and test, log metrics + equity curves + the model; return the metrics."""
+def oracle_fraction(sharpe: float, oracle_sharpe: float) -> float:
+    """The agent's Sharpe as a fraction of the oracle's; 0 when the oracle has no edge there."""
+    return float(sharpe / oracle_sharpe) if oracle_sharpe > 0 else 0.0
+
+
+def finalize_run(handle: Any, cfg: Any, market: Any, model: Any, *,
+                 extra_metrics: dict[str, float] | None = None) -> dict[str, float]:
+    """Backtest val and test, log metrics + equity curves + the model; return the metrics.
+
+    ``extra_metrics`` (e.g. the model selection's) are logged in the same batch.
+    """
     from ..tracking import log_policy_model, policy_spec
 
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = dict(extra_metrics or {})
+    oracle = fit_market_oracle(market, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only)
+    if oracle is not None:
+        metrics.update({"benchmark/oracle/theta": oracle.theta, "benchmark/train/oracle/sharpe": oracle.train_sharpe})
     with tempfile.TemporaryDirectory() as tmp:
         for split in SPLITS:
-            result = backtest_split(model.policy, market, split, cost_bps=cfg.env.cost_bps)
+            result = backtest_split(model.policy, market, split, cost_bps=cfg.env.cost_bps, oracle=oracle)
             metrics.update({f"backtest/{split}/{k}": float(v) for k, v in result["metrics"].items()})
             for bench, values in result["benchmarks"].items():
                 metrics.update({f"benchmark/{split}/{bench}/{k}": float(v) for k, v in values.items()})
+            if oracle is not None:
+                metrics[f"backtest/{split}/oracle_fraction"] = oracle_fraction(
+                    result["metrics"]["sharpe"], result["benchmarks"]["oracle"]["sharpe"])
             fig = equity_figure(result["timestamps"], result["curves"], title=f"Equity on {split} ({market.bars.name})")
             handle.log_artifact(write_html(fig, Path(tmp) / f"equity_{split}.html"), "backtest")
     handle.log_metrics(metrics, step=model.num_timesteps)

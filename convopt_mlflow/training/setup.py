@@ -14,6 +14,7 @@ import torch
 
 from ..config import OptimizedTrainingConfig
 from ..data import Bars, Features, Splits, chronological_splits, compute_features, load_bars
+from ..data.loading import SYNTHETIC_PREFIX
 from ..env import MarketCore, TradingVecEnv
 from .guards import FiniteGuard
 from .ppo import ConvoptPPO
@@ -29,6 +30,14 @@ class Market:
     features: Features
     splits: Splits
     cores: dict[str, MarketCore]
+
+    @property
+    def planted_signal(self) -> np.ndarray | None:
+        """The planted signal ``z[t]`` of a synthetic market (float64, per bar), else None."""
+        frame = self.bars.frame
+        if self.bars.name != SYNTHETIC_PREFIX or "feat_signal" not in frame.columns:
+            return None
+        return frame["feat_signal"].to_numpy(dtype=np.float64)
 
 
 def min_bars_needed(cfg: OptimizedTrainingConfig) -> int:

@@ -1,0 +1,77 @@
+"""Which weights a run ships: the best-by-validation checkpoint or the last update.
+
+A run's last update is rarely its best one: the validation score of a PPO trading agent
+can peak and then fall while entropy collapses. By default (``run.final_model=best``) the
+run ships whichever of the two scores higher on validation: the best-by-eval checkpoint
+(the store keeps it) or the weights the last update left. Validation then selected the
+model, so its validation numbers are optimistic; the test split is the unbiased one.
+
+Flat scores a validation Sharpe of 0. A model that does not beat 0 has found no edge over
+staying flat: the run still finishes, tagged ``convopt.no_edge=true``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .checkpoints import CheckpointStore
+from .interventions import load_weights
+
+FINAL_MODELS = ("best", "last")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The decision, as data: what was shipped, from which step, and the scores compared."""
+
+    source: str
+    """"best" (a checkpoint was restored) or "last" (the final update's weights)."""
+    step: int
+    """Environment step whose weights are shipped."""
+    val_score: float
+    """Validation score (Sharpe) of the shipped weights."""
+    last_score: float
+    """Validation score of the final update's weights."""
+    best_step: int | None
+    best_score: float | None
+    reason: str
+
+    @property
+    def no_edge(self) -> bool:
+        return not self.val_score > 0.0
+
+    def tags(self) -> dict[str, str]:
+        return {"convopt.model_step": str(self.step), "convopt.model_source": self.source,
+                "convopt.no_edge": str(self.no_edge).lower()}
+
+    def metrics(self) -> dict[str, float]:
+        out = {"model/val_score": self.val_score, "model/last_val_score": self.last_score,
+               "model/step": float(self.step)}
+        if self.best_score is not None:
+            out["model/best_checkpoint_val_score"] = self.best_score
+        return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def choose_final_model(model: Any, store: CheckpointStore, score: Callable[[Any], float], *,
+                       final_model: str = "best") -> ModelChoice:
+    """Score the last weights, compare with the store's best checkpoint and load the winner into ``model``.
+
+    ``score(policy)`` returns the validation score. With ``final_model="last"`` the last
+    weights are always kept. A best checkpoint that fails its sha256 check is passed over.
+    """
+    step = int(model.num_timesteps)
+    last = float(score(model.policy))
+    best = store.best()
+    if final_model == "last" or best is None or best.score is None:
+        why = "run.final_model=last" if final_model == "last" else "no scored checkpoint"
+        return ModelChoice("last", step, last, last, None, None, why)
+    if not best.score > last:
+        return ModelChoice("last", step, last, last, best.step, best.score,
+                           f"last weights score {last:.4g} >= best checkpoint {best.score:.4g} (step {best.step})")
+    try:
+        load_weights(model, store.load(best))
+    except Exception as exc:  # a corrupt checkpoint: ship the last weights and say why
+        return ModelChoice("last", step, last, last, best.step, best.score, f"best checkpoint unusable: {exc}")
+    return ModelChoice("best", best.step, float(best.score), last, best.step, best.score,
+                       f"best checkpoint (step {best.step}) scores {best.score:.4g} > last weights {last:.4g}")
