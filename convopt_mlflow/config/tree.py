@@ -32,7 +32,13 @@ class DataConfig:
 @dataclass(frozen=True)
 class EnvConfig:
     window: int = 32
-    """Bars of features in each observation."""
+    """Bars of history each observation covers (see ``observation``)."""
+    observation: str = "multiscale"
+    """multiscale: trailing means of each feature over 1, 2, 4, ... window bars (compact);
+    window: the raw features of the last ``window`` bars, flattened."""
+    reward_scale: float = 0.0
+    """Multiplier of the rewards the agent learns from (its metrics stay in log returns);
+    0 means auto: 1 / std of the train split's per-bar log returns."""
     episode_length: int = 256
     """Decisions per training episode (random window of the train split)."""
     cost_bps: float = 1.0
@@ -189,6 +195,10 @@ def _problems(cfg: OptimizedTrainingConfig) -> Iterable[str]:
             yield f"data.{name} must be in (0, 0.5) (got {value})"
     if cfg.data.embargo_bars < 0:
         yield f"data.embargo_bars must be >= 0 (got {cfg.data.embargo_bars})"
+    if cfg.env.observation not in ("multiscale", "window"):
+        yield f"env.observation must be multiscale or window (got {cfg.env.observation!r})"
+    if not (math.isfinite(cfg.env.reward_scale) and cfg.env.reward_scale >= 0):
+        yield f"env.reward_scale must be >= 0, 0 meaning auto (got {cfg.env.reward_scale!r})"
     for name in ("cost_bps",):
         if getattr(cfg.env, name) < 0:
             yield f"env.{name} must be >= 0"

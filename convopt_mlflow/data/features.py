@@ -117,3 +117,77 @@ def compute_features(frame: pd.DataFrame, *, vol_window: int = 20) -> Features:
         bad = np.argwhere(~np.isfinite(values))[0]
         raise ValueError(f"feature {list(columns)[bad[1]]!r} is not finite at bar {bad[0]}; validate the frame first")
     return Features(values=values, names=list(columns), warmup=warmup, log_returns=log_returns)
+
+
+OBSERVATIONS = ("multiscale", "window")
+
+
+def multiscale_features(features: Features, history: int) -> Features:
+    """Trailing means of every feature over 1, 2, 4, ... bars up to ``history`` bars.
+
+    A compact summary of the last ``history`` bars: ``F * k`` values per bar instead of the
+    ``F * history`` of raw lagged copies, with ``k = len(multiscale_windows(history))``.
+    Column ``{name}@{m}`` at bar t is ``mean(feature[t-m+1 .. t])``, so it stays
+    lookahead-free. The warm-up grows by ``history - 1`` bars; rows before it are 0.
+
+    Example:
+        >>> from convopt_mlflow.data.synthetic import generate_market
+        >>> base = compute_features(generate_market(500, seed=1).frame, vol_window=20)
+        >>> summary = multiscale_features(base, 16)
+        >>> summary.values.shape, summary.warmup, summary.names[:2]
+        ((500, 25), 134, ['return_z@1', 'return_z@2'])
+    """
+    scales = multiscale_windows(history)
+    n_bars, n_features = features.values.shape
+    warmup = features.warmup + max(scales) - 1
+    if n_bars <= warmup:
+        raise ConfigError(f"a {history}-bar multiscale observation needs more than {warmup} bars, got {n_bars}")
+    # cumulative sums from the warm-up on (earlier rows are placeholder zeros), in float64
+    sums = np.zeros((n_bars + 1, n_features))
+    np.cumsum(features.values[features.warmup:], axis=0, dtype=np.float64, out=sums[features.warmup + 1:])
+    values = np.zeros((n_bars, n_features * len(scales)), dtype=np.float32)
+    rows = np.arange(warmup, n_bars)
+    for j, m in enumerate(scales):
+        # columns are grouped by feature: name@1, name@2, ..., name@history
+        values[warmup:, j::len(scales)] = (sums[rows + 1] - sums[rows + 1 - m]) / m
+    names = [f"{name}@{m}" for name in features.names for m in scales]
+    return Features(values=values, names=names, warmup=warmup, log_returns=features.log_returns)
+
+
+def multiscale_windows(history: int) -> tuple[int, ...]:
+    """``(1, 2, 4, ..., history)``: powers of two below ``history``, then ``history`` itself."""
+    if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 1:
+        raise ConfigError(f"history must be a positive integer, got {history!r}")
+    scales = [1 << i for i in range(int(history).bit_length()) if (1 << i) < history]
+    return tuple(scales + [int(history)])
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """What an env observes: ``features`` read ``window`` bars at a time, built from ``base_names``."""
+
+    features: Features
+    window: int
+    base_names: list[str]
+
+
+def observation_features(frame: pd.DataFrame, *, vol_window: int, observation: str, history: int) -> Observation:
+    """The features an env observes and the window (bars) the env reads of them.
+
+    ``observation="multiscale"``: :func:`multiscale_features` over ``history`` bars, read
+    one bar at a time (window 1). ``"window"``: the raw features, ``history`` lagged bars.
+    The training env and the logged model both build their observations here.
+    """
+    if observation not in OBSERVATIONS:
+        raise ConfigError(f"observation must be one of {', '.join(OBSERVATIONS)}, got {observation!r}")
+    features = compute_features(frame, vol_window=vol_window)
+    if observation == "window":
+        return Observation(features, int(history), list(features.names))
+    return Observation(multiscale_features(features, int(history)), 1, list(features.names))
+
+
+def observation_size(n_base_features: int, *, observation: str, history: int) -> int:
+    """Values per observation: the features read over the window, plus the position."""
+    if observation == "window":
+        return history * n_base_features + 1
+    return len(multiscale_windows(history)) * n_base_features + 1

@@ -28,7 +28,7 @@ StartSampler = Callable[[np.random.Generator, int], np.ndarray]
 class TradingVecEnv(VecEnv):
     """``n_envs`` trading episodes over one :class:`MarketCore`, stepped together.
 
-    Observations are float32 ``(n_envs, core.observation_size)``, rewards float32
+    Observations are float32 ``(n_envs, core.observation_size)``, rewards float32 (times ``reward_scale``)
     ``(n_envs,)`` log returns net of costs, actions ``Discrete(core.n_actions)`` indices.
     An episode is truncated (never terminated) after ``core.episode_length`` decisions and
     auto-reset to a start drawn by ``start_sampler``. A finishing env's info holds
@@ -46,6 +46,8 @@ class TradingVecEnv(VecEnv):
         seed: seeds the ``np.random.Generator`` that draws episode starts. ``seed()``
             follows SB3: the new seed applies at the next ``reset()``.
         start_sampler: ``(rng, k) -> starts``; defaults to ``core.sample_starts`` (uniform).
+        reward_scale: multiplies the rewards returned to the agent; the ``episode`` infos
+            keep unscaled log returns.
 
     Example:
         >>> import numpy as np
@@ -65,6 +67,7 @@ class TradingVecEnv(VecEnv):
         n_envs: int,
         seed: int | None = None,
         start_sampler: StartSampler | None = None,
+        reward_scale: float = 1.0,
     ):
         if n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
@@ -73,6 +76,7 @@ class TradingVecEnv(VecEnv):
         super().__init__(int(n_envs), observation_space, spaces.Discrete(core.n_actions))
         n = self.num_envs
         self._rng = np.random.default_rng(seed)
+        self.reward_scale = float(reward_scale)
         self._start_sampler: StartSampler = start_sampler or core.sample_starts
         self._t = np.zeros(n, dtype=np.intp)  # decision bar per env
         self._rows = np.zeros(n, dtype=np.intp)  # t - window + 1: row of core.windows
@@ -139,7 +143,7 @@ class TradingVecEnv(VecEnv):
         self._t += 1
         self._rows += 1
         self._next += 1
-        rewards = self._reward.astype(np.float32)
+        rewards = (self._reward * self.reward_scale).astype(np.float32)
         self._steps_to_done -= 1
         if self._steps_to_done > 0:  # no episode can have ended: skip the per-env check
             return self._observe(), rewards, np.zeros(self.num_envs, dtype=bool), self._empty_infos

@@ -19,7 +19,7 @@ row per input row: ``position`` (the position to hold after the bar's close), on
 Example:
     >>> spec = policy_spec(ppo)                                               # doctest: +SKIP
     >>> uri = log_policy_model(run_id, members=[ppo.policy.state_dict()], spec=spec,
-    ...     feature_config={"window": 16, "vol_window": 20, "cost_bps": 1.0,
+    ...     feature_config={"window": 16, "observation": "multiscale", "vol_window": 20, "cost_bps": 1.0,
     ...                     "long_only": False, "feature_names": features.names},
     ...     input_example=bars.frame.iloc[:256])                            # doctest: +SKIP
     >>> mlflow.pyfunc.load_model(uri).predict(bars.frame)                    # doctest: +SKIP
@@ -50,6 +50,7 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from torch import nn
 
 from convopt_mlflow.data import compute_features, validate_frame
+from convopt_mlflow.data.features import OBSERVATIONS, observation_size
 from convopt_mlflow.errors import ConfigError, RunNotFoundError, UserError
 
 __all__ = [
@@ -70,7 +71,7 @@ MODEL_CODE_PATH = Path(__file__).with_name("model_code.py")
 POLICY_FILE = "policy.json"
 POLICY_ARTIFACT = "policy"
 FORMAT = "convopt-policy-ensemble/1"
-FEATURE_KEYS = ("window", "vol_window", "cost_bps", "long_only", "feature_names")
+FEATURE_KEYS = ("window", "observation", "vol_window", "cost_bps", "long_only", "feature_names")
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 _REQUIREMENTS = ("torch", "stable-baselines3", "gymnasium", "numpy", "pandas", "convopt-mlflow")
 
@@ -172,16 +173,20 @@ def _check_feature_config(feature_config: Mapping[str, Any], spec: Mapping[str, 
         raise ConfigError(f"feature_config needs exactly {list(FEATURE_KEYS)}; missing {missing}, unknown {extra}")
     config = {
         "window": int(feature_config["window"]),
+        "observation": str(feature_config["observation"]),
         "vol_window": int(feature_config["vol_window"]),
         "cost_bps": float(feature_config["cost_bps"]),
         "long_only": bool(feature_config["long_only"]),
         "feature_names": [str(n) for n in feature_config["feature_names"]],
     }
-    obs_size = config["window"] * len(config["feature_names"]) + 1
+    if config["observation"] not in OBSERVATIONS:
+        raise ConfigError(f"observation must be one of {OBSERVATIONS}, got {config['observation']!r}")
+    obs_size = observation_size(len(config["feature_names"]), observation=config["observation"],
+                                history=config["window"])
     if obs_size != spec["obs_size"]:
         raise ConfigError(
-            f"window {config['window']} x {len(config['feature_names'])} features + 1 = {obs_size}, "
-            f"but the policy observes {spec['obs_size']} values"
+            f"a {config['observation']} observation of {config['window']} bars of {len(config['feature_names'])} "
+            f"features holds {obs_size} values, but the policy observes {spec['obs_size']}"
         )
     if len(action_names(config["long_only"])) != spec["n_actions"]:
         raise ConfigError(f"long_only={config['long_only']} does not match the policy's {spec['n_actions']} actions")

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from convopt_mlflow.data import compute_features, validate_frame
+from convopt_mlflow.data import validate_frame
+from convopt_mlflow.data.features import observation_features
 from convopt_mlflow.env import MarketCore, follow_choices, policy_table
 from convopt_mlflow.errors import ConfigError, DataValidationError
 from convopt_mlflow.tracking.model import (
@@ -144,12 +145,14 @@ class PolicyEnsembleModel(mlflow.pyfunc.PythonModel):
         return frame.rename(columns=renames)
 
     def _core(self, frame: pd.DataFrame) -> MarketCore:
-        config, window = self.config, int(self.config["window"])
-        try:
-            features = compute_features(frame, vol_window=int(config["vol_window"]))
+        config, history = self.config, int(self.config["window"])
+        try:  # models saved before observation forms existed observed raw windows
+            observed = observation_features(frame, vol_window=int(config["vol_window"]), history=history,
+                                            observation=config.get("observation", "window"))
         except ConfigError as exc:
             raise DataValidationError(_SOURCE, [str(exc)]) from None
-        if list(features.names) != list(config["feature_names"]):
+        features, window = observed.features, observed.window
+        if observed.base_names != list(config["feature_names"]):
             raise DataValidationError(_SOURCE, [
                 f"the input yields features {features.names}, but the policy was trained on "
                 f"{config['feature_names']}: supply the same columns (volume, feat_*)"
@@ -157,8 +160,8 @@ class PolicyEnsembleModel(mlflow.pyfunc.PythonModel):
         need = features.warmup + window
         if len(frame) < need:
             raise DataValidationError(_SOURCE, [
-                f"too few bars: a decision needs at least {need} (feature warm-up {features.warmup} "
-                f"+ window {window}), got {len(frame)}"
+                f"too few bars: a decision needs at least {need} (feature warm-up and {history} bars "
+                f"of history), got {len(frame)}"
             ])
         # One padding bar after the input lets the core accept a decision at the last input
         # bar (it insists on a next return); the padding is never observed.

@@ -74,11 +74,11 @@ def finalize_run(handle: Any, cfg: Any, market: Any, model: Any, *,
             handle.log_artifact(write_html(fig, Path(tmp) / f"equity_{split}.html"), "backtest")
     handle.log_metrics(metrics, step=model.num_timesteps)
     feature_config = {
-        "window": cfg.env.window, "vol_window": cfg.data.vol_window, "cost_bps": cfg.env.cost_bps,
-        "long_only": cfg.env.long_only, "feature_names": list(market.features.names),
+        "window": cfg.env.window, "observation": cfg.env.observation, "vol_window": cfg.data.vol_window,
+        "cost_bps": cfg.env.cost_bps, "long_only": cfg.env.long_only, "feature_names": market.base_feature_names,
     }
     uri = log_policy_model(handle.run_id, step=model.num_timesteps, members=[model.policy.state_dict()],
                            spec=policy_spec(model), feature_config=feature_config,
-                           input_example=market.bars.frame.iloc[: market.features.warmup + cfg.env.window + 64])
+                           input_example=market.bars.frame.iloc[: market.features.warmup + 64 + cfg.env.window * (cfg.env.observation == "window")])
     handle.set_tags({"convopt.model_uri": uri})
     return metrics

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ..config import OptimizedTrainingConfig
-from ..data import Bars, Features, Splits, chronological_splits, compute_features, load_bars
+from ..data import Bars, Features, Splits, chronological_splits, load_bars
+from ..data.features import observation_features
 from ..data.loading import SYNTHETIC_PREFIX
 from ..env import MarketCore, TradingVecEnv
 from .guards import FiniteGuard
@@ -24,12 +25,14 @@ _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 @dataclass(frozen=True)
 class Market:
-    """Loaded bars, their features, the chronological splits and one env core per split."""
+    """Loaded bars, the features the env observes, the chronological splits and one env core per split."""
 
     bars: Bars
     features: Features
     splits: Splits
     cores: dict[str, MarketCore]
+    base_feature_names: list[str]
+    """The per-bar features the observation is built from (what a model's input must yield)."""
 
     @property
     def planted_signal(self) -> np.ndarray | None:
@@ -51,7 +54,9 @@ def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Marke
     max_gap = None if cfg.data.max_gap.lower() in ("", "none", "off") else cfg.data.max_gap
     if bars is None:
         bars = load_bars(cfg.data.source, min_bars=min_bars_needed(cfg), max_gap=max_gap)
-    features = compute_features(bars.frame, vol_window=cfg.data.vol_window)
+    observed = observation_features(bars.frame, vol_window=cfg.data.vol_window,
+                                    observation=cfg.env.observation, history=cfg.env.window)
+    features = observed.features
     splits = chronological_splits(bars.n_bars, val_fraction=cfg.data.val_fraction,
                                   test_fraction=cfg.data.test_fraction, embargo_bars=cfg.data.embargo_bars,
                                   start=features.warmup)
@@ -59,14 +64,28 @@ def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Marke
     for name in ("train", "val", "test"):
         # only training needs whole episodes; val/test are walked bar by bar
         episode = cfg.env.episode_length if name == "train" else 1
-        cores[name] = MarketCore(features.values, features.log_returns, window=cfg.env.window,
+        cores[name] = MarketCore(features.values, features.log_returns, window=observed.window,
                                  episode_length=episode, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only,
                                  bar_range=getattr(splits, name), warmup=features.warmup)
-    return Market(bars, features, splits, cores)
+    return Market(bars, features, splits, cores, observed.base_names)
+
+
+def reward_scale(cfg: OptimizedTrainingConfig, market: Market) -> float:
+    """``env.reward_scale``, or with 0 (auto) 1 / std of the train split's per-bar log returns.
+
+    Per-bar log returns are about 1e-4 to 1e-2: at that scale the critic barely learns and
+    PPO does not learn to trade within its cost. The scale changes no optimal policy.
+    """
+    if cfg.env.reward_scale > 0:
+        return float(cfg.env.reward_scale)
+    start, stop = market.splits.train
+    std = float(np.std(market.features.log_returns[max(start, market.features.warmup) + 1:stop]))
+    return 1.0 / std if std > 0 else 1.0
 
 
 def make_env(cfg: OptimizedTrainingConfig, market: Market) -> FiniteGuard:
-    return FiniteGuard(TradingVecEnv(market.cores["train"], cfg.env.n_envs, seed=cfg.run.seed))
+    return FiniteGuard(TradingVecEnv(market.cores["train"], cfg.env.n_envs, seed=cfg.run.seed,
+                                     reward_scale=reward_scale(cfg, market)))
 
 
 def make_model(cfg: OptimizedTrainingConfig, env: Any) -> ConvoptPPO:

@@ -48,7 +48,7 @@ def trained(market):
 
 
 def _config(features, **override):
-    config = {"window": WINDOW, "vol_window": VOL_WINDOW, "cost_bps": 1.0, "long_only": False,
+    config = {"window": WINDOW, "observation": "window", "vol_window": VOL_WINDOW, "cost_bps": 1.0, "long_only": False,
               "feature_names": features.names}
     return config | override
 
@@ -159,7 +159,7 @@ def test_ensemble_averages_member_probabilities(tmp_path, market, trained):
 def test_inconsistent_inputs_are_refused(tmp_path, market, trained):
     frame, features, _ = market
     kwargs = {"members": [trained.policy.state_dict()], "spec": policy_spec(trained), "input_example": frame.iloc[:40]}
-    with pytest.raises(ConfigError, match="window 5 x 6 features"):
+    with pytest.raises(ConfigError, match="5 bars of 6 features"):
         save_policy_model(tmp_path / "a", feature_config=_config(features, window=5), **kwargs)
     with pytest.raises(ConfigError, match="3 actions"):
         save_policy_model(tmp_path / "b", feature_config=_config(features, long_only=True), **kwargs)
