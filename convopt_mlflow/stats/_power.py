@@ -2,8 +2,9 @@
 
 Effects are standardized: Cohen's ``d = (mu_x - mu_y) / sigma`` for two arms
 with a common ``sigma``, or ``d_z = mean(diff) / sd(diff)`` for paired seeds.
-With equal variances Welch's test has essentially the pooled test's power, so
-the pooled-t formula stands for both.
+The two-sample formula is the pooled t test's. With equal variances Welch's
+test has nearly the same power (a Monte Carlo check finds about 3 points less
+at 5 runs per arm and d = 1.5, under 1 point from 10 runs), so it stands for both.
 """
 from __future__ import annotations
 
