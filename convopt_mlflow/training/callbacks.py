@@ -31,6 +31,9 @@ from .param_watch import parameter_health
 from .probe import GradientProbe
 from .schedule import install_scheduler
 
+#: Observations of the latest rollout that the parameter watch feeds through the policy.
+WATCH_SAMPLE = 256
+
 
 class _UpdateCallback(BaseCallback):
     """Calls ``_on_update()`` once after every PPO update (and after the last one)."""
@@ -128,6 +131,7 @@ class ConvergenceCallback(_UpdateCallback):
         self.counts: dict[str, int] = {}
         self._reported_guard_events = 0
         self._iteration = 0
+        self.watch_sample: np.ndarray | None = None
 
     def _init_callback(self) -> None:
         super()._init_callback()
@@ -146,6 +150,14 @@ class ConvergenceCallback(_UpdateCallback):
 
     def _on_step(self) -> bool:
         return not self.actuator.stop.requested
+
+    def _on_rollout_end(self) -> None:
+        # SB3 zeroes the rollout buffer right before on_rollout_start, where the update is analysed:
+        # keep the newest observations of the rollout the update is about to train on
+        if self.param_watch:
+            obs = self.model.rollout_buffer.observations
+            if isinstance(obs, np.ndarray):
+                self.watch_sample = obs.reshape(-1, obs.shape[-1])[-WATCH_SAMPLE:].copy()
 
     def _on_training_end(self) -> None:
         super()._on_training_end()
@@ -197,9 +209,7 @@ class ConvergenceCallback(_UpdateCallback):
         memory = getattr(self.model, "memory_events", [])
         metrics["memory_error"] = 1.0 if memory and memory[-1]["step"] >= step else 0.0
         if self.param_watch:
-            obs = self.model.rollout_buffer.observations
-            sample = obs.reshape(-1, obs.shape[-1]) if isinstance(obs, np.ndarray) else None
-            metrics.update(parameter_health(self.model.policy, sample))
+            metrics.update(parameter_health(self.model.policy, self.watch_sample, sample_size=WATCH_SAMPLE))
         nonfinite_losses = sum(not np.isfinite(metrics[k]) for k in ("loss", "value_loss"))
         metrics["nonfinite"] = float(metrics["nonfinite_grad_steps"] + guard_count + nonfinite_losses
                                      + metrics.get("nonfinite_params", 0.0))
