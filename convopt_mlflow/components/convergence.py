@@ -54,7 +54,9 @@ class ConvergenceMonitor:
             answers ``rollback`` and ``reduce_batch_size``, which default to 0: a
             divergence that persists must be answered again (the glue's
             ``max_rollbacks`` bounds the repeats), not left alone for 3 windows.
-        max_entropy: the policy's maximum entropy in nats (``log(n_actions)``).
+        max_entropy: the policy's maximum entropy in nats (``log(n_actions)``). None: the glue
+            sets it from the action space (``ConvergenceCallback`` does); until then ``log(3)``,
+            the long/flat/short space, is assumed.
 
     Example:
         >>> mon = ConvergenceMonitor({"monitoring_window": 5})
@@ -70,7 +72,7 @@ class ConvergenceMonitor:
         intervention_strategies: Sequence[str] = DEFAULT_STRATEGIES,
         *,
         cooldowns: Mapping[str, int] | None = None,
-        max_entropy: float = math.log(3),
+        max_entropy: float | None = None,
     ):
         self.thresholds = MonitorThresholds.coerce(thresholds)
         if isinstance(intervention_strategies, str):
@@ -87,8 +89,8 @@ class ConvergenceMonitor:
             if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
                 raise ConfigError(f"cooldowns[{action!r}]={steps!r} must be an integer number of env steps >= 0")
         self.cooldowns = cooldowns
-        self.max_entropy = float(max_entropy)
-        if not math.isfinite(self.max_entropy) or self.max_entropy <= 0:
+        self.max_entropy = None if max_entropy is None else float(max_entropy)
+        if self.max_entropy is not None and not (math.isfinite(self.max_entropy) and self.max_entropy > 0):
             raise ConfigError(f"max_entropy={max_entropy!r} must be a finite number > 0 (nats)")
         self._reset_state()
 
@@ -183,7 +185,8 @@ class ConvergenceMonitor:
                                           {"loss_cv": cv, "plateau_cv": th.plateau_cv})
         loss_trend, lr_mean = sig.slope(losses), sig.mean(self._hist["lr"])
         efficiency = -loss_trend / lr_mean if len(losses) >= 2 and lr_mean > 0 else 0.0
-        entropy, collapse_at = get("entropy"), th.entropy_collapse_fraction * self.max_entropy
+        max_entropy = self.max_entropy if self.max_entropy is not None else math.log(3)
+        entropy, collapse_at = get("entropy"), th.entropy_collapse_fraction * max_entropy
         collapse = math.isfinite(entropy) and entropy < collapse_at
         if collapse:
             findings["entropy_collapse"] = Finding("entropy_collapse", sig.clip01(1 - entropy / collapse_at),
@@ -206,7 +209,7 @@ class ConvergenceMonitor:
             step=step, loss_trend=loss_trend, reward_trend=sig.slope(self._hist["train_return"]),
             stability_score=sig.clip01(stability), plateau_detected=plateau, divergence_risk=risk,
             learning_efficiency=efficiency if math.isfinite(efficiency) else 0.0,
-            exploration_rate=sig.clip01((self._last_entropy or 0.0) / self.max_entropy),
+            exploration_rate=sig.clip01((self._last_entropy or 0.0) / max_entropy),
             gradient_health=0.0 if grad_bad else 1.0 - sig.clip01(get("dead_fraction")),
             intervention_needed=needed, recommended_actions=actions, generalization_gap=self._evals.gap,
             overfitting_detected=overfit, stagnation_detected=stagnant, entropy_collapse=collapse,

@@ -22,6 +22,7 @@ import math
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 
 from .control import ComponentGuard
@@ -139,6 +140,9 @@ class ConvergenceCallback(_UpdateCallback):
         self._sb3_clip = None
         if getattr(self.model, "probe_clips", False) and math.isfinite(self.model.max_grad_norm):
             self._sb3_clip, self.model.max_grad_norm = self.model.max_grad_norm, math.inf
+        space = self.model.action_space
+        if getattr(self.monitor, "max_entropy", 0.0) is None and isinstance(space, spaces.Discrete) and space.n > 1:
+            self.monitor.max_entropy = math.log(int(space.n))  # entropy scale of this policy's actions
         self.probe = GradientProbe(self.model.policy, self.model.policy.optimizer, clip_norm=self._sb3_clip)
         if self.scheduler is not None:
             fallback = self.fallback_lr if self.fallback_lr is not None else float(self.scheduler.base_lr)

@@ -9,6 +9,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from convopt_mlflow.components import ConvergenceMonitor
 from convopt_mlflow.training.callbacks import ConvergenceCallback
+from convopt_mlflow.training.coordinator import train
 from convopt_mlflow.training.param_watch import parameter_health
 
 from .conftest import make_tiny_ppo
@@ -64,3 +65,14 @@ def test_parameter_watch_measures_the_observations_the_env_produced():
     for k, expected in enumerate(recorder.expected_health):
         for key in ("dead_fraction", "logit_range"):
             assert history[k][key] == pytest.approx(expected[key], rel=1e-6), (k, key)
+
+
+def test_exploration_rate_of_a_long_only_run_is_on_the_log_2_scale(tracked):
+    cfg = tracked.config(env__long_only="true", run__total_timesteps="512")
+    result = train(cfg, preset="full", checkpoint_root=tracked.checkpoint_root("long_only"))
+    assert result.status == "FINISHED"
+    entropy = -tracked.history(result.run_id, "train/entropy_loss")[256]
+    rate = tracked.history(result.run_id, "convergence/exploration_rate")[256]
+    assert entropy > 0.6  # a fresh 2-action policy is near its maximum entropy, log 2 = 0.693
+    assert rate == pytest.approx(entropy / math.log(2), rel=1e-6)
+    assert rate > 0.9  # on the 3-action scale it could never exceed log 2 / log 3 = 0.63
