@@ -151,6 +151,8 @@ class ConvergenceCallback(_UpdateCallback):
         if self.child is not None:
             self.child.init_callback(self.model)
             self.child.parent = self
+        if hasattr(self.model, "divergence_handler"):  # ConvoptPPO: non-finite forward passes come here
+            self.model.divergence_handler = self._on_nonfinite
 
     def _on_step(self) -> bool:
         return not self.actuator.stop.requested
@@ -166,6 +168,8 @@ class ConvergenceCallback(_UpdateCallback):
     def _on_training_end(self) -> None:
         super()._on_training_end()
         self.probe.remove()
+        if getattr(self.model, "divergence_handler", None) == self._on_nonfinite:
+            self.model.divergence_handler = None
         if self._sb3_clip is not None:
             self.model.max_grad_norm = self._sb3_clip
 
@@ -193,6 +197,17 @@ class ConvergenceCallback(_UpdateCallback):
             self.child.on_rollout_start()
         if self.dump:
             self.model.dump_logs(self._iteration)
+
+    def _on_nonfinite(self, phase: str, where: str) -> None:
+        """ConvoptPPO found non-finite ``where`` during ``phase`` ("rollout" or "update"): roll back now.
+
+        The actuator lowers the LR and raises ``TrainingDiverged`` once ``max_rollbacks`` are used up.
+        """
+        step = self.num_timesteps = self.model.num_timesteps
+        self.logger.record("convergence/divergence_detected", 1.0)
+        self._apply("rollback", f"divergence: non-finite {where} during the {phase}", {"nonfinite": 1.0}, step)
+        if self.dump:  # this update is never analysed: write its row now, at its step
+            self.model.logger.dump(step)
 
     def _gather(self, step: int) -> dict[str, float]:
         logged = self.logger.name_to_value
