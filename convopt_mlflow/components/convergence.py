@@ -16,6 +16,7 @@ from convopt_mlflow.components.eval_trend import EvalTrend
 from convopt_mlflow.components.interventions import Finding, InterventionLedger, recommend
 from convopt_mlflow.components.convergence_types import (
     ACTIONS,
+    UNANSWERED,
     ConvergenceState,
     Intervention,
     MonitorThresholds,
@@ -203,8 +204,8 @@ class ConvergenceMonitor:
         stability = (1.0 / (1.0 + cv) if math.isfinite(cv) else 1.0) * (1.0 - risk)
         grad_bad = vanishing or exploding or flags["grad_nonfinite"]
         early_ready = stagnant and self._evals.evals_since_best >= th.early_stop_patience
-        actions, reasons, values, needed = recommend(findings, self.intervention_strategies,
-                                                     th.intervention_threshold, early_ready)
+        actions, reasons, values, needed, unanswered = recommend(findings, self.intervention_strategies,
+                                                                 th.intervention_threshold, early_ready)
         state = ConvergenceState(
             step=step, loss_trend=loss_trend, reward_trend=sig.slope(self._hist["train_return"]),
             stability_score=sig.clip01(stability), plateau_detected=plateau, divergence_risk=risk,
@@ -216,6 +217,7 @@ class ConvergenceMonitor:
             grad_vanishing=vanishing, grad_exploding=exploding, divergence_detected=diverged,
             kl_spike=flags["kl_spike"], value_loss_explosion=flags["value_loss_explosion"],
             param_norm_alarm=flags["param_norm_alarm"], reasons=reasons, trigger_values=values,
+            unanswered=unanswered,
         )
         self._ledger.track(self._updates, self._snapshot(), diverged)
         return state
@@ -272,8 +274,17 @@ class ConvergenceMonitor:
 
     # ---------------------------------------------------------------- decisions
     def decide(self, state: ConvergenceState) -> list[Intervention]:
-        """The state's recommended actions that are not cooling down; records them as fired."""
+        """The state's recommended actions that are not cooling down; records them as fired.
+
+        Each unanswered signal (``state.unanswered``) also yields an ``Intervention`` with action
+        ``"none"``, at most once per cooldown of that signal, so doing nothing is on record too.
+        """
         fired = []
+        for signal, reason in state.unanswered.items():
+            key = f"{UNANSWERED}:{signal}"
+            if not self._ledger.cooling_down(key, int(state.step), self.cooldown(signal)):
+                self._ledger.last_fired[key] = int(state.step)
+                fired.append(Intervention(step=int(state.step), action=UNANSWERED, reason=reason))
         for action in state.recommended_actions:
             if action not in self.intervention_strategies:
                 continue
@@ -287,7 +298,7 @@ class ConvergenceMonitor:
 
     def trigger_intervention(self, convergence_state: ConvergenceState) -> List[str]:
         """Reference interface: the names of the actions :meth:`decide` fires."""
-        return [i.action for i in self.decide(convergence_state)]
+        return [i.action for i in self.decide(convergence_state) if i.action != UNANSWERED]
 
     @property
     def interventions(self) -> List[dict]:

@@ -25,6 +25,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 
+from ..components.convergence_types import UNANSWERED
 from .control import ComponentGuard
 from .interventions import InterventionActuator
 from .checkpoints import CheckpointStore, capture_training_state
@@ -185,8 +186,15 @@ class ConvergenceCallback(_UpdateCallback):
         if state is not None:
             for key, value in state.to_metrics().items():
                 self.logger.record(f"convergence/{key}", value)
+            for signal in getattr(state, "unanswered", {}):
+                self.logger.record(f"convergence/unanswered_{signal}", 1.0)
             decisions = self.guard.call("monitor", self.monitor.decide, state, fallback=[], step=step)
             for decision in decisions:
+                if decision.action == UNANSWERED:  # a signal nothing allowed answers: on record, not applied
+                    self.interventions.append({"step": step, "action": UNANSWERED, "reason": decision.reason,
+                                               "values": {}, "applied": "nothing: no allowed action answers it",
+                                               "outcome": None})
+                    continue
                 self._apply(decision.action, decision.reason, decision.values, step)
             for done in self.monitor.pop_completed_outcomes():
                 self._attach_outcome(done)

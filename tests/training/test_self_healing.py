@@ -14,7 +14,10 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 
 from convopt_mlflow.components import AdvancedLRScheduler, ConvergenceMonitor, Intervention
+from convopt_mlflow.config import build_config
 from convopt_mlflow.training.coordinator import build_components, train
+
+from .conftest import TINY_RUN
 
 
 class SchedulerFailingAfter(AdvancedLRScheduler):
@@ -192,6 +195,46 @@ def test_overfitting_is_answered_with_regularization_or_early_stop_as_configured
     states, decisions = feed_overfitting(stopper)
     assert states[3].overfitting_detected
     assert decisions[:4] == [[], [], [], ["early_stop"]]
+
+
+def test_overfitting_without_an_allowed_answer_is_logged_as_unanswered(tracked):
+    cfg = build_config("lr", TINY_RUN)  # default interventions: neither increase_regularization nor early_stop
+    monitor = build_components(cfg).monitor
+    assert not {"increase_regularization", "early_stop"} & set(monitor.intervention_strategies)
+    states, decisions = feed_overfitting(monitor)
+    assert [s.overfitting_detected for s in states] == [False, False, False, True, True]
+    assert states[3].recommended_actions == [] and states[3].intervention_needed
+    assert states[3].unanswered["overfitting"].endswith("no allowed action (increase_regularization, early_stop)")
+    # one "none" decision when the signal appears, then not again within the cooldown
+    assert decisions == [[], [], [], ["none"], []]
+
+
+class UnansweredAt(ConvergenceMonitor):
+    """Analyses for real; at ``step`` the state also says overfitting went unanswered."""
+
+    def __init__(self, step: int, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step = step
+
+    def analyze_convergence(self, metrics):
+        state = super().analyze_convergence(metrics)
+        if state.step == self.step:
+            state.unanswered = {"overfitting": "overfitting: scripted; no allowed action (increase_regularization, "
+                                               "early_stop)"}
+        return state
+
+
+def test_an_unanswered_signal_is_a_metric_and_an_interventions_row(tracked):
+    cfg = build_config("lr", TINY_RUN)
+    comps = build_components(cfg)
+    comps.monitor = UnansweredAt(768, comps.monitor.thresholds, comps.monitor.intervention_strategies)
+    result = train(cfg, preset="lr", components=comps, checkpoint_root=tracked.checkpoint_root("unanswered"))
+    run = result.run_id
+    assert result.status == "FINISHED"
+    assert tracked.history(run, "convergence/unanswered_overfitting") == {768: 1.0}
+    (row,) = rows(tracked, run, "none")
+    assert row["step"] == 768 and row["reason"].startswith("overfitting: scripted")
+    assert row["applied"] == "nothing: no allowed action answers it"
 
 
 # ---------------------------------------------------------------------------- early stop
