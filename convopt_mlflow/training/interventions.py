@@ -54,7 +54,9 @@ class InterventionActuator:
     def _lr_restart(self, model: Any, step: int) -> str:
         if self.scheduler is None:
             return "skipped: no scheduler"
-        self.scheduler.restart(step)
+        blocker = self.scheduler.restart_blocker(step)
+        if blocker is not None or not self.scheduler.restart(step):
+            return f"skipped: {blocker or 'the schedule refused the restart'}"
         return f"new LR cycle from step {step}"
 
     def _lr_reduce(self, model: Any, step: int) -> str:

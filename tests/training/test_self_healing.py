@@ -148,6 +148,19 @@ def test_increase_regularization_and_entropy_change_what_ppo_trains_with(tracked
     assert rollback["applied"].startswith("restored checkpoint of step 512")
 
 
+def test_lr_restart_goes_through_the_schedulers_cycle_gate(tracked):
+    cfg = tracked.config(restart_period="2000")  # SGDR cycles of 2,000 steps; min_cycle_fraction 0.25
+    comps = scripted_components(cfg, {256: "lr_restart", 1024: "lr_restart"})
+    result = train(cfg, preset="full", components=comps, checkpoint_root=tracked.checkpoint_root("restart_gate"))
+    run = result.run_id
+    assert result.status == "FINISHED"
+    early, late = rows(tracked, run, "lr_restart")
+    assert early["applied"] == "skipped: only 13% of the current LR cycle has run (min_cycle_fraction 0.25)"
+    assert late["applied"] == "new LR cycle from step 1024"
+    lr = tracked.history(run, "lr")
+    assert lr[512] < lr[256] and lr[1280] > lr[1024]  # the skipped restart left the decay alone; the other restarted it
+
+
 def test_out_of_memory_halves_the_batch_and_is_logged(tracked, monkeypatch):
     original = RolloutBuffer.get
     calls = {"n": 0}
