@@ -16,7 +16,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from convopt_mlflow.config import build_config
 from convopt_mlflow.training.coordinator import train
 
-from .conftest import TINY_RUN
+from .conftest import TINY_RUN, OptimizerLR
 
 WEIGHT = "action_net.weight"
 
@@ -65,26 +65,6 @@ class NanInsideUpdate(BaseCallback):
         if self.model.num_timesteps == self.step and not self.injected:
             poison(self.model)
             self.injected.append(self.step)
-
-    def _on_step(self) -> bool:
-        return True
-
-
-class OptimizerLR(BaseCallback):
-    """The LR in the optimizer's param_groups right after each update SB3 ran."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen: dict[int, float] = {}
-        self._updates = 0
-
-    def _on_rollout_start(self) -> None:
-        if self.model._n_updates != self._updates:
-            self._updates = self.model._n_updates
-            self.seen[self.model.num_timesteps] = self.model.policy.optimizer.param_groups[0]["lr"]
-
-    def _on_training_end(self) -> None:
-        self._on_rollout_start()
 
     def _on_step(self) -> bool:
         return True
