@@ -16,6 +16,7 @@ from convopt_mlflow.components.eval_trend import EvalTrend
 from convopt_mlflow.components.interventions import Finding, InterventionLedger, recommend
 from convopt_mlflow.components.convergence_types import (
     ACTIONS,
+    UNANSWERED,
     ConvergenceState,
     Intervention,
     MonitorThresholds,
@@ -54,7 +55,9 @@ class ConvergenceMonitor:
             answers ``rollback`` and ``reduce_batch_size``, which default to 0: a
             divergence that persists must be answered again (the glue's
             ``max_rollbacks`` bounds the repeats), not left alone for 3 windows.
-        max_entropy: the policy's maximum entropy in nats (``log(n_actions)``).
+        max_entropy: the policy's maximum entropy in nats (``log(n_actions)``). None: the glue
+            sets it from the action space (``ConvergenceCallback`` does); until then ``log(3)``,
+            the long/flat/short space, is assumed.
 
     Example:
         >>> mon = ConvergenceMonitor({"monitoring_window": 5})
@@ -70,7 +73,7 @@ class ConvergenceMonitor:
         intervention_strategies: Sequence[str] = DEFAULT_STRATEGIES,
         *,
         cooldowns: Mapping[str, int] | None = None,
-        max_entropy: float = math.log(3),
+        max_entropy: float | None = None,
     ):
         self.thresholds = MonitorThresholds.coerce(thresholds)
         if isinstance(intervention_strategies, str):
@@ -87,8 +90,8 @@ class ConvergenceMonitor:
             if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
                 raise ConfigError(f"cooldowns[{action!r}]={steps!r} must be an integer number of env steps >= 0")
         self.cooldowns = cooldowns
-        self.max_entropy = float(max_entropy)
-        if not math.isfinite(self.max_entropy) or self.max_entropy <= 0:
+        self.max_entropy = None if max_entropy is None else float(max_entropy)
+        if self.max_entropy is not None and not (math.isfinite(self.max_entropy) and self.max_entropy > 0):
             raise ConfigError(f"max_entropy={max_entropy!r} must be a finite number > 0 (nats)")
         self._reset_state()
 
@@ -183,7 +186,8 @@ class ConvergenceMonitor:
                                           {"loss_cv": cv, "plateau_cv": th.plateau_cv})
         loss_trend, lr_mean = sig.slope(losses), sig.mean(self._hist["lr"])
         efficiency = -loss_trend / lr_mean if len(losses) >= 2 and lr_mean > 0 else 0.0
-        entropy, collapse_at = get("entropy"), th.entropy_collapse_fraction * self.max_entropy
+        max_entropy = self.max_entropy if self.max_entropy is not None else math.log(3)
+        entropy, collapse_at = get("entropy"), th.entropy_collapse_fraction * max_entropy
         collapse = math.isfinite(entropy) and entropy < collapse_at
         if collapse:
             findings["entropy_collapse"] = Finding("entropy_collapse", sig.clip01(1 - entropy / collapse_at),
@@ -200,19 +204,20 @@ class ConvergenceMonitor:
         stability = (1.0 / (1.0 + cv) if math.isfinite(cv) else 1.0) * (1.0 - risk)
         grad_bad = vanishing or exploding or flags["grad_nonfinite"]
         early_ready = stagnant and self._evals.evals_since_best >= th.early_stop_patience
-        actions, reasons, values, needed = recommend(findings, self.intervention_strategies,
-                                                     th.intervention_threshold, early_ready)
+        actions, reasons, values, needed, unanswered = recommend(findings, self.intervention_strategies,
+                                                                 th.intervention_threshold, early_ready)
         state = ConvergenceState(
             step=step, loss_trend=loss_trend, reward_trend=sig.slope(self._hist["train_return"]),
             stability_score=sig.clip01(stability), plateau_detected=plateau, divergence_risk=risk,
             learning_efficiency=efficiency if math.isfinite(efficiency) else 0.0,
-            exploration_rate=sig.clip01((self._last_entropy or 0.0) / self.max_entropy),
+            exploration_rate=sig.clip01((self._last_entropy or 0.0) / max_entropy),
             gradient_health=0.0 if grad_bad else 1.0 - sig.clip01(get("dead_fraction")),
             intervention_needed=needed, recommended_actions=actions, generalization_gap=self._evals.gap,
             overfitting_detected=overfit, stagnation_detected=stagnant, entropy_collapse=collapse,
             grad_vanishing=vanishing, grad_exploding=exploding, divergence_detected=diverged,
             kl_spike=flags["kl_spike"], value_loss_explosion=flags["value_loss_explosion"],
             param_norm_alarm=flags["param_norm_alarm"], reasons=reasons, trigger_values=values,
+            unanswered=unanswered,
         )
         self._ledger.track(self._updates, self._snapshot(), diverged)
         return state
@@ -269,8 +274,17 @@ class ConvergenceMonitor:
 
     # ---------------------------------------------------------------- decisions
     def decide(self, state: ConvergenceState) -> list[Intervention]:
-        """The state's recommended actions that are not cooling down; records them as fired."""
+        """The state's recommended actions that are not cooling down; records them as fired.
+
+        Each unanswered signal (``state.unanswered``) also yields an ``Intervention`` with action
+        ``"none"``, at most once per cooldown of that signal, so doing nothing is on record too.
+        """
         fired = []
+        for signal, reason in state.unanswered.items():
+            key = f"{UNANSWERED}:{signal}"
+            if not self._ledger.cooling_down(key, int(state.step), self.cooldown(signal)):
+                self._ledger.last_fired[key] = int(state.step)
+                fired.append(Intervention(step=int(state.step), action=UNANSWERED, reason=reason))
         for action in state.recommended_actions:
             if action not in self.intervention_strategies:
                 continue
@@ -284,7 +298,7 @@ class ConvergenceMonitor:
 
     def trigger_intervention(self, convergence_state: ConvergenceState) -> List[str]:
         """Reference interface: the names of the actions :meth:`decide` fires."""
-        return [i.action for i in self.decide(convergence_state)]
+        return [i.action for i in self.decide(convergence_state) if i.action != UNANSWERED]
 
     @property
     def interventions(self) -> List[dict]:

@@ -101,9 +101,17 @@ class MonitorThresholds:
         raise ConfigError(f"monitor thresholds must be a mapping or MonitorThresholds, got {type(thresholds).__name__}")
 
 
+#: The action of an :class:`Intervention` that records a signal no allowed action answers.
+UNANSWERED = "none"
+
+
 @dataclass(frozen=True)
 class Intervention:
-    """One action the monitor decided on, with why and the numbers that triggered it."""
+    """One action the monitor decided on, with why and the numbers that triggered it.
+
+    ``action`` is :data:`UNANSWERED` (``"none"``) when a signal was detected but none of the
+    actions that answer it is allowed: the decision to do nothing is recorded too.
+    """
 
     step: int
     action: str
@@ -152,6 +160,8 @@ class ConvergenceState:
     """action -> human-readable reason."""
     trigger_values: Dict[str, Dict[str, float]] = field(default_factory=dict)
     """action -> the numbers that triggered it (always finite)."""
+    unanswered: Dict[str, str] = field(default_factory=dict)
+    """signal -> why, for each detected signal that no allowed action answers."""
 
     def to_metrics(self) -> dict[str, float]:
         """Every numeric and boolean field except ``step`` as floats (bools 0.0/1.0).

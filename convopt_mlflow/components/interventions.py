@@ -29,7 +29,7 @@ class Finding:
 
 def recommend(
     findings: Mapping[str, Finding], allowed: Sequence[str], threshold: float, early_stop_ready: bool
-) -> tuple[list[str], dict[str, str], dict[str, dict[str, float]], bool]:
+) -> tuple[list[str], dict[str, str], dict[str, dict[str, float]], bool, dict[str, str]]:
     """Map findings to the allowed actions.
 
     divergence -> rollback (else lr_reduce); exploding gradients -> lr_reduce;
@@ -40,39 +40,50 @@ def recommend(
     increase_regularization, or early_stop when only that is allowed.
     Findings other than divergence / memory_error need ``severity >= threshold``.
 
-    Returns ``(actions, reasons, values, needed)``: actions in order, action ->
-    joined reasons, action -> merged trigger values (``severity`` is the max),
-    and whether any finding passed the gate (allowed or not).
+    Returns ``(actions, reasons, values, needed, unanswered)``: actions in order,
+    action -> joined reasons, action -> merged trigger values (``severity`` is the
+    max), whether any finding passed the gate (allowed or not), and signal -> why
+    for each finding that passed the gate but none of whose answers is allowed.
+
+    Example:
+        >>> found = {"overfitting": Finding("overfitting", 1.0, "overfitting: gap 1.1")}
+        >>> actions, _, _, needed, unanswered = recommend(found, ["lr_restart"], 0.3, False)
+        >>> actions, needed, unanswered["overfitting"]
+        ([], True, 'overfitting: gap 1.1; no allowed action (increase_regularization, early_stop)')
     """
-    pairs: list[tuple[str, str]] = []  # (action, signal)
+    answers: list[tuple[str, list[str]]] = []  # (signal, the actions that answer it, in order of preference)
     if "divergence" in findings:
-        pairs.append(("rollback" if "rollback" in allowed else "lr_reduce", "divergence"))
+        answers.append(("divergence", ["rollback" if "rollback" in allowed else "lr_reduce"]))
     else:
-        pairs.append(("lr_reduce", "grad_exploding"))
-    pairs.append(("reduce_batch_size", "memory_error"))
+        answers.append(("grad_exploding", ["lr_reduce"]))
+    answers.append(("memory_error", ["reduce_batch_size"]))
     if "divergence" not in findings:  # never raise the LR or the entropy while diverging
-        pairs += [("increase_entropy", "entropy_collapse"), ("lr_restart", "plateau"),
-                  ("advance_curriculum", "plateau"), ("lr_restart", "grad_vanishing"), ("lr_restart", "stagnation")]
-        if early_stop_ready:
-            pairs.append(("early_stop", "stagnation"))
-        pairs.append(("increase_regularization" if "increase_regularization" in allowed else "early_stop",
-                      "overfitting"))
+        answers += [("entropy_collapse", ["increase_entropy"]), ("plateau", ["lr_restart", "advance_curriculum"]),
+                    ("grad_vanishing", ["lr_restart"]),
+                    ("stagnation", ["lr_restart"] + ["early_stop"] * early_stop_ready)]
+        overfit = ["increase_regularization"] if "increase_regularization" in allowed else ["early_stop"]
+        answers.append(("overfitting", overfit))
     needed = False
     reasons: dict[str, str] = {}
     values: dict[str, dict[str, float]] = {}
-    for action, signal in pairs:
+    unanswered: dict[str, str] = {}
+    for signal, candidates in answers:
         found = findings.get(signal)
         if found is None or (signal not in UNGATED and found.severity < threshold):
             continue
         needed = True
-        if action not in allowed:
-            continue
-        reasons[action] = f"{reasons[action]}; {found.reason}" if action in reasons else found.reason
-        merged = values.setdefault(action, {})
-        for key, value in {**found.values, "severity": found.severity}.items():
-            if math.isfinite(value):
-                merged[key] = max(value, merged.get(key, value)) if key == "severity" else float(value)
-    return list(reasons), reasons, values, needed
+        chosen = [a for a in candidates if a in allowed]
+        if not chosen:
+            wanted = ["rollback", "lr_reduce"] if signal == "divergence" else (
+                ["increase_regularization", "early_stop"] if signal == "overfitting" else candidates)
+            unanswered[signal] = f"{found.reason}; no allowed action ({', '.join(wanted)})"
+        for action in chosen:
+            reasons[action] = f"{reasons[action]}; {found.reason}" if action in reasons else found.reason
+            merged = values.setdefault(action, {})
+            for key, value in {**found.values, "severity": found.severity}.items():
+                if math.isfinite(value):
+                    merged[key] = max(value, merged.get(key, value)) if key == "severity" else float(value)
+    return list(reasons), reasons, values, needed, unanswered
 
 
 class InterventionLedger:

@@ -48,13 +48,13 @@ class AdvancedLRScheduler:
       the cosine runs from ``b`` over ``[s, T - F)``.
 
     The returned rate is ``clamp(raw * scale, min_lr, max_lr)``, where ``scale``
-    is a persistent multiplier lowered by :meth:`reduce` and raised by
-    :meth:`adapt_to_convergence`; it is kept within ``[min_lr / b, max_lr / b]``.
+    is a persistent multiplier lowered by :meth:`reduce`; it is kept within
+    ``[min_lr / b, max_lr / b]``.
 
     Extra keyword arguments beyond the reference design: ``plateau_mode``
     (``"max"``, ``"min"`` or ``"auto"``: minimise when the metric name contains
-    "loss"), ``adapt_gain`` (``scale *= 1 + adapt_gain * score``) and
-    ``min_cycle_fraction`` (how far into a cycle :meth:`should_restart` may fire).
+    "loss") and ``min_cycle_fraction`` (how far into a decay cycle a restart is
+    allowed, see :meth:`restart_blocker`).
 
     Example:
         >>> s = AdvancedLRScheduler(1e-3, "cosine", min_lr=0.0, max_lr=1e-3, total_steps=100)
@@ -81,7 +81,6 @@ class AdvancedLRScheduler:
         plateau_patience: int = 3,
         plateau_metric: str = "eval_score",
         plateau_mode: str = "auto",
-        adapt_gain: float = 0.5,
         min_cycle_fraction: float = 0.25,
     ):
         self.base_lr = float(base_lr)
@@ -98,7 +97,6 @@ class AdvancedLRScheduler:
         self.plateau_patience = int(plateau_patience)
         self.plateau_metric = plateau_metric
         self.plateau_mode = plateau_mode
-        self.adapt_gain = float(adapt_gain)
         self.min_cycle_fraction = float(min_cycle_fraction)
         self._validate()
         self._finetune_start = self.total_steps - int(round(self.finetune_fraction * self.total_steps))
@@ -134,7 +132,6 @@ class AdvancedLRScheduler:
         need(self.plateau_patience >= 1, "plateau_patience", "must be >= 1")
         need(isinstance(self.plateau_metric, str) and bool(self.plateau_metric), "plateau_metric", "must be a metric name")
         need(self.plateau_mode in ("auto", "min", "max"), "plateau_mode", "must be 'auto', 'min' or 'max'")
-        need(math.isfinite(self.adapt_gain) and self.adapt_gain >= 0, "adapt_gain", "must be >= 0")
         need(0 <= self.min_cycle_fraction <= 1, "min_cycle_fraction", "must be in [0, 1]")
         if self.schedule_type == "multi_phase":
             fine = int(round(self.finetune_fraction * self.total_steps))
@@ -231,41 +228,39 @@ class AdvancedLRScheduler:
             self.plateau_scale = max(self.plateau_scale * self.plateau_factor, self.min_lr / self.base_lr)
             self.bad_updates = 0
 
-    def should_restart(self, metrics: Mapping[str, Any]) -> bool:
-        """True when learning looks stuck and the current decay cycle is far enough along.
+    def restart_blocker(self, step: int) -> str | None:
+        """Why an ``lr_restart`` at ``step`` should not happen, or None when it may.
 
-        Stuck means ``metrics["plateau_detected"]`` or ``metrics["stagnation_detected"]``
-        is truthy, or ``plateau_metric`` has not improved for ``plateau_patience``
-        updates. Far enough means at least ``min_cycle_fraction`` of the current
-        cycle has run at ``metrics["step"]`` (else the last step seen). Schedules
-        without a decay (constant, plateau, the warm-up and fine-tune phases) never restart.
+        A restart is refused for ``constant`` schedules, in the ``multi_phase``
+        fine-tune phase, and while less than ``min_cycle_fraction`` of the current
+        decay cycle has run (so a restart cannot follow a restart, or the warm
+        start of a cycle, too soon). ``plateau`` schedules may always restart.
+
+        Example:
+            >>> s = AdvancedLRScheduler(1.0, "cosine_with_restarts", min_lr=0.0, max_lr=1.0, restart_period=100)
+            >>> s.restart_blocker(10)
+            'only 10% of the current LR cycle has run (min_cycle_fraction 0.25)'
+            >>> s.restart_blocker(30) is None
+            True
         """
-        stuck = bool(metrics.get("plateau_detected")) or bool(metrics.get("stagnation_detected"))
-        stuck = stuck or self.bad_updates >= self.plateau_patience
-        if not stuck:
-            return False
-        step = metrics.get("step")
-        cycle = self._cycle(int(step) if step is not None else self.last_step)
-        return cycle is not None and cycle[0] >= self.min_cycle_fraction * cycle[1]
-
-    def adapt_to_convergence(self, convergence_score: float) -> None:
-        """Raise the persistent scale by ``1 + adapt_gain * score`` (score clipped to [0, 1]).
-
-        A score of 1 means fully converged / stuck; 0 (or a non-finite score)
-        leaves the scale unchanged. The scale never exceeds ``max_lr / base_lr``.
-        """
-        score = float(convergence_score)
-        if not math.isfinite(score) or score <= 0:
-            return
-        score = min(score, 1.0)
-        self.scale = min(self.scale * (1.0 + self.adapt_gain * score), self.max_lr / self.base_lr)
+        step = int(step)
+        if self.schedule_type == "constant":
+            return "a constant schedule has no cycle to restart"
+        if self.schedule_type == "multi_phase" and step >= self._finetune_start:
+            return "the multi_phase fine-tune phase does not restart"
+        cycle = self._cycle(step)
+        if cycle is not None and cycle[0] < self.min_cycle_fraction * cycle[1]:
+            return (f"only {cycle[0] / cycle[1]:.0%} of the current LR cycle has run "
+                    f"(min_cycle_fraction {self.min_cycle_fraction:g})")
+        return None
 
     def restart(self, step: int) -> bool:
         """Begin a new decay cycle at ``step`` (an ``lr_restart`` intervention).
 
         Decaying schedules restart from ``base_lr``; ``plateau`` undoes its
         reductions. Returns False (and changes nothing) for ``constant`` and
-        during the ``multi_phase`` fine-tune phase.
+        during the ``multi_phase`` fine-tune phase. It does not check
+        :meth:`restart_blocker`'s cycle gate; the caller does.
         """
         step = int(step)
         if self.schedule_type == "constant":

@@ -8,7 +8,7 @@
 from convopt_mlflow.data.bars import Bars, describe_bars
 from convopt_mlflow.data.features import Features, compute_features
 from convopt_mlflow.data.loading import BUNDLED, DEFAULT_DATASET, load_bars, parse_synthetic_spec
-from convopt_mlflow.data.splits import Splits, chronological_splits, walk_forward_folds
+from convopt_mlflow.data.splits import Splits, chronological_splits
 from convopt_mlflow.data.synthetic import SyntheticMarket, generate_market, oracle_sharpe
 from convopt_mlflow.data.validation import validate_frame
 
@@ -27,5 +27,4 @@ __all__ = [
     "oracle_sharpe",
     "parse_synthetic_spec",
     "validate_frame",
-    "walk_forward_folds",
 ]

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 import tempfile
@@ -52,6 +51,7 @@ from torch import nn
 from convopt_mlflow.data import compute_features, validate_frame
 from convopt_mlflow.data.features import OBSERVATIONS, observation_size
 from convopt_mlflow.errors import ConfigError, RunNotFoundError, UserError
+from convopt_mlflow.training.checkpoints import sha256_file
 
 __all__ = [
     "FORMAT",
@@ -60,7 +60,6 @@ __all__ = [
     "ModelIntegrityError",
     "action_names",
     "build_policy",
-    "file_sha256",
     "log_policy_model",
     "policy_spec",
     "save_policy_model",
@@ -83,15 +82,6 @@ class ModelIntegrityError(UserError):
 def action_names(long_only: bool) -> tuple[str, ...]:
     """Names of the action indices: ``("flat", "long")`` or ``("short", "flat", "long")``."""
     return ("flat", "long") if long_only else ("short", "flat", "long")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ network spec
@@ -207,7 +197,7 @@ def _stage(folder: Path, members: Sequence[Mapping[str, torch.Tensor]], spec: Ma
         path = folder / f"member_{i}.pt"
         torch.save(state, path)
         artifacts[f"member_{i}"] = str(path)
-        entries.append({"artifact": f"member_{i}", "file": path.name, "sha256": file_sha256(path)})
+        entries.append({"artifact": f"member_{i}", "file": path.name, "sha256": sha256_file(path)})
     description = {
         "format": FORMAT,
         "spec": spec,

@@ -35,13 +35,13 @@ from convopt_mlflow.data import validate_frame
 from convopt_mlflow.data.features import observation_features
 from convopt_mlflow.env import MarketCore, follow_choices, policy_table
 from convopt_mlflow.errors import ConfigError, DataValidationError
+from convopt_mlflow.training.checkpoints import sha256_file
 from convopt_mlflow.tracking.model import (
     FORMAT,
     POLICY_ARTIFACT,
     ModelIntegrityError,
     action_names,
     build_policy,
-    file_sha256,
 )
 
 _SOURCE = "model input"
@@ -74,7 +74,7 @@ def _verified_member_paths(artifacts: dict[str, str], members: list[dict]) -> li
         path = artifacts.get(name) if isinstance(name, str) else None
         if path is None or not isinstance(expected, str):
             raise ModelIntegrityError(f"policy.json member entry {member!r} names no artifact of this model")
-        actual = file_sha256(path)
+        actual = sha256_file(path)
         if actual != expected:
             raise ModelIntegrityError(
                 f"sha256 mismatch for ensemble member {member.get('file', name)!r}: policy.json records "

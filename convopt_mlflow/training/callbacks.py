@@ -22,14 +22,19 @@ import math
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 
+from ..components.convergence_types import UNANSWERED
 from .control import ComponentGuard
 from .interventions import InterventionActuator
 from .checkpoints import CheckpointStore, capture_training_state
 from .param_watch import parameter_health
 from .probe import GradientProbe
 from .schedule import install_scheduler
+
+#: Observations of the latest rollout that the parameter watch feeds through the policy.
+WATCH_SAMPLE = 256
 
 
 class _UpdateCallback(BaseCallback):
@@ -128,6 +133,7 @@ class ConvergenceCallback(_UpdateCallback):
         self.counts: dict[str, int] = {}
         self._reported_guard_events = 0
         self._iteration = 0
+        self.watch_sample: np.ndarray | None = None
 
     def _init_callback(self) -> None:
         super()._init_callback()
@@ -135,6 +141,9 @@ class ConvergenceCallback(_UpdateCallback):
         self._sb3_clip = None
         if getattr(self.model, "probe_clips", False) and math.isfinite(self.model.max_grad_norm):
             self._sb3_clip, self.model.max_grad_norm = self.model.max_grad_norm, math.inf
+        space = self.model.action_space
+        if getattr(self.monitor, "max_entropy", 0.0) is None and isinstance(space, spaces.Discrete) and space.n > 1:
+            self.monitor.max_entropy = math.log(int(space.n))  # entropy scale of this policy's actions
         self.probe = GradientProbe(self.model.policy, self.model.policy.optimizer, clip_norm=self._sb3_clip)
         if self.scheduler is not None:
             fallback = self.fallback_lr if self.fallback_lr is not None else float(self.scheduler.base_lr)
@@ -143,13 +152,25 @@ class ConvergenceCallback(_UpdateCallback):
         if self.child is not None:
             self.child.init_callback(self.model)
             self.child.parent = self
+        if hasattr(self.model, "divergence_handler"):  # ConvoptPPO: non-finite forward passes come here
+            self.model.divergence_handler = self._on_nonfinite
 
     def _on_step(self) -> bool:
         return not self.actuator.stop.requested
 
+    def _on_rollout_end(self) -> None:
+        # SB3 zeroes the rollout buffer right before on_rollout_start, where the update is analysed:
+        # keep the newest observations of the rollout the update is about to train on
+        if self.param_watch:
+            obs = self.model.rollout_buffer.observations
+            if isinstance(obs, np.ndarray):
+                self.watch_sample = obs.reshape(-1, obs.shape[-1])[-WATCH_SAMPLE:].copy()
+
     def _on_training_end(self) -> None:
         super()._on_training_end()
         self.probe.remove()
+        if getattr(self.model, "divergence_handler", None) == self._on_nonfinite:
+            self.model.divergence_handler = None
         if self._sb3_clip is not None:
             self.model.max_grad_norm = self._sb3_clip
 
@@ -165,8 +186,15 @@ class ConvergenceCallback(_UpdateCallback):
         if state is not None:
             for key, value in state.to_metrics().items():
                 self.logger.record(f"convergence/{key}", value)
+            for signal in getattr(state, "unanswered", {}):
+                self.logger.record(f"convergence/unanswered_{signal}", 1.0)
             decisions = self.guard.call("monitor", self.monitor.decide, state, fallback=[], step=step)
             for decision in decisions:
+                if decision.action == UNANSWERED:  # a signal nothing allowed answers: on record, not applied
+                    self.interventions.append({"step": step, "action": UNANSWERED, "reason": decision.reason,
+                                               "values": {}, "applied": "nothing: no allowed action answers it",
+                                               "outcome": None})
+                    continue
                 self._apply(decision.action, decision.reason, decision.values, step)
             for done in self.monitor.pop_completed_outcomes():
                 self._attach_outcome(done)
@@ -177,6 +205,17 @@ class ConvergenceCallback(_UpdateCallback):
             self.child.on_rollout_start()
         if self.dump:
             self.model.dump_logs(self._iteration)
+
+    def _on_nonfinite(self, phase: str, where: str) -> None:
+        """ConvoptPPO found non-finite ``where`` during ``phase`` ("rollout" or "update"): roll back now.
+
+        The actuator lowers the LR and raises ``TrainingDiverged`` once ``max_rollbacks`` are used up.
+        """
+        step = self.num_timesteps = self.model.num_timesteps
+        self.logger.record("convergence/divergence_detected", 1.0)
+        self._apply("rollback", f"divergence: non-finite {where} during the {phase}", {"nonfinite": 1.0}, step)
+        if self.dump:  # this update is never analysed: write its row now, at its step
+            self.model.logger.dump(step)
 
     def _gather(self, step: int) -> dict[str, float]:
         logged = self.logger.name_to_value
@@ -197,9 +236,7 @@ class ConvergenceCallback(_UpdateCallback):
         memory = getattr(self.model, "memory_events", [])
         metrics["memory_error"] = 1.0 if memory and memory[-1]["step"] >= step else 0.0
         if self.param_watch:
-            obs = self.model.rollout_buffer.observations
-            sample = obs.reshape(-1, obs.shape[-1]) if isinstance(obs, np.ndarray) else None
-            metrics.update(parameter_health(self.model.policy, sample))
+            metrics.update(parameter_health(self.model.policy, self.watch_sample, sample_size=WATCH_SAMPLE))
         nonfinite_losses = sum(not np.isfinite(metrics[k]) for k in ("loss", "value_loss"))
         metrics["nonfinite"] = float(metrics["nonfinite_grad_steps"] + guard_count + nonfinite_losses
                                      + metrics.get("nonfinite_params", 0.0))

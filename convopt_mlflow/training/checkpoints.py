@@ -323,8 +323,3 @@ class CheckpointStore:
         """
         candidates = [e for e in reversed(self._entries) if max_step is None or e.step <= max_step]
         return self._first_good(candidates, "" if max_step is None else f"(step <= {max_step})")
-
-    def load_best(self) -> tuple[CheckpointEntry, dict, list[tuple[CheckpointEntry, str]]]:
-        """Like :meth:`load_latest_good`, in order of score (best first) over scored entries."""
-        candidates = sorted((e for e in self._entries if e.score is not None), key=lambda e: (-e.score, e.step))
-        return self._first_good(candidates, "scored")

@@ -9,6 +9,7 @@ from typing import Any
 
 from .checkpoints import CheckpointStore, NoCheckpointError
 from .control import StopRequest
+from .schedule import scale_lr
 
 
 class TrainingDiverged(RuntimeError):
@@ -36,6 +37,7 @@ class InterventionActuator:
         self.max_rollbacks = max_rollbacks
         self.lr_reduce_factor = lr_reduce_factor
         self.rollbacks = 0
+        self.last_rollback_step: int | None = None  # step of the checkpoint the last rollback restored
         self.skipped_checkpoints: list[dict[str, Any]] = []
 
     def note_skipped(self, skipped: list, *, at_step: int) -> None:
@@ -52,14 +54,21 @@ class InterventionActuator:
     def _lr_restart(self, model: Any, step: int) -> str:
         if self.scheduler is None:
             return "skipped: no scheduler"
-        self.scheduler.restart(step)
+        blocker = self.scheduler.restart_blocker(step)
+        if blocker is not None or not self.scheduler.restart(step):
+            return f"skipped: {blocker or 'the schedule refused the restart'}"
         return f"new LR cycle from step {step}"
 
     def _lr_reduce(self, model: Any, step: int) -> str:
-        if self.scheduler is None:
-            return "skipped: no scheduler"
-        self.scheduler.reduce(self.lr_reduce_factor)
-        return f"LR scaled by {self.lr_reduce_factor}"
+        return self._lower_lr(model)
+
+    def _lower_lr(self, model: Any) -> str:
+        """Scale the LR by ``lr_reduce_factor``: through the scheduler, or else a scaled SB3 schedule."""
+        if self.scheduler is not None:
+            self.scheduler.reduce(self.lr_reduce_factor)
+            return f"LR scaled by {self.lr_reduce_factor}"
+        scale = scale_lr(model, self.lr_reduce_factor)
+        return f"LR scaled by {self.lr_reduce_factor} (schedule x{scale:.3g})"
 
     def _increase_entropy(self, model: Any, step: int) -> str:
         if self.regularization is None or not self.regularization.increase_entropy():
@@ -109,19 +118,29 @@ class InterventionActuator:
             )
         if self.store is None:
             raise TrainingDiverged("training diverged and no checkpoint store is configured for rollback")
-        try:
-            entry, state, skipped = self.store.load_latest_good()
-        except NoCheckpointError as exc:
-            raise TrainingDiverged(f"training diverged and no usable checkpoint exists: {exc}") from exc
+        entry, state, skipped = self._rollback_target()
         self.note_skipped(skipped, at_step=step)
         load_weights(model, state)
         self._keep_weight_decay(model)
         self.rollbacks += 1
-        if self.scheduler is not None:
-            self.scheduler.reduce(self.lr_reduce_factor)
-        lr_note = f", LR scaled by {self.lr_reduce_factor}" if self.scheduler is not None else ""
+        self.last_rollback_step = entry.step
+        lr_note = self._lower_lr(model)
         skip_note = f" (skipped {len(skipped)} corrupt)" if skipped else ""
-        return f"restored checkpoint of step {entry.step}{skip_note}{lr_note}; rollback {self.rollbacks}/{self.max_rollbacks}"
+        return f"restored checkpoint of step {entry.step}{skip_note}, {lr_note}; rollback {self.rollbacks}/{self.max_rollbacks}"
+
+    def _rollback_target(self):
+        """The newest good checkpoint; after an earlier rollback, the newest one older than the
+        checkpoint that rollback restored (a divergence that came back was already building there),
+        or that same one again when nothing older is left."""
+        try:
+            if self.last_rollback_step is not None:
+                try:
+                    return self.store.load_latest_good(max_step=self.last_rollback_step - 1)
+                except NoCheckpointError:
+                    pass
+            return self.store.load_latest_good()
+        except NoCheckpointError as exc:
+            raise TrainingDiverged(f"training diverged and no usable checkpoint exists: {exc}") from exc
 
 
 def load_weights(model: Any, state: dict) -> None:

@@ -43,3 +43,12 @@ def parameter_health(policy: Any, observations: np.ndarray | None, *, sample_siz
         out["dead_fraction"] = dead / units if units else 0.0
         out["logit_range"] = float(logits.max() - logits.min())
     return out
+
+
+def nonfinite_parameters(module: torch.nn.Module, *, limit: int = 3) -> list[str]:
+    """Names of up to ``limit`` parameters holding NaN or inf; one fused norm when all are finite."""
+    params = [p.detach() for p in module.parameters()]
+    if not params or bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
+        return []
+    bad = [name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+    return bad[:limit] + ([f"and {len(bad) - limit} more"] if len(bad) > limit else [])

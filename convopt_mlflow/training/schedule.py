@@ -60,3 +60,32 @@ def install_scheduler(model: Any, scheduler: Any, total_timesteps: int, *, guard
     model.learning_rate = adapter
     model.lr_schedule = FloatSchedule(adapter)
     return adapter
+
+
+class ScaledSchedule:
+    """SB3 ``Schedule`` that multiplies another one by ``scale``: how the LR is lowered without a scheduler.
+
+    ``PPO.train()`` re-applies ``lr_schedule`` at every update, so a lower LR written into the
+    optimizer's ``param_groups`` would last one update; this object is installed as the schedule.
+
+    Example:
+        >>> sched = ScaledSchedule(lambda progress: 3e-4)
+        >>> sched.scale *= 0.5
+        >>> sched(1.0)
+        0.00015
+    """
+
+    def __init__(self, base: Any, scale: float = 1.0):
+        self.base = base
+        self.scale = float(scale)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.scale * float(self.base(progress_remaining))
+
+
+def scale_lr(model: Any, factor: float) -> float:
+    """Multiply ``model``'s LR schedule by ``factor`` (installing a :class:`ScaledSchedule` once); returns the scale."""
+    if not isinstance(model.lr_schedule, ScaledSchedule):
+        model.lr_schedule = ScaledSchedule(model.lr_schedule)
+    model.lr_schedule.scale *= float(factor)
+    return model.lr_schedule.scale

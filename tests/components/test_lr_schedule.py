@@ -93,20 +93,6 @@ def test_clamped_to_bounds():
     s = AdvancedLRScheduler(1e-4, "multi_phase", min_lr=5e-5, max_lr=1e-4, total_steps=100,
                             finetune_fraction=0.1, finetune_scale=0.1)
     assert s.get_lr(95) == 5e-5  # 1e-5 fine-tune rate clamped up to min_lr
-    s.adapt_to_convergence(1.0)  # scale cannot exceed max_lr / base_lr = 1
-    assert s.get_lr(0) == 1e-4
-
-
-def test_adapt_to_convergence_raises_within_bounds():
-    s = AdvancedLRScheduler(1e-4, "constant", min_lr=0.0, max_lr=2e-4)
-    s.adapt_to_convergence(0.0)
-    s.adapt_to_convergence(float("nan"))
-    assert s.get_lr(0) == 1e-4
-    s.adapt_to_convergence(1.0)  # x (1 + 0.5)
-    assert s.get_lr(0) == pytest.approx(1.5e-4)
-    s.adapt_to_convergence(5.0)  # score clipped to 1: x1.5 -> 2.25, capped at 2
-    assert s.scale == 2.0
-    assert s.get_lr(0) == pytest.approx(2e-4)
 
 
 def test_reduce_multiplies_a_persistent_scale():
@@ -148,21 +134,20 @@ def test_restart_begins_a_new_cycle():
     assert plateau.get_lr(3) == 1.0
 
 
-def test_should_restart_needs_a_stuck_signal_and_cycle_progress():
+def test_restart_blocker_gates_on_cycle_progress():
     s = unit("cosine_with_restarts", restart_period=100, min_cycle_fraction=0.25)
-    assert not s.should_restart({"step": 10, "plateau_detected": True})
-    assert s.should_restart({"step": 30, "plateau_detected": True})
-    assert s.should_restart({"step": 30, "stagnation_detected": 1.0})
-    assert not s.should_restart({"step": 30, "plateau_detected": False})
-    s.get_lr(140)  # no step in metrics: the last step seen (40 into the second cycle)
-    assert s.should_restart({"plateau_detected": True})
-    assert not unit("constant").should_restart({"step": 50, "plateau_detected": True})
-    own = unit("cosine", plateau_patience=2)
-    for step, score in [(10, 1.0), (20, 0.5), (30, 0.4)]:
-        own.get_lr(step, {"eval_score": score})
-    assert own.should_restart({"step": 30})
-    own.restart(30)
-    assert not own.should_restart({"step": 90})  # counter reset by the restart
+    assert s.restart_blocker(10) == "only 10% of the current LR cycle has run (min_cycle_fraction 0.25)"
+    assert s.restart_blocker(25) is None and s.restart_blocker(140) is None  # 40 into the second cycle
+    assert s.restart_blocker(110) is not None
+    s.restart(140)
+    assert s.restart_blocker(150) is not None and s.restart_blocker(165) is None  # measured from the restart
+    assert unit("constant").restart_blocker(50) == "a constant schedule has no cycle to restart"
+    multi = unit("multi_phase", warmup_steps=10, finetune_fraction=0.2)
+    assert multi.restart_blocker(85) == "the multi_phase fine-tune phase does not restart"
+    assert multi.restart_blocker(20) is not None and multi.restart_blocker(40) is None  # cosine phase [10, 80)
+    assert unit("plateau").restart_blocker(1) is None
+    cos = unit("cosine", min_cycle_fraction=0.5)
+    assert cos.restart_blocker(40) is not None and cos.restart_blocker(50) is None
 
 
 def test_get_lr_is_idempotent_per_step():

@@ -1,9 +1,9 @@
-"""Splits and walk-forward folds against hand-computed boundaries."""
+"""Splits against hand-computed boundaries."""
 from __future__ import annotations
 
 import pytest
 
-from convopt_mlflow.data import Splits, chronological_splits, walk_forward_folds
+from convopt_mlflow.data import Splits, chronological_splits
 from convopt_mlflow.errors import ConfigError
 
 
@@ -39,31 +39,3 @@ def test_chronological_errors(kwargs, match):
         chronological_splits(**kwargs)
 
 
-def test_walk_forward_expanding():
-    # test_bars = 1000 // 5 = 200; tests tile [200, 1000); trains end 10 bars before each test.
-    assert walk_forward_folds(1000, n_folds=4, embargo_bars=10) == [
-        ((0, 190), (200, 400)),
-        ((0, 390), (400, 600)),
-        ((0, 590), (600, 800)),
-        ((0, 790), (800, 1000)),
-    ]
-
-
-def test_walk_forward_rolling_with_explicit_test_bars_and_start():
-    # tests: 1003 - 3 * 150 = 553 onwards; first train [50, 543) is 493 bars, kept for every fold.
-    assert walk_forward_folds(1003, n_folds=3, test_bars=150, embargo_bars=10, start=50, expanding=False) == [
-        ((50, 543), (553, 703)),
-        ((200, 693), (703, 853)),
-        ((350, 843), (853, 1003)),
-    ]
-
-
-def test_walk_forward_errors():
-    with pytest.raises(ConfigError, match="no training bars"):
-        walk_forward_folds(100, n_folds=2, test_bars=50)
-    with pytest.raises(ConfigError, match="n_folds"):
-        walk_forward_folds(100, n_folds=0)
-    with pytest.raises(ConfigError, match="test_bars"):
-        walk_forward_folds(100, n_folds=2, test_bars=0)
-    with pytest.raises(ConfigError, match="test_bars"):
-        walk_forward_folds(2, n_folds=2)  # 2 // 3 = 0 test bars

@@ -6,6 +6,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+
+from convopt_mlflow.components.convergence_types import ACTIONS
 from plotly.offline import get_plotlyjs_version
 
 from convopt_mlflow.evaluation import (
@@ -31,10 +33,13 @@ def _history(plateau=(0, 1, 1, 0, 1)):
 
 
 INTERVENTIONS = [
-    {"step": 4096, "action": "lr_boost", "reason": "entropy collapsed below 0.05",
-     "trigger": {"entropy": 0.031, "grad_norm": 0.002}, "outcome": "applied"},
-    {"step": 8192, "action": "lr_boost", "reason": "plateau for 3 evals", "plateau_length": 3},
-    {"step": 6144, "action": "curriculum_advance", "reason": "eval score above 0.8"},
+    # rows shaped like interventions.json, with action names from convergence_types.ACTIONS
+    {"step": 4096, "action": "lr_restart", "reason": "vanishing gradients: norm 2e-07 < 1e-06",
+     "values": {"grad_norm": 2e-7, "severity": 0.8}, "applied": "new LR cycle from step 4096", "outcome": None},
+    {"step": 8192, "action": "lr_restart", "reason": "loss plateau: CV 0.01 < 0.1 over 20 updates",
+     "values": {"loss_cv": 0.01}, "applied": "new LR cycle from step 8192", "outcome": None},
+    {"step": 6144, "action": "advance_curriculum", "reason": "loss plateau", "values": {},
+     "applied": "skipped: curriculum not enabled", "outcome": None},
 ]
 
 
@@ -68,9 +73,10 @@ def test_equity_figure_rejects_length_mismatch():
 
 
 def test_dashboard_full_history_has_every_panel_and_trace():
+    assert {row["action"] for row in INTERVENTIONS} <= set(ACTIONS)
     fig = convergence_dashboard(_history(), INTERVENTIONS, title="run 1")
     traces = _traces(fig)
-    assert set(traces) == set(ALL_KEYS) | {"intervention: lr_boost", "intervention: curriculum_advance"}
+    assert set(traces) == set(ALL_KEYS) | {"intervention: lr_restart", "intervention: advance_curriculum"}
     assert len(fig.data) == len(ALL_KEYS) + 2
     titles = [a.text for a in fig.layout.annotations]
     assert titles == [p[0] for p in DASHBOARD_PANELS] + ["Interventions"]
@@ -87,13 +93,13 @@ def test_dashboard_full_history_has_every_panel_and_trace():
 
 def test_dashboard_intervention_markers_and_hover():
     fig = convergence_dashboard(_history(), INTERVENTIONS)
-    boost = _traces(fig)["intervention: lr_boost"]
-    assert boost.x == (4096.0, 8192.0)
-    assert boost.y == ("lr_boost", "lr_boost")
-    assert "entropy collapsed below 0.05" in boost.hovertext[0]
-    assert "trigger.entropy: 0.031" in boost.hovertext[0]
-    assert "outcome: applied" in boost.hovertext[0]
-    assert "plateau for 3 evals" in boost.hovertext[1] and "plateau_length: 3" in boost.hovertext[1]
+    restart = _traces(fig)["intervention: lr_restart"]
+    assert restart.x == (4096.0, 8192.0)
+    assert restart.y == ("lr_restart", "lr_restart")
+    assert "vanishing gradients: norm 2e-07" in restart.hovertext[0]
+    assert "values.grad_norm: 2e-07" in restart.hovertext[0]
+    assert "applied: new LR cycle from step 4096" in restart.hovertext[0]
+    assert "loss plateau" in restart.hovertext[1] and "values.loss_cv: 0.01" in restart.hovertext[1]
     lines = _shapes(fig, "intervention")
     assert sorted(s.x0 for s in lines) == [4096.0, 6144.0, 8192.0]
     assert all(s.yref == "paper" and s.y0 == 0 and s.y1 == 1 for s in lines)
@@ -157,4 +163,4 @@ def test_write_html_embeds_plotly_js(tmp_path):
     # default topojson URL for geo maps, which these figures do not use).
     assert re.findall(r"<script[^>]*\bsrc=", html) == []
     assert 'src="https://cdn.plot.ly' not in html
-    assert "entropy collapsed below 0.05" in html
+    assert "vanishing gradients: norm 2e-07" in html

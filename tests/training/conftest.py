@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
 
 from convopt_mlflow.config import OptimizedTrainingConfig, build_config
 
@@ -25,6 +26,26 @@ def trained_ppo() -> PPO:
     model = make_tiny_ppo()
     model.learn(64)
     return model
+
+
+class OptimizerLR(BaseCallback):
+    """The LR in the optimizer's ``param_groups`` right after each update SB3 ran: ``seen[step]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: dict[int, float] = {}
+        self._updates = 0
+
+    def _on_rollout_start(self) -> None:
+        if self.model._n_updates != self._updates:
+            self._updates = self.model._n_updates
+            self.seen[self.model.num_timesteps] = self.model.policy.optimizer.param_groups[0]["lr"]
+
+    def _on_training_end(self) -> None:
+        self._on_rollout_start()
+
+    def _on_step(self) -> bool:
+        return True
 
 
 # --------------------------------------------------------------------------- coordinator runs

@@ -203,14 +203,6 @@ def test_matching_sha_does_not_let_a_pickled_object_load(tmp_path):
     assert skipped[0][0].step == 20 and "weights_only=True" in skipped[0][1]
 
 
-def test_load_best_falls_back_to_next_best(tmp_path):
-    store = CheckpointStore(tmp_path, keep_last=3)
-    fill(store, [1, 2, 3], [0.3, 0.9, 0.5])
-    flip_bytes(tmp_path / store.best().file)
-    entry, state, skipped = store.load_best()
-    assert entry.step == 3 and state["step"] == 3 and [e.step for e, _ in skipped] == [2]
-
-
 def test_max_step_filter(tmp_path):
     store = CheckpointStore(tmp_path, keep_last=5)
     fill(store, [64, 128, 192])

@@ -14,7 +14,10 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 
 from convopt_mlflow.components import AdvancedLRScheduler, ConvergenceMonitor, Intervention
+from convopt_mlflow.config import build_config
 from convopt_mlflow.training.coordinator import build_components, train
+
+from .conftest import TINY_RUN, OptimizerLR
 
 
 class SchedulerFailingAfter(AdvancedLRScheduler):
@@ -89,13 +92,15 @@ def test_a_failing_scheduler_is_disabled_and_the_lr_falls_back_to_the_constant_b
     comps.scheduler = SchedulerFailingAfter(5e-5, "constant", min_lr=1e-7, max_lr=3e-4, total_steps=2048,
                                             fail_after=1024)
     assert cfg.base_learning_rate == 1e-4
-    result = train(cfg, preset="full", components=comps, checkpoint_root=tracked.checkpoint_root("bad_sched"))
+    used = OptimizerLR()
+    result = train(cfg, preset="full", components=comps, extra_callbacks=[used],
+                   checkpoint_root=tracked.checkpoint_root("bad_sched"))
     run = result.run_id
     assert result.status == "FINISHED" and tracked.status(run) == "FINISHED"
     assert tracked.tags(run)["convopt.degraded"] == "scheduler"
     lr = tracked.history(run, "lr")
     assert lr == {**{s: 5e-5 for s in (256, 512, 768, 1024)}, **{s: 1e-4 for s in (1280, 1536, 1792, 2048)}}
-    assert tracked.history(run, "train/learning_rate") == lr  # what SB3 wrote into the optimizer
+    assert used.seen == lr  # what the optimizer's param_groups held after each update
     assert tracked.history(run, "intervention/disable_component") == {1280: 1.0}
     (row,) = rows(tracked, run, "disable_component")
     assert row["step"] == 1280
@@ -145,6 +150,19 @@ def test_increase_regularization_and_entropy_change_what_ppo_trains_with(tracked
     assert rollback["applied"].startswith("restored checkpoint of step 512")
 
 
+def test_lr_restart_goes_through_the_schedulers_cycle_gate(tracked):
+    cfg = tracked.config(restart_period="2000")  # SGDR cycles of 2,000 steps; min_cycle_fraction 0.25
+    comps = scripted_components(cfg, {256: "lr_restart", 1024: "lr_restart"})
+    result = train(cfg, preset="full", components=comps, checkpoint_root=tracked.checkpoint_root("restart_gate"))
+    run = result.run_id
+    assert result.status == "FINISHED"
+    early, late = rows(tracked, run, "lr_restart")
+    assert early["applied"] == "skipped: only 13% of the current LR cycle has run (min_cycle_fraction 0.25)"
+    assert late["applied"] == "new LR cycle from step 1024"
+    lr = tracked.history(run, "lr")
+    assert lr[512] < lr[256] and lr[1280] > lr[1024]  # the skipped restart left the decay alone; the other restarted it
+
+
 def test_out_of_memory_halves_the_batch_and_is_logged(tracked, monkeypatch):
     original = RolloutBuffer.get
     calls = {"n": 0}
@@ -192,6 +210,46 @@ def test_overfitting_is_answered_with_regularization_or_early_stop_as_configured
     states, decisions = feed_overfitting(stopper)
     assert states[3].overfitting_detected
     assert decisions[:4] == [[], [], [], ["early_stop"]]
+
+
+def test_overfitting_without_an_allowed_answer_is_logged_as_unanswered(tracked):
+    cfg = build_config("lr", TINY_RUN)  # default interventions: neither increase_regularization nor early_stop
+    monitor = build_components(cfg).monitor
+    assert not {"increase_regularization", "early_stop"} & set(monitor.intervention_strategies)
+    states, decisions = feed_overfitting(monitor)
+    assert [s.overfitting_detected for s in states] == [False, False, False, True, True]
+    assert states[3].recommended_actions == [] and states[3].intervention_needed
+    assert states[3].unanswered["overfitting"].endswith("no allowed action (increase_regularization, early_stop)")
+    # one "none" decision when the signal appears, then not again within the cooldown
+    assert decisions == [[], [], [], ["none"], []]
+
+
+class UnansweredAt(ConvergenceMonitor):
+    """Analyses for real; at ``step`` the state also says overfitting went unanswered."""
+
+    def __init__(self, step: int, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step = step
+
+    def analyze_convergence(self, metrics):
+        state = super().analyze_convergence(metrics)
+        if state.step == self.step:
+            state.unanswered = {"overfitting": "overfitting: scripted; no allowed action (increase_regularization, "
+                                               "early_stop)"}
+        return state
+
+
+def test_an_unanswered_signal_is_a_metric_and_an_interventions_row(tracked):
+    cfg = build_config("lr", TINY_RUN)
+    comps = build_components(cfg)
+    comps.monitor = UnansweredAt(768, comps.monitor.thresholds, comps.monitor.intervention_strategies)
+    result = train(cfg, preset="lr", components=comps, checkpoint_root=tracked.checkpoint_root("unanswered"))
+    run = result.run_id
+    assert result.status == "FINISHED"
+    assert tracked.history(run, "convergence/unanswered_overfitting") == {768: 1.0}
+    (row,) = rows(tracked, run, "none")
+    assert row["step"] == 768 and row["reason"].startswith("overfitting: scripted")
+    assert row["applied"] == "nothing: no allowed action answers it"
 
 
 # ---------------------------------------------------------------------------- early stop

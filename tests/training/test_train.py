@@ -5,11 +5,12 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from stable_baselines3.common.callbacks import BaseCallback
 
 from convopt_mlflow.config import build_config
 from convopt_mlflow.data import generate_market, load_bars
 from convopt_mlflow.training.coordinator import train
+
+from .conftest import OptimizerLR
 
 TINY = ["data.source=synthetic:n_bars=3000,seed=1,signal_ic=0.1", "env.n_envs=4", "ppo.n_steps=64",
         "ppo.batch_size=64", "ppo.n_epochs=2", "ppo.net_arch=16", "env.window=8", "env.episode_length=64",
@@ -21,26 +22,6 @@ ROLLOUT = 4 * 64
 @pytest.fixture()
 def store(mlflow_uri):
     return MlflowClient(tracking_uri=mlflow_uri)
-
-
-class OptimizerLR(BaseCallback):
-    """Records the LR the optimizer actually used in each update (read right after it)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = {}
-        self._updates = 0
-
-    def _on_rollout_start(self):
-        if self.model._n_updates != self._updates:
-            self._updates = self.model._n_updates
-            self.seen[self.num_timesteps] = self.model.policy.optimizer.param_groups[0]["lr"]
-
-    def _on_training_end(self):
-        self._on_rollout_start()
-
-    def _on_step(self):
-        return True
 
 
 def test_run_is_fully_tracked_and_lr_is_what_the_optimizer_used(store):
