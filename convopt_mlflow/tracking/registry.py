@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Mapping
 
 import mlflow
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from convopt_mlflow.errors import UserError
+from convopt_mlflow.errors import DataValidationError, UserError
 from convopt_mlflow.tracking.integrity import (
     MODEL_HASHES_TAG,
     ModelIntegrityError,
@@ -34,7 +35,7 @@ from convopt_mlflow.tracking.integrity import (
     verify_artifact,
 )
 
-__all__ = ["ModelNotFoundError", "load_model", "register_verified_model", "resolve_model"]
+__all__ = ["ModelNotFoundError", "load_model", "predict_bars", "register_verified_model", "resolve_model"]
 
 _RUNS = re.compile(r"^runs:/(?P<run_id>[^/]+)/(?P<name>[^/].*?)/?$")
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
@@ -168,3 +169,15 @@ def register_verified_model(model_uri: str, name: str, tags: Mapping[str, str] |
     version_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     version_tags.update(encode_hashes(MODEL_HASHES_TAG, resolved.model_id, resolved.files))
     return mlflow.register_model(f"models:/{resolved.model_id}", name, tags=version_tags)
+
+
+def predict_bars(model: mlflow.pyfunc.PyFuncModel, frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """``model.predict(frame)``, with MLflow's input-schema refusals reported as bad data.
+
+    Raises:
+        DataValidationError: bars the model refuses (too few, or missing a trained column).
+    """
+    try:
+        return model.predict(frame)
+    except MlflowException as exc:
+        raise DataValidationError(source, [f"the model refuses these bars: {exc.message.splitlines()[0]}"]) from None
