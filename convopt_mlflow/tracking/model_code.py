@@ -193,13 +193,13 @@ class PolicyEnsembleModel(mlflow.pyfunc.PythonModel):
         # table[i, h, m] = member m's probabilities at bars[i] while holding levels[h]
         table = policy_table(core, self.member_probabilities, bars, chunk_bars=_CHUNK_BARS)
         n_pairs = bars.size * levels.size
-        choices, probs, agreement = self.combined_table(table.reshape(n_pairs, *table.shape[2:]))
+        choices, probs, agreement = self._combined(table.reshape(n_pairs, *table.shape[2:]))
         flat = int(np.flatnonzero(levels == 0.0)[0])  # start flat; an action index is its level's index
         actions = follow_choices(choices.reshape(bars.size, levels.size), flat)
         pair = np.arange(bars.size) * levels.size + np.concatenate([[flat], actions[:-1]])
         return bars, levels[actions], probs[pair], agreement[pair]
 
-    def combined_table(self, member_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _combined(self, member_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """combine_probabilities of ``(n, members, n_actions)`` member probabilities."""
         return combine_probabilities(member_probs.transpose(1, 0, 2), **self.combination)
 
