@@ -3,6 +3,7 @@
 Public names are imported lazily so ``import convopt_mlflow`` stays cheap::
 
     from convopt_mlflow import AdvancedLRScheduler, ConvergenceMonitor, ConvergenceCallback, MLflowOutputFormat
+    model = convopt_mlflow.load_model("models:/convopt-ensemble@champion")  # every file verified first
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ _EXPORTS = {
     "ConvoptPPO": "training.ppo",
     "install_scheduler": "training.schedule",
     "MLflowOutputFormat": "tracking",
+    "load_model": "tracking",
     "train": "training.coordinator",
 }
 

@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     config.add_parser("presets", help="list the presets")
     config.add_parser("keys", help="list every config key with its documentation")
+
+    predict = sub.add_parser("predict", help="positions of a verified model on bars (runs:/ or models:/ URI)")
+    predict.add_argument("--model", required=True,
+                         help="runs:/<run_id>/model, models:/<name>@<alias>, models:/<name>/<version> or models:/<id>")
+    predict.add_argument("--data", required=True, help="eurusd-1h, googl-1d, a CSV/Parquet path or synthetic:k=v,...")
+    predict.add_argument("--out", default="", help="write every row to this .csv or .parquet file; "
+                                                   "without it, print a summary")
     return parser
 
 
@@ -128,9 +135,59 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+_TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Verify the model, load the bars, predict; write a table or print a summary."""
+    import os
+    from pathlib import Path
+
+    out = Path(args.out).expanduser() if args.out else None
+    if out is not None:
+        if out.suffix.lower() not in _TABLE_SUFFIXES:
+            raise UserError(f"--out {str(out)!r}: use a .csv or .parquet file name")
+        if not out.parent.is_dir():
+            raise UserError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line of output, not a bar
+    from .data import load_bars
+    from .tracking.registry import load_model, predict_bars
+
+    bars = load_bars(args.data, max_gap=None)  # gaps matter to training, not to a decision
+    model = load_model(args.model)
+    table = predict_bars(model, bars.frame, bars.source).reset_index()
+    numeric = [c for c in table.columns if c.startswith("prob_") or c == "agreement"]
+    table[numeric] = table[numeric].astype("float64")  # None -> NaN: empty in CSV, null in Parquet
+    if out is None:
+        _print_prediction_summary(args.model, bars, table)
+        return 0
+    partial = out.with_name(out.name + ".partial")
+    if _TABLE_SUFFIXES[out.suffix.lower()] == "csv":
+        table.to_csv(partial, index=False)
+    else:
+        table.to_parquet(partial, index=False)
+    partial.replace(out)
+    print(f"convopt: {len(table)} rows ({int(table['ready'].sum())} ready) of {args.model} on {bars.source} "
+          f"written to {out}", file=sys.stderr)
+    return 0
+
+
+def _print_prediction_summary(model_uri: str, bars, table) -> None:
+    ready = table[table["ready"]]
+    print(f"model: {model_uri}")
+    print(f"data: {bars.source} ({bars.n_bars} bars, {len(ready)} with a decision)")
+    counts = ready["position"].value_counts().sort_index()
+    print("positions: " + ", ".join(f"{level:+g}: {n}" for level, n in counts.items()))
+    last = ready.iloc[-1]
+    probs = ", ".join(f"{c.removeprefix('prob_')} {last[c]:.3f}" for c in table.columns if c.startswith("prob_"))
+    print(f"last decision: {last['timestamp']}  position {last['position']:+g}  ({probs}; "
+          f"agreement {last['agreement']:.2f})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"train": _train, "data": _data_check, "runs": _runs_cleanup, "config": _config}
+    handlers = {"train": _train, "data": _data_check, "runs": _runs_cleanup, "config": _config,
+                "predict": _predict}
     try:
         return handlers[args.command](args)
     except UserError as exc:

@@ -8,6 +8,9 @@ until one is used (importing mlflow takes about a second).
   :func:`resolve_tracking_uri`: run lifecycle.
 - :func:`cleanup_stale_runs`: end runs whose process died as KILLED.
 - :class:`ConvoptRunContextProvider`, :func:`convopt_tags`: convopt tags on every run.
+- :func:`log_policy_model`, :func:`policy_spec`, :func:`build_policy`: the pyfunc model.
+- :func:`load_model`, :func:`register_verified_model`: loading and registering with every
+  file of the model checked against hashes kept outside it.
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ __all__ = [
     "log_policy_model",
     "policy_spec",
     "build_policy",
+    "load_model",
+    "register_verified_model",
 ]
 
 _HOME = {
@@ -50,6 +55,8 @@ _HOME = {
     "log_policy_model": "model",
     "policy_spec": "model",
     "build_policy": "model",
+    "load_model": "registry",
+    "register_verified_model": "registry",
 }
 
 if TYPE_CHECKING:

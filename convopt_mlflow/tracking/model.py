@@ -4,17 +4,26 @@ Nothing pickled by Python is ever loaded. The model directory holds:
 
 - ``artifacts/member_{i}.pt``: one SB3 ``ActorCriticPolicy`` state_dict per ensemble
   member, written with ``torch.save`` and read back with ``torch.load(weights_only=True)``;
-- ``artifacts/policy.json``: the network spec, the feature config, the action names and
-  the sha256 of every member file (loading refuses a file whose hash differs);
+- ``artifacts/policy.json``: the network spec, the feature config, the action names, the
+  ``combination`` block (:mod:`convopt_mlflow.components.combine`) and the sha256 of every
+  member file (loading refuses a member file whose hash differs);
 - ``model_code.py``: the inference code (:mod:`convopt_mlflow.tracking.model_code`),
   executed at load time; it imports the installed ``convopt_mlflow`` package, which the
   model's requirements pin (``convopt-mlflow==<version>``).
 
+policy.json protects against corrupted weights only: whoever can edit the artifact can
+edit policy.json and model_code.py too. :func:`log_policy_model` therefore also records
+the sha256 of every file of the artifact outside it, in a run tag
+(:mod:`.integrity`), which :func:`convopt_mlflow.load_model` checks before anything of
+the artifact is executed.
+
 Input: OHLC(V) bars, one row per bar (timestamps in a ``timestamp`` column or in a
 ``DatetimeIndex``; plus the ``feat_*`` columns the policy was trained with). Output, one
 row per input row: ``position`` (the position to hold after the bar's close), one
-``prob_<action>`` column per action (the members' mean action probabilities) and ``ready``
-(False on warm-up bars that have no full observation window yet).
+``prob_<action>`` column per action (the members' combined action probabilities),
+``agreement`` (the weight of the members whose own choice is ``position``) and ``ready``
+(False on warm-up bars that have no full observation window yet; their probabilities and
+agreement are None, which serves as JSON null).
 
 Example:
     >>> spec = policy_spec(ppo)                                               # doctest: +SKIP
@@ -41,6 +50,7 @@ import torch
 from gymnasium import spaces
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.types.schema import ColSpec, Schema
@@ -48,15 +58,23 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from torch import nn
 
+from convopt_mlflow.components.combine import make_combination
 from convopt_mlflow.data import compute_features, validate_frame
 from convopt_mlflow.data.features import OBSERVATIONS, observation_size
-from convopt_mlflow.errors import ConfigError, RunNotFoundError, UserError
-from convopt_mlflow.training.checkpoints import sha256_file
+from convopt_mlflow.errors import ConfigError, RunNotFoundError
+from convopt_mlflow.tracking.integrity import (
+    ModelIntegrityError,
+    artifact_hashes,
+    encode_hashes,
+    file_sha256,
+    hashes_tag,
+)
 
 __all__ = [
     "FORMAT",
     "MODEL_CODE_PATH",
     "POLICY_FILE",
+    "READABLE_FORMATS",
     "ModelIntegrityError",
     "action_names",
     "build_policy",
@@ -69,14 +87,12 @@ __all__ = [
 MODEL_CODE_PATH = Path(__file__).with_name("model_code.py")
 POLICY_FILE = "policy.json"
 POLICY_ARTIFACT = "policy"
-FORMAT = "convopt-policy-ensemble/1"
+#: policy.json format; /1 (no combination block) loads as mean_prob with equal weights.
+FORMAT = "convopt-policy-ensemble/2"
+READABLE_FORMATS = ("convopt-policy-ensemble/1", FORMAT)
 FEATURE_KEYS = ("window", "observation", "vol_window", "cost_bps", "long_only", "feature_names")
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 _REQUIREMENTS = ("torch", "stable-baselines3", "gymnasium", "numpy", "pandas", "convopt-mlflow")
-
-
-class ModelIntegrityError(UserError):
-    """A model artifact that is missing, malformed, or whose sha256 does not match policy.json."""
 
 
 def action_names(long_only: bool) -> tuple[str, ...]:
@@ -183,13 +199,22 @@ def _check_feature_config(feature_config: Mapping[str, Any], spec: Mapping[str, 
     return config
 
 
+def _combination(n_members: int, combination: Mapping[str, Any] | None) -> dict:
+    block = dict(combination or {})
+    unknown = sorted(set(block) - {"method", "weights"})
+    if unknown:
+        raise ConfigError(f"unknown ensemble combination keys {unknown}; use 'method' and 'weights'")
+    return make_combination(n_members, block.get("method", "mean_prob"), block.get("weights"))
+
+
 def _stage(folder: Path, members: Sequence[Mapping[str, torch.Tensor]], spec: Mapping[str, Any],
-           feature_config: Mapping[str, Any]) -> tuple[dict[str, str], dict]:
+           feature_config: Mapping[str, Any], combination: Mapping[str, Any] | None) -> tuple[dict[str, str], dict]:
     """Write member_{i}.pt and policy.json into ``folder``; return the artifacts map and the config."""
     if len(members) == 0:
         raise ConfigError("an ensemble needs at least one member")
     spec = _spec_copy(spec)
     config = _check_feature_config(feature_config, spec)
+    combination = _combination(len(members), combination)
     artifacts, entries = {}, []
     for i, member in enumerate(members):
         state = collections.OrderedDict((k, v.detach().to("cpu").clone()) for k, v in member.items())
@@ -197,13 +222,13 @@ def _stage(folder: Path, members: Sequence[Mapping[str, torch.Tensor]], spec: Ma
         path = folder / f"member_{i}.pt"
         torch.save(state, path)
         artifacts[f"member_{i}"] = str(path)
-        entries.append({"artifact": f"member_{i}", "file": path.name, "sha256": sha256_file(path)})
+        entries.append({"artifact": f"member_{i}", "file": path.name, "sha256": file_sha256(path)})
     description = {
         "format": FORMAT,
         "spec": spec,
         "features": config,
         "actions": list(action_names(config["long_only"])),
-        "aggregation": "mean of member action probabilities; position = levels[argmax]",
+        "combination": combination,
         "members": entries,
     }
     policy_path = folder / POLICY_FILE
@@ -245,6 +270,7 @@ def _example_and_signature(input_example: pd.DataFrame, config: Mapping[str, Any
     output = pd.DataFrame({"position": [0.0, 1.0]})
     for k, name in enumerate(actions):
         output[f"prob_{name}"] = [np.nan, float(k == len(actions) - 1)]
+    output["agreement"] = [np.nan, 1.0]
     output["ready"] = [False, True]
     inferred = infer_signature(example, output)
     inputs = Schema([ColSpec(c.type, c.name, required=c.name not in optional) for c in inferred.inputs.inputs])
@@ -262,8 +288,8 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
-def _flavor_kwargs(folder: Path, members, spec, feature_config, input_example) -> dict[str, Any]:
-    artifacts, config = _stage(folder, members, spec, feature_config)
+def _flavor_kwargs(folder: Path, members, spec, feature_config, input_example, combination) -> dict[str, Any]:
+    artifacts, config = _stage(folder, members, spec, feature_config, combination)
     example, signature = _example_and_signature(input_example, config)
     return {
         "python_model": str(MODEL_CODE_PATH),
@@ -281,6 +307,7 @@ def save_policy_model(
     spec: dict,
     feature_config: dict,
     input_example: pd.DataFrame,
+    combination: Mapping[str, Any] | None = None,
 ) -> None:
     """Save the ensemble as an MLflow pyfunc model directory at ``path`` (must not exist or be empty).
 
@@ -292,14 +319,17 @@ def save_policy_model(
         input_example: OHLCV bars (DatetimeIndex or timestamp column, plus the feat_*
             columns of training), at least feature warm-up + ``window`` bars long, so that
             it yields the training features and shows one decision.
+        combination: ``{"method": "mean_prob" | "majority_vote" | "weighted", "weights":
+            [one per member, summing to 1]}`` (see :mod:`convopt_mlflow.components.combine`);
+            None, or a missing key, means ``mean_prob`` with equal weights.
 
     Raises:
-        ConfigError: empty ensemble, a feature config that does not fit the spec, or an
-            input example too short or yielding other features.
+        ConfigError: empty ensemble, a bad combination, a feature config that does not fit
+            the spec, or an input example too short or yielding other features.
         DataValidationError: an input example that is not valid bars.
     """
     with tempfile.TemporaryDirectory(prefix="convopt-model-") as tmp:
-        kwargs = _flavor_kwargs(Path(tmp), members, spec, feature_config, input_example)
+        kwargs = _flavor_kwargs(Path(tmp), members, spec, feature_config, input_example, combination)
         mlflow.pyfunc.save_model(os.fspath(path), **kwargs)
 
 
@@ -312,6 +342,7 @@ def log_policy_model(
     input_example: pd.DataFrame,
     name: str = "model",
     step: int = 0,
+    combination: Mapping[str, Any] | None = None,
 ) -> str:
     """Log the ensemble into the existing run ``run_id``; return the model URI (``models:/<id>``).
 
@@ -319,6 +350,10 @@ def log_policy_model(
     owner ends it. The model is an MLflow 3 LoggedModel in the run's experiment, linked
     to the run as an output at ``step`` (an env timestep), so it also loads as
     ``runs:/<run_id>/<name>``. Arguments as in :func:`save_policy_model`.
+
+    The sha256 of every file of the stored artifact is recorded in the run tag
+    ``convopt.model_files_sha256`` (``convopt.model_files_sha256.<name>`` for another
+    ``name``); see :mod:`.integrity`.
 
     Raises:
         RunNotFoundError: no run ``run_id`` in the current tracking store.
@@ -329,7 +364,7 @@ def log_policy_model(
     except MlflowException as exc:
         raise RunNotFoundError(f"cannot log the model: run {run_id!r} not found ({exc.message})") from None
     with tempfile.TemporaryDirectory(prefix="convopt-model-") as tmp:
-        kwargs = _flavor_kwargs(Path(tmp), members, spec, feature_config, input_example)
+        kwargs = _flavor_kwargs(Path(tmp), members, spec, feature_config, input_example, combination)
         # Created here rather than by Model.log: without an active run, Model.log would put
         # the LoggedModel in the default experiment, where runs:/ URIs cannot find it.
         logged = client.create_logged_model(
@@ -348,4 +383,10 @@ def log_policy_model(
             step=int(step),
             **kwargs,
         )
+        # Hash what the artifact store now holds, byte for byte as a later download sees it
+        # (from its location: a models:/ download adds a local registered_model_meta file).
+        stored = mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location,
+                                                     dst_path=str(Path(tmp, "stored")))
+        tags = encode_hashes(hashes_tag(name), logged.model_id, artifact_hashes(stored))
+        client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
     return info.model_uri

@@ -6,7 +6,9 @@ loaded; it must end with :func:`mlflow.models.set_model`. Do not import it: use
 
 Loading reads ``policy.json``, checks the sha256 of every member file *before* reading
 any of them, refuses on the first mismatch, and loads each state_dict with
-``torch.load(weights_only=True)``: tensors only, no pickled Python objects.
+``torch.load(weights_only=True)``: tensors only, no pickled Python objects. (That check
+catches corrupted weights; tampering with the artifact, this file included, is caught
+only by :func:`convopt_mlflow.load_model`, which checks hashes kept outside it first.)
 
 Prediction, for bars ``0..n-1`` of the input:
 
@@ -14,13 +16,16 @@ Prediction, for bars ``0..n-1`` of the input:
   with the stored ``vol_window``), so bar ``t`` is decidable from ``first = warmup + window - 1``;
 - the walk starts flat at ``first``; at each bar ``t`` the observation holds the window
   ending at ``t`` and the position chosen at ``t - 1``; the members' action probabilities
-  are averaged and ``position[t] = levels[argmax]`` (held from the close of ``t``), exactly
-  the rule of :func:`~convopt_mlflow.env.deterministic_positions`, which stops one bar
-  earlier because a backtest needs the next return; the last input bar is decided here;
-- rows before ``first`` get ``position = 0.0``, NaN probabilities and ``ready = False``.
+  are combined as policy.json's ``combination`` block says
+  (:func:`~convopt_mlflow.components.combine.combine_probabilities`) and
+  ``position[t] = levels[action]`` (held from the close of ``t``); with one member this is
+  exactly the rule of :func:`~convopt_mlflow.env.deterministic_positions`, which stops one
+  bar earlier because a backtest needs the next return; the last input bar is decided here;
+- rows before ``first`` get ``position = 0.0``, None probabilities and agreement (JSON
+  null, so a served response stays strict JSON) and ``ready = False``.
 
-For speed the probabilities are computed in batches for every (bar, held position)
-pair; the walk then only looks up the argmax of the pair it actually reaches.
+For speed the member probabilities are computed in batches for every (bar, held
+position) pair; the walk then only looks up the action of the pair it actually reaches.
 """
 from __future__ import annotations
 
@@ -31,14 +36,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from convopt_mlflow.components.combine import combine_probabilities, make_combination
 from convopt_mlflow.data import validate_frame
 from convopt_mlflow.data.features import observation_features
 from convopt_mlflow.env import MarketCore, follow_choices, policy_table
 from convopt_mlflow.errors import ConfigError, DataValidationError
 from convopt_mlflow.training.checkpoints import sha256_file
 from convopt_mlflow.tracking.model import (
-    FORMAT,
     POLICY_ARTIFACT,
+    READABLE_FORMATS,
     ModelIntegrityError,
     action_names,
     build_policy,
@@ -59,11 +65,17 @@ def _read_description(artifacts: dict[str, str]) -> dict:
         spec = description["spec"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelIntegrityError(f"cannot read the policy description {path}: {exc!r}") from None
-    if description.get("format") != FORMAT:
-        raise ModelIntegrityError(f"policy.json has format {description.get('format')!r}, expected {FORMAT!r}")
+    if description.get("format") not in READABLE_FORMATS:
+        raise ModelIntegrityError(f"policy.json has format {description.get('format')!r}, "
+                                  f"expected one of {READABLE_FORMATS}")
     if not members:
         raise ModelIntegrityError("policy.json lists no ensemble member")
-    return {"members": members, "features": features, "spec": spec}
+    block = description.get("combination") or {}  # absent in format /1: mean_prob
+    try:
+        combination = make_combination(len(members), block.get("method", "mean_prob"), block.get("weights"))
+    except (ConfigError, AttributeError) as exc:
+        raise ModelIntegrityError(f"policy.json has a bad combination block {block!r}: {exc}") from None
+    return {"members": members, "features": features, "spec": spec, "combination": combination}
 
 
 def _verified_member_paths(artifacts: dict[str, str], members: list[dict]) -> list[str]:
@@ -88,8 +100,10 @@ class PolicyEnsembleModel(mlflow.pyfunc.PythonModel):
     """Pyfunc of an ensemble of SB3 actor-critic policies trading one market.
 
     ``predict(context, bars) -> DataFrame`` with one row per input row (same index):
-    ``position`` (float64), ``prob_<action>`` (float64, NaN on warm-up rows) for the
-    actions ``short, flat, long`` (or ``flat, long`` when long-only) and ``ready`` (bool).
+    ``position`` (float64), ``prob_<action>`` for the actions ``short, flat, long`` (or
+    ``flat, long`` when long-only), ``agreement`` and ``ready`` (bool). Probabilities and
+    agreement are floats on ready rows and None on warm-up rows (object columns), so that
+    a served response holds ``null`` there, never the non-JSON ``NaN``.
     """
 
     def load_context(self, context) -> None:
@@ -106,6 +120,7 @@ class PolicyEnsembleModel(mlflow.pyfunc.PythonModel):
                 raise ModelIntegrityError(f"member {path} does not fit the stored policy spec: {exc}") from None
             policies.append(policy)
         self.policies = tuple(policies)
+        self.combination = description["combination"]
         self.config = description["features"]
         self.actions = action_names(bool(self.config["long_only"]))
 
@@ -115,22 +130,22 @@ class PolicyEnsembleModel(mlflow.pyfunc.PythonModel):
         frame = self._named_like_training(validate_frame(model_input, source=_SOURCE, max_gap=None))
         n = len(frame)
         positions, ready = np.zeros(n), np.zeros(n, dtype=bool)
-        probs = np.full((n, len(self.actions)), np.nan)
-        bars, chosen, seen = self._walk(frame)
-        positions[bars], probs[bars], ready[bars] = chosen, seen, True
+        probs, agreement = np.full((n, len(self.actions)), np.nan), np.full(n, np.nan)
+        bars, chosen, seen, agreed = self._walk(frame)
+        positions[bars], probs[bars], agreement[bars], ready[bars] = chosen, seen, agreed, True
         out = pd.DataFrame({"position": positions}, index=model_input.index)
         for k, name in enumerate(self.actions):
-            out[f"prob_{name}"] = probs[:, k]
+            out[f"prob_{name}"] = _nullable(probs[:, k], ready)
+        out["agreement"] = _nullable(agreement, ready)
         out["ready"] = ready
         return out
 
     # ------------------------------------------------------------------ internals
-    def mean_probabilities(self, obs: np.ndarray) -> np.ndarray:
-        """Members' mean action probabilities, float32 ``(n, n_actions)``, for float32 ``(n, obs)``."""
+    def member_probabilities(self, obs: np.ndarray) -> np.ndarray:
+        """Each member's action probabilities, float32 ``(n, members, n_actions)``, for float32 ``(n, obs)``."""
         with torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))
-            total = sum(policy.get_distribution(x).distribution.probs for policy in self.policies)
-            return (total / len(self.policies)).numpy()
+            return torch.stack([policy.get_distribution(x).distribution.probs for policy in self.policies], 1).numpy()
 
     def _named_like_training(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Spell ``feat_*`` columns as in training ("FEAT_Signal" -> "feat_signal")."""
@@ -170,18 +185,30 @@ class PolicyEnsembleModel(mlflow.pyfunc.PythonModel):
         return MarketCore(values, returns, window=window, episode_length=1, cost_bps=float(config["cost_bps"]),
                           long_only=bool(config["long_only"]), warmup=features.warmup)
 
-    def _walk(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Decision bars, chosen positions and the probabilities seen at each decision."""
+    def _walk(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Decision bars, chosen positions, and the probabilities and agreement seen at each decision."""
         core = self._core(frame)
         levels = core.position_levels
         bars = np.arange(core.first_observable_bar, len(frame))
-        # table[i, h] = mean probabilities at bars[i] while holding levels[h]
-        table = policy_table(core, self.mean_probabilities, bars, chunk_bars=_CHUNK_BARS)
+        # table[i, h, m] = member m's probabilities at bars[i] while holding levels[h]
+        table = policy_table(core, self.member_probabilities, bars, chunk_bars=_CHUNK_BARS)
+        n_pairs = bars.size * levels.size
+        choices, probs, agreement = self._combined(table.reshape(n_pairs, *table.shape[2:]))
         flat = int(np.flatnonzero(levels == 0.0)[0])  # start flat; an action index is its level's index
-        actions = follow_choices(table.argmax(axis=2), flat)
-        held = np.concatenate([[flat], actions[:-1]])
-        seen = table[np.arange(bars.size), held].astype(np.float64)
-        return bars, levels[actions], seen
+        actions = follow_choices(choices.reshape(bars.size, levels.size), flat)
+        pair = np.arange(bars.size) * levels.size + np.concatenate([[flat], actions[:-1]])
+        return bars, levels[actions], probs[pair], agreement[pair]
+
+    def _combined(self, member_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """combine_probabilities of ``(n, members, n_actions)`` member probabilities."""
+        return combine_probabilities(member_probs.transpose(1, 0, 2), **self.combination)
+
+
+def _nullable(values: np.ndarray, ready: np.ndarray) -> np.ndarray:
+    """Floats where ``ready``, None elsewhere (an object array: pandas keeps None as None)."""
+    out = np.full(values.shape, None, dtype=object)
+    out[ready] = values[ready].tolist()
+    return out
 
 
 mlflow.models.set_model(PolicyEnsembleModel())

@@ -9,6 +9,7 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
+from convopt_mlflow.components.combine import combine_probabilities
 from convopt_mlflow.data import compute_features, generate_market
 from convopt_mlflow.env import MarketCore, TradingVecEnv, deterministic_positions
 from convopt_mlflow.errors import ConfigError, DataValidationError, RunNotFoundError
@@ -101,16 +102,18 @@ def test_loaded_model_decides_like_the_sb3_policy(logged, market, trained):
     frame, features, core = market
     out = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(frame)
 
-    assert list(out.columns) == ["position", *PROBS, "ready"]
+    assert list(out.columns) == ["position", *PROBS, "agreement", "ready"]
     assert len(out) == N_BARS and out.index.equals(frame.index)
     first = features.warmup + WINDOW - 1  # 23 + 3: the first bar with a full valid window
     assert first == 26
     np.testing.assert_array_equal(out["ready"].to_numpy(), np.arange(N_BARS) >= first)
     warm = out.iloc[:first]
-    assert (warm["position"] == 0.0).all() and warm[PROBS].isna().all().all()
+    assert (warm["position"] == 0.0).all()
+    assert warm[[*PROBS, "agreement"]].map(lambda v: v is None).all().all()  # None: JSON null, not NaN
     ready = out.iloc[first:]
     assert set(ready["position"]) <= {-1.0, 0.0, 1.0}
-    np.testing.assert_allclose(ready[PROBS].sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(ready[PROBS].astype(float).sum(axis=1), 1.0, atol=1e-6)
+    assert (ready["agreement"] == 1.0).all()  # one member always agrees with itself
 
     path = deterministic_positions(core, lambda obs: trained.predict(obs, deterministic=True)[0], (0, N_BARS))
     np.testing.assert_array_equal(path.bars, np.arange(first, N_BARS - 1))
@@ -146,7 +149,7 @@ def test_ensemble_averages_member_probabilities(tmp_path, market, trained):
         for t in range(first, N_BARS):
             obs = torch.from_numpy(core.observe(np.array([t]), np.array([held])))
             expected = sum(p.get_distribution(obs).distribution.probs for p in members)[0].numpy() / 2
-            np.testing.assert_allclose(out[PROBS].to_numpy()[t], expected, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(out[PROBS].to_numpy(float)[t], expected, rtol=0, atol=1e-6)
             held = out["position"].iloc[t]
             assert held == [-1.0, 0.0, 1.0][int(np.argmax(expected))]
 
@@ -176,3 +179,28 @@ def test_inconsistent_inputs_are_refused(tmp_path, market, trained):
         model.predict(None, frame.drop(columns="feat_signal"))
     with pytest.raises(DataValidationError, match="too few bars: a decision needs at least 27"):
         model.predict(None, frame.iloc[:26])
+
+
+@pytest.mark.parametrize("combination", [{"method": "weighted", "weights": [0.7, 0.3]},
+                                         {"method": "majority_vote", "weights": [0.5, 0.5]}])
+def test_stored_combination_decides_the_walk(tmp_path, market, trained, combination):
+    frame, features, core = market
+    members = [trained.policy, _ppo(core, seed=1, steps=0).policy]
+    save_policy_model(tmp_path / "m", members=[p.state_dict() for p in members], spec=policy_spec(trained),
+                      feature_config=_config(features), input_example=frame.iloc[:40], combination=combination)
+    out = mlflow.pyfunc.load_model(str(tmp_path / "m")).predict(frame)
+
+    held = 0.0
+    with torch.no_grad():
+        for t in range(26, N_BARS):
+            obs = torch.from_numpy(core.observe(np.array([t]), np.array([held])))
+            probs = np.stack([p.get_distribution(obs).distribution.probs.numpy() for p in members])
+            actions, mean, agreement = combine_probabilities(probs, **combination)
+            np.testing.assert_allclose(out[PROBS].to_numpy(float)[t], mean[0], atol=1e-6)
+            assert out["agreement"].iloc[t] == pytest.approx(agreement[0])
+            held = out["position"].iloc[t]
+            assert held == [-1.0, 0.0, 1.0][actions[0]]
+    with pytest.raises(ConfigError, match="sum to 1"):
+        save_policy_model(tmp_path / "bad", members=[p.state_dict() for p in members], spec=policy_spec(trained),
+                          feature_config=_config(features), input_example=frame.iloc[:40],
+                          combination={"method": "weighted", "weights": [0.7, 0.7]})

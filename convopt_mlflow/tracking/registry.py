@@ -1,0 +1,183 @@
+"""Verified registration and loading of convopt models.
+
+:func:`load_model` is the safe way to load a convopt pyfunc: it downloads the artifact,
+checks the sha256 of every file against the record kept *outside* the artifact (a tag of
+the training run for ``runs:/`` and ``models:/<model_id>``, the version's tags for
+registered models), and only then lets MLflow load, and so execute, the verified copy.
+
+Example:
+    >>> version = register_verified_model(f"runs:/{run_id}/model", "convopt-ensemble",
+    ...                                   tags={"convopt.arm": "full"})          # doctest: +SKIP
+    >>> MlflowClient().set_registered_model_alias("convopt-ensemble", "challenger", version.version)  # doctest: +SKIP
+    >>> load_model("models:/convopt-ensemble@challenger").predict(bars.frame)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import mlflow
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from convopt_mlflow.errors import DataValidationError, UserError
+from convopt_mlflow.tracking.integrity import (
+    MODEL_HASHES_TAG,
+    ModelIntegrityError,
+    decode_hashes,
+    encode_hashes,
+    hashes_tag,
+    verify_artifact,
+)
+
+__all__ = ["ModelNotFoundError", "load_model", "predict_bars", "register_verified_model", "resolve_model"]
+
+_RUNS = re.compile(r"^runs:/(?P<run_id>[^/]+)/(?P<name>[^/].*?)/?$")
+_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
+_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)/?$")
+_LOGGED = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]+)/?$")
+_FORMS = "runs:/<run_id>/model, models:/<name>@<alias>, models:/<name>/<version> or models:/<model_id>"
+
+
+class ModelNotFoundError(UserError):
+    """A model URI that names no run, model, version or alias in the tracking store."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model URI's artifact lives and the hashes recorded for it outside the artifact.
+
+    Attributes:
+        uri: the URI as given.
+        artifact_uri: the artifact's own location (a version is pinned, an alias resolved once).
+        model_id: the MLflow LoggedModel id.
+        files: ``{relative path: sha256}`` of every file of the artifact.
+        source_run_id: the run that logged the model.
+        where: the record the hashes came from, for messages.
+    """
+
+    uri: str
+    artifact_uri: str
+    model_id: str
+    files: dict[str, str]
+    source_run_id: str | None
+    where: str
+
+
+def resolve_model(model_uri: str, client: MlflowClient | None = None) -> ResolvedModel:
+    """Resolve a model URI to its artifact location and its recorded file hashes.
+
+    Raises:
+        ModelNotFoundError: an unsupported URI, or a run, model, version or alias that does not exist.
+        ModelIntegrityError: no hash record, or one recorded for another model.
+    """
+    client = client or MlflowClient()
+    uri = str(model_uri).strip()
+    if m := _RUNS.match(uri):
+        run = _get(lambda: client.get_run(m["run_id"]), f"run {m['run_id']!r}")
+        model_id, files = decode_hashes(run.data.tags, hashes_tag(m["name"]), f"run {m['run_id']}")
+        return _logged(client, uri, model_id, files, f"run {m['run_id']}")
+    if m := _LOGGED.match(uri):
+        logged = _get(lambda: client.get_logged_model(m["model_id"]), f"logged model {m['model_id']!r}")
+        where = f"run {logged.source_run_id} (source of {m['model_id']})"
+        run = _get(lambda: client.get_run(logged.source_run_id), f"run {logged.source_run_id!r}")
+        model_id, files = decode_hashes(run.data.tags, hashes_tag(logged.name), where)
+        if model_id != m["model_id"]:
+            raise ModelIntegrityError(f"{where} records file hashes for model {model_id}, not {m['model_id']}; "
+                            f"it was logged again under the name {logged.name!r}")
+        return _logged(client, uri, model_id, files, where)
+    if m := _ALIAS.match(uri):
+        version = _get(lambda: client.get_model_version_by_alias(m["name"], m["alias"]),
+                       f"alias {m['alias']!r} of registered model {m['name']!r}")
+    elif m := _VERSION.match(uri):
+        version = _get(lambda: client.get_model_version(m["name"], m["version"]),
+                       f"version {m['version']} of registered model {m['name']!r}")
+    else:
+        raise ModelNotFoundError(f"unsupported model URI {uri!r}: use {_FORMS}")
+    where = f"registered model {version.name!r} version {version.version}"
+    model_id, files = decode_hashes(version.tags, MODEL_HASHES_TAG, where)
+    artifact_uri = client.get_model_version_download_uri(version.name, version.version)
+    return ResolvedModel(uri, artifact_uri, model_id, files, version.run_id, where)
+
+
+def _logged(client: MlflowClient, uri: str, model_id: str, files: dict[str, str], where: str) -> ResolvedModel:
+    logged = _get(lambda: client.get_logged_model(model_id), f"logged model {model_id!r} (recorded in {where})")
+    return ResolvedModel(uri, logged.artifact_location, model_id, files, logged.source_run_id, where)
+
+
+def _get(fetch, what: str):
+    try:
+        return fetch()
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"{what} not found in the tracking store {mlflow.get_tracking_uri()!r} "
+                                 f"({exc.message.splitlines()[0]})") from None
+
+
+def _download_verified(resolved: ResolvedModel, dst: Path) -> str:
+    local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.artifact_uri, dst_path=str(dst))
+    verify_artifact(local, resolved.files, f"model {resolved.uri} (hashes from {resolved.where})")
+    return local
+
+
+def load_model(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """Load a convopt pyfunc after checking every file of its artifact; nothing unverified runs.
+
+    Args:
+        model_uri: ``runs:/<run_id>/model``, ``models:/<name>@<alias>``,
+            ``models:/<name>/<version>`` or ``models:/<model_id>``.
+
+    Returns:
+        the ``mlflow.pyfunc.PyFuncModel``, loaded from a verified local copy (deleted
+        once loaded: the weights are then in memory).
+
+    Raises:
+        ModelNotFoundError: no such run, model, version or alias (or an unsupported URI).
+        ModelIntegrityError: no recorded hashes, or a file changed, missing or added,
+            named in the message; raised before MLflow reads or executes anything.
+    """
+    resolved = resolve_model(model_uri)
+    with tempfile.TemporaryDirectory(prefix="convopt-verified-") as tmp:
+        local = _download_verified(resolved, Path(tmp))
+        return mlflow.pyfunc.load_model(local)
+
+
+def register_verified_model(model_uri: str, name: str, tags: Mapping[str, str] | None = None) -> ModelVersion:
+    """Register a logged convopt model as a new version of ``name``, with its file hashes as tags.
+
+    The artifact is downloaded and verified against the training run's record first, so
+    a modified model is never registered. The version's tags are ``tags`` plus
+    ``convopt.model_files_sha256`` (the record :func:`load_model` checks for ``models:/``
+    URIs). The registered model is created if it does not exist.
+
+    Args:
+        model_uri: ``runs:/<run_id>/<name>``, ``models:/<model_id>``, or an existing version
+            (``models:/<name>/<version>``, ``models:/<name>@<alias>``) to register again.
+        name: the registered model name, e.g. ``convopt-ensemble``.
+        tags: extra version tags (evidence: arm, study, p-values, ...).
+
+    Raises:
+        ModelNotFoundError, ModelIntegrityError: as in :func:`load_model`.
+    """
+    resolved = resolve_model(model_uri)
+    with tempfile.TemporaryDirectory(prefix="convopt-verified-") as tmp:
+        _download_verified(resolved, Path(tmp))
+    version_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    version_tags.update(encode_hashes(MODEL_HASHES_TAG, resolved.model_id, resolved.files))
+    return mlflow.register_model(f"models:/{resolved.model_id}", name, tags=version_tags)
+
+
+def predict_bars(model: mlflow.pyfunc.PyFuncModel, frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """``model.predict(frame)``, with MLflow's input-schema refusals reported as bad data.
+
+    Raises:
+        DataValidationError: bars the model refuses (too few, or missing a trained column).
+    """
+    try:
+        return model.predict(frame)
+    except MlflowException as exc:
+        raise DataValidationError(source, [f"the model refuses these bars: {exc.message.splitlines()[0]}"]) from None
