@@ -89,6 +89,8 @@ class Ledger:
     waiting: set[tuple[str, int]] = field(default_factory=set)
     touched: set[tuple[str, int]] = field(default_factory=set)
     failures: dict[tuple[str, int], int] = field(default_factory=dict)
+    ungridded: bool = False
+    """Some trial was enqueued rather than drawn by GridSampler, which then can't see its cell."""
 
     @classmethod
     def of(cls, study: optuna.Study) -> "Ledger":
@@ -98,6 +100,7 @@ class Ledger:
             if cell is None:
                 continue
             ledger.touched.add(cell)
+            ledger.ungridded |= "grid_id" not in trial.system_attrs
             if trial.state == TrialState.COMPLETE:
                 ledger.complete.setdefault(cell, trial)  # the first COMPLETE trial is the cell's result
             elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
@@ -143,7 +146,7 @@ def run_cells(study: optuna.Study, spec: StudySpec, parent_run_id: str, *, seeds
             continue
         if ledger.waiting.intersection(todo):
             pass  # optimize() runs the waiting trial first (a retried or enqueued cell)
-        elif len(scope) < len(spec.cells) or ledger.touched.intersection(free):
+        elif len(scope) < len(spec.cells) or ledger.ungridded or ledger.touched.intersection(free):
             study.enqueue_trial({"arm": (cell := rng.choice(free))[0], "seed": cell[1]})
         # else: only fresh cells of the full grid are open, and GridSampler picks one
         study.optimize(runner, n_trials=1, catch=(TrialFailed, DuplicateCell), callbacks=[budget],

@@ -125,9 +125,11 @@ def get_storage(url: str | BaseStorage | None = None, *, workers: int = 1, heart
             return JournalStorage(JournalFileBackend(path))
         if kind == "sqlite":
             return RDBStorage(text, engine_kwargs={"connect_args": {"timeout": 60}})
-        return RDBStorage(_psycopg2_url(text), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                          heartbeat_stale_trial_callback=StaleTrialCallback(),
-                          engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}})
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and relied on here
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(_psycopg2_url(text), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                              heartbeat_stale_trial_callback=StaleTrialCallback(),
+                              engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}})
     except UserError:
         raise
     except ImportError:
