@@ -195,6 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"convopt: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt as exc:  # an A/B trial or worker stopped by SIGINT/SIGTERM; its runs ended KILLED
+        if args.command not in ("ab-test", "worker"):
+            raise
+        print(f"convopt: stopped: {exc}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

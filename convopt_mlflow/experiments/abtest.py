@@ -117,7 +117,7 @@ class Ledger:
 
 def _counts_as_failure(trial: optuna.trial.FrozenTrial) -> bool:
     """A training that failed; not a stand-down, not a stale trial (Optuna retries those)."""
-    return "convopt.duplicate_of" not in trial.user_attrs and "convopt.status" in trial.user_attrs
+    return trial.user_attrs.get("convopt.status") == "FAILED"
 
 
 def run_cells(study: optuna.Study, spec: StudySpec, parent_run_id: str, *, seeds: Sequence[int] | None = None,

@@ -31,6 +31,10 @@ class TrialFailed(Exception):
     """The trial's training did not finish; the trial ends FAIL and its cell may be retried."""
 
 
+class WorkerStopped(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped the trial's training (its run ended KILLED): the worker stops too."""
+
+
 class DuplicateCell(Exception):
     """Another trial already holds this (arm, seed) cell; this one trains nothing."""
 
@@ -101,6 +105,8 @@ class TrialRunner:
                                reason=f"{type(exc).__name__}: {exc}")
             raise
         trial.set_user_attr("convopt.status", result.status)
+        if result.status == "KILLED":
+            raise WorkerStopped(f"run {result.run_id} was stopped: {result.reason}")
         if result.status != "FINISHED":
             raise TrialFailed(f"run {result.run_id} ended {result.status}: {result.reason}")
         secondary = self._secondary(child, cfg, keep.model, time.perf_counter() - start)
