@@ -29,6 +29,29 @@ def _parser() -> argparse.ArgumentParser:
                        help="config override, repeatable or comma-separated (e.g. ppo.batch_size=128)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    ab = sub.add_parser("ab-test", help="compare arms over seeds in an Optuna study; one parent run + child runs")
+    ab.add_argument("--arms", required=True, help="comma-separated presets or preset:overrides; the first is the baseline"
+                    " (e.g. baseline,full,lr:ppo.batch_size=512)")
+    ab.add_argument("--seeds", default="5", help="seeds per arm; seed s is the same env seed in every arm")
+    ab.add_argument("--total-timesteps", default=None, help="environment steps of every trial")
+    ab.add_argument("--data", default=None, help="data source shared by every arm")
+    ab.add_argument("--metric", default="", help="primary metric of the test (default backtest/val/sharpe)")
+    ab.add_argument("--storage", default="", help="Optuna storage URL (default sqlite:///optuna.db)")
+    ab.add_argument("--study", default="", help="study name; re-running the same study resumes it")
+    ab.add_argument("--alpha", default="0.05", help="family-wise significance level")
+    ab.add_argument("--workers", default="1", help="worker processes on this machine")
+    ab.add_argument("--sequential", nargs="?", const="true", default="false",
+                    help="add seeds in rounds and stop when decisive (group-sequential)")
+    ab.add_argument("--experiment", default="", help="MLflow experiment of the parent run")
+    ab.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats (PostgreSQL)")
+    ab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every arm (e.g. ppo.n_steps=64)")
+
+    worker = sub.add_parser("worker", help="join an existing A/B study and train its open cells")
+    worker.add_argument("--study", required=True)
+    worker.add_argument("--storage", required=True, help="the study's Optuna storage URL (PostgreSQL or journal)")
+    worker.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats")
+
     data = sub.add_parser("data", help="market data tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="validate a data source and summarise it")
     check.add_argument("source")
@@ -97,6 +120,42 @@ def _check_experiment_matches_project_run(experiment: str) -> None:
     if actual != experiment:
         raise UserError(f"-P experiment={experiment} cannot move a run that `mlflow run` already created in "
                         f"experiment {actual!r}; use `mlflow run . --experiment-name {experiment}` instead")
+
+
+def _number(flag: str, text: str, kind=float):
+    try:
+        return kind(float(text)) if kind is int else kind(text)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag} must be a number; got {text!r}") from None
+
+
+def _ab_test(args: argparse.Namespace) -> int:
+    from . import config as cfgmod
+
+    sequential = str(args.sequential).strip().lower()
+    if sequential not in ("true", "false", "1", "0", "yes", "no"):
+        raise UserError(f"--sequential must be true or false; got {args.sequential!r}")
+    from .experiments.session import run_ab_test, spec_from_args
+
+    spec = spec_from_args(args.arms, args.seeds, total_timesteps=args.total_timesteps, data=args.data,
+                          metric=args.metric or None, alpha=_number("--alpha", args.alpha),
+                          sequential=sequential in ("true", "1", "yes"), overrides=cfgmod.parse_overrides(args.set))
+    name = args.study or "ab-" + "-".join(a.replace(":", "_") for a in spec.arms)[:80]
+    result = run_ab_test(spec, study_name=name, storage=args.storage or None,
+                         workers=_number("--workers", args.workers, int), experiment=args.experiment or None,
+                         heartbeat_interval=_number("--heartbeat-interval", args.heartbeat_interval, int))
+    print(f"convopt: A/B parent run {result.parent_run_id} (study {name}): {result.report['verdict']}",
+          file=sys.stderr)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .experiments.worker import work
+
+    done = work(args.study, args.storage, heartbeat_interval=_number("--heartbeat-interval",
+                                                                     args.heartbeat_interval, int), workers=2)
+    print(f"convopt worker: study {args.study} has {done} complete cell(s)", file=sys.stderr)
+    return 0
 
 
 def _data_check(args: argparse.Namespace) -> int:
@@ -186,13 +245,18 @@ def _print_prediction_summary(model_uri: str, bars, table) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"train": _train, "data": _data_check, "runs": _runs_cleanup, "config": _config,
-                "predict": _predict}
+    handlers = {"train": _train, "ab-test": _ab_test, "worker": _worker, "data": _data_check,
+                "runs": _runs_cleanup, "config": _config, "predict": _predict}
     try:
         return handlers[args.command](args)
     except UserError as exc:
         print(f"convopt: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt as exc:  # an A/B trial or worker stopped by SIGINT/SIGTERM; its runs ended KILLED
+        if args.command not in ("ab-test", "worker"):
+            raise
+        print(f"convopt: stopped: {exc}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

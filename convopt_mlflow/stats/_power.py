@@ -63,7 +63,9 @@ def t_test_power(
     df, scale = _design(n_per_arm, n_other, paired)
     critical = scipy.stats.t.ppf(1.0 - alpha / 2.0, df)
     delta = effect_size * scale
-    return float(scipy.stats.nct.sf(critical, df, delta) + scipy.stats.nct.cdf(-critical, df, delta))
+    upper, lower = scipy.stats.nct.sf(critical, df, delta), scipy.stats.nct.cdf(-critical, df, delta)
+    # scipy's noncentral t returns NaN for a far tail at tiny df (e.g. paired n=2); that tail is ~0
+    return float(np.nan_to_num(upper, nan=0.0) + np.nan_to_num(lower, nan=0.0))
 
 
 @lru_cache(maxsize=256)

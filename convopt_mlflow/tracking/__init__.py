@@ -7,6 +7,8 @@ until one is used (importing mlflow takes about a second).
 - :func:`open_run`, :class:`RunHandle`, :func:`log_dataset`, :func:`get_run_config`,
   :func:`resolve_tracking_uri`: run lifecycle.
 - :func:`cleanup_stale_runs`: end runs whose process died as KILLED.
+- :func:`open_child_run`, :func:`child_runs`, :func:`end_run_if_running`, :func:`metric_history`:
+  A/B parent and child runs.
 - :class:`ConvoptRunContextProvider`, :func:`convopt_tags`: convopt tags on every run.
 - :func:`log_policy_model`, :func:`policy_spec`, :func:`build_policy`: the pyfunc model.
 - :func:`load_model`, :func:`register_verified_model`: loading and registering with every
@@ -36,6 +38,12 @@ __all__ = [
     "build_policy",
     "load_model",
     "register_verified_model",
+    "child_runs",
+    "end_run_if_running",
+    "metric_history",
+    "open_child_run",
+    "read_json_artifact",
+    "run_status",
 ]
 
 _HOME = {
@@ -57,6 +65,12 @@ _HOME = {
     "build_policy": "model",
     "load_model": "registry",
     "register_verified_model": "registry",
+    "child_runs": "ab",
+    "end_run_if_running": "ab",
+    "metric_history": "ab",
+    "open_child_run": "ab",
+    "read_json_artifact": "ab",
+    "run_status": "ab",
 }
 
 if TYPE_CHECKING:

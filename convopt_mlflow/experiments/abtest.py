@@ -1,0 +1,185 @@
+"""The A/B study: a balanced arm x seed grid in Optuna, trained cell by cell by workers.
+
+Optuna is the ledger and the scheduler. The study's ``GridSampler`` declares the grid
+(``arm`` x ``seed``) and hands out fresh cells; a cell that must run again (a failed
+training, a sequential round) is enqueued explicitly; a trial whose worker died is failed
+by RDB heartbeats and re-queued by ``RetryHeartbeatStaleTrialCallback``. No trial is
+pruned: pruning biases an A/B comparison. ``MaxTrialsCallback`` keeps the study-wide
+budget of one COMPLETE trial per cell, and a trial that finds its cell already held stands
+down (:func:`~convopt_mlflow.experiments.trial.duplicate_of`), so no cell trains twice,
+even when the study is re-run to resume it.
+
+Example (one worker, sqlite):
+    >>> spec = StudySpec(arms=("baseline", "lr"), seeds=(0, 1))             # doctest: +SKIP
+    >>> study = open_study(spec, get_storage(None), "ab-demo")               # doctest: +SKIP
+    >>> run_cells(study, spec, parent_run_id)                                # doctest: +SKIP
+    >>> [r.arm for r in completed_trials(study, spec)]                       # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import optuna
+from optuna.samplers import GridSampler
+from optuna.storages import BaseStorage, fail_stale_trials
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from ..errors import UserError
+from .spec import StudySpec
+from .trial import DuplicateCell, TrialFailed, TrialRunner, cell_of
+
+SPEC_ATTR = "convopt.spec"
+PARENT_ATTR = "convopt.parent_run_id"
+#: Failed trainings of one cell before the study gives up on it (stale retries are Optuna's).
+MAX_FAILURES_PER_CELL = 2
+
+
+class StudyNotFound(UserError):
+    """``convopt worker`` named a study that no ``convopt ab-test`` has created."""
+
+
+def _sampler(spec: StudySpec) -> GridSampler:
+    return GridSampler({"arm": list(spec.arms), "seed": list(spec.seeds)}, seed=0)
+
+
+def open_study(spec: StudySpec, storage: BaseStorage, name: str) -> optuna.Study:
+    """Create the study, or load it to resume; UserError when it exists with another spec."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(spec), direction="maximize",
+                                pruner=optuna.pruners.NopPruner(), load_if_exists=True)
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is None:
+        study.set_user_attr(SPEC_ATTR, spec.to_json())
+        return study
+    diffs = spec.differences(StudySpec.from_json(stored))
+    if diffs:
+        raise UserError(f"study {name!r} already exists with another design ({'; '.join(diffs)}); "
+                        f"re-run it with the same arguments to resume, or choose another --study")
+    return study
+
+
+def load_study(storage: BaseStorage, name: str) -> tuple[optuna.Study, StudySpec, str]:
+    """An existing study with its spec and parent run id, for ``convopt worker``."""
+    try:
+        summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    except Exception as exc:
+        raise UserError(f"cannot read studies from the storage: {exc}") from None
+    if name not in summaries or SPEC_ATTR not in summaries[name].user_attrs:
+        known = ", ".join(sorted(summaries)) or "none"
+        raise StudyNotFound(f"no A/B study {name!r} in this storage (studies: {known}); "
+                            f"create it with `convopt ab-test --study {name} ...`")
+    spec = StudySpec.from_json(summaries[name].user_attrs[SPEC_ATTR])
+    study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(spec),
+                              pruner=optuna.pruners.NopPruner())
+    return study, spec, study.user_attrs.get(PARENT_ATTR, "")
+
+
+@dataclass
+class Ledger:
+    """Trials of the study by cell: what is done, running, waiting, or given up."""
+
+    complete: dict[tuple[str, int], optuna.trial.FrozenTrial] = field(default_factory=dict)
+    busy: set[tuple[str, int]] = field(default_factory=set)
+    waiting: set[tuple[str, int]] = field(default_factory=set)
+    touched: set[tuple[str, int]] = field(default_factory=set)
+    failures: dict[tuple[str, int], int] = field(default_factory=dict)
+    ungridded: bool = False
+    """Some trial was enqueued rather than drawn by GridSampler, which then can't see its cell."""
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> "Ledger":
+        ledger = cls()
+        for trial in study.get_trials(deepcopy=False):
+            cell = cell_of(trial)
+            if cell is None:
+                continue
+            ledger.touched.add(cell)
+            ledger.ungridded |= "grid_id" not in trial.system_attrs
+            if trial.state == TrialState.COMPLETE:
+                ledger.complete.setdefault(cell, trial)  # the first COMPLETE trial is the cell's result
+            elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
+                ledger.busy.add(cell)
+                if trial.state == TrialState.WAITING:
+                    ledger.waiting.add(cell)
+            elif trial.state == TrialState.FAIL and _counts_as_failure(trial):
+                ledger.failures[cell] = ledger.failures.get(cell, 0) + 1
+        return ledger
+
+    def given_up(self, cell: tuple[str, int]) -> bool:
+        return cell not in self.complete and self.failures.get(cell, 0) >= MAX_FAILURES_PER_CELL
+
+
+def _counts_as_failure(trial: optuna.trial.FrozenTrial) -> bool:
+    """A training that failed; not a stand-down, not a stale trial (Optuna retries those)."""
+    return trial.user_attrs.get("convopt.status") == "FAILED"
+
+
+def run_cells(study: optuna.Study, spec: StudySpec, parent_run_id: str, *, seeds: Sequence[int] | None = None,
+              checkpoint_root: str | None = None, poll_s: float = 1.0) -> Ledger:
+    """Train the study's cells (those of ``seeds``, default all) until each is COMPLETE or given up.
+
+    Safe to run in any number of processes on one study. While every open cell is held by
+    another worker it waits, failing stale trials so that a dead worker's cell is retried.
+    """
+    scope = [c for c in spec.cells if seeds is None or c[1] in set(seeds)]
+    runner = TrialRunner(spec, parent_run_id, study.study_name, checkpoint_root)
+    budget = MaxTrialsCallback(len(spec.cells), states=(TrialState.COMPLETE,))
+    rng = random.Random()
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)  # a dead worker's trial is failed and re-queued
+        ledger = Ledger.of(study)
+        todo = [c for c in scope if c not in ledger.complete and not ledger.given_up(c)]
+        if not todo:
+            return ledger
+        free = [c for c in todo if c not in ledger.busy]
+        if not free and not ledger.waiting.intersection(todo):
+            time.sleep(poll_s * (0.5 + rng.random()))  # other workers hold every open cell
+            continue
+        if ledger.waiting.intersection(todo):
+            pass  # optimize() runs the waiting trial first (a retried or enqueued cell)
+        elif len(scope) < len(spec.cells) or ledger.ungridded or ledger.touched.intersection(free):
+            study.enqueue_trial({"arm": (cell := rng.choice(free))[0], "seed": cell[1]})
+        # else: only fresh cells of the full grid are open, and GridSampler picks one
+        study.optimize(runner, n_trials=1, catch=(TrialFailed, DuplicateCell), callbacks=[budget],
+                       gc_after_trial=False)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """The COMPLETE trial of one cell."""
+
+    arm: str
+    seed: int
+    number: int
+    run_id: str
+    value: float
+    metrics: dict
+    no_edge: bool
+
+
+def completed_trials(study: optuna.Study, spec: StudySpec) -> list[TrialRecord]:
+    """One record per COMPLETE cell, in the spec's cell order."""
+    ledger = Ledger.of(study)
+    return [TrialRecord(arm, seed, t.number, t.user_attrs.get("mlflow_run_id", ""), float(t.value),
+                        dict(t.user_attrs.get("metrics", {})), bool(t.user_attrs.get("no_edge", False)))
+            for (arm, seed) in spec.cells if (t := ledger.complete.get((arm, seed))) is not None]
+
+
+def cell_counts(study: optuna.Study) -> dict[tuple[str, int], dict[str, int]]:
+    """For each cell, how many trials ended in each state (a test's view of "trained once")."""
+    counts: dict[tuple[str, int], dict[str, int]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        cell = cell_of(trial)
+        if cell is not None:
+            by_state = counts.setdefault(cell, {})
+            by_state[trial.state.name] = by_state.get(trial.state.name, 0) + 1
+    return counts

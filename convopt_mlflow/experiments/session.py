@@ -1,0 +1,167 @@
+"""``convopt ab-test`` end to end: validate, open the study and the parent run, train, report.
+
+Every user mistake (unknown arm, bad storage URL, sqlite with several workers, bad data)
+is raised as a UserError before a study or run exists. Once the parent run is open, every
+exit path ends it: FINISHED, FAILED on an exception, KILLED on Ctrl-C.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import UserError
+from . import render
+from .abtest import PARENT_ATTR, completed_trials, open_study, run_cells
+from .report import Winner, analyze, headline_metrics, paired_scores, winner_of
+from .spec import StudySpec
+from .storage import get_storage, redact, storage_kind
+from .trial import PNL_ARTIFACT
+from .worker import run_local_workers
+
+
+@dataclass(frozen=True)
+class ABResult:
+    """What one ``ab-test`` invocation produced; ``winner`` is the registration hook's input."""
+
+    parent_run_id: str
+    study_name: str
+    report: dict[str, Any]
+    records: list[dict[str, Any]]
+    winner: Winner | None
+
+
+def validate(spec: StudySpec, storage: str | None, workers: int) -> None:
+    """Every check that needs no study and no run: arms, workers, storage URL, and the data."""
+    from ..training.setup import load_market
+
+    arms = spec.parsed_arms()
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1; got {workers}")
+    if storage_kind(storage) == "sqlite" and workers > 1:
+        get_storage(storage, workers=workers)  # raises the message naming the alternatives
+    load_market(arms[0].config(spec.common, spec.seeds[0]))  # bad data: exit 2, nothing written
+
+
+def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None, workers: int = 1,
+                experiment: str | None = None, heartbeat_interval: int = 30,
+                checkpoint_root: str | None = None, console: bool = True) -> ABResult:
+    """Run (or resume) the study and log its report on the parent run."""
+    from ..tracking import end_run_if_running, open_run
+
+    validate(spec, storage, workers)
+    optuna_storage = get_storage(storage, workers=workers, heartbeat_interval=heartbeat_interval)
+    study = open_study(spec, optuna_storage, study_name)
+    parent_id = os.environ.get("MLFLOW_RUN_ID") or study.user_attrs.get(PARENT_ATTR) or None
+    parent = open_run(experiment=experiment or None, run_id=parent_id, run_name=f"ab {study_name}",
+                      tags={"convopt.role": "ab-parent", "convopt.study": study_name,
+                            "convopt.arms": ",".join(spec.arms), "convopt.baseline": spec.baseline})
+    study.set_user_attr(PARENT_ATTR, parent.run_id)
+    try:
+        parent.log_params({"arms": ",".join(spec.arms), "seeds": len(spec.seeds), "metric": spec.metric,
+                           "alpha": spec.alpha, "sequential": spec.sequential, "study": study_name,
+                           "storage": redact(storage or "sqlite:///optuna.db"), "workers": workers,
+                           **{f"common.{k}": v for k, v in spec.common.items()}})
+        sequential = _train(study, spec, parent.run_id, study_name, storage, workers, heartbeat_interval,
+                            checkpoint_root)
+        result = _report(study, spec, parent, study_name, sequential, console)
+    except BaseException as exc:
+        parent.set_tags({"convopt.failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
+        end_run_if_running(parent.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    parent.end("FINISHED")
+    return result
+
+
+def _train_round(study, spec, parent_id, study_name, storage, workers, heartbeat, ckpt, seeds):
+    if workers == 1:
+        run_cells(study, spec, parent_id, seeds=seeds, checkpoint_root=ckpt)
+        return
+    codes = run_local_workers(study_name, storage, workers, seeds=seeds, heartbeat_interval=heartbeat,
+                              checkpoint_root=ckpt)
+    if any(codes):
+        raise RuntimeError(f"worker processes exited with codes {codes}")
+
+
+def _train(study, spec: StudySpec, parent_id: str, study_name: str, storage, workers: int, heartbeat: int,
+           ckpt) -> dict[str, Any] | None:
+    """Train every cell, or, with ``--sequential``, round by round until the evidence is decisive."""
+    from .. import stats
+
+    if not spec.sequential:
+        _train_round(study, spec, parent_id, study_name, storage, workers, heartbeat, ckpt, None)
+        return None
+    looks, others = spec.looks(), [a for a in spec.arms if a != spec.baseline]
+    alpha_each = spec.alpha / len(others)  # Bonferroni across the arms compared with the baseline
+    rounds = []
+    for k, n in enumerate(looks):
+        _train_round(study, spec, parent_id, study_name, storage, workers, heartbeat, ckpt, spec.seeds[:n])
+        records = [r.__dict__ for r in completed_trials(study, spec) if r.seed in spec.seeds[:n]]
+        decisions = {}
+        for arm in others:
+            scores, shared = paired_scores(records, [spec.baseline, arm])
+            diffs = scores[arm] - scores[spec.baseline]  # seed-paired: common random numbers
+            decisions[arm] = stats.sequential_test(diffs, looks, alpha=alpha_each).decision if len(shared) >= 2 \
+                else "continue"
+        rounds.append({"look": k + 1, "seeds": n, "decisions": decisions})
+        if all(d != "continue" for d in decisions.values()):
+            break
+    planned = len(spec.cells)
+    ran = len([r for r in completed_trials(study, spec)])
+    return {"looks": list(looks), "alpha_per_comparison": alpha_each, "rounds": rounds, "trials_planned": planned,
+            "trials_run": ran, "compute_saved": 1.0 - ran / planned}
+
+
+def _report(study, spec: StudySpec, parent, study_name: str, sequential, console: bool) -> ABResult:
+    from ..tracking import metric_history, read_json_artifact
+
+    records = [r.__dict__ for r in completed_trials(study, spec)]
+    pnl = {}
+    for r in records:
+        data = read_json_artifact(r["run_id"], PNL_ARTIFACT, client=parent.client)
+        if data:
+            pnl[r["run_id"]] = np.asarray(data["net_log_pnl"], dtype=float)
+    curves = {r["run_id"]: metric_history(r["run_id"], "eval/score", client=parent.client) for r in records}
+    report = analyze(records, arms=spec.arms, metric=spec.metric, alpha=spec.alpha, planned_cells=len(spec.cells),
+                     pnl=pnl, sequential=sequential)
+    winner = winner_of(report, records)
+    report["study"] = study_name
+    report["trials"] = [{k: r[k] for k in ("arm", "seed", "number", "run_id", "value", "no_edge")} for r in records]
+    report["winner_evidence"] = winner.evidence if winner else None
+    title = f"A/B study {study_name}: {', '.join(spec.arms)}"
+    keys = {a.name: a.key for a in spec.parsed_arms()}
+    parent.log_metrics(headline_metrics(report, keys), step=0)
+    parent.log_dict(report, "ab/report.json")
+    parent.log_text(render.markdown(report, title), "ab/report.md")
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "report.html"
+        page.write_text(render.html(report, records, curves, title), encoding="utf-8")
+        parent.log_artifact(page, "ab")
+    parent.set_tags({"convopt.ab.verdict": report["verdict"], "convopt.ab.winner": report.get("winner") or ""})
+    if console:
+        render.console_table(report, title)
+    return ABResult(parent.run_id, study_name, report, records, winner)
+
+
+def spec_from_args(arms: str, seeds: int, *, total_timesteps: Any = None, data: str | None = None,
+                   metric: str | None = None, alpha: float = 0.05, sequential: bool = False,
+                   overrides: Mapping[str, str] | None = None) -> StudySpec:
+    """The study's design from CLI-style arguments (budget and data become shared overrides)."""
+    from .arms import parse_arms
+
+    common = dict(overrides or {})
+    if data:
+        common["data.source"] = str(data)
+    if total_timesteps not in (None, ""):
+        common["run.total_timesteps"] = str(int(float(total_timesteps)))
+    names = tuple(a.name for a in parse_arms(arms))
+    try:
+        n = int(float(seeds))
+    except ValueError:
+        raise UserError(f"--seeds must be a whole number of seeds per arm; got {seeds!r}") from None
+    return StudySpec(arms=names, seeds=tuple(range(n)), common=common, metric=metric or "backtest/val/sharpe",
+                     alpha=float(alpha), sequential=sequential)

@@ -1,0 +1,78 @@
+"""What an A/B study compares, stored in the study so that any worker can join it."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from .arms import Arm, parse_arms
+
+DEFAULT_METRIC = "backtest/val/sharpe"
+
+
+def sequential_looks(seeds: int) -> tuple[int, ...]:
+    """Cumulative seeds per arm at each look of ``--sequential``: about three rounds.
+
+    Example:
+        >>> sequential_looks(10), sequential_looks(4), sequential_looks(2)
+        ((4, 8, 10), (2, 4), (2,))
+    """
+    step = max(2, math.ceil(seeds / 3))
+    return tuple(sorted({min(seeds, step * i) for i in range(1, seeds // step + 2)} - {0, 1}))
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Arms (the first is the baseline), seeds, the shared overrides and the decision rule.
+
+    ``common`` holds the overrides every arm shares (data source, budget, ``--set``);
+    ``seeds`` are the env/torch seeds, the same in every arm.
+    """
+
+    arms: tuple[str, ...]
+    seeds: tuple[int, ...]
+    common: Mapping[str, str] = field(default_factory=dict)
+    metric: str = DEFAULT_METRIC
+    alpha: float = 0.05
+    sequential: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.seeds) < 2:
+            raise ConfigError(f"--seeds must be at least 2 (a comparison needs replication); got {len(self.seeds)}")
+        if not 0.0 < self.alpha < 1.0:
+            raise ConfigError(f"--alpha must lie in (0, 1); got {self.alpha}")
+        if not self.metric.strip():
+            raise ConfigError("--metric must name a run metric, e.g. backtest/val/sharpe")
+
+    @property
+    def baseline(self) -> str:
+        return self.arms[0]
+
+    @property
+    def cells(self) -> list[tuple[str, int]]:
+        """Every (arm, seed), seed-major: round ``k`` of a sequential study is a prefix."""
+        return [(arm, seed) for seed in self.seeds for arm in self.arms]
+
+    def looks(self) -> tuple[int, ...]:
+        return sequential_looks(len(self.seeds)) if self.sequential else (len(self.seeds),)
+
+    def parsed_arms(self) -> tuple[Arm, ...]:
+        return parse_arms(",".join(self.arms))
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["common"] = dict(self.common)
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StudySpec":
+        data: dict[str, Any] = json.loads(text)
+        return cls(arms=tuple(data["arms"]), seeds=tuple(int(s) for s in data["seeds"]), common=data["common"],
+                   metric=data["metric"], alpha=float(data["alpha"]), sequential=bool(data["sequential"]))
+
+    def differences(self, other: "StudySpec") -> list[str]:
+        """Fields that differ from ``other``, e.g. ``["seeds: (0, 1) != (0, 1, 2)"]``."""
+        mine, theirs = json.loads(self.to_json()), json.loads(other.to_json())
+        return [f"{k}: {theirs[k]} != {mine[k]}" for k in mine if mine[k] != theirs[k]]

@@ -1,0 +1,154 @@
+"""One A/B trial: an MLflow child run under the study's parent, trained by the coordinator.
+
+The objective returns the primary metric; the trial's ``user_attrs`` hold the child's run
+id (set before training, so a stale trial's run can be ended KILLED) and all its metrics.
+Secondary metrics computed here are also logged on the child: ``ab/eval_auc`` (mean
+validation score over training, the area under the eval curve per step),
+``ab/steps_to_edge`` (first eval step whose score beats flat), ``ab/wall_time_s`` and
+``ab/peak_rss_mb`` (the worker process's peak so far). The test-split net log PnL of the
+shipped model is logged as ``ab/test_pnl.json`` for the report's DSR and Sharpe test.
+"""
+from __future__ import annotations
+
+import math
+import os
+import resource
+import socket
+import time
+from typing import Any
+
+import numpy as np
+import optuna
+from stable_baselines3.common.callbacks import BaseCallback
+
+from .arms import Arm
+from .spec import StudySpec
+
+PNL_ARTIFACT = "ab/test_pnl.json"
+
+
+class TrialFailed(Exception):
+    """The trial's training did not finish; the trial ends FAIL and its cell may be retried."""
+
+
+class WorkerStopped(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped the trial's training (its run ended KILLED): the worker stops too."""
+
+
+class DuplicateCell(Exception):
+    """Another trial already holds this (arm, seed) cell; this one trains nothing."""
+
+
+class _KeepModel(BaseCallback):
+    """Keeps a reference to the model; after ``train`` it holds the shipped weights."""
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def cell_of(trial: optuna.trial.FrozenTrial) -> tuple[str, int] | None:
+    params = trial.params or trial.system_attrs.get("fixed_params") or {}
+    if "arm" not in params or "seed" not in params:
+        return None
+    return str(params["arm"]), int(params["seed"])
+
+
+def duplicate_of(study: optuna.Study, number: int, cell: tuple[str, int]) -> int | None:
+    """Number of another trial holding ``cell`` (COMPLETE, RUNNING or WAITING), else None.
+
+    Two trials that pick one cell at once may both stand down; the worker loop hands the
+    cell out again. Neither trains it twice.
+    """
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    for other in study.get_trials(deepcopy=False, states=states):
+        if other.number != number and cell_of(other) == cell:
+            return other.number
+    return None
+
+
+class TrialRunner:
+    """The study's objective: ``runner(trial) -> primary metric``."""
+
+    def __init__(self, spec: StudySpec, parent_run_id: str, study_name: str, checkpoint_root: str | None = None):
+        self.spec = spec
+        self.arms: dict[str, Arm] = {a.name: a for a in spec.parsed_arms()}
+        self.parent_run_id = parent_run_id
+        self.study_name = study_name
+        self.checkpoint_root = checkpoint_root
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        arm_name = trial.suggest_categorical("arm", list(self.spec.arms))
+        seed = trial.suggest_categorical("seed", list(self.spec.seeds))
+        holder = duplicate_of(trial.study, trial.number, (arm_name, seed))
+        if holder is not None:
+            trial.set_user_attr("convopt.duplicate_of", holder)
+            raise DuplicateCell(f"cell ({arm_name}, seed {seed}) is held by trial {holder}")
+        return self._train(trial, self.arms[arm_name], seed)
+
+    def _train(self, trial: optuna.Trial, arm: Arm, seed: int) -> float:
+        from ..tracking import end_run_if_running, open_child_run
+        from ..training.coordinator import train
+
+        cfg = arm.config(self.spec.common, seed)
+        tags = {"convopt.role": "ab-trial", "convopt.arm": arm.name, "convopt.seed": str(seed),
+                "convopt.study": self.study_name, "convopt.trial": str(trial.number)}
+        child = open_child_run(self.parent_run_id, tags=tags, run_name=f"{arm.name} seed {seed}")
+        trial.set_user_attr("mlflow_run_id", child.run_id)
+        trial.set_user_attr("convopt.worker", f"{socket.gethostname()}:{os.getpid()}")
+        keep = _KeepModel()
+        start = time.perf_counter()
+        try:
+            result = train(cfg, preset=arm.preset, run_id=child.run_id, checkpoint_root=self.checkpoint_root,
+                           extra_callbacks=[keep], tags=tags)
+        except BaseException as exc:
+            end_run_if_running(child.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
+                               reason=f"{type(exc).__name__}: {exc}")
+            raise
+        trial.set_user_attr("convopt.status", result.status)
+        if result.status == "KILLED":
+            raise WorkerStopped(f"run {result.run_id} was stopped: {result.reason}")
+        if result.status != "FINISHED":
+            raise TrialFailed(f"run {result.run_id} ended {result.status}: {result.reason}")
+        secondary = self._secondary(child, cfg, keep.model, time.perf_counter() - start)
+        metrics = {k: float(v) for k, v in {**result.metrics, **secondary}.items() if math.isfinite(float(v))}
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("no_edge", bool(result.no_edge))
+        if self.spec.metric not in metrics:
+            raise TrialFailed(f"run {result.run_id} has no metric {self.spec.metric!r}")
+        return metrics[self.spec.metric]
+
+    def _secondary(self, child: Any, cfg: Any, model: Any, wall_s: float) -> dict[str, float]:
+        from ..evaluation import net_log_pnl
+        from ..tracking import metric_history
+        from ..training.evaluate import backtest_split
+        from ..training.setup import load_market, next_log_returns
+
+        curve = metric_history(child.run_id, "eval/score", client=child.client)
+        out = {"ab/eval_auc": eval_auc(curve), "ab/steps_to_edge": steps_to_edge(curve),
+               "ab/wall_time_s": wall_s, "ab/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        market = load_market(cfg)
+        path = backtest_split(model.policy, market, "test", cost_bps=cfg.env.cost_bps)["path"]
+        pnl = net_log_pnl(path.positions, next_log_returns(market, path.bars), cost_bps=cfg.env.cost_bps)
+        child.log_dict({"net_log_pnl": [float(x) for x in np.round(pnl, 10)]}, PNL_ARTIFACT)
+        child.log_metrics({k: v for k, v in out.items() if math.isfinite(v)}, step=int(model.num_timesteps))
+        return out
+
+
+def eval_auc(curve: list[tuple[int, float]]) -> float:
+    """Area under the eval curve per step (its mean height over training); NaN without evals.
+
+    Example:
+        >>> eval_auc([(0, 0.0), (10, 1.0), (20, 1.0)])
+        0.75
+    """
+    if not curve:
+        return float("nan")
+    steps, scores = np.array(curve, dtype=float).T
+    if steps[-1] == steps[0]:
+        return float(scores.mean())
+    return float(np.trapezoid(scores, steps) / (steps[-1] - steps[0]))
+
+
+def steps_to_edge(curve: list[tuple[int, float]]) -> float:
+    """First eval step whose validation score beats flat (> 0); NaN if none did."""
+    return next((float(step) for step, score in curve if score > 0.0), float("nan"))
