@@ -7,6 +7,7 @@ until one is used (importing mlflow takes about a second).
 - :func:`open_run`, :class:`RunHandle`, :func:`log_dataset`, :func:`get_run_config`,
   :func:`resolve_tracking_uri`: run lifecycle.
 - :func:`cleanup_stale_runs`: end runs whose process died as KILLED.
+- :func:`register_model_version`: a logged model as a new registered-model version.
 - :class:`ConvoptRunContextProvider`, :func:`convopt_tags`: convopt tags on every run.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "log_policy_model",
     "policy_spec",
     "build_policy",
+    "register_model_version",
 ]
 
 _HOME = {
@@ -50,6 +52,7 @@ _HOME = {
     "log_policy_model": "model",
     "policy_spec": "model",
     "build_policy": "model",
+    "register_model_version": "registry",
 }
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import socket
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger
@@ -79,8 +79,13 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
 
 def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume: str = "",
           run_id: str | None = None, components: Components | None = None,
-          extra_callbacks: Sequence[BaseCallback] = (), checkpoint_root: str | None = None) -> TrainResult:
-    """Train one PPO agent as one MLflow run. Raises UserError before any run exists."""
+          extra_callbacks: Sequence[BaseCallback] = (), checkpoint_root: str | None = None,
+          tags: Mapping[str, str] | None = None) -> TrainResult:
+    """Train one PPO agent as one MLflow run. Raises UserError before any run exists.
+
+    ``tags`` are set on the run next to (and over) the standard ``convopt.*`` tags, e.g. an
+    ensemble member's ``convopt.role``.
+    """
     resumed = None
     if resume:
         cfg, resumed = _load_resume(resume)
@@ -96,7 +101,8 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
         except NoCheckpointError as exc:
             raise UserError(f"run {resume} has no usable checkpoint to resume from: {exc}") from exc
         preset = resumed["preset"]
-    handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id, run_name=None, tags=_tags(cfg, preset))
+    handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id, run_name=None,
+                      tags={**_tags(cfg, preset), **(tags or {})})
     root = Path(checkpoint_root or os.environ.get("CONVOPT_CHECKPOINT_ROOT", ".convopt/checkpoints"))
     ckpt_dir = Path(resumed["checkpoint_dir"]) if resumed else (root / handle.run_id).resolve()
     stop = StopRequest()
