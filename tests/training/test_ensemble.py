@@ -96,3 +96,15 @@ def test_too_few_members_end_the_ensemble_failed_with_the_reason(tracked, monkey
     assert "member 0 FAILED: RuntimeError: injected member fault" in parent.data.tags["convopt.failure_reason"]
     children = _children(tracked, result.run_id)
     assert children["0"].info.status == "FAILED" and children["1"].info.status == "KILLED"
+
+
+def test_convopt_train_dispatches_ensembles_and_bad_data_creates_no_run(mlflow_uri, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from convopt_mlflow.cli import main
+
+    bad = tmp_path / "bars.csv"
+    bad.write_text("timestamp,open,high,low,close\n2020-01-01,1,1,1,1\n")
+    assert main(["train", "--preset", "ensemble", "--data", str(bad), "--quiet"]) == 2
+    assert "convopt: error:" in capsys.readouterr().err
+    assert MlflowClient(tracking_uri=mlflow_uri).search_runs(["0"]) == []
