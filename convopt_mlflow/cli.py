@@ -17,7 +17,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convopt", description="Convergence-optimized PPO trading, tracked in MLflow.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train one agent as one MLflow run")
+    train = sub.add_parser("train", help="train one agent as one MLflow run (an ensemble when ensemble_size > 1)")
     train.add_argument("--preset", default="baseline", help="named preset (see `convopt config presets`)")
     train.add_argument("--data", default=None, help="eurusd-1h, googl-1d, a CSV/Parquet path or synthetic:k=v,...")
     train.add_argument("--total-timesteps", default=None, help="environment steps of the run")
@@ -93,16 +93,24 @@ def _train(args: argparse.Namespace) -> int:
         overrides["run.progress_bar"] = "false"
     cfg = cfgmod.build_config(args.preset, overrides)
     _check_experiment_matches_project_run(cfg.run.experiment)
-    from .training.coordinator import train
+    if cfg.ensemble_size > 1 and not args.resume:  # members are child runs; each resumes as a single run
+        from .training.ensemble import train_ensemble_run
 
-    result = train(cfg, preset=args.preset, resume=args.resume)
+        result = train_ensemble_run(cfg, preset=args.preset)
+    else:
+        from .training.coordinator import train
+
+        result = train(cfg, preset=args.preset, resume=args.resume)
     verb = {"FINISHED": "finished", "KILLED": "was stopped", "FAILED": "failed"}[result.status]
     print(f"convopt: run {result.run_id} {verb}" + (f": {result.reason}" if result.reason else ""), file=sys.stderr)
     for key in ("backtest/val/sharpe", "backtest/test/sharpe", "benchmark/test/buy_and_hold/sharpe",
                 "benchmark/test/oracle/sharpe", "backtest/test/oracle_fraction"):
         if key in result.metrics:
             print(f"  {key} = {result.metrics[key]:.3f}", file=sys.stderr)
-    if result.no_edge:
+    if result.no_edge and cfg.ensemble_size > 1 and not args.resume:
+        print("convopt: the ensemble found no edge over staying flat on validation (tag convopt.no_edge=true); "
+              "it was not registered", file=sys.stderr)
+    elif result.no_edge:
         print("convopt: the agent found no edge over staying flat on validation (tag convopt.no_edge=true)",
               file=sys.stderr)
     return result.exit_code

@@ -47,6 +47,10 @@ def test_presets_differ_as_documented():
     assert lr.scheduler_enabled and lr.monitor.enabled
     assert "early_stop" in full.monitor.interventions
     assert cfgmod.build_config("baseline-3e-5").base_learning_rate == 3e-5
+    ensemble = cfgmod.build_config("ensemble")
+    assert ensemble.ensemble_size == 3 and full.ensemble_size == 3 and baseline.ensemble_size == 1
+    assert ensemble.base_learning_rate == baseline.base_learning_rate and not ensemble.monitor.enabled
+    assert ensemble.ensemble.registry_name == "convopt-ensemble" and ensemble.ensemble.workers == 0
 
 
 @pytest.mark.parametrize("preset,overrides,needle", [
@@ -60,6 +64,12 @@ def test_presets_differ_as_documented():
     ("baseline", ["novalue"], "is not key=value"),
     ("baseline", ["ppo=3"], "is a section"),
     ("baseline", ["base_learning_rate=nan"], "bad value 'nan'"),
+    ("ensemble", ["ensemble.min_members=4"], "ensemble.min_members must be in [1, ensemble_size=3]"),
+    ("ensemble", ["ensemble.lr_factor=2+0.5"], "ensemble.lr_factor must be two finite bounds"),
+    ("ensemble", ["ensemble.net_archs=64-64"], "ensemble.net_archs items are layer sizes joined by x"),
+    ("ensemble", ["ensemble.data_subsets=random"], "ensemble.data_subsets must be none, bootstrap or disjoint"),
+    ("ensemble", ["ensemble.train_blocks=10"], "ensemble.train_blocks must lie in [0, ensemble.n_blocks=10)"),
+    ("ensemble", ["ensemble.workers=-1"], "ensemble.workers must be >= 0"),
 ])
 def test_bad_config_names_the_problem(preset, overrides, needle):
     with pytest.raises(ConfigError) as err:

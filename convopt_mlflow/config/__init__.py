@@ -11,11 +11,11 @@ Overrides address fields by dotted path, e.g. ``ppo.batch_size=128`` or
 """
 from .overrides import apply_values, config_hash, field_docs, flatten, from_dict, parse_overrides, to_json
 from .presets import PRESETS, build_config
-from .tree import (INTERVENTIONS, SCHEDULE_TYPES, DataConfig, EnvConfig, MonitorConfig, OptimizedTrainingConfig,
+from .tree import (INTERVENTIONS, SCHEDULE_TYPES, DataConfig, EnsembleConfig, EnvConfig, MonitorConfig, OptimizedTrainingConfig,
                    PPOConfig, RunConfig)
 
 __all__ = [
-    "INTERVENTIONS", "PRESETS", "SCHEDULE_TYPES", "DataConfig", "EnvConfig", "MonitorConfig",
+    "INTERVENTIONS", "PRESETS", "SCHEDULE_TYPES", "DataConfig", "EnsembleConfig", "EnvConfig", "MonitorConfig",
     "OptimizedTrainingConfig", "PPOConfig", "RunConfig", "apply_values", "build_config", "config_hash",
     "field_docs", "flatten", "from_dict", "parse_overrides", "to_json",
 ]

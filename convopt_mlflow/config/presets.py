@@ -31,10 +31,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "noise_injection_prob": 0.0, "time_warp_prob": 0.0, "feature_dropout_prob": 0.0, "ensemble_size": 1,
         "monitor.enabled": True,
     },
-    # Every component implemented so far; later components join this preset.
+    # Baseline trained as an ensemble of 3 diverse members (parallel child runs, one registered model).
+    "ensemble": {
+        "base_learning_rate": 3e-4, "max_learning_rate": 3e-4, "scheduler_enabled": False,
+        "curriculum_enabled": False, "replay_ratio": 0.0, "noise_injection_prob": 0.0, "time_warp_prob": 0.0,
+        "feature_dropout_prob": 0.0, "ensemble_size": 3, "monitor.enabled": False,
+    },
+    # Every component implemented so far, as an ensemble of 3; later components join this preset.
     "full": {
         "base_learning_rate": 1e-4, "max_learning_rate": 3e-4, "scheduler_enabled": True,
         "lr_schedule_type": "cosine_with_restarts", "monitor.enabled": True, "monitor.interventions": _ALL_ACTIONS,
+        "ensemble_size": 3,
     },
 }
 

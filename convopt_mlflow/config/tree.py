@@ -117,6 +117,37 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class EnsembleConfig:
+    """Ensemble training (used when ``ensemble_size`` > 1); see components/ensemble.py."""
+
+    workers: int = 0
+    """Members trained at once, each in its own process with one torch thread; 0 = os.cpu_count()."""
+    min_members: int = 2
+    """Members that must finish for the ensemble to be built; fewer ends the ensemble run FAILED."""
+    registry_name: str = "convopt-ensemble"
+    """Registered model that receives a new version per ensemble with a validation edge."""
+    register: bool = True
+    """Register the ensemble model (never when its validation Sharpe is <= 0)."""
+    lr_factor: tuple[float, ...] = (0.5, 2.0)
+    """Bounds of each member's learning-rate multiplier (log-uniform); equal bounds: no jitter."""
+    ent_coef: tuple[float, ...] = (0.0, 0.01)
+    """Bounds of each member's entropy coefficient (uniform)."""
+    clip_range: tuple[float, ...] = (0.1, 0.3)
+    """Bounds of each member's PPO clip range (uniform)."""
+    net_archs: tuple[str, ...] = ()
+    """Member network variations, e.g. 64x64+128x128 (member i takes item i mod n); empty keeps ppo.net_arch.
+    The logged model holds one network spec, so members with other shapes cannot be packed into it."""
+    activations: tuple[str, ...] = ()
+    """Member activation variations (tanh, relu), cycled like net_archs; empty keeps ppo.activation."""
+    data_subsets: str = "bootstrap"
+    """none, bootstrap (blocks of the train split drawn with replacement) or disjoint (contiguous shares)."""
+    n_blocks: int = 10
+    """Contiguous blocks the train split's episode starts are cut into for data_subsets."""
+    train_blocks: tuple[int, ...] = ()
+    """Set per member by the ensemble: the train blocks this run's episodes start in; empty = all."""
+
+
+@dataclass(frozen=True)
 class OptimizedTrainingConfig:
     # --- reference design fields (names and meaning kept) ---
     base_learning_rate: float = 3e-5
@@ -158,6 +189,7 @@ class OptimizedTrainingConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -226,3 +258,37 @@ def _problems(cfg: OptimizedTrainingConfig) -> Iterable[str]:
         yield f"run.final_model must be best or last (got {cfg.run.final_model!r})"
     if cfg.run.keep_checkpoints < 1:
         yield "run.keep_checkpoints must be >= 1"
+    yield from _ensemble_problems(cfg)
+
+
+def _ensemble_problems(cfg: OptimizedTrainingConfig) -> Iterable[str]:
+    ens = cfg.ensemble
+    if cfg.ensemble_size < 1:
+        yield f"ensemble_size must be >= 1 (got {cfg.ensemble_size})"
+    if cfg.diversity_penalty < 0:
+        yield f"diversity_penalty must be >= 0 (got {cfg.diversity_penalty})"
+    if ens.workers < 0:
+        yield f"ensemble.workers must be >= 0, 0 meaning the cpu count (got {ens.workers})"
+    if cfg.ensemble_size > 1 and not 1 <= ens.min_members <= cfg.ensemble_size:
+        yield f"ensemble.min_members must be in [1, ensemble_size={cfg.ensemble_size}] (got {ens.min_members})"
+    if not ens.registry_name.strip():
+        yield "ensemble.registry_name must not be empty"
+    for name, floor in (("lr_factor", "> 0"), ("clip_range", "> 0"), ("ent_coef", ">= 0")):
+        bounds = getattr(ens, name)
+        positive = all(b > 0 if floor == "> 0" else b >= 0 for b in bounds)
+        if len(bounds) != 2 or not all(math.isfinite(b) for b in bounds) or not positive or bounds[0] > bounds[1]:
+            yield (f"ensemble.{name} must be two finite bounds low+high with low <= high, each {floor} "
+                   f"(got {'+'.join(map(str, bounds))!r})")
+    for arch in ens.net_archs:
+        parts = arch.split("x")
+        if not all(p.isdigit() and int(p) > 0 for p in parts):
+            yield f"ensemble.net_archs items are layer sizes joined by x, e.g. 64x64 (got {arch!r})"
+    bad = [a for a in ens.activations if a not in ("tanh", "relu")]
+    if bad:
+        yield f"ensemble.activations must be tanh or relu (got {bad})"
+    if ens.data_subsets not in ("none", "bootstrap", "disjoint"):
+        yield f"ensemble.data_subsets must be none, bootstrap or disjoint (got {ens.data_subsets!r})"
+    if ens.n_blocks < 1:
+        yield f"ensemble.n_blocks must be >= 1 (got {ens.n_blocks})"
+    if any(not 0 <= b < ens.n_blocks for b in ens.train_blocks):
+        yield f"ensemble.train_blocks must lie in [0, ensemble.n_blocks={ens.n_blocks}) (got {ens.train_blocks})"

@@ -83,7 +83,8 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
           tags: Mapping[str, str] | None = None) -> TrainResult:
     """Train one PPO agent as one MLflow run. Raises UserError before any run exists.
 
-    ``tags`` are set over the run's own (e.g. an A/B trial's ``convopt.role=ab-trial`` and arm name).
+    ``tags`` are set on the run next to (and over) the standard ``convopt.*`` tags, e.g. an
+    ensemble member's ``convopt.role``.
     """
     resumed = None
     if resume:
@@ -100,7 +101,8 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
         except NoCheckpointError as exc:
             raise UserError(f"run {resume} has no usable checkpoint to resume from: {exc}") from exc
         preset = resumed["preset"]
-    handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id, run_name=None, tags={**_tags(cfg, preset), **(tags or {})})
+    handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id, run_name=None,
+                      tags={**_tags(cfg, preset), **(tags or {})})
     root = Path(checkpoint_root or os.environ.get("CONVOPT_CHECKPOINT_ROOT", ".convopt/checkpoints"))
     ckpt_dir = Path(resumed["checkpoint_dir"]) if resumed else (root / handle.run_id).resolve()
     stop = StopRequest()

@@ -49,6 +49,16 @@ def oracle_fraction(sharpe: float, oracle_sharpe: float) -> float:
     return float(sharpe / oracle_sharpe) if oracle_sharpe > 0 else 0.0
 
 
+def model_inputs(cfg: Any, market: Any) -> tuple[dict[str, Any], Any]:
+    """The pyfunc's feature config and an input example (bars) long enough for one decision."""
+    feature_config = {
+        "window": cfg.env.window, "observation": cfg.env.observation, "vol_window": cfg.data.vol_window,
+        "cost_bps": cfg.env.cost_bps, "long_only": cfg.env.long_only, "feature_names": market.base_feature_names,
+    }
+    rows = market.features.warmup + 64 + cfg.env.window * (cfg.env.observation == "window")
+    return feature_config, market.bars.frame.iloc[:rows]
+
+
 def finalize_run(handle: Any, cfg: Any, market: Any, model: Any, *,
                  extra_metrics: dict[str, float] | None = None) -> dict[str, float]:
     """Backtest val and test, log metrics + equity curves + the model; return the metrics.
@@ -73,12 +83,8 @@ def finalize_run(handle: Any, cfg: Any, market: Any, model: Any, *,
             fig = equity_figure(result["timestamps"], result["curves"], title=f"Equity on {split} ({market.bars.name})")
             handle.log_artifact(write_html(fig, Path(tmp) / f"equity_{split}.html"), "backtest")
     handle.log_metrics(metrics, step=model.num_timesteps)
-    feature_config = {
-        "window": cfg.env.window, "observation": cfg.env.observation, "vol_window": cfg.data.vol_window,
-        "cost_bps": cfg.env.cost_bps, "long_only": cfg.env.long_only, "feature_names": market.base_feature_names,
-    }
+    feature_config, example = model_inputs(cfg, market)
     uri = log_policy_model(handle.run_id, step=model.num_timesteps, members=[model.policy.state_dict()],
-                           spec=policy_spec(model), feature_config=feature_config,
-                           input_example=market.bars.frame.iloc[: market.features.warmup + 64 + cfg.env.window * (cfg.env.observation == "window")])
+                           spec=policy_spec(model), feature_config=feature_config, input_example=example)
     handle.set_tags({"convopt.model_uri": uri})
     return metrics

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..components.ensemble import block_start_sampler
 from ..config import OptimizedTrainingConfig
 from ..data import Bars, Features, Splits, chronological_splits, load_bars
 from ..data.features import observation_features
@@ -84,7 +85,11 @@ def reward_scale(cfg: OptimizedTrainingConfig, market: Market) -> float:
 
 
 def make_env(cfg: OptimizedTrainingConfig, market: Market) -> FiniteGuard:
-    return FiniteGuard(TradingVecEnv(market.cores["train"], cfg.env.n_envs, seed=cfg.run.seed,
+    core = market.cores["train"]
+    sampler = None
+    if cfg.ensemble.train_blocks:  # an ensemble member trained on its own subset of the train split
+        sampler = block_start_sampler(core.start_bounds, cfg.ensemble.train_blocks, cfg.ensemble.n_blocks)
+    return FiniteGuard(TradingVecEnv(core, cfg.env.n_envs, seed=cfg.run.seed, start_sampler=sampler,
                                      reward_scale=reward_scale(cfg, market)))
 
 

@@ -1,0 +1,324 @@
+"""Ensemble training: one ensemble run, one nested child run per member, members in parallel.
+
+Flow (``train_ensemble_run``):
+
+1. The config, the data and every member's config are validated before any run exists.
+2. The ensemble run is opened (``convopt.role=ensemble``) and one child run per member is
+   created under it (``mlflow.parentRunId``, ``convopt.role=ensemble-member``).
+3. Each member is a full convopt training run, ``coordinator.train(member_cfg, run_id=child)``,
+   with its own monitor, checkpoints, backtest and model. Members run in spawned worker
+   processes, at most ``ensemble.workers`` at once, one torch thread each. Every member has
+   a process of its own (a one-worker ``ProcessPoolExecutor``), so a member that is killed
+   takes down only itself; its child run is ended KILLED with the reason.
+4. With at least ``ensemble.min_members`` finished members the ensemble is built from them:
+   the combination is chosen on validation (:class:`~convopt_mlflow.components.ensemble.EnsembleDecision`),
+   backtested on val and test next to each member and the benchmarks, and logged as one model
+   holding every member's weights. It is registered as a new version of ``ensemble.registry_name``
+   unless its validation Sharpe is <= 0 (``convopt.no_edge=true``). Fewer members: the ensemble
+   run ends FAILED with the reason.
+
+Test hook: ``CONVOPT_ENSEMBLE_FAULTS="1:kill,2:raise"`` makes member 1 SIGKILL its own worker and
+member 2 raise, each after its first rollout.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import tempfile
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from .. import config as cfgmod
+from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, MemberPlan
+from ..evaluation import equity_figure, write_html
+from .coordinator import TrainResult, _tags
+from .ensemble_eval import EnsembleReport, ensemble_report
+from .reporting import SPLITS, model_inputs
+from .setup import load_market
+
+FAULTS_ENV = "CONVOPT_ENSEMBLE_FAULTS"
+_SUMMARY = ("backtest/val/sharpe", "backtest/test/sharpe", "backtest/test/max_drawdown", "backtest/test/total_return")
+
+
+# ------------------------------------------------------------------ plans -> member configs
+def diversity_config(cfg: cfgmod.OptimizedTrainingConfig) -> dict[str, Any]:
+    ens = cfg.ensemble
+    return {"lr_factor": ens.lr_factor, "ent_coef": ens.ent_coef, "clip_range": ens.clip_range,
+            "net_archs": [tuple(int(n) for n in a.split("x")) for a in ens.net_archs],
+            "activations": ens.activations, "data_subsets": ens.data_subsets, "n_blocks": ens.n_blocks,
+            "diversity_penalty": cfg.diversity_penalty}
+
+
+def member_config(cfg: cfgmod.OptimizedTrainingConfig, plan: MemberPlan) -> cfgmod.OptimizedTrainingConfig:
+    """The full config one member trains with: the ensemble's, varied by ``plan``."""
+    values: dict[str, Any] = {
+        "ensemble_size": 1, "run.seed": plan.seed, "ppo.torch_threads": 1, "run.progress_bar": False,
+        "base_learning_rate": cfg.base_learning_rate * plan.lr_factor,
+        "min_learning_rate": cfg.min_learning_rate * plan.lr_factor,
+        "max_learning_rate": cfg.max_learning_rate * plan.lr_factor,
+        "ppo.ent_coef": plan.ent_coef, "ppo.clip_range": plan.clip_range, "ensemble.train_blocks": plan.blocks,
+    }
+    if plan.net_arch is not None:
+        values["ppo.net_arch"] = plan.net_arch
+    if plan.activation is not None:
+        values["ppo.activation"] = plan.activation
+    return cfgmod.apply_values(cfg, values)
+
+
+# ------------------------------------------------------------------ the worker side
+@dataclass(frozen=True)
+class MemberTask:
+    """What a worker process needs to train one member (picklable)."""
+
+    config_json: str
+    run_id: str
+    preset: str
+    tags: Mapping[str, str]
+    checkpoint_root: str | None
+
+
+class _KeepModel(BaseCallback):
+    """Holds on to the model, whose policy carries the shipped weights once ``train`` returns."""
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class _Fault(BaseCallback):
+    """Test hook: kill or fail this member after its first rollout."""
+
+    def __init__(self, action: str):
+        super().__init__()
+        self.action = action
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError("injected member fault (CONVOPT_ENSEMBLE_FAULTS)")
+
+
+def _faults(index: int) -> list[BaseCallback]:
+    for item in os.environ.get(FAULTS_ENV, "").split(","):
+        who, _, action = item.partition(":")
+        if who.strip() == str(index) and action.strip() in ("kill", "raise"):
+            return [_Fault(action.strip())]
+    return []
+
+
+def train_member(tasks: Mapping[int, MemberTask], plan: MemberPlan) -> MemberOutcome:
+    """Runs in a worker process: one full convopt training run into the member's child run."""
+    import torch
+
+    from ..tracking import policy_spec
+    from .coordinator import train
+
+    torch.set_num_threads(1)
+    task = tasks[plan.index]
+    keep = _KeepModel()
+    result = train(cfgmod.from_dict(json.loads(task.config_json)), preset=task.preset, run_id=task.run_id,
+                   tags=task.tags, extra_callbacks=[keep, *_faults(plan.index)], checkpoint_root=task.checkpoint_root)
+    if result.status != "FINISHED":
+        return MemberOutcome(plan.index, result.status, result.reason)
+    weights = {k: v.detach().cpu().numpy() for k, v in keep.model.policy.state_dict().items()}
+    payload = {"run_id": task.run_id, "weights": weights, "spec": policy_spec(keep.model), "metrics": result.metrics}
+    return MemberOutcome(plan.index, "FINISHED", "", payload)
+
+
+class ParallelMembers:
+    """``map_fn`` for :meth:`EnsembleLearningFramework.train_ensemble`: each member in its own
+    spawned process, ``workers`` at a time; a crash becomes a FAILED/KILLED outcome."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, int(workers))
+
+    def __call__(self, fn: Callable[[MemberPlan], MemberOutcome], plans: Iterable[MemberPlan]) -> list[MemberOutcome]:
+        pending, running, outcomes = list(plans), {}, []
+        context = multiprocessing.get_context("spawn")
+        try:
+            while pending or running:
+                while pending and len(running) < self.workers:
+                    plan = pending.pop(0)
+                    pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+                    running[pool.submit(fn, plan)] = (plan, pool)
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    plan, pool = running.pop(future)
+                    outcomes.append(_outcome(future, plan))
+                    pool.shutdown(wait=True)
+        finally:
+            for plan, pool in running.values():  # interrupted: don't leave workers behind
+                pool.shutdown(wait=False, cancel_futures=True)
+        return outcomes
+
+
+def _outcome(future, plan: MemberPlan) -> MemberOutcome:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return MemberOutcome(plan.index, "KILLED", "its worker process died (killed by a signal or out of memory)")
+    except BaseException as exc:  # the member's run is already ended FAILED by the coordinator
+        return MemberOutcome(plan.index, "FAILED", f"{type(exc).__name__}: {exc}"[:2000])
+
+
+# ------------------------------------------------------------------ the ensemble run
+def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", run_id: str | None = None,
+                       checkpoint_root: str | None = None) -> TrainResult:
+    """Train ``cfg.ensemble_size`` members as child runs of one ensemble run (see module doc)."""
+    from ..tracking import open_run, run_experiment_name
+
+    market = load_market(cfg)  # UserError on bad data, before any run exists
+    framework = EnsembleLearningFramework(cfg.ensemble_size, diversity_config(cfg), seed=cfg.run.seed,
+                                          min_members=cfg.ensemble.min_members)
+    plans = framework.initialize_models()
+    member_cfgs = [member_config(cfg, plan) for plan in plans]  # ConfigError before any run exists
+    run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
+    parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
+                      tags={**_tags(cfg, preset), "convopt.role": "ensemble"})
+    try:
+        _log_inputs(parent, cfg, market)
+        parent.log_dict({"plans": [vars(p) for p in plans]}, "ensemble/plans.json")
+        experiment = run_experiment_name(parent.run_id, parent.client)
+        children, tasks = {}, {}
+        for plan, member_cfg in zip(plans, member_cfgs):
+            tags = {"mlflow.parentRunId": parent.run_id, "convopt.role": "ensemble-member",
+                    "convopt.member": str(plan.index), "convopt.ensemble_run": parent.run_id}
+            child = open_run(experiment=experiment, run_id=None, run_name=f"member-{plan.index}",
+                             tags={**_tags(member_cfg, preset), **tags}, client=parent.client)
+            children[plan.index] = child
+            tasks[plan.index] = MemberTask(cfgmod.to_json(member_cfg), child.run_id, preset, tags, checkpoint_root)
+        workers = min(cfg.ensemble.workers or os.cpu_count() or 1, len(plans))
+        parent.set_tags({"convopt.ensemble.workers": str(workers)})
+        training = framework.train_ensemble(partial(train_member, tasks), map_fn=ParallelMembers(workers))
+        _end_lost_members(training.failed, children)
+        parent.log_metrics({"ensemble/members_finished": len(training.finished),
+                            "ensemble/members_failed": len(training.failed)}, step=cfg.run.total_timesteps)
+        if not training.enough:
+            parent.set_tags({"convopt.failure_reason": f"too few members to build the ensemble: {training.reason}"})
+            parent.end("FAILED")
+            return TrainResult(parent.run_id, "FAILED", 1, f"too few members: {training.reason}")
+        if training.failed:
+            parent.set_tags({"convopt.ensemble.lost_members": training.reason})
+        return _build(parent, cfg, preset, market, framework, training.finished)
+    except KeyboardInterrupt:
+        parent.set_tags({"convopt.stop_reason": "interrupted"})
+        parent.end("KILLED")
+        return TrainResult(parent.run_id, "KILLED", 130, "interrupted")
+    except BaseException as exc:
+        parent.set_tags({"convopt.failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
+        parent.end("FAILED")
+        raise
+
+
+def _log_inputs(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, market: Any) -> None:
+    from ..tracking import log_dataset
+
+    params = cfgmod.flatten(cfg)
+    params["config_hash"] = cfgmod.config_hash(cfg)
+    parent.log_params(params)
+    parent.log_text(cfgmod.to_json(cfg), "config.json")
+    parent.set_tags({"convopt.data.digest": market.bars.digest})
+    log_dataset(parent, market.bars.frame, name=market.bars.name, source=market.bars.source, digest=market.bars.digest)
+
+
+def _end_lost_members(failed: list[MemberOutcome], children: Mapping[int, Any]) -> None:
+    """A member whose process died left its child run RUNNING: end it with the reason."""
+    for outcome in failed:
+        child = children[outcome.index]
+        if child.client.get_run(child.run_id).info.status == "RUNNING":
+            child.set_tags({"convopt.failure_reason": outcome.reason})
+            child.end("KILLED" if outcome.status == "KILLED" else "FAILED")
+
+
+def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market: Any,
+           framework: EnsembleLearningFramework, finished: list[MemberOutcome]) -> TrainResult:
+    from ..tracking import build_policy
+
+    policies = []
+    for outcome in finished:
+        policy = build_policy(outcome.payload["spec"])
+        policy.load_state_dict(_tensors(outcome.payload["weights"]))
+        policies.append(policy)
+    indices = [o.index for o in finished]
+    report = ensemble_report(framework, policies, indices, market, cost_bps=cfg.env.cost_bps,
+                             long_only=cfg.env.long_only)
+    step = cfg.run.total_timesteps
+    parent.log_metrics(report.metrics, step=step)
+    decision = report.decision
+    parent.log_dict({"method": decision.method, "weights": dict(zip(map(str, indices), decision.weights)),
+                     "val_scores": dict(decision.val_scores), "reason": decision.reason,
+                     "mean_return_correlations": dict(zip(map(str, indices), decision.correlations)),
+                     "members": {str(o.index): o.payload["run_id"] for o in finished}}, "ensemble/decision.json")
+    _log_equity(parent, report, market)
+    no_edge = not report.val_sharpe > 0
+    tags = {"convopt.ensemble.method": decision.method, "convopt.ensemble.reason": decision.reason,
+            "convopt.no_edge": str(no_edge).lower(), "convopt.ensemble.members": ",".join(map(str, indices))}
+    uri, why_not = _log_model(parent, cfg, market, finished, decision, step)
+    if uri:
+        tags["convopt.model_uri"] = uri
+    if why_not:
+        tags["convopt.model_skipped"] = why_not
+    reason = ""
+    if no_edge:
+        reason = "no edge on validation (val Sharpe <= 0): not registered"
+    elif uri and cfg.ensemble.register:
+        from ..tracking import register_verified_model
+
+        version = register_verified_model(uri, cfg.ensemble.registry_name,
+                                          _version_tags(parent, cfg, preset, market, report, decision)).version
+        version = str(version)
+        tags.update({"convopt.registered_model": cfg.ensemble.registry_name, "convopt.registered_version": version})
+        reason = f"registered {cfg.ensemble.registry_name} version {version}"
+    parent.set_tags(tags)
+    parent.end("FINISHED")
+    return TrainResult(parent.run_id, "FINISHED", 0, reason, report.metrics, no_edge=no_edge)
+
+
+def _tensors(weights: Mapping[str, np.ndarray]) -> dict:
+    import torch
+
+    return {k: torch.as_tensor(v) for k, v in weights.items()}
+
+
+def _log_model(parent: Any, cfg, market, finished: list[MemberOutcome], decision, step: int) -> tuple[str, str]:
+    """Log one model holding every member; ``(uri, "")`` or ``("", why it was not logged)``."""
+    from ..tracking import log_policy_model
+
+    specs = [json.dumps(o.payload["spec"], sort_keys=True) for o in finished]
+    if len(set(specs)) > 1:
+        return "", "members have different network specs (ensemble.net_archs/activations); the model format holds one"
+    feature_config, example = model_inputs(cfg, market)
+    uri = log_policy_model(parent.run_id, step=step, members=[_tensors(o.payload["weights"]) for o in finished],
+                           spec=finished[0].payload["spec"], feature_config=feature_config, input_example=example,
+                           combination=decision.combination())
+    parent.set_tags({"convopt.model_combination": decision.method})
+    return uri, ""
+
+
+def _log_equity(parent: Any, report: EnsembleReport, market: Any) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for split in SPLITS:
+            fig = equity_figure(report.timestamps[split], report.curves[split],
+                                title=f"Ensemble and members on {split} ({market.bars.name})")
+            parent.log_artifact(write_html(fig, Path(tmp) / f"equity_{split}.html"), "backtest")
+
+
+def _version_tags(parent, cfg, preset: str, market, report: EnsembleReport, decision) -> dict[str, str]:
+    from ..tracking import convopt_tags
+
+    summary = {k.replace("/", "."): f"{report.metrics[k]:.4g}" for k in _SUMMARY if k in report.metrics}
+    return {**convopt_tags(), "convopt.data.digest": market.bars.digest, "convopt.preset": preset,
+            "convopt.config_hash": cfgmod.config_hash(cfg), "convopt.run_id": parent.run_id,
+            "convopt.ensemble.method": decision.method, "convopt.ensemble.size": str(cfg.ensemble_size),
+            "convopt.backtest": json.dumps(summary, sort_keys=True), **{f"convopt.{k}": v for k, v in summary.items()}}

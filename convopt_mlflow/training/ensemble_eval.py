@@ -1,0 +1,159 @@
+"""Backtests of an ensemble and of each of its members on the val and test splits.
+
+Each member's action probabilities are computed once per split for every (decision bar,
+held position) pair (:func:`~convopt_mlflow.env.rollout.policy_table`), shape
+``(members, n_bars, n_levels, n_actions)``. Any combination is then a numpy operation on
+that table followed by the same deterministic walk a single policy's backtest uses
+(start flat, feed each position back into the next observation), so members and the
+ensemble are scored on exactly the same decision bars as ``backtest_split``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..components.ensemble import (METHODS, EnsembleLearningFramework, combine_probabilities, disagreement_rate,
+                                   mean_pairwise_correlation)
+from ..env.rollout import follow_choices, policy_table
+from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
+from ..evaluation.metrics import net_log_pnl
+from .evaluate import fit_market_oracle
+from .reporting import SPLITS, oracle_fraction
+from .setup import Market, next_log_returns
+
+SUMMARY_KEYS = ("sharpe", "max_drawdown", "total_return", "turnover")
+
+
+@dataclass(frozen=True)
+class SplitTables:
+    """Member action probabilities over one split."""
+
+    split: str
+    bars: np.ndarray
+    """int ``(n,)`` decision bars."""
+    returns: np.ndarray
+    """float ``(n,)`` the log return earned after each decision bar."""
+    tables: np.ndarray
+    """float ``(members, n, levels, actions)``."""
+    levels: np.ndarray
+
+    @property
+    def flat(self) -> int:
+        return int(np.flatnonzero(self.levels == 0.0)[0])
+
+    def member_positions(self, i: int) -> np.ndarray:
+        """Member ``i`` walked greedily (argmax), exactly as its own backtest."""
+        return self.levels[follow_choices(self.tables[i].argmax(axis=-1), self.flat)].astype(np.float64)
+
+    def ensemble_path(self, method: str, weights: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, agreement)`` of the combined policy; agreement at the level actually held."""
+        m, n, n_levels, n_actions = self.tables.shape
+        actions, _, agreement = combine_probabilities(self.tables.reshape(m, n * n_levels, n_actions),
+                                                      method, weights)
+        taken = follow_choices(actions.reshape(n, n_levels), self.flat)
+        held = np.concatenate([[self.flat], taken[:-1]]).astype(np.intp)
+        agreement_held = agreement.reshape(n, n_levels)[np.arange(n), held]
+        return self.levels[taken].astype(np.float64), agreement_held
+
+
+def action_probabilities(policy: Any):
+    """``obs (n, obs_size) -> probs (n, actions)`` of an SB3 ActorCriticPolicy."""
+
+    def probs(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            dist = policy.get_distribution(torch.as_tensor(obs, dtype=torch.float32, device=policy.device))
+            return dist.distribution.probs.cpu().numpy()
+
+    return probs
+
+
+def split_tables(policies: Sequence[Any], market: Market, split: str) -> SplitTables:
+    core = market.cores[split]
+    start, stop = getattr(market.splits, split)
+    bars = np.arange(max(start, core.first_observable_bar), stop - 1)
+    tables = np.stack([policy_table(core, action_probabilities(p), bars) for p in policies])
+    return SplitTables(split, bars, next_log_returns(market, bars), tables, core.position_levels)
+
+
+@dataclass
+class EnsembleReport:
+    """Everything the ensemble run logs: flat metrics, equity curves per split, the decision."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    timestamps: dict[str, Any] = field(default_factory=dict)
+    decision: Any = None
+
+    @property
+    def val_sharpe(self) -> float:
+        return self.metrics.get("backtest/val/sharpe", float("nan"))
+
+
+def ensemble_report(framework: EnsembleLearningFramework, policies: Sequence[Any], indices: Sequence[int],
+                    market: Market, *, cost_bps: float, long_only: bool) -> EnsembleReport:
+    """Choose the combination on val, then backtest the ensemble, each member and the benchmarks.
+
+    ``indices`` are the members' plan indices (a failed member leaves a gap), used in metric keys.
+    """
+    ppy = market.bars.periods_per_year
+    tables = {split: split_tables(policies, market, split) for split in SPLITS}
+
+    def sharpe(positions: np.ndarray, t: SplitTables) -> float:
+        return trading_metrics(positions, t.returns, cost_bps=cost_bps, periods_per_year=ppy)["sharpe"]
+
+    val = tables["val"]
+    member_val = [val.member_positions(i) for i in range(len(policies))]
+    val_returns = np.stack([net_log_pnl(p, val.returns, cost_bps=cost_bps) for p in member_val])
+    decision = framework.decide([sharpe(p, val) for p in member_val], val_returns,
+                                lambda method, w: sharpe(val.ensemble_path(method, w)[0], val))
+    report = EnsembleReport(decision=decision)
+    out = report.metrics
+    for method in METHODS:
+        out[f"ensemble/val_score/{method}"] = decision.val_scores[method]
+    for k, i in enumerate(indices):
+        out[f"ensemble/weight/member_{i}"] = decision.weights[k]
+    out["ensemble/members"] = float(len(indices))
+    oracle = fit_market_oracle(market, cost_bps=cost_bps, long_only=long_only)
+    for split, t in tables.items():
+        _split_report(report, t, decision, indices, market, oracle, cost_bps=cost_bps)
+    return report
+
+
+def _split_report(report: EnsembleReport, t: SplitTables, decision: Any, indices: Sequence[int], market: Market,
+                  oracle: Any, *, cost_bps: float) -> None:
+    ppy, split, out = market.bars.periods_per_year, t.split, report.metrics
+    positions, agreement = t.ensemble_path(decision.method, decision.weights)
+    metrics = trading_metrics(positions, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
+    out.update({f"backtest/{split}/{k}": float(v) for k, v in metrics.items()})
+    curves = {"ensemble": equity_curve(positions, t.returns, cost_bps=cost_bps)}
+    member_metrics, member_returns = [], []
+    for k, i in enumerate(indices):
+        pos = t.member_positions(k)
+        m = trading_metrics(pos, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
+        member_metrics.append(m)
+        member_returns.append(net_log_pnl(pos, t.returns, cost_bps=cost_bps))
+        out.update({f"member/{i}/backtest/{split}/{key}": float(m[key]) for key in SUMMARY_KEYS})
+        curves[f"member_{i}"] = equity_curve(pos, t.returns, cost_bps=cost_bps)
+    for key in ("sharpe", "max_drawdown"):
+        values = [m[key] for m in member_metrics]
+        out[f"ensemble/{split}/best_member_{key}"] = float(max(values) if key == "sharpe" else min(values))
+        out[f"ensemble/{split}/mean_member_{key}"] = float(np.mean(values))
+    out[f"ensemble/{split}/disagreement_rate"] = disagreement_rate(agreement)
+    out[f"ensemble/{split}/mean_agreement"] = float(agreement.mean()) if agreement.size else 1.0
+    out[f"ensemble/{split}/mean_return_correlation"] = float(mean_pairwise_correlation(np.stack(member_returns)).mean())
+    bench = benchmark_metrics(t.returns, cost_bps=cost_bps, periods_per_year=ppy)
+    curves["buy_and_hold"] = equity_curve(np.ones_like(t.returns), t.returns, cost_bps=cost_bps)
+    curves["flat"] = equity_curve(np.zeros_like(t.returns), t.returns, cost_bps=cost_bps)
+    if oracle is not None:
+        oracle_pos = oracle.positions(market.planted_signal[t.bars])
+        bench["oracle"] = trading_metrics(oracle_pos, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
+        curves["oracle"] = equity_curve(oracle_pos, t.returns, cost_bps=cost_bps)
+        out[f"backtest/{split}/oracle_fraction"] = oracle_fraction(metrics["sharpe"], bench["oracle"]["sharpe"])
+    for name, values in bench.items():
+        out.update({f"benchmark/{split}/{name}/{k}": float(v) for k, v in values.items()})
+    index = market.bars.frame.index
+    report.timestamps[split] = index[np.concatenate([t.bars[:1], t.bars + 1])] if len(t.bars) else index[:0]
+    report.curves[split] = curves

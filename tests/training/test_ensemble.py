@@ -1,0 +1,110 @@
+"""Ensemble runs end to end: real SB3 members in spawned worker processes, a real sqlite MLflow store."""
+import json
+from pathlib import Path
+
+import pytest
+
+from convopt_mlflow.config import build_config
+from convopt_mlflow.training.ensemble import FAULTS_ENV, member_config, train_ensemble_run
+from convopt_mlflow.components.ensemble import EnsembleLearningFramework
+from convopt_mlflow.training.setup import load_market, make_env
+
+from .conftest import TINY_RUN
+
+
+def _config(**overrides: str):
+    values = {**TINY_RUN, "ensemble.workers": "2"}
+    values.update({k.replace("__", "."): str(v) for k, v in overrides.items()})
+    return build_config("ensemble", values)
+
+
+def _children(tracked, parent_id: str) -> dict[str, object]:
+    runs = tracked.client.search_runs([tracked.client.get_run(parent_id).info.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{parent_id}'")
+    return {r.data.tags["convopt.member"]: r for r in runs}
+
+
+def test_members_differ_by_their_plans():
+    cfg = _config()
+    plans = EnsembleLearningFramework(3, {"data_subsets": "disjoint"}, seed=5).initialize_models()
+    member = member_config(cfg, plans[1])
+    assert member.ensemble_size == 1 and member.run.seed == 6 and member.ppo.torch_threads == 1
+    assert member.base_learning_rate == pytest.approx(cfg.base_learning_rate * plans[1].lr_factor)
+    assert member.ensemble.train_blocks == (3, 4, 5)
+    env = make_env(member, load_market(member)).unwrapped
+    lo, hi = env.core.start_bounds
+    starts = env._start_sampler(env._rng, 500)
+    assert starts.min() >= lo + 3 * (hi - lo + 1) // 10 and starts.max() < lo + 6 * (hi - lo + 1) // 10
+
+
+def test_ensemble_run_trains_members_as_child_runs_and_registers_the_ensemble(tracked):
+    result = train_ensemble_run(_config(), preset="ensemble", checkpoint_root=tracked.checkpoint_root("ens"))
+    assert result.status == "FINISHED" and result.exit_code == 0, result.reason
+    parent = tracked.client.get_run(result.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["convopt.role"] == "ensemble"
+    children = _children(tracked, result.run_id)
+    assert sorted(children) == ["0", "1", "2"]
+    for child in children.values():
+        assert child.info.status == "FINISHED" and child.data.tags["convopt.role"] == "ensemble-member"
+        assert "backtest/test/sharpe" in child.data.metrics and child.data.tags["convopt.model_uri"]
+    assert len({c.data.params["base_learning_rate"] for c in children.values()}) == 3  # jittered
+    metrics = parent.data.metrics
+    for key in ("ensemble/val/disagreement_rate", "ensemble/val/mean_return_correlation", "ensemble/weight/member_2",
+                "ensemble/val_score/weighted", "backtest/test/sharpe", "member/1/backtest/val/sharpe",
+                "benchmark/test/buy_and_hold/sharpe", "benchmark/test/oracle/sharpe"):
+        assert key in metrics, key
+    decision = json.loads(Path(tracked.client.download_artifacts(result.run_id, "ensemble/decision.json",
+                                                                 str(tracked.root))).read_text())
+    assert decision["method"] == parent.data.tags["convopt.ensemble.method"]
+    assert set(decision["val_scores"]) == {"mean_prob", "majority_vote", "weighted"}
+    artifacts = {a.path for a in tracked.client.list_artifacts(result.run_id, "backtest")}
+    assert artifacts == {"backtest/equity_val.html", "backtest/equity_test.html"}
+    if result.no_edge:  # this seed and budget do find an edge; keep the other branch honest anyway
+        assert parent.data.tags["convopt.no_edge"] == "true" and "convopt.registered_version" not in parent.data.tags
+        return
+    version = tracked.client.get_model_version("convopt-ensemble", parent.data.tags["convopt.registered_version"])
+    assert version.run_id == result.run_id
+    tags = version.tags
+    assert tags["convopt.preset"] == "ensemble" and tags["convopt.data.digest"] == parent.data.tags["convopt.data.digest"]
+    assert tags["convopt.config_hash"] == parent.data.tags["convopt.config_hash"] and tags["convopt.version"]
+    assert float(tags["convopt.backtest.val.sharpe"]) > 0 and "backtest.test.sharpe" in json.loads(tags["convopt.backtest"])
+
+
+def test_a_killed_member_is_reported_and_the_ensemble_is_built_from_the_rest(tracked, monkeypatch):
+    monkeypatch.setenv(FAULTS_ENV, "1:kill")
+    cfg = _config(run__total_timesteps=1024, ensemble__register="false")
+    result = train_ensemble_run(cfg, preset="ensemble", checkpoint_root=tracked.checkpoint_root("kill"))
+    assert result.status == "FINISHED", result.reason
+    children = _children(tracked, result.run_id)
+    assert children["1"].info.status == "KILLED"
+    assert "worker process died" in children["1"].data.tags["convopt.failure_reason"]
+    assert children["0"].info.status == children["2"].info.status == "FINISHED"
+    parent = tracked.client.get_run(result.run_id)
+    assert parent.data.tags["convopt.ensemble.members"] == "0,2"
+    assert "member 1 KILLED" in parent.data.tags["convopt.ensemble.lost_members"]
+    assert parent.data.metrics["ensemble/members_failed"] == 1 and "ensemble/weight/member_1" not in parent.data.metrics
+
+
+def test_too_few_members_end_the_ensemble_failed_with_the_reason(tracked, monkeypatch):
+    monkeypatch.setenv(FAULTS_ENV, "0:raise,1:kill")
+    cfg = _config(ensemble_size=2, ensemble__min_members=1)
+    result = train_ensemble_run(cfg, preset="ensemble", checkpoint_root=tracked.checkpoint_root("fail"))
+    assert result.status == "FAILED" and result.exit_code == 1
+    assert "0 of 2 members finished (min_members=1)" in result.reason
+    parent = tracked.client.get_run(result.run_id)
+    assert parent.info.status == "FAILED"
+    assert "member 0 FAILED: RuntimeError: injected member fault" in parent.data.tags["convopt.failure_reason"]
+    children = _children(tracked, result.run_id)
+    assert children["0"].info.status == "FAILED" and children["1"].info.status == "KILLED"
+
+
+def test_convopt_train_dispatches_ensembles_and_bad_data_creates_no_run(mlflow_uri, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from convopt_mlflow.cli import main
+
+    bad = tmp_path / "bars.csv"
+    bad.write_text("timestamp,open,high,low,close\n2020-01-01,1,1,1,1\n")
+    assert main(["train", "--preset", "ensemble", "--data", str(bad), "--quiet"]) == 2
+    assert "convopt: error:" in capsys.readouterr().err
+    assert MlflowClient(tracking_uri=mlflow_uri).search_runs(["0"]) == []
