@@ -18,7 +18,7 @@ import json
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +150,12 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [(p, int(s), args.data, milestones, overrides)
             for s in args.seeds.split(",") for p in args.presets.split(",")]
     started = time.perf_counter()
+    runs: list[dict] = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        runs = list(pool.map(run_one, *zip(*jobs)))
+        for future in as_completed([pool.submit(run_one, *job) for job in jobs]):
+            runs.append(future.result())
+            if args.out:  # partial results survive an interrupted benchmark
+                write_result({"benchmark": "learning", "partial": True, "runs": runs}, args.out)
     summary = summarize(runs, milestones)
     for preset, rows in summary.items():
         print(f"\n{preset}: shipped test/oracle {rows['shipped_test_fraction']['mean']:.2f} "
