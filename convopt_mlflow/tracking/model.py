@@ -27,19 +27,21 @@ Example:
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import mlflow
 import numpy as np
 import pandas as pd
 import torch
 from gymnasium import spaces
+from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
@@ -344,13 +346,33 @@ def log_policy_model(
             params=dict(run.data.params),
             tags=resolve_tags({}),
         )
-        info = Model.log(
-            artifact_path=None,
-            name=name,
-            flavor=mlflow.pyfunc,
-            run_id=run_id,
-            model_id=logged.model_id,
-            step=int(step),
-            **kwargs,
-        )
+        with _quiet_artifact_transfers():  # no "Downloading artifacts" bars after the run's own output
+            info = Model.log(
+                artifact_path=None,
+                name=name,
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                model_id=logged.model_id,
+                step=int(step),
+                **kwargs,
+            )
+        # Model.log leaves a model it did not create PENDING; READY marks it complete, so a
+        # resume after a kill can tell a finished model from a half-written one.
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     return info.model_uri
+
+
+@contextlib.contextmanager
+def _quiet_artifact_transfers() -> Iterator[None]:
+    """MLflow's artifact progress bars off for the block (they print when the input
+    example is validated, after everything else the run prints)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
