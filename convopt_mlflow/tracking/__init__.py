@@ -31,6 +31,10 @@ __all__ = [
     "log_policy_model",
     "policy_spec",
     "build_policy",
+    "RunState",
+    "get_run_state",
+    "metric_steps",
+    "finished_model_uri",
 ]
 
 _HOME = {
@@ -50,6 +54,10 @@ _HOME = {
     "log_policy_model": "model",
     "policy_spec": "model",
     "build_policy": "model",
+    "RunState": "run_state",
+    "get_run_state": "run_state",
+    "metric_steps": "run_state",
+    "finished_model_uri": "run_state",
 }
 
 if TYPE_CHECKING:

@@ -27,14 +27,13 @@ Example:
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import mlflow
 import numpy as np
@@ -53,6 +52,7 @@ from torch import nn
 
 from convopt_mlflow.data import compute_features, validate_frame
 from convopt_mlflow.errors import ConfigError, RunNotFoundError, UserError
+from convopt_mlflow.tracking.runs import quiet_artifact_transfers
 
 __all__ = [
     "FORMAT",
@@ -346,7 +346,7 @@ def log_policy_model(
             params=dict(run.data.params),
             tags=resolve_tags({}),
         )
-        with _quiet_artifact_transfers():  # no "Downloading artifacts" bars after the run's own output
+        with quiet_artifact_transfers():  # no "Downloading artifacts" bars after the run's own output
             info = Model.log(
                 artifact_path=None,
                 name=name,
@@ -360,19 +360,3 @@ def log_policy_model(
         # resume after a kill can tell a finished model from a half-written one.
         client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     return info.model_uri
-
-
-@contextlib.contextmanager
-def _quiet_artifact_transfers() -> Iterator[None]:
-    """MLflow's artifact progress bars off for the block (they print when the input
-    example is validated, after everything else the run prints)."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    previous = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous

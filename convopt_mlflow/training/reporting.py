@@ -13,7 +13,7 @@ import io
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..evaluation import convergence_dashboard, equity_figure, write_html
 from .evaluate import backtest_split
@@ -44,26 +44,43 @@ def write_progress_artifacts(handle: Any, convergence: Any, actuator: Any) -> No
             handle.log_artifact(write_html(fig, Path(tmp) / "convergence.html"), "dashboards")
 
 
-def finalize_run(handle: Any, cfg: Any, market: Any, model: Any) -> dict[str, float]:
-    """Backtest val and test, log metrics + equity curves + the model; return the metrics."""
-    from ..tracking import log_policy_model, policy_spec
+def finalize_run(handle: Any, cfg: Any, market: Any, model: Any,
+                 stopped: Callable[[], bool] = lambda: False) -> dict[str, float] | None:
+    """Backtest val and test, log metrics + equity curves + the model; return the metrics,
+    or None when ``stopped()`` turned true between two steps.
 
+    Idempotent, so a resume after a kill at any point finishes the job: metrics the run
+    already holds at this step are not logged again, and a complete logged model is kept
+    (a half-written one is replaced).
+    """
+    from ..tracking import finished_model_uri, log_policy_model, metric_steps, policy_spec
+
+    step = model.num_timesteps
     metrics: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for split in SPLITS:
+            if stopped():
+                return None
             result = backtest_split(model.policy, market, split, cost_bps=cfg.env.cost_bps)
             metrics.update({f"backtest/{split}/{k}": float(v) for k, v in result["metrics"].items()})
             for bench, values in result["benchmarks"].items():
                 metrics.update({f"benchmark/{split}/{bench}/{k}": float(v) for k, v in values.items()})
             fig = equity_figure(result["timestamps"], result["curves"], title=f"Equity on {split} ({market.bars.name})")
             handle.log_artifact(write_html(fig, Path(tmp) / f"equity_{split}.html"), "backtest")
-    handle.log_metrics(metrics, step=model.num_timesteps)
-    feature_config = {
-        "window": cfg.env.window, "vol_window": cfg.data.vol_window, "cost_bps": cfg.env.cost_bps,
-        "long_only": cfg.env.long_only, "feature_names": list(market.features.names),
-    }
-    uri = log_policy_model(handle.run_id, step=model.num_timesteps, members=[model.policy.state_dict()],
-                           spec=policy_spec(model), feature_config=feature_config,
-                           input_example=market.bars.frame.iloc[: market.features.warmup + cfg.env.window + 64])
+    if stopped():
+        return None
+    logged = metric_steps(handle)
+    handle.log_metrics({k: v for k, v in metrics.items() if logged.get(k) != step}, step=step)
+    uri = finished_model_uri(handle)
+    if uri is None:
+        if stopped():
+            return None
+        feature_config = {
+            "window": cfg.env.window, "vol_window": cfg.data.vol_window, "cost_bps": cfg.env.cost_bps,
+            "long_only": cfg.env.long_only, "feature_names": list(market.features.names),
+        }
+        uri = log_policy_model(handle.run_id, step=step, members=[model.policy.state_dict()],
+                               spec=policy_spec(model), feature_config=feature_config,
+                               input_example=market.bars.frame.iloc[: market.features.warmup + cfg.env.window + 64])
     handle.set_tags({"convopt.model_uri": uri})
     return metrics
