@@ -6,12 +6,14 @@ import pytest
 from convopt_mlflow import config as cfgmod
 from convopt_mlflow.errors import ConfigError
 
+# The reference design's defaults, except the switches of components not built yet: their
+# defaults say what happens today (curriculum off, no replay, no augmentation, one policy).
 REFERENCE_FIELDS = {
     "base_learning_rate": 3e-5, "min_learning_rate": 1e-7, "max_learning_rate": 1e-4,
-    "lr_schedule_type": "cosine_with_restarts", "restart_period": 500000, "curriculum_enabled": True,
+    "lr_schedule_type": "cosine_with_restarts", "restart_period": 500000, "curriculum_enabled": False,
     "curriculum_stages": 5, "stage_progression_threshold": 0.1, "replay_buffer_size": 1000000,
-    "replay_ratio": 0.25, "priority_alpha": 0.6, "intervention_threshold": 0.3, "noise_injection_prob": 0.3,
-    "time_warp_prob": 0.2, "feature_dropout_prob": 0.1, "ensemble_size": 3, "diversity_penalty": 0.1,
+    "replay_ratio": 0.0, "priority_alpha": 0.6, "intervention_threshold": 0.3, "noise_injection_prob": 0.0,
+    "time_warp_prob": 0.0, "feature_dropout_prob": 0.0, "ensemble_size": 1, "diversity_penalty": 0.1,
     "meta_learning_rate": 1e-4, "adaptation_frequency": 10000,
 }
 
@@ -55,21 +57,34 @@ def test_presets_differ_as_documented():
 
 @pytest.mark.parametrize("preset,overrides,needle", [
     ("nope", [], "unknown preset 'nope'"),
-    ("baseline", ["ppo.batchsize=3"], "unknown config key 'ppo.batchsize'"),
+    ("ful", [], "did you mean `full`?"),
+    ("baseline", ["ppo.batchsize=3"], "unknown config key 'ppo.batchsize' (did you mean `ppo.batch_size`?)"),
+    ("baseline", ["batch_size=3"], "did you mean `ppo.batch_size`?"),
+    ("baseline", ["ppo.n_step=3"], "did you mean `ppo.n_steps`"),
     ("baseline", ["ppo.batch_size=abc"], "bad value 'abc' for ppo.batch_size"),
     ("baseline", ["ppo.batch_size=1.5"], "bad value '1.5' for ppo.batch_size"),
-    ("baseline", ["ppo.batch_size=0"], "ppo.batch_size must be > 0"),
-    ("baseline", ["lr_schedule_type=weird"], "lr_schedule_type must be one of"),
-    ("baseline", ["monitor.interventions=lr_restart+explode"], "unknown action(s) ['explode']"),
+    ("baseline", ["ppo.batch_size=0"], "ppo.batch_size=0: must be >= 2"),
+    ("baseline", ["lr_schedule_type=weird"], "lr_schedule_type='weird': 'weird' is not allowed; choose from"),
+    ("baseline", ["lr_schedule_type=cosin"], "(did you mean `cosine`?)"),
+    ("baseline", ["monitor.interventions=lr_restart+explode"], "'explode' is not allowed; choose from lr_restart,"),
+    ("baseline", ["replay_ratio=-3"], "replay_ratio=-3.0: must be in [0, 1]"),
+    ("baseline", ["ensemble_size=0"], "ensemble_size=0: must be >= 1"),
+    ("baseline", ["ppo.gamma=1.5"], "ppo.gamma=1.5: must be in (0, 1]"),
+    ("baseline", ["run.seed=-1"], "run.seed=-1: must be in [0, 4294967295]"),
+    ("baseline", ["ppo.net_arch=0+4"], "ppo.net_arch=0+4: must be >= 1"),
+    ("baseline", ["env.cost_bps=-1"], "env.cost_bps=-1.0: must be in [0, 10000]"),
+    ("baseline", ["data.val_fraction=0.5"], "data.val_fraction=0.5: must be in (0, 0.5)"),
+    ("baseline", ["ppo.activation=sigmoid"], "ppo.activation='sigmoid': 'sigmoid' is not allowed; choose from tanh, relu"),
+    ("lr", ["base_learning_rate=1e-3"], "with scheduler_enabled it must be in [min_learning_rate, max_learning_rate]"),
     ("baseline", ["novalue"], "is not key=value"),
     ("baseline", ["ppo=3"], "is a section"),
     ("baseline", ["base_learning_rate=nan"], "bad value 'nan'"),
-    ("ensemble", ["ensemble.min_members=4"], "ensemble.min_members must be in [1, ensemble_size=3]"),
-    ("ensemble", ["ensemble.lr_factor=2+0.5"], "ensemble.lr_factor must be two finite bounds"),
-    ("ensemble", ["ensemble.net_archs=64-64"], "ensemble.net_archs items are layer sizes joined by x"),
-    ("ensemble", ["ensemble.data_subsets=random"], "ensemble.data_subsets must be none, bootstrap or disjoint"),
-    ("ensemble", ["ensemble.train_blocks=10"], "ensemble.train_blocks must lie in [0, ensemble.n_blocks=10)"),
-    ("ensemble", ["ensemble.workers=-1"], "ensemble.workers must be >= 0"),
+    ("ensemble", ["ensemble.min_members=4"], "ensemble.min_members=4: must be <= ensemble_size=3"),
+    ("ensemble", ["ensemble.lr_factor=2+0.5"], "ensemble.lr_factor=2.0+0.5: needs two bounds low+high with low <= high"),
+    ("ensemble", ["ensemble.net_archs=64-64"], "items are layer sizes joined by x"),
+    ("ensemble", ["ensemble.data_subsets=random"], "choose from none, bootstrap, disjoint"),
+    ("ensemble", ["ensemble.train_blocks=10"], "ensemble.train_blocks=10: must lie in [0, ensemble.n_blocks=10)"),
+    ("ensemble", ["ensemble.workers=-1"], "ensemble.workers=-1: must be >= 0"),
 ])
 def test_bad_config_names_the_problem(preset, overrides, needle):
     with pytest.raises(ConfigError) as err:
@@ -99,3 +114,48 @@ def test_text_values_may_hold_commas():
     assert cfg.ppo.batch_size == 32
     with pytest.raises(ConfigError, match="ppo.batchsiz"):
         cfgmod.build_config("baseline", "ppo.batch_size=64,ppo.batchsiz=3")
+
+
+@pytest.mark.parametrize("override,component", [
+    ("curriculum_enabled=true", "curriculum"), ("curriculum_stages=3", "curriculum"),
+    ("stage_progression_threshold=0.2", "curriculum"), ("replay_ratio=0.25", "prioritized replay"),
+    ("replay_buffer_size=10", "prioritized replay"), ("priority_alpha=0.5", "prioritized replay"),
+    ("noise_injection_prob=0.3", "augmentation"), ("time_warp_prob=0.2", "augmentation"),
+    ("feature_dropout_prob=0.1", "augmentation"), ("meta_learning_rate=1e-3", "meta-learning controller"),
+    ("adaptation_frequency=5", "meta-learning controller"),
+    ("monitor.interventions=lr_restart+advance_curriculum", "curriculum"),
+])
+def test_fields_of_components_not_built_yet_are_refused(override, component):
+    with pytest.raises(ConfigError) as err:
+        cfgmod.build_config("full", [override])
+    assert f"the {component}" in str(err.value) and "not implemented yet" in str(err.value)
+    assert override.partition("=")[0] in str(err.value)
+
+
+def test_default_values_of_unbuilt_components_are_accepted():
+    cfgmod.build_config("full", ["curriculum_enabled=false,replay_ratio=0,ensemble_size=1,priority_alpha=0.6"])
+
+
+def test_wrong_python_types_are_refused():
+    with pytest.raises(ConfigError, match=r"ensemble_size='3': expected an integer"):
+        cfgmod.OptimizedTrainingConfig(ensemble_size="3")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"scheduler_enabled=1: expected true or false"):
+        cfgmod.OptimizedTrainingConfig(scheduler_enabled=1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"ppo.batch_size=64.5: expected an integer"):
+        cfgmod.from_dict({"ppo": {"batch_size": 64.5}})
+
+
+def test_every_field_has_a_rule_or_is_free_text_or_a_switch():
+    from convopt_mlflow.config.validation import RULES, fields_of
+
+    free = {"data.source", "data.max_gap", "run.experiment", "ensemble.registry_name",
+            "ensemble.net_archs", "ensemble.train_blocks"}  # the last three: cross-field checks
+    for key, _value, kind, _default in fields_of(cfgmod.OptimizedTrainingConfig()):
+        assert key in RULES or key in free or kind is bool, f"{key} has no validation rule"
+
+
+def test_a_logged_config_from_before_the_refusals_still_loads():
+    """Runs logged while the reference defaults were accepted (and ignored) stay resumable."""
+    old = json.loads(cfgmod.to_json(cfgmod.build_config("full")))
+    old.update(curriculum_enabled=True, replay_ratio=0.25, ensemble_size=3, noise_injection_prob=0.3)
+    assert cfgmod.from_dict(old) == cfgmod.build_config("full")

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError
 from .tree import OptimizedTrainingConfig
+from .validation import PENDING, kind_name, suggest
 
 
 def parse_overrides(overrides: Mapping[str, str] | Iterable[str] | str) -> dict[str, str]:
@@ -50,10 +51,12 @@ def apply_values(cfg: Any, values: Mapping[str, Any], prefix: str = "") -> Any:
         head, _, rest = key.partition(".")
         full = prefix + key
         if head not in names:
-            raise ConfigError(f"unknown config key {full!r}; see `convopt config keys` for the valid keys")
+            hint = suggest(full, [prefix + k for k in flatten(cfg)])
+            raise ConfigError(f"unknown config key {full!r}{hint}; see `convopt config keys` for the valid keys")
         if rest:
             if not dataclasses.is_dataclass(getattr(cfg, head)):
-                raise ConfigError(f"unknown config key {full!r}: {prefix}{head} has no sub-fields")
+                hint = suggest(full, [prefix + k for k in flatten(cfg)])
+                raise ConfigError(f"unknown config key {full!r}: {prefix}{head} has no sub-fields{hint}")
             nested.setdefault(head, {})[rest] = value
         elif dataclasses.is_dataclass(getattr(cfg, head)):
             raise ConfigError(f"config key {full!r} is a section; set one of its fields, e.g. {full}.<field>=...")
@@ -92,8 +95,7 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
             return tuple(_coerce(key, p, item_type) for p in parts)
         return text
     except ValueError:
-        name = getattr(kind, "__name__", str(kind))
-        raise ConfigError(f"bad value {value!r} for {key}: expected {name}") from None
+        raise ConfigError(f"bad value {value!r} for {key}: expected {kind_name(kind)}") from None
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -132,6 +134,9 @@ def from_dict(values: Mapping[str, Any]) -> OptimizedTrainingConfig:
                 flat[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
 
     walk(values, "")
+    # Fields of components not built yet had no effect on the run, whatever it logged
+    # (configs from before they were refused); they take the default that says so.
+    flat = {k: v for k, v in flat.items() if k not in PENDING}
     return apply_values(OptimizedTrainingConfig(), flat)
 
 

@@ -6,6 +6,7 @@ from typing import Any, Iterable, Mapping
 from ..errors import ConfigError
 from .overrides import apply_values, parse_overrides
 from .tree import OptimizedTrainingConfig
+from .validation import suggest
 
 
 _ALL_ACTIONS = ("lr_restart", "lr_reduce", "increase_entropy", "rollback", "early_stop", "reduce_batch_size",
@@ -14,22 +15,16 @@ _ALL_ACTIONS = ("lr_restart", "lr_reduce", "increase_entropy", "rollback", "earl
 PRESETS: dict[str, dict[str, Any]] = {
     # Plain SB3 PPO: SB3's default LR, constant, no monitor, no optional component.
     "baseline": {
-        "base_learning_rate": 3e-4, "max_learning_rate": 3e-4, "scheduler_enabled": False,
-        "curriculum_enabled": False, "replay_ratio": 0.0, "noise_injection_prob": 0.0, "time_warp_prob": 0.0,
-        "feature_dropout_prob": 0.0, "ensemble_size": 1, "monitor.enabled": False,
+        "base_learning_rate": 3e-4, "max_learning_rate": 3e-4, "scheduler_enabled": False, "monitor.enabled": False,
     },
     # Plain SB3 PPO at the reference design's base LR (premature convergence is LR-dependent).
     "baseline-3e-5": {
-        "base_learning_rate": 3e-5, "scheduler_enabled": False, "curriculum_enabled": False, "replay_ratio": 0.0,
-        "noise_injection_prob": 0.0, "time_warp_prob": 0.0, "feature_dropout_prob": 0.0, "ensemble_size": 1,
-        "monitor.enabled": False,
+        "base_learning_rate": 3e-5, "scheduler_enabled": False, "monitor.enabled": False,
     },
     # Baseline + advanced LR scheduler + convergence monitor with interventions.
     "lr": {
         "base_learning_rate": 1e-4, "max_learning_rate": 3e-4, "scheduler_enabled": True,
-        "lr_schedule_type": "cosine_with_restarts", "curriculum_enabled": False, "replay_ratio": 0.0,
-        "noise_injection_prob": 0.0, "time_warp_prob": 0.0, "feature_dropout_prob": 0.0, "ensemble_size": 1,
-        "monitor.enabled": True,
+        "lr_schedule_type": "cosine_with_restarts", "monitor.enabled": True,
     },
     # Baseline trained as an ensemble of 3 diverse members (parallel child runs, one registered model).
     "ensemble": {
@@ -49,7 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def build_config(preset: str = "baseline", overrides: Mapping[str, str] | Iterable[str] = ()) -> OptimizedTrainingConfig:
     """Build a config from a named preset plus ``key=value`` overrides (overrides win)."""
     if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}{suggest(preset, PRESETS)}; choose one of: {', '.join(PRESETS)}")
     values: dict[str, Any] = dict(PRESETS[preset])
     values.update(parse_overrides(overrides))
     return apply_values(OptimizedTrainingConfig(), values)

@@ -1,13 +1,12 @@
 """The config tree: frozen dataclasses with field docstrings, validated on construction."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from ..components.convergence_types import ACTIONS
 from ..components.lr_schedule import SCHEDULE_TYPES
 from ..errors import ConfigError
+from .validation import problems as find_problems
 
 # the components own these names; the config only validates against them
 INTERVENTIONS = ACTIONS
@@ -158,25 +157,38 @@ class OptimizedTrainingConfig:
     """One of constant, linear, cosine, cosine_with_restarts, plateau, multi_phase."""
     restart_period: int = 500_000
     """First SGDR cycle length in environment steps."""
-    curriculum_enabled: bool = True
+    curriculum_enabled: bool = False
+    """Curriculum learning. Not implemented yet: only False is accepted."""
     curriculum_stages: int = 5
+    """Curriculum stages (reference value; no curriculum yet, so only the default is accepted)."""
     stage_progression_threshold: float = 0.1
+    """Score needed to advance a curriculum stage (no curriculum yet; only the default is accepted)."""
     replay_buffer_size: int = 1_000_000
-    replay_ratio: float = 0.25
+    """Prioritized replay capacity (no replay yet; only the default is accepted)."""
+    replay_ratio: float = 0.0
+    """Share of replayed samples per update. No replay yet: only 0 is accepted."""
     priority_alpha: float = 0.6
+    """Prioritization exponent of replay (no replay yet; only the default is accepted)."""
     plateau_threshold: float = 0.1
     """Coefficient of variation of the loss over the window below which it is a plateau."""
     intervention_threshold: float = 0.3
     """Severity in [0, 1] above which non-emergency interventions fire."""
     monitoring_window: int = 20
     """PPO updates in the monitor's trend window (the reference gave no unit)."""
-    noise_injection_prob: float = 0.3
-    time_warp_prob: float = 0.2
-    feature_dropout_prob: float = 0.1
-    ensemble_size: int = 3
+    noise_injection_prob: float = 0.0
+    """Augmentation: noise injection probability. No augmentation yet: only 0 is accepted."""
+    time_warp_prob: float = 0.0
+    """Augmentation: time warp probability. No augmentation yet: only 0 is accepted."""
+    feature_dropout_prob: float = 0.0
+    """Augmentation: feature dropout probability. No augmentation yet: only 0 is accepted."""
+    ensemble_size: int = 1
+    """Policies trained together. No ensemble yet: only 1 is accepted."""
     diversity_penalty: float = 0.1
+    """Ensemble diversity penalty (no ensemble yet; only the default is accepted)."""
     meta_learning_rate: float = 1e-4
+    """Meta-learning controller LR (no controller yet; only the default is accepted)."""
     adaptation_frequency: int = 10_000
+    """Env steps between meta-controller adaptations (no controller yet; only the default is accepted)."""
     # --- extensions ---
     scheduler_enabled: bool = False
     """Install the AdvancedLRScheduler; off means a constant LR of base_learning_rate."""
@@ -192,103 +204,6 @@ class OptimizedTrainingConfig:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
     def __post_init__(self) -> None:
-        problems = list(_problems(self))
+        problems = list(find_problems(self))
         if problems:
             raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-def _problems(cfg: OptimizedTrainingConfig) -> Iterable[str]:
-    positive = {
-        "base_learning_rate": cfg.base_learning_rate,
-        "min_learning_rate": cfg.min_learning_rate,
-        "max_learning_rate": cfg.max_learning_rate,
-        "restart_period": cfg.restart_period,
-        "monitoring_window": cfg.monitoring_window,
-        "env.window": cfg.env.window,
-        "env.episode_length": cfg.env.episode_length,
-        "env.n_envs": cfg.env.n_envs,
-        "ppo.n_steps": cfg.ppo.n_steps,
-        "ppo.batch_size": cfg.ppo.batch_size,
-        "ppo.n_epochs": cfg.ppo.n_epochs,
-        "ppo.torch_threads": cfg.ppo.torch_threads,
-        "run.total_timesteps": cfg.run.total_timesteps,
-        "data.vol_window": cfg.data.vol_window,
-    }
-    for name, value in positive.items():
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            yield f"{name} must be > 0 (got {value!r})"
-    if cfg.min_learning_rate > cfg.max_learning_rate:
-        yield f"min_learning_rate ({cfg.min_learning_rate}) must not exceed max_learning_rate ({cfg.max_learning_rate})"
-    if cfg.lr_schedule_type not in SCHEDULE_TYPES:
-        yield f"lr_schedule_type must be one of {', '.join(SCHEDULE_TYPES)} (got {cfg.lr_schedule_type!r})"
-    for name in ("val_fraction", "test_fraction"):
-        value = getattr(cfg.data, name)
-        if not 0 < value < 0.5:
-            yield f"data.{name} must be in (0, 0.5) (got {value})"
-    if cfg.data.embargo_bars < 0:
-        yield f"data.embargo_bars must be >= 0 (got {cfg.data.embargo_bars})"
-    if cfg.env.observation not in ("multiscale", "window"):
-        yield f"env.observation must be multiscale or window (got {cfg.env.observation!r})"
-    if not (math.isfinite(cfg.env.reward_scale) and cfg.env.reward_scale >= 0):
-        yield f"env.reward_scale must be >= 0, 0 meaning auto (got {cfg.env.reward_scale!r})"
-    for name in ("cost_bps",):
-        if getattr(cfg.env, name) < 0:
-            yield f"env.{name} must be >= 0"
-    for name in ("gamma", "gae_lambda"):
-        if not 0 < getattr(cfg.ppo, name) <= 1:
-            yield f"ppo.{name} must be in (0, 1]"
-    for name in ("clip_range", "vf_coef", "max_grad_norm"):
-        if not getattr(cfg.ppo, name) > 0:
-            yield f"ppo.{name} must be > 0"
-    if cfg.ppo.ent_coef < 0 or cfg.ppo.weight_decay < 0:
-        yield "ppo.ent_coef and ppo.weight_decay must be >= 0"
-    if cfg.ppo.activation not in ("tanh", "relu"):
-        yield f"ppo.activation must be tanh or relu (got {cfg.ppo.activation!r})"
-    if not cfg.ppo.net_arch or any(n <= 0 for n in cfg.ppo.net_arch):
-        yield f"ppo.net_arch needs one or more positive layer sizes (got {cfg.ppo.net_arch})"
-    unknown = [a for a in cfg.monitor.interventions if a not in INTERVENTIONS]
-    if unknown:
-        yield f"monitor.interventions has unknown action(s) {unknown}; choose from {', '.join(INTERVENTIONS)}"
-    if cfg.monitor.overfit_response not in ("increase_regularization", "early_stop"):
-        yield "monitor.overfit_response must be increase_regularization or early_stop"
-    for name in ("eval_freq", "checkpoint_freq", "max_rollbacks", "seed"):
-        if getattr(cfg.run, name) < 0:
-            yield f"run.{name} must be >= 0"
-    if cfg.run.final_model not in ("best", "last"):
-        yield f"run.final_model must be best or last (got {cfg.run.final_model!r})"
-    if cfg.run.keep_checkpoints < 1:
-        yield "run.keep_checkpoints must be >= 1"
-    yield from _ensemble_problems(cfg)
-
-
-def _ensemble_problems(cfg: OptimizedTrainingConfig) -> Iterable[str]:
-    ens = cfg.ensemble
-    if cfg.ensemble_size < 1:
-        yield f"ensemble_size must be >= 1 (got {cfg.ensemble_size})"
-    if cfg.diversity_penalty < 0:
-        yield f"diversity_penalty must be >= 0 (got {cfg.diversity_penalty})"
-    if ens.workers < 0:
-        yield f"ensemble.workers must be >= 0, 0 meaning the cpu count (got {ens.workers})"
-    if cfg.ensemble_size > 1 and not 1 <= ens.min_members <= cfg.ensemble_size:
-        yield f"ensemble.min_members must be in [1, ensemble_size={cfg.ensemble_size}] (got {ens.min_members})"
-    if not ens.registry_name.strip():
-        yield "ensemble.registry_name must not be empty"
-    for name, floor in (("lr_factor", "> 0"), ("clip_range", "> 0"), ("ent_coef", ">= 0")):
-        bounds = getattr(ens, name)
-        positive = all(b > 0 if floor == "> 0" else b >= 0 for b in bounds)
-        if len(bounds) != 2 or not all(math.isfinite(b) for b in bounds) or not positive or bounds[0] > bounds[1]:
-            yield (f"ensemble.{name} must be two finite bounds low+high with low <= high, each {floor} "
-                   f"(got {'+'.join(map(str, bounds))!r})")
-    for arch in ens.net_archs:
-        parts = arch.split("x")
-        if not all(p.isdigit() and int(p) > 0 for p in parts):
-            yield f"ensemble.net_archs items are layer sizes joined by x, e.g. 64x64 (got {arch!r})"
-    bad = [a for a in ens.activations if a not in ("tanh", "relu")]
-    if bad:
-        yield f"ensemble.activations must be tanh or relu (got {bad})"
-    if ens.data_subsets not in ("none", "bootstrap", "disjoint"):
-        yield f"ensemble.data_subsets must be none, bootstrap or disjoint (got {ens.data_subsets!r})"
-    if ens.n_blocks < 1:
-        yield f"ensemble.n_blocks must be >= 1 (got {ens.n_blocks})"
-    if any(not 0 <= b < ens.n_blocks for b in ens.train_blocks):
-        yield f"ensemble.train_blocks must lie in [0, ensemble.n_blocks={ens.n_blocks}) (got {ens.train_blocks})"

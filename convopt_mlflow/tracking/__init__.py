@@ -44,6 +44,10 @@ __all__ = [
     "open_child_run",
     "read_json_artifact",
     "run_status",
+    "RunState",
+    "get_run_state",
+    "metric_steps",
+    "finished_model_uri",
 ]
 
 _HOME = {
@@ -71,6 +75,10 @@ _HOME = {
     "open_child_run": "ab",
     "read_json_artifact": "ab",
     "run_status": "ab",
+    "RunState": "run_state",
+    "get_run_state": "run_state",
+    "metric_steps": "run_state",
+    "finished_model_uri": "run_state",
 }
 
 if TYPE_CHECKING:

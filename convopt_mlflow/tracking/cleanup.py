@@ -29,6 +29,7 @@ __all__ = [
     "TAG_PID",
     "cleanup_stale_runs",
     "pid_alive",
+    "stale_reason",
 ]
 
 TAG_PID = "convopt.pid"
@@ -86,7 +87,7 @@ def last_activity_ms(run: Run) -> int:
     return max(times)
 
 
-def _stale_reason(run: Run, host: str, now_ms: int, older_than_s: float) -> str | None:
+def stale_reason(run: Run, host: str, now_ms: int, older_than_s: float) -> str | None:
     """Why ``run`` is stale, or None when it may still be training (or is not ours)."""
     tags = run.data.tags
     run_host, raw_pid = tags.get(TAG_HOST), tags.get(TAG_PID)
@@ -163,7 +164,7 @@ def cleanup_stale_runs(
         return []
     killed = []
     for run in _running_runs(client, experiment_ids):
-        reason = _stale_reason(run, host, now_ms, older_than_s)
+        reason = stale_reason(run, host, now_ms, older_than_s)
         if reason is None:
             continue
         run_id = run.info.run_id

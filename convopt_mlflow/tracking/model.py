@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 from gymnasium import spaces
+from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.entities import RunTag
@@ -69,6 +70,7 @@ from convopt_mlflow.tracking.integrity import (
     file_sha256,
     hashes_tag,
 )
+from convopt_mlflow.tracking.runs import quiet_artifact_transfers
 
 __all__ = [
     "FORMAT",
@@ -374,19 +376,23 @@ def log_policy_model(
             params=dict(run.data.params),
             tags=resolve_tags({}),
         )
-        info = Model.log(
-            artifact_path=None,
-            name=name,
-            flavor=mlflow.pyfunc,
-            run_id=run_id,
-            model_id=logged.model_id,
-            step=int(step),
-            **kwargs,
-        )
-        # Hash what the artifact store now holds, byte for byte as a later download sees it
-        # (from its location: a models:/ download adds a local registered_model_meta file).
-        stored = mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location,
-                                                     dst_path=str(Path(tmp, "stored")))
+        with quiet_artifact_transfers():  # no "Downloading artifacts" bars after the run's own output
+            info = Model.log(
+                artifact_path=None,
+                name=name,
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                model_id=logged.model_id,
+                step=int(step),
+                **kwargs,
+            )
+            # Hash what the artifact store now holds, byte for byte as a later download sees it
+            # (from its location: a models:/ download adds a local registered_model_meta file).
+            stored = mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location,
+                                                         dst_path=str(Path(tmp, "stored")))
         tags = encode_hashes(hashes_tag(name), logged.model_id, artifact_hashes(stored))
         client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+        # Model.log leaves a model it did not create PENDING; READY marks it complete (and hashed),
+        # so a resume after a kill can tell a finished model from a half-written one.
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     return info.model_uri

@@ -11,6 +11,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -267,6 +268,22 @@ def open_run(
     return RunHandle(run.info.run_id, client, experiment_id, run.info.artifact_uri)
 
 
+@contextlib.contextmanager
+def quiet_artifact_transfers() -> Iterator[None]:
+    """MLflow's artifact progress bars off for the block (they print when the input
+    example is validated, after everything else the run prints)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 def _dataset_source(source: str):
     """MLflow's source for ``source`` (a path or URL), or a code source for anything else
     (``"bundled:eurusd_1h"``, ``"synthetic(seed=1)"``)."""
@@ -323,7 +340,8 @@ def get_run_config(run_id: str, client: MlflowClient | None = None) -> dict[str,
     _get_live_run(client, run_id)
     with tempfile.TemporaryDirectory(prefix="convopt-config-") as tmp:
         try:
-            local = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+            with quiet_artifact_transfers():
+                local = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
             with open(local, encoding="utf-8") as stream:
                 config = json.load(stream)
         except (MlflowException, OSError, ValueError) as error:

@@ -26,6 +26,10 @@ class StopRequest:
         if not self.requested:  # the first reason wins
             self.requested, self.reason, self.status, self.exit_code = True, reason, status, exit_code
 
+    def clear(self) -> None:
+        """Forget a request that has been acted on, so the next one counts."""
+        self.requested, self.reason, self.status, self.exit_code = False, "", "FINISHED", 0
+
 
 @dataclass
 class ComponentGuard:

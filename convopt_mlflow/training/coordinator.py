@@ -21,14 +21,14 @@ from stable_baselines3.common.logger import Logger
 
 from .. import config as cfgmod
 from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
-from ..errors import RunNotFoundError, UserError
-from ..tracking import MLflowOutputFormat, RunHandle, get_run_config, log_dataset, open_run
+from ..tracking import MLflowOutputFormat, RunHandle, get_run_config, get_run_tags, log_dataset, open_run
 from .callbacks import CheckpointCallback, ConvergenceCallback, RolloutProgressBar, ValidationEvalCallback
-from .checkpoints import CheckpointStore, NoCheckpointError, restore_training_state
+from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest
 from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .reporting import finalize_run, write_progress_artifacts
+from .resume import plan_resume
 from .selection import choose_final_model
 from .setup import Market, load_market, make_env, make_model
 
@@ -86,29 +86,23 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
     ``tags`` are set on the run next to (and over) the standard ``convopt.*`` tags, e.g. an
     ensemble member's ``convopt.role``.
     """
-    resumed = None
+    plan = None
     if resume:
-        cfg, resumed = _load_resume(resume)
-        run_id = resume
+        plan = plan_resume(resume)  # refuses FINISHED and live runs before anything changes
+        cfg, run_id, preset = plan.cfg, resume, plan.preset
     market = load_market(cfg)  # UserError on bad data, before any run exists
     if run_id is None:
         run_id = os.environ.get("MLFLOW_RUN_ID") or None
     comps = components or build_components(cfg)
-    checkpoint = None
-    if resumed:
-        try:  # loaded (and verified) once, before the run is reopened
-            checkpoint = CheckpointStore(resumed["checkpoint_dir"]).load_latest_good()
-        except NoCheckpointError as exc:
-            raise UserError(f"run {resume} has no usable checkpoint to resume from: {exc}") from exc
-        preset = resumed["preset"]
+    checkpoint = plan.checkpoint if plan else None
     handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id, run_name=None,
                       tags={**_tags(cfg, preset), **(tags or {})})
     root = Path(checkpoint_root or os.environ.get("CONVOPT_CHECKPOINT_ROOT", ".convopt/checkpoints"))
-    ckpt_dir = Path(resumed["checkpoint_dir"]) if resumed else (root / handle.run_id).resolve()
+    ckpt_dir = plan.checkpoint_dir if plan and plan.checkpoint_dir else (root / handle.run_id).resolve()
     stop = StopRequest()
     with _signals_to(stop):
         try:
-            if not resumed:
+            if checkpoint is None:  # a new run, or one killed before its first checkpoint
                 _log_run_inputs(handle, cfg, market, ckpt_dir)
             store = CheckpointStore(ckpt_dir, keep_last=cfg.run.keep_checkpoints)
             return _train_in_run(cfg, market, handle, comps, stop, store, checkpoint, extra_callbacks)
@@ -133,8 +127,9 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,
                                     stop=stop, max_rollbacks=cfg.run.max_rollbacks)
     evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq)
+    phase = {"training_done": False}  # saved with every checkpoint: True only in the final one
     checkpoints = CheckpointCallback(store, cfg.run.checkpoint_freq,
-                                     extras=lambda: _extras(comps, convergence, model, evaluation))
+                                     extras=lambda: {**_extras(comps, convergence, model, evaluation), **phase})
     convergence = ConvergenceCallback(
         comps.monitor or _NullMonitor(), scheduler=comps.scheduler, actuator=actuator, guard=guard,
         param_watch=cfg.monitor.enabled and cfg.monitor.param_watch, dump_logs=True,
@@ -142,10 +137,11 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     )
     min_step = -1
     if resumed:
-        min_step = _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, actuator, handle)
+        min_step, phase["training_done"] = _restore(model, checkpoint, comps, convergence, evaluation, checkpoints,
+                                                    actuator, handle)
     writer = MLflowOutputFormat(handle.run_id, handle.client, min_step=min_step, background=cfg.run.async_logging)
     model.set_logger(Logger(folder=None, output_formats=[writer]))
-    remaining = cfg.run.total_timesteps - model.num_timesteps
+    remaining = 0 if phase["training_done"] else cfg.run.total_timesteps - model.num_timesteps
     if not resumed:
         checkpoints.init_callback(model)
         checkpoints.save()  # step 0: rollback always has somewhere to go
@@ -166,17 +162,36 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
         handle.set_tags({"convopt.stop_reason": stop.reason})
         handle.end("KILLED")
         return TrainResult(handle.run_id, "KILLED", stop.exit_code, stop.reason)
-    if stop.requested:
-        handle.set_tags({"convopt.stop_reason": stop.reason})
-    choice = choose_final_model(model, store, lambda policy: evaluation.evaluate(policy)["score"],
-                                final_model=cfg.run.final_model)
-    handle.set_tags(choice.tags())
-    metrics = finalize_run(handle, cfg, market, model, extra_metrics=choice.metrics())
+    early_stop = stop.reason if stop.requested else ""
+    if early_stop:
+        handle.set_tags({"convopt.stop_reason": early_stop})
+        stop.clear()  # a SIGINT/SIGTERM from now on stops finalization
+    if not phase["training_done"]:
+        # which weights ship, decided once: a resume into finalization keeps the decision
+        choice = choose_final_model(model, store, lambda policy: evaluation.evaluate(policy)["score"],
+                                    final_model=cfg.run.final_model)
+        handle.set_tags(choice.tags())
+        handle.log_metrics(choice.metrics(), step=model.num_timesteps)
+        phase["training_done"] = True
+        if checkpoints.model is None:
+            checkpoints.init_callback(model)
+        checkpoints.save()  # the shipped model: a resume from here only finalizes
+    handle.set_tags({"convopt.phase": "finalizing"})
+    metrics = finalize_run(handle, cfg, market, model, stopped=lambda: stop.requested)
+    if stop.requested:  # SIGINT/SIGTERM while finalizing: a resume logs only what is missing
+        reason = f"{stop.reason} during finalization"
+        handle.set_tags({"convopt.stop_reason": reason})
+        handle.end("KILLED")
+        return TrainResult(handle.run_id, "KILLED", stop.exit_code,
+                           f"{reason}; `convopt train --resume {handle.run_id}` logs what is missing")
+    handle.set_tags({"convopt.phase": "finished"})
     handle.end("FINISHED")
-    return TrainResult(handle.run_id, "FINISHED", 0, stop.reason, metrics, no_edge=choice.no_edge)
+    no_edge = get_run_tags(handle.run_id).get("convopt.no_edge") == "true"
+    return TrainResult(handle.run_id, "FINISHED", 0, early_stop, metrics or {}, no_edge=no_edge)
 
 
-def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, actuator, handle) -> int:
+def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, actuator, handle) -> tuple[int, bool]:
+    """Load the checkpoint into everything; return (last logged step, whether training was done)."""
     entry, state, skipped = checkpoint
     extras = restore_training_state(model, state)
     if comps.scheduler is not None and "scheduler" in extras:
@@ -197,7 +212,7 @@ def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, act
     actuator.skipped_checkpoints = list(extras.get("skipped_checkpoints", []))
     actuator.note_skipped(skipped, at_step=entry.step)
     handle.set_tags({"convopt.resumed_from_step": str(entry.step)})
-    return handle.last_logged_step()
+    return handle.last_logged_step(), bool(extras.get("training_done", False))
 
 
 def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluation) -> dict[str, Any]:
@@ -213,17 +228,6 @@ def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluati
     return out
 
 
-def _load_resume(run_id: str) -> tuple[cfgmod.OptimizedTrainingConfig, dict]:
-    from ..tracking import get_run_tags
-
-    tags = get_run_tags(run_id)  # RunNotFoundError when missing
-    ckpt_dir = tags.get("convopt.checkpoint_dir")
-    if not ckpt_dir or not Path(ckpt_dir).is_dir():
-        raise RunNotFoundError(f"run {run_id} has no checkpoint directory on this machine (tag convopt.checkpoint_dir)")
-    cfg = cfgmod.from_dict(get_run_config(run_id))
-    return cfg, {"checkpoint_dir": ckpt_dir, "preset": tags.get("convopt.preset", "custom")}
-
-
 def _tags(cfg, preset: str) -> dict[str, str]:
     return {"convopt.preset": preset, "convopt.arm": preset, "convopt.seed": str(cfg.run.seed),
             "convopt.role": "train", "convopt.config_hash": cfgmod.config_hash(cfg),
@@ -231,11 +235,12 @@ def _tags(cfg, preset: str) -> dict[str, str]:
 
 
 def _log_run_inputs(handle: RunHandle, cfg, market: Market, ckpt_dir: Path) -> None:
+    handle.log_text(cfgmod.to_json(cfg), "config.json")  # first: a resume needs only this
+    handle.set_tags({"convopt.checkpoint_dir": str(ckpt_dir), "convopt.data.digest": market.bars.digest,
+                     "convopt.phase": "training"})
     params = cfgmod.flatten(cfg)
     params["config_hash"] = cfgmod.config_hash(cfg)
     handle.log_params(params)
-    handle.log_text(cfgmod.to_json(cfg), "config.json")
-    handle.set_tags({"convopt.checkpoint_dir": str(ckpt_dir), "convopt.data.digest": market.bars.digest})
     log_dataset(handle, market.bars.frame, name=market.bars.name, source=market.bars.source,
                 digest=market.bars.digest)
 

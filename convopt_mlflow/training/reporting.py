@@ -13,7 +13,7 @@ import io
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..evaluation import convergence_dashboard, equity_figure, write_html
 from .evaluate import backtest_split, fit_market_oracle
@@ -59,20 +59,27 @@ def model_inputs(cfg: Any, market: Any) -> tuple[dict[str, Any], Any]:
     return feature_config, market.bars.frame.iloc[:rows]
 
 
-def finalize_run(handle: Any, cfg: Any, market: Any, model: Any, *,
-                 extra_metrics: dict[str, float] | None = None) -> dict[str, float]:
-    """Backtest val and test, log metrics + equity curves + the model; return the metrics.
+def finalize_run(handle: Any, cfg: Any, market: Any, model: Any,
+                 stopped: Callable[[], bool] = lambda: False) -> dict[str, float] | None:
+    """Backtest val and test (next to flat, buy-and-hold and, on a planted-signal market, the
+    oracle), log metrics + equity curves + the model; return the metrics, or None when
+    ``stopped()`` turned true between two steps.
 
-    ``extra_metrics`` (e.g. the model selection's) are logged in the same batch.
+    Idempotent, so a resume after a kill at any point finishes the job: metrics the run
+    already holds at this step are not logged again, and a complete logged model is kept
+    (a half-written one is replaced).
     """
-    from ..tracking import log_policy_model, policy_spec
+    from ..tracking import finished_model_uri, log_policy_model, metric_steps, policy_spec
 
-    metrics: dict[str, float] = dict(extra_metrics or {})
+    step = model.num_timesteps
+    metrics: dict[str, float] = {}
     oracle = fit_market_oracle(market, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only)
     if oracle is not None:
         metrics.update({"benchmark/oracle/theta": oracle.theta, "benchmark/train/oracle/sharpe": oracle.train_sharpe})
     with tempfile.TemporaryDirectory() as tmp:
         for split in SPLITS:
+            if stopped():
+                return None
             result = backtest_split(model.policy, market, split, cost_bps=cfg.env.cost_bps, oracle=oracle)
             metrics.update({f"backtest/{split}/{k}": float(v) for k, v in result["metrics"].items()})
             for bench, values in result["benchmarks"].items():
@@ -82,9 +89,16 @@ def finalize_run(handle: Any, cfg: Any, market: Any, model: Any, *,
                     result["metrics"]["sharpe"], result["benchmarks"]["oracle"]["sharpe"])
             fig = equity_figure(result["timestamps"], result["curves"], title=f"Equity on {split} ({market.bars.name})")
             handle.log_artifact(write_html(fig, Path(tmp) / f"equity_{split}.html"), "backtest")
-    handle.log_metrics(metrics, step=model.num_timesteps)
-    feature_config, example = model_inputs(cfg, market)
-    uri = log_policy_model(handle.run_id, step=model.num_timesteps, members=[model.policy.state_dict()],
-                           spec=policy_spec(model), feature_config=feature_config, input_example=example)
+    if stopped():
+        return None
+    logged = metric_steps(handle)
+    handle.log_metrics({k: v for k, v in metrics.items() if logged.get(k) != step}, step=step)
+    uri = finished_model_uri(handle)
+    if uri is None:
+        if stopped():
+            return None
+        feature_config, example = model_inputs(cfg, market)
+        uri = log_policy_model(handle.run_id, step=step, members=[model.policy.state_dict()],
+                               spec=policy_spec(model), feature_config=feature_config, input_example=example)
     handle.set_tags({"convopt.model_uri": uri})
     return metrics

@@ -2,11 +2,14 @@
 deciding exactly like the SB3 policy it came from, and refusing tampered weights."""
 from __future__ import annotations
 
+import os
+
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.entities import LoggedModelStatus
 from stable_baselines3 import PPO
 
 from convopt_mlflow.components.combine import combine_probabilities
@@ -64,6 +67,19 @@ def logged(store, market, trained):
     uri = log_policy_model(run.info.run_id, members=[trained.policy.state_dict()], spec=policy_spec(trained),
                            feature_config=_config(features), input_example=frame.iloc[:40])
     return client, run, uri
+
+
+def test_logging_prints_no_progress_bars_and_marks_the_model_ready(store, market, trained, capfd):
+    """The run's own summary must come last: MLflow's input-example validation downloads
+    the model and, unless told not to, draws two "Downloading artifacts" bars."""
+    frame, features, _ = market
+    run = store.client.create_run(store.client.create_experiment("model-quiet"))
+    uri = log_policy_model(run.info.run_id, members=[trained.policy.state_dict()], spec=policy_spec(trained),
+                           feature_config=_config(features), input_example=frame.iloc[:40])
+    out, err = capfd.readouterr()
+    assert "Downloading artifacts" not in out + err
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # restored
+    assert store.client.get_logged_model(uri.removeprefix("models:/")).status == LoggedModelStatus.READY
 
 
 def test_spec_rebuilds_the_same_network(market, trained):

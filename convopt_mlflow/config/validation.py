@@ -1,0 +1,194 @@
+"""Checks of every config field: its type, its range or allowed names, and whether its
+component exists yet. One rule per dotted key; ``problems(cfg)`` yields one message per
+bad key, naming the key, the value and what is allowed."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+from ..components.convergence_types import ACTIONS
+from ..components.lr_schedule import SCHEDULE_TYPES
+
+
+@dataclass(frozen=True)
+class Range:
+    """``low <= value <= high``; an open end excludes the bound; None is unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        return (f"in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+POSITIVE = Range(0, low_open=True)
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0)
+PROBABILITY = Range(0, 1)
+UNIT = Range(0, 1, low_open=True)  # (0, 1]
+
+#: dotted key -> Range for numbers, a tuple of allowed names for text (and tuples of text).
+RULES: dict[str, Range | tuple[str, ...]] = {
+    "base_learning_rate": UNIT, "min_learning_rate": UNIT, "max_learning_rate": UNIT,
+    "lr_schedule_type": tuple(SCHEDULE_TYPES), "restart_period": AT_LEAST_1,
+    "curriculum_stages": AT_LEAST_1, "stage_progression_threshold": PROBABILITY,
+    "replay_buffer_size": AT_LEAST_1, "replay_ratio": PROBABILITY, "priority_alpha": PROBABILITY,
+    "plateau_threshold": POSITIVE, "intervention_threshold": PROBABILITY, "monitoring_window": AT_LEAST_1,
+    "noise_injection_prob": PROBABILITY, "time_warp_prob": PROBABILITY, "feature_dropout_prob": PROBABILITY,
+    "ensemble_size": AT_LEAST_1, "diversity_penalty": NON_NEGATIVE, "meta_learning_rate": UNIT,
+    "adaptation_frequency": AT_LEAST_1, "period_mult": AT_LEAST_1, "warmup_steps": NON_NEGATIVE,
+    "data.val_fraction": Range(0, 0.5, True, True), "data.test_fraction": Range(0, 0.5, True, True),
+    "data.embargo_bars": NON_NEGATIVE, "data.vol_window": Range(2),
+    "env.window": AT_LEAST_1, "env.episode_length": AT_LEAST_1, "env.cost_bps": Range(0, 10_000),
+    "env.n_envs": AT_LEAST_1,
+    "ppo.n_steps": AT_LEAST_1, "ppo.batch_size": Range(2), "ppo.n_epochs": AT_LEAST_1, "ppo.gamma": UNIT,
+    "ppo.gae_lambda": UNIT, "ppo.clip_range": POSITIVE, "ppo.ent_coef": NON_NEGATIVE, "ppo.vf_coef": POSITIVE,
+    "ppo.max_grad_norm": POSITIVE, "ppo.net_arch": AT_LEAST_1, "ppo.activation": ("tanh", "relu"),
+    "ppo.weight_decay": NON_NEGATIVE, "ppo.torch_threads": AT_LEAST_1,
+    "monitor.interventions": tuple(ACTIONS), "monitor.overfit_response": ("increase_regularization", "early_stop"),
+    "monitor.max_ent_coef": NON_NEGATIVE, "monitor.max_weight_decay": NON_NEGATIVE,
+    "run.total_timesteps": AT_LEAST_1, "run.seed": Range(0, 2**32 - 1), "run.eval_freq": NON_NEGATIVE,
+    "run.checkpoint_freq": NON_NEGATIVE, "run.keep_checkpoints": AT_LEAST_1, "run.max_rollbacks": NON_NEGATIVE,
+    "env.observation": ("multiscale", "window"), "env.reward_scale": NON_NEGATIVE,
+    "run.final_model": ("best", "last"),
+    "ensemble.workers": NON_NEGATIVE, "ensemble.min_members": AT_LEAST_1, "ensemble.lr_factor": POSITIVE,
+    "ensemble.ent_coef": NON_NEGATIVE, "ensemble.clip_range": POSITIVE, "ensemble.activations": ("tanh", "relu"),
+    "ensemble.data_subsets": ("none", "bootstrap", "disjoint"), "ensemble.n_blocks": AT_LEAST_1,
+}
+
+#: Fields of the reference design whose component does not exist yet -> that component.
+#: Only the default is accepted until it lands; the defaults say what happens today.
+PENDING: dict[str, str] = {
+    **dict.fromkeys(("curriculum_enabled", "curriculum_stages", "stage_progression_threshold"), "curriculum"),
+    **dict.fromkeys(("replay_buffer_size", "replay_ratio", "priority_alpha"), "prioritized replay"),
+    **dict.fromkeys(("noise_injection_prob", "time_warp_prob", "feature_dropout_prob"), "augmentation"),
+    **dict.fromkeys(("meta_learning_rate", "adaptation_frequency"), "meta-learning controller"),
+}
+
+#: Intervention actions whose component does not exist yet.
+PENDING_ACTIONS: dict[str, str] = {"advance_curriculum": "curriculum"}
+
+
+def fields_of(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any, Any]]:
+    """``(dotted key, value, type hint, default)`` of every leaf field of a config tree."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from fields_of(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value, hints[f.name], f.default
+
+
+def _type_ok(value: Any, kind: Any) -> bool:
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return isinstance(value, tuple) and all(_type_ok(v, item) for v in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def kind_name(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple:
+        return f"'+'-separated {typing.get_args(kind)[0].__name__}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(kind, str(kind))
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean `x`?)`` for the closest candidates, or ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(f'`{c}`' for c in close)}?)" if close else ""
+
+
+def _choice_problem(key: str, value: Any, allowed: Sequence[str]) -> str | None:
+    items = value if isinstance(value, tuple) else (value,)
+    bad = [v for v in items if v not in allowed]
+    if not bad:
+        return None
+    hint = suggest(bad[0], allowed) if len(bad) == 1 else ""
+    return f"{key}={_show(value)}: {', '.join(map(repr, bad))} is not allowed{hint}; choose from {', '.join(allowed)}"
+
+
+def _show(value: Any) -> str:
+    return "+".join(map(str, value)) if isinstance(value, tuple) else repr(value)
+
+
+def _field_problem(key: str, value: Any, kind: Any, default: Any) -> str | None:
+    if not _type_ok(value, kind):
+        return f"{key}={_show(value)}: expected {kind_name(kind)}"
+    rule = RULES.get(key)
+    if isinstance(rule, Range):
+        items = value if isinstance(value, tuple) else (value,)
+        if isinstance(value, tuple) and not items:
+            return f"{key}: needs at least one value, each {rule}"
+        if not all(rule.holds(v) for v in items):
+            return f"{key}={_show(value)}: must be {rule}"
+    elif rule is not None:
+        problem = _choice_problem(key, value, rule)
+        if problem:
+            return problem
+    if key in PENDING and value != default:
+        return (f"{key}={_show(value)}: the {PENDING[key]} is not implemented yet, so only the default "
+                f"{_show(default)} is accepted until it lands")
+    return None
+
+
+def problems(cfg: Any) -> Iterator[str]:
+    """One message per field that breaks its rule, then the cross-field checks."""
+    field_problems = [p for p in (_field_problem(*field) for field in fields_of(cfg)) if p]
+    yield from field_problems
+    if field_problems:  # cross-field checks need well-typed fields
+        return
+    if cfg.min_learning_rate > cfg.max_learning_rate:
+        yield f"min_learning_rate={cfg.min_learning_rate!r} must not exceed max_learning_rate={cfg.max_learning_rate!r}"
+    elif cfg.scheduler_enabled and not cfg.min_learning_rate <= cfg.base_learning_rate <= cfg.max_learning_rate:
+        yield (f"base_learning_rate={cfg.base_learning_rate!r}: with scheduler_enabled it must be in "
+               f"[min_learning_rate, max_learning_rate] = [{cfg.min_learning_rate!r}, {cfg.max_learning_rate!r}]")
+    pending_actions = [a for a in cfg.monitor.interventions if a in PENDING_ACTIONS]
+    if pending_actions:
+        yield (f"monitor.interventions={_show(cfg.monitor.interventions)}: {', '.join(pending_actions)} needs the "
+               f"{PENDING_ACTIONS[pending_actions[0]]}, which is not implemented yet")
+    if not cfg.data.source.strip():
+        yield "data.source='': needs a bundled name, a CSV/Parquet path or a synthetic:k=v,... spec"
+    yield from _ensemble_problems(cfg)
+
+
+def _ensemble_problems(cfg: Any) -> Iterator[str]:
+    """Cross-field checks of the ensemble section (each field's own range is in RULES)."""
+    ens = cfg.ensemble
+    if cfg.ensemble_size > 1 and not ens.min_members <= cfg.ensemble_size:
+        yield f"ensemble.min_members={ens.min_members}: must be <= ensemble_size={cfg.ensemble_size}"
+    if not ens.registry_name.strip():
+        yield "ensemble.registry_name='': needs a registered model name such as convopt-ensemble"
+    for name in ("lr_factor", "clip_range", "ent_coef"):
+        bounds = getattr(ens, name)
+        if len(bounds) != 2 or bounds[0] > bounds[1]:
+            yield f"ensemble.{name}={_show(bounds)}: needs two bounds low+high with low <= high"
+    for arch in ens.net_archs:
+        if not all(p.isdigit() and int(p) > 0 for p in arch.split("x")):
+            yield f"ensemble.net_archs={_show(ens.net_archs)}: items are layer sizes joined by x, e.g. 64x64 (got {arch!r})"
+    if any(not 0 <= b < ens.n_blocks for b in ens.train_blocks):
+        yield f"ensemble.train_blocks={_show(ens.train_blocks)}: must lie in [0, ensemble.n_blocks={ens.n_blocks})"
