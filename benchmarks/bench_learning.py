@@ -60,7 +60,8 @@ def run_one(preset: str, seed: int, data: str, milestones: list[int], overrides:
                     result = backtest_split(self.model.policy, market, split, cost_bps=cfg.env.cost_bps, oracle=oracle)
                     row[f"{split}_sharpe"] = result["metrics"]["sharpe"]
                     row[f"{split}_turnover"] = result["metrics"]["turnover"]
-                    row[f"{split}_oracle_sharpe"] = result["benchmarks"]["oracle"]["sharpe"]
+                    oracle_metrics = result["benchmarks"].get("oracle")  # none on real data
+                    row[f"{split}_oracle_sharpe"] = oracle_metrics["sharpe"] if oracle_metrics else float("nan")
                 curve.append(row)
 
         def _on_training_end(self) -> None:
@@ -85,6 +86,9 @@ def mean_ci(values: list[float]) -> dict:
     from scipy import stats
 
     x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return {"mean": float("nan"), "ci95": [float("nan"), float("nan")], "n": 0}
     mean = float(x.mean())
     if x.size < 2:
         return {"mean": mean, "ci95": [mean, mean], "n": int(x.size)}
@@ -102,12 +106,15 @@ def summarize(runs: list[dict], milestones: list[int]) -> dict:
             rows[step] = {
                 key: mean_ci([p[f"{split}_sharpe"] / p[f"{split}_oracle_sharpe"] for p in points])
                 for split, key in (("val", "val_fraction"), ("test", "test_fraction"))
-            } | {"test_sharpe": mean_ci([p["test_sharpe"] for p in points]),
+            } | {"val_sharpe": mean_ci([p["val_sharpe"] for p in points]),
+                 "test_sharpe": mean_ci([p["test_sharpe"] for p in points]),
                  "test_turnover": mean_ci([p["test_turnover"] for p in points]),
                  "test_oracle_sharpe": mean_ci([p["test_oracle_sharpe"] for p in points])}
         shipped = [r["shipped"] for r in mine]
         summary[preset] = {"milestones": rows,
-                           "shipped_test_fraction": mean_ci([s["test_oracle_fraction"] for s in shipped]),
+                           "shipped_test_fraction": mean_ci([s["test_oracle_fraction"] or float("nan") for s in shipped]),
+                           "shipped_test_sharpe": mean_ci([s["test_sharpe"] for s in shipped]),
+                           "shipped_val_sharpe": mean_ci([s["val_sharpe"] for s in shipped]),
                            "shipped_val_sharpe_min": min(s["val_sharpe"] for s in shipped) if shipped else None,
                            "no_edge_runs": sum(s["no_edge"] == "true" for s in shipped)}
     return summary
@@ -158,13 +165,15 @@ def main(argv: list[str] | None = None) -> None:
                 write_result({"benchmark": "learning", "partial": True, "runs": runs}, args.out)
     summary = summarize(runs, milestones)
     for preset, rows in summary.items():
-        print(f"\n{preset}: shipped test/oracle {rows['shipped_test_fraction']['mean']:.2f} "
+        print(f"\n{preset}: shipped test Sharpe {rows['shipped_test_sharpe']['mean']:.2f} "
+              f"{np.round(rows['shipped_test_sharpe']['ci95'], 2).tolist()}, test/oracle {rows['shipped_test_fraction']['mean']:.2f} "
               f"{np.round(rows['shipped_test_fraction']['ci95'], 2).tolist()}, "
               f"min shipped val Sharpe {rows['shipped_val_sharpe_min']:.2f}, no-edge runs {rows['no_edge_runs']}")
         for step, row in rows["milestones"].items():
             print(f"  {step:>7}: val/oracle {row['val_fraction']['mean']:.2f} "
                   f"test/oracle {row['test_fraction']['mean']:.2f} {np.round(row['test_fraction']['ci95'], 2).tolist()} "
-                  f"test Sharpe {row['test_sharpe']['mean']:.2f} turnover {row['test_turnover']['mean']:.3f}")
+                  f"val Sharpe {row['val_sharpe']['mean']:.2f} test Sharpe {row['test_sharpe']['mean']:.2f} "
+                  f"turnover {row['test_turnover']['mean']:.3f}")
     doc = {"benchmark": "learning", "data": args.data, "milestones": milestones, "overrides": overrides,
            "machine": machine_info(), "wall_seconds": time.perf_counter() - started, "summary": summary, "runs": runs}
     write_result(doc, args.out)
