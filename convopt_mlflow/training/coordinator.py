@@ -210,6 +210,7 @@ def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, act
     if extras.get("best_eval") is not None:
         evaluation.best_score = checkpoints.best_score = float(extras["best_eval"])
     actuator.skipped_checkpoints = list(extras.get("skipped_checkpoints", []))
+    actuator.load_state_dict(extras.get("actuator", {}), model)
     actuator.note_skipped(skipped, at_step=entry.step)
     handle.set_tags({"convopt.resumed_from_step": str(entry.step)})
     return handle.last_logged_step(), bool(extras.get("training_done", False))
@@ -219,6 +220,7 @@ def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluati
     out: dict[str, Any] = {"batch_size": model.batch_size, "history": convergence.history,
                            "interventions": convergence.interventions, "counts": convergence.counts,
                            "skipped_checkpoints": convergence.actuator.skipped_checkpoints,
+                           "actuator": convergence.actuator.state_dict(model),
                            "best_eval": evaluation.best_score if math.isfinite(evaluation.best_score) else None}
     for name in ("scheduler", "monitor", "regularization"):
         part = getattr(comps, name)

@@ -9,7 +9,7 @@ from typing import Any
 
 from .checkpoints import CheckpointStore, NoCheckpointError
 from .control import StopRequest
-from .schedule import scale_lr
+from .schedule import ScaledSchedule, scale_lr
 
 
 class TrainingDiverged(RuntimeError):
@@ -39,6 +39,18 @@ class InterventionActuator:
         self.rollbacks = 0
         self.last_rollback_step: int | None = None  # step of the checkpoint the last rollback restored
         self.skipped_checkpoints: list[dict[str, Any]] = []
+
+    def state_dict(self, model: Any) -> dict[str, Any]:
+        """What a checkpoint must carry so a resumed run keeps its rollback budget and lowered LR."""
+        schedule = model.lr_schedule
+        return {"rollbacks": self.rollbacks, "last_rollback_step": self.last_rollback_step,
+                "lr_scale": schedule.scale if isinstance(schedule, ScaledSchedule) else None}
+
+    def load_state_dict(self, state: dict[str, Any], model: Any) -> None:
+        self.rollbacks = int(state.get("rollbacks", 0))
+        self.last_rollback_step = state.get("last_rollback_step")
+        if state.get("lr_scale") is not None:
+            scale_lr(model, float(state["lr_scale"]))
 
     def note_skipped(self, skipped: list, *, at_step: int) -> None:
         """Record checkpoints skipped as corrupt (``(entry, reason)`` pairs) when loading at ``at_step``."""

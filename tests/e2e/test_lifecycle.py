@@ -124,7 +124,8 @@ def test_sigkill_then_cleanup_then_resume_finishes_without_duplicate_steps(workd
     rows = json.loads(Path(local).read_text())
     assert any(r["action"] == "skip_corrupt_checkpoint" and "sha256" in r["reason"] for r in rows)
     assert "Downloading artifacts" not in resumed.stderr  # the run's own summary comes last
-    assert resumed.stderr.rstrip().splitlines()[-1].lstrip().startswith("benchmark/test/buy_and_hold/sharpe")
+    last = resumed.stderr.rstrip().splitlines()[-1].lstrip()  # a summary line: a result, or the no-edge verdict
+    assert last.startswith(("backtest/", "benchmark/", "convopt: the agent found no edge")), last
 
 
 # Points inside finalization, in the order a run passes them.
