@@ -76,7 +76,13 @@ BUDGET_WATCH_OVERHEAD = 0.01
 
 
 class PhaseTimer(BaseCallback):
-    """Times the learn phase (wall and process CPU) and reads the MLflow writer's counters at training end."""
+    """Times the learn phase (wall and process CPU) and reads the MLflow writer's counters at training end.
+
+    ``per_step = False``: it acts only at boundaries, so it does not put SB3's per-step
+    callback calls back into the arm it measures (see ``ConvoptPPO``).
+    """
+
+    per_step = False
 
     def __init__(self) -> None:
         super().__init__(0)

@@ -38,12 +38,19 @@ WATCH_SAMPLE = 256
 
 
 class _UpdateCallback(BaseCallback):
-    """Calls ``_on_update()`` once after every PPO update (and after the last one)."""
+    """Calls ``_on_update()`` once after every PPO update (and after the last one).
+
+    Nothing happens per env step (``per_step = False``): under ``ConvoptPPO`` the rollout
+    runs without calling it at all.
+    """
+
+    per_step = False
 
     def _init_callback(self) -> None:
         self._seen_updates = self.model._n_updates
 
     def _on_rollout_start(self) -> None:
+        self.num_timesteps = self.model.num_timesteps
         if self.model._n_updates != self._seen_updates:
             self._seen_updates = self.model._n_updates
             self._on_update()
@@ -154,6 +161,11 @@ class ConvergenceCallback(_UpdateCallback):
             self.child.parent = self
         if hasattr(self.model, "divergence_handler"):  # ConvoptPPO: non-finite forward passes come here
             self.model.divergence_handler = self._on_nonfinite
+
+    @property
+    def stop_request(self) -> Any:
+        """The actuator's ``StopRequest``: ``learn()`` ends at the next env step once it is set."""
+        return self.actuator.stop
 
     def _on_step(self) -> bool:
         return not self.actuator.stop.requested
@@ -337,6 +349,8 @@ class RolloutProgressBar(BaseCallback):
     SB3's ``progress_bar=True`` updates a rich bar on every env step, which cost about 5% of
     a default run here; one update per rollout (a few dozen per run) costs nothing.
     """
+
+    per_step = False
 
     def _on_training_start(self) -> None:
         from tqdm.rich import tqdm

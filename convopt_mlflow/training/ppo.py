@@ -18,6 +18,18 @@ to wrap SB3's loop itself:
   it is called with ``(phase, where)``; the rollout is then collected again from
   the restored weights, or the update is skipped. Without a handler SB3's own
   behaviour is kept (the ``ValueError`` propagates).
+
+A third thing is speed. SB3 calls ``callback.update_locals(locals())`` and
+``callback.on_step()`` on every env step, and a ``CallbackList`` passes both to each
+child: on our cheap numpy env that per-step Python was a measurable share of a
+rollout. A callback that acts only at rollout boundaries says so with the class
+attribute ``per_step = False``. Then its ``_on_step`` must do nothing but return
+``True``, or ``not self.stop_request.requested`` if it has a ``stop_request``. When
+every callback handed to ``learn()`` is such a callback, the rollout is collected
+with :class:`_BoundaryOnly` in their place: per step it checks the stop requests
+and nothing else; at each boundary it brings the callbacks' ``num_timesteps``,
+``n_calls`` and ``locals`` up to date and calls them. Any other callback (SB3's own,
+a user's) keeps SB3's per-step calls for the whole tree.
 """
 from __future__ import annotations
 
@@ -26,6 +38,7 @@ from typing import Any, Callable
 
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from .param_watch import nonfinite_parameters
 
@@ -45,13 +58,17 @@ class ConvoptPPO(PPO):
         self.min_batch_size = min_batch_size
         self.memory_events: list[dict[str, float]] = []
         self.divergence_handler: Callable[[str, str], None] | None = None
+        self._boundary: tuple[BaseCallback, Any] | None = None
 
-    def collect_rollouts(self, *args: Any, **kwargs: Any) -> bool:
+    def collect_rollouts(self, env: Any, callback: BaseCallback, *args: Any, **kwargs: Any) -> bool:
+        if self._boundary is None or self._boundary[0] is not callback:
+            self._boundary = (callback, _BoundaryOnly.wrap(callback, self))
+        stepper = self._boundary[1]
         while True:  # bounded: every handled event is a rollback, and rollbacks are limited
             where = self._nonfinite_params()
             if where is None:
                 try:
-                    return super().collect_rollouts(*args, **kwargs)
+                    return super().collect_rollouts(env, stepper, *args, **kwargs)
                 except ValueError as exc:
                     where = self._nonfinite_forward(exc)
             self.divergence_handler("rollout", where)  # type: ignore[misc]
@@ -95,3 +112,61 @@ class ConvoptPPO(PPO):
             raise exc
         names = nonfinite_parameters(self.policy)
         return f"parameters {', '.join(names)}" if names else "logits of the policy (finite parameters)"
+
+
+class _BoundaryOnly:
+    """What ``collect_rollouts`` calls in place of a tree of ``per_step = False`` callbacks.
+
+    Per env step: one stored reference and one check of each stop request, less than
+    SB3's own no-op callback costs plain PPO. At the rollout's start and end the tree is
+    called as SB3 would call it, with ``num_timesteps``, ``n_calls`` and ``locals`` current.
+    """
+
+    def __init__(self, callback: BaseCallback, model: Any, leaves: list[BaseCallback]):
+        self.callback, self.model = callback, model
+        self.everyone = _tree(callback)
+        self.stops = tuple(leaf.stop_request for leaf in leaves if getattr(leaf, "stop_request", None) is not None)
+        self.locals: dict[str, Any] = {}
+        self._start = 0
+
+    @classmethod
+    def wrap(cls, callback: BaseCallback, model: Any) -> Any:
+        """``_BoundaryOnly(callback)`` when every leaf of ``callback`` has ``per_step = False``, else ``callback``."""
+        leaves = [cb for cb in _tree(callback) if not isinstance(cb, CallbackList)]
+        if all(getattr(leaf, "per_step", True) is False for leaf in leaves):
+            return cls(callback, model, leaves)
+        return callback
+
+    def _sync(self) -> None:
+        steps, calls = self.model.num_timesteps, (self.model.num_timesteps - self._start) // self.model.n_envs
+        for cb in self.everyone:
+            cb.num_timesteps = steps
+            cb.n_calls += calls
+        self._start = steps
+
+    def on_rollout_start(self) -> None:
+        self._start = self.model.num_timesteps
+        self._sync()
+        self.callback.on_rollout_start()
+
+    def update_locals(self, locals_: dict[str, Any]) -> None:
+        self.locals = locals_
+
+    def on_step(self) -> bool:
+        for stop in self.stops:
+            if stop.requested:
+                self._sync()
+                self.callback.update_locals(self.locals)
+                return False
+        return True
+
+    def on_rollout_end(self) -> None:
+        self._sync()
+        self.callback.update_locals(self.locals)
+        self.callback.on_rollout_end()
+
+
+def _tree(callback: BaseCallback) -> list[BaseCallback]:
+    """``callback`` and, for a ``CallbackList``, everything nested in it."""
+    children = callback.callbacks if isinstance(callback, CallbackList) else []
+    return [callback, *(node for child in children for node in _tree(child))]
