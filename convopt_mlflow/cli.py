@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--data", default="", help="test data (default: the source recorded on the challenger)")
     promote.add_argument("--challenger", default="challenger", help="alias or version number to promote")
 
+    tune = sub.add_parser("tune", help="multivariate TPE over a preset's hyperparameters, with median pruning")
+    tune.add_argument("--preset", default="baseline", help="preset whose search space is tuned")
+    tune.add_argument("--n-trials", default="20", help="trials to run (a re-run continues the study)")
+    tune.add_argument("--total-timesteps", default=None, help="environment steps of every trial")
+    tune.add_argument("--data", default=None, help="data source of every trial")
+    tune.add_argument("--storage", default="", help="Optuna storage URL (default sqlite:///optuna.db)")
+    tune.add_argument("--study", default="", help="study name (default tune-<preset>)")
+    tune.add_argument("--seed", default="0", help="seed of the TPE sampler and of every trial's training")
+    tune.add_argument("--experiment", default="", help="MLflow experiment of the parent run")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="config override for every trial; a key set here is not tuned")
+
     data = sub.add_parser("data", help="market data tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="validate a data source and summarise it")
     check.add_argument("source")
@@ -199,6 +211,24 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from . import config as cfgmod
+
+    common = cfgmod.parse_overrides(args.set)
+    if args.data:
+        common["data.source"] = str(args.data)
+    if args.total_timesteps not in (None, ""):
+        common["run.total_timesteps"] = str(_number("--total-timesteps", args.total_timesteps, int))
+    common.setdefault("run.progress_bar", "false")
+    from .experiments.tune import TuneSpec, run_tune
+
+    spec = TuneSpec(args.preset, _number("--n-trials", args.n_trials, int), common,
+                    seed=_number("--seed", args.seed, int))
+    run_tune(spec, study_name=args.study or f"tune-{args.preset}", storage=args.storage or None,
+             experiment=args.experiment or None)
+    return 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     from .experiments.worker import work
 
@@ -296,14 +326,15 @@ def _print_prediction_summary(model_uri: str, bars, table) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"train": _train, "ab-test": _ab_test, "worker": _worker, "data": _data_check,
-                "runs": _runs_cleanup, "config": _config, "predict": _predict, "promote": _promote}
+                "runs": _runs_cleanup, "config": _config, "predict": _predict, "promote": _promote,
+                "tune": _tune}
     try:
         return handlers[args.command](args)
     except UserError as exc:
         print(f"convopt: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # an A/B trial or worker stopped by SIGINT/SIGTERM; its runs ended KILLED
-        if args.command not in ("ab-test", "worker"):
+        if args.command not in ("ab-test", "worker", "tune"):
             raise
         print(f"convopt: stopped: {exc}", file=sys.stderr)
         return 130

@@ -80,10 +80,12 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
 def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume: str = "",
           run_id: str | None = None, components: Components | None = None,
           extra_callbacks: Sequence[BaseCallback] = (), checkpoint_root: str | None = None,
-          tags: Mapping[str, str] | None = None) -> TrainResult:
+          tags: Mapping[str, str] | None = None, after_eval: BaseCallback | None = None) -> TrainResult:
     """Train one PPO agent as one MLflow run. Raises UserError before any run exists.
 
     ``tags`` are set over the run's own (e.g. an A/B trial's ``convopt.role=ab-trial`` and arm name).
+    ``after_eval`` runs after each validation eval (``parent.history[-1]``); returning False
+    stops training, which then ends as usual (final model, backtest, FINISHED).
     """
     resumed = None
     if resume:
@@ -109,7 +111,7 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
             if not resumed:
                 _log_run_inputs(handle, cfg, market, ckpt_dir)
             store = CheckpointStore(ckpt_dir, keep_last=cfg.run.keep_checkpoints)
-            return _train_in_run(cfg, market, handle, comps, stop, store, checkpoint, extra_callbacks)
+            return _train_in_run(cfg, market, handle, comps, stop, store, checkpoint, extra_callbacks, after_eval)
         except TrainingDiverged as exc:
             handle.set_tags({"convopt.failure_reason": str(exc)[:5000]})
             handle.end("FAILED")
@@ -122,7 +124,7 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
 
 def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, stop: StopRequest,
                   store: CheckpointStore, checkpoint: tuple | None,
-                  extra_callbacks: Sequence[BaseCallback]) -> TrainResult:
+                  extra_callbacks: Sequence[BaseCallback], after_eval: BaseCallback | None = None) -> TrainResult:
     """``checkpoint``: ``(entry, state, skipped)`` to resume from, or None for a new run."""
     resumed = checkpoint is not None
     env = make_env(cfg, market)
@@ -130,7 +132,8 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     guard = ComponentGuard()
     actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,
                                     stop=stop, max_rollbacks=cfg.run.max_rollbacks)
-    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq)
+    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq,
+                                        callback_after_eval=after_eval)
     checkpoints = CheckpointCallback(store, cfg.run.checkpoint_freq,
                                      extras=lambda: _extras(comps, convergence, model, evaluation))
     convergence = ConvergenceCallback(
