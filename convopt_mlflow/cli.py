@@ -1,7 +1,8 @@
 """``convopt`` console script; the MLproject entry points call it.
 
 Exit codes: 0 success; 2 usage or bad input (one message, no traceback, no run
-created); 1 training failure (run FAILED); 130/143 SIGINT/SIGTERM (run KILLED).
+created); 1 training failure (run FAILED), or a promotion refused because the champion
+changed meanwhile; 130/143 SIGINT/SIGTERM (run KILLED).
 """
 from __future__ import annotations
 

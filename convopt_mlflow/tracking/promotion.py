@@ -80,8 +80,11 @@ def walk_test_returns(model_uri: str, market, *, cost_bps: float) -> np.ndarray:
     model = load_model(model_uri)
     frame = market.bars.frame
     start, stop = market.splits.test
-    probe = model.predict(frame.iloc[: min(stop, start + 4096)])
-    first_ready = int(np.flatnonzero(probe["ready"].to_numpy())[0])
+    # The first decidable row depends only on the model's warm-up and window, not on where the input starts.
+    ready = np.flatnonzero(model.predict(frame.iloc[: min(len(frame), 4096)])["ready"].to_numpy())
+    if ready.size == 0:
+        raise UserError(f"model {model_uri} needs more than 4096 bars of warm-up; cannot walk {market.bars.source}")
+    first_ready = int(ready[0])
     lo = max(0, start - first_ready)
     walked = model.predict(frame.iloc[lo:stop])
     positions = walked["position"].to_numpy(dtype=float)[start - lo: stop - 1 - lo]
