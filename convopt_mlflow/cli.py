@@ -1,7 +1,8 @@
 """``convopt`` console script; the MLproject entry points call it.
 
 Exit codes: 0 success; 2 usage or bad input (one message, no traceback, no run
-created); 1 training failure (run FAILED); 130/143 SIGINT/SIGTERM (run KILLED).
+created); 1 training failure (run FAILED), or a promotion refused because the champion
+changed meanwhile; 130/143 SIGINT/SIGTERM (run KILLED).
 """
 from __future__ import annotations
 
@@ -46,11 +47,34 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats (PostgreSQL)")
     ab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every arm (e.g. ppo.n_steps=64)")
+    ab.add_argument("--register", nargs="?", const="true", default="true",
+                    help="register a significant winner's ensemble as `challenger` (true/false; default true)")
+    ab.add_argument("--no-register", dest="register", action="store_const", const="false",
+                    help="same as --register false")
+    ab.add_argument("--registry-name", default="convopt-ensemble", help="registered model of the winner")
 
     worker = sub.add_parser("worker", help="join an existing A/B study and train its open cells")
     worker.add_argument("--study", required=True)
     worker.add_argument("--storage", required=True, help="the study's Optuna storage URL (PostgreSQL or journal)")
     worker.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats")
+
+    promote = sub.add_parser("promote", help="move the registry's `champion` alias to the challenger on evidence")
+    promote.add_argument("--registry-name", default="convopt-ensemble", help="registered model name")
+    promote.add_argument("--alpha", default="0.05", help="one-sided significance level of the Sharpe test")
+    promote.add_argument("--data", default="", help="test data (default: the source recorded on the challenger)")
+    promote.add_argument("--challenger", default="challenger", help="alias or version number to promote")
+
+    tune = sub.add_parser("tune", help="multivariate TPE over a preset's hyperparameters, with median pruning")
+    tune.add_argument("--preset", default="baseline", help="preset whose search space is tuned")
+    tune.add_argument("--n-trials", default="20", help="trials to run (a re-run continues the study)")
+    tune.add_argument("--total-timesteps", default=None, help="environment steps of every trial")
+    tune.add_argument("--data", default=None, help="data source of every trial")
+    tune.add_argument("--storage", default="", help="Optuna storage URL (default sqlite:///optuna.db)")
+    tune.add_argument("--study", default="", help="study name (default tune-<preset>)")
+    tune.add_argument("--seed", default="0", help="seed of the TPE sampler and of every trial's training")
+    tune.add_argument("--experiment", default="", help="MLflow experiment of the parent run")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="config override for every trial; a key set here is not tuned")
 
     data = sub.add_parser("data", help="market data tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="validate a data source and summarise it")
@@ -137,23 +161,80 @@ def _number(flag: str, text: str, kind=float):
         raise UserError(f"{flag} must be a number; got {text!r}") from None
 
 
+def _flag(flag: str, text: str) -> bool:
+    value = str(text).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise UserError(f"{flag} must be true or false; got {text!r}")
+    return value in ("true", "1", "yes")
+
+
 def _ab_test(args: argparse.Namespace) -> int:
     from . import config as cfgmod
 
-    sequential = str(args.sequential).strip().lower()
-    if sequential not in ("true", "false", "1", "0", "yes", "no"):
-        raise UserError(f"--sequential must be true or false; got {args.sequential!r}")
+    sequential = _flag("--sequential", args.sequential)
+    register = _flag("--register", args.register)
     from .experiments.session import run_ab_test, spec_from_args
 
     spec = spec_from_args(args.arms, args.seeds, total_timesteps=args.total_timesteps, data=args.data,
                           metric=args.metric or None, alpha=_number("--alpha", args.alpha),
-                          sequential=sequential in ("true", "1", "yes"), overrides=cfgmod.parse_overrides(args.set))
+                          sequential=sequential, overrides=cfgmod.parse_overrides(args.set))
     name = args.study or "ab-" + "-".join(a.replace(":", "_") for a in spec.arms)[:80]
     result = run_ab_test(spec, study_name=name, storage=args.storage or None,
                          workers=_number("--workers", args.workers, int), experiment=args.experiment or None,
-                         heartbeat_interval=_number("--heartbeat-interval", args.heartbeat_interval, int))
+                         heartbeat_interval=_number("--heartbeat-interval", args.heartbeat_interval, int),
+                         registry_name=args.registry_name if register else None)
     print(f"convopt: A/B parent run {result.parent_run_id} (study {name}): {result.report['verdict']}",
           file=sys.stderr)
+    registration = result.registration
+    if registration is not None and registration.version is not None:
+        print(f"convopt: registered {args.registry_name} version {registration.version} as 'challenger'; "
+              f"run `convopt promote --registry-name {args.registry_name}` to compare it with the champion",
+              file=sys.stderr)
+    elif registration is not None:
+        print(f"convopt: nothing registered: {registration.skipped}", file=sys.stderr)
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    """Exit 0: promoted, or refused on the evidence (see the message and version tags); 1: compare-and-set
+    conflict (the champion changed meanwhile); 2: missing model or alias, bad input."""
+    import os
+
+    alpha = _number("--alpha", args.alpha)
+    if not 0.0 < alpha < 1.0:
+        raise UserError(f"--alpha must lie in (0, 1); got {alpha}")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from .tracking.promotion import promote
+
+    outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger)
+    d = outcome.decision
+    before = f"version {outcome.previous_champion}" if outcome.previous_champion else "no champion"
+    print(f"convopt: {args.registry_name} version {outcome.challenger} vs {before} on the test split of "
+          f"{outcome.data_source} ({d.n_bars} bars): Sharpe difference {d.sharpe_difference:.4g} per bar, "
+          f"z = {d.z:.3g}, one-sided p = {d.p_value:.3g}", file=sys.stderr)
+    if d.promote:
+        print(f"convopt: promoted: {args.registry_name}@champion is now version {outcome.challenger} "
+              f"({d.reason})", file=sys.stderr)
+    else:
+        print(f"convopt: not promoted, champion unchanged ({before}): {d.reason}", file=sys.stderr)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from . import config as cfgmod
+
+    common = cfgmod.parse_overrides(args.set)
+    if args.data:
+        common["data.source"] = str(args.data)
+    if args.total_timesteps not in (None, ""):
+        common["run.total_timesteps"] = str(_number("--total-timesteps", args.total_timesteps, int))
+    common.setdefault("run.progress_bar", "false")
+    from .experiments.tune import TuneSpec, run_tune
+
+    spec = TuneSpec(args.preset, _number("--n-trials", args.n_trials, int), common,
+                    seed=_number("--seed", args.seed, int))
+    run_tune(spec, study_name=args.study or f"tune-{args.preset}", storage=args.storage or None,
+             experiment=args.experiment or None)
     return 0
 
 
@@ -254,14 +335,15 @@ def _print_prediction_summary(model_uri: str, bars, table) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"train": _train, "ab-test": _ab_test, "worker": _worker, "data": _data_check,
-                "runs": _runs_cleanup, "config": _config, "predict": _predict}
+                "runs": _runs_cleanup, "config": _config, "predict": _predict, "promote": _promote,
+                "tune": _tune}
     try:
         return handlers[args.command](args)
     except UserError as exc:
         print(f"convopt: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # an A/B trial or worker stopped by SIGINT/SIGTERM; its runs ended KILLED
-        if args.command not in ("ab-test", "worker"):
+        if args.command not in ("ab-test", "worker", "tune"):
             raise
         print(f"convopt: stopped: {exc}", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ exit path ends it: FINISHED, FAILED on an exception, KILLED on Ctrl-C.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 from ..errors import UserError
 from . import render
 from .abtest import PARENT_ATTR, completed_trials, open_study, run_cells
+from .registration import Registration, register_winner
 from .report import Winner, analyze, headline_metrics, paired_scores, winner_of
 from .spec import StudySpec
 from .storage import get_storage, redact, storage_kind
@@ -33,6 +35,7 @@ class ABResult:
     report: dict[str, Any]
     records: list[dict[str, Any]]
     winner: Winner | None
+    registration: Registration | None = None
 
 
 def validate(spec: StudySpec, storage: str | None, workers: int) -> None:
@@ -49,8 +52,14 @@ def validate(spec: StudySpec, storage: str | None, workers: int) -> None:
 
 def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None, workers: int = 1,
                 experiment: str | None = None, heartbeat_interval: int = 30,
-                checkpoint_root: str | None = None, console: bool = True) -> ABResult:
-    """Run (or resume) the study and log its report on the parent run."""
+                checkpoint_root: str | None = None, console: bool = True,
+                registry_name: str | None = "convopt-ensemble") -> ABResult:
+    """Run (or resume) the study and log its report on the parent run.
+
+    With ``registry_name`` (None: don't register), a significant, registrable winner is
+    registered as a new version of that model under the alias ``challenger``; the parent
+    run records ``convopt.registered_version`` or ``convopt.registration_skipped``.
+    """
     from ..tracking import end_run_if_running, open_run
 
     validate(spec, storage, workers)
@@ -69,6 +78,13 @@ def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None,
         sequential = _train(study, spec, parent.run_id, study_name, storage, workers, heartbeat_interval,
                             checkpoint_root)
         result = _report(study, spec, parent, study_name, sequential, console)
+        if registry_name:
+            registration = register_winner(result.winner, parent_run_id=parent.run_id, study=study_name,
+                                           verdict=result.report["verdict"], registry_name=registry_name)
+        else:
+            registration = Registration(None, "registration disabled (--no-register)")
+        parent.set_tags(registration.run_tags())
+        result = dataclasses.replace(result, registration=registration)
     except BaseException as exc:
         parent.set_tags({"convopt.failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
         end_run_if_running(parent.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

@@ -13,6 +13,8 @@ until one is used (importing mlflow takes about a second).
 - :func:`log_policy_model`, :func:`policy_spec`, :func:`build_policy`: the pyfunc model.
 - :func:`load_model`, :func:`register_verified_model`: loading and registering with every
   file of the model checked against hashes kept outside it.
+- :mod:`.registration` (ensembles of verified seed models, aliases) and :mod:`.promotion`
+  (``convopt promote``: the champion moved on evidence, compare-and-set).
 """
 from __future__ import annotations
 

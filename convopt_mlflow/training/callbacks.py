@@ -70,17 +70,27 @@ class ValidationEvalCallback(_UpdateCallback):
 
     ``evaluate(policy) -> dict`` must return at least ``score``; every value is recorded
     as ``eval/<key>``, and ``eval/score`` feeds the monitor's stagnation detection.
+
+    ``callback_after_eval`` (as in SB3's ``EvalCallback``) is called after each evaluation,
+    with ``parent.history[-1]`` holding its result; when it returns False, training stops
+    at the next step (e.g. a pruned tuning trial).
     """
 
-    def __init__(self, evaluate: Callable[[Any], Mapping[str, float]], eval_freq: int, verbose: int = 0):
+    def __init__(self, evaluate: Callable[[Any], Mapping[str, float]], eval_freq: int, verbose: int = 0,
+                 callback_after_eval: BaseCallback | None = None):
         super().__init__(verbose)
         self.evaluate = evaluate
         self.eval_freq = eval_freq
         self.best_score = -math.inf
         self.history: list[dict[str, float]] = []
+        self.callback_after_eval = callback_after_eval
+        self._continue = True
 
     def _init_callback(self) -> None:
         super()._init_callback()
+        if self.callback_after_eval is not None:
+            self.callback_after_eval.init_callback(self.model)
+            self.callback_after_eval.parent = self
         freq = max(self.eval_freq, 1)  # eval_freq 0 disables evaluation (checked in _on_update)
         self._next_eval = (self.model.num_timesteps // freq + 1) * freq
 
@@ -95,6 +105,11 @@ class ValidationEvalCallback(_UpdateCallback):
                 self.logger.record(f"eval/{key}", float(value))
         self.best_score = max(self.best_score, result.get("score", -math.inf))
         self.history.append({"step": float(self.num_timesteps), **result})
+        if self.callback_after_eval is not None and not self.callback_after_eval.on_step():
+            self._continue = False
+
+    def _on_step(self) -> bool:
+        return self._continue
 
 
 class ConvergenceCallback(_UpdateCallback):

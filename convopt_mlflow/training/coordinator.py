@@ -80,11 +80,13 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
 def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume: str = "",
           run_id: str | None = None, components: Components | None = None,
           extra_callbacks: Sequence[BaseCallback] = (), checkpoint_root: str | None = None,
-          tags: Mapping[str, str] | None = None) -> TrainResult:
+          tags: Mapping[str, str] | None = None, after_eval: BaseCallback | None = None) -> TrainResult:
     """Train one PPO agent as one MLflow run. Raises UserError before any run exists.
 
     ``tags`` are set on the run next to (and over) the standard ``convopt.*`` tags, e.g. an
-    ensemble member's ``convopt.role``.
+    ensemble member's ``convopt.role`` or an A/B trial's ``convopt.role=ab-trial``.
+    ``after_eval`` runs after each validation eval (``parent.history[-1]``); returning False
+    stops training, which then ends as usual (final model, backtest, FINISHED).
     """
     plan = None
     if resume:
@@ -105,7 +107,7 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
             if checkpoint is None:  # a new run, or one killed before its first checkpoint
                 _log_run_inputs(handle, cfg, market, ckpt_dir)
             store = CheckpointStore(ckpt_dir, keep_last=cfg.run.keep_checkpoints)
-            return _train_in_run(cfg, market, handle, comps, stop, store, checkpoint, extra_callbacks)
+            return _train_in_run(cfg, market, handle, comps, stop, store, checkpoint, extra_callbacks, after_eval)
         except TrainingDiverged as exc:
             handle.set_tags({"convopt.failure_reason": str(exc)[:5000]})
             handle.end("FAILED")
@@ -118,7 +120,7 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
 
 def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, stop: StopRequest,
                   store: CheckpointStore, checkpoint: tuple | None,
-                  extra_callbacks: Sequence[BaseCallback]) -> TrainResult:
+                  extra_callbacks: Sequence[BaseCallback], after_eval: BaseCallback | None = None) -> TrainResult:
     """``checkpoint``: ``(entry, state, skipped)`` to resume from, or None for a new run."""
     resumed = checkpoint is not None
     env = make_env(cfg, market)
@@ -126,7 +128,8 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     guard = ComponentGuard()
     actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,
                                     stop=stop, max_rollbacks=cfg.run.max_rollbacks)
-    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq)
+    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq,
+                                        callback_after_eval=after_eval)
     phase = {"training_done": False}  # saved with every checkpoint: True only in the final one
     checkpoints = CheckpointCallback(store, cfg.run.checkpoint_freq,
                                      extras=lambda: {**_extras(comps, convergence, model, evaluation), **phase})

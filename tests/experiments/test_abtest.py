@@ -44,6 +44,12 @@ def test_mlflow_run_ab_test_logs_parent_children_and_report_then_resumes(tmp_pat
     report = json.loads(Path(client.download_artifacts(parent.info.run_id, "ab/report.json", str(tmp_path))).read_text())
     assert report["cells"] == {"planned": 4, "complete": 4} and report["seeds_compared"] == [0, 1]
     assert "baseline" in report["verdict"] and ("detects" in report["verdict"] or "beats" in report["verdict"])
+    if report["winner"] is None:  # nothing significant: nothing registered, the reason (with the MDE) on the parent
+        assert parent.data.tags["convopt.registration_skipped"].startswith("no significant winner")
+        assert "detects" in parent.data.tags["convopt.registration_skipped"]
+        assert not client.search_registered_models()
+    else:
+        assert parent.data.tags["convopt.registered_version"] == "1"
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert {t.user_attrs["mlflow_run_id"] for t in study.trials} == {c.info.run_id for c in children}
 

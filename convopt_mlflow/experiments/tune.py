@@ -1,0 +1,235 @@
+"""``convopt tune``: multivariate TPE over a preset's search space, with median pruning.
+
+One MLflow parent run (``convopt.role=tune-parent``) and one child run per trial
+(``convopt.role=tune-trial``), trained by the coordinator with the full tracking of a
+``convopt train`` run, so a trial's intermediate values are its ``eval/score`` steps.
+Each in-training evaluation is reported to the trial (:class:`ReportToTrial`); when the
+``MedianPruner`` says so, training stops, the child run still ends FINISHED with its
+backtest and the tag ``convopt.pruned=true``, and the trial ends PRUNED.
+
+The best trial (highest validation Sharpe) is reported with its Deflated Sharpe Ratio
+given every trial tried (its validation net returns, deflated by the variance of all
+trials' validation Sharpes), and with the ``convopt ab-test`` command that re-runs it
+over several seeds against the baseline: a winner picked from one seed is not evidence.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import optuna
+from stable_baselines3.common.callbacks import BaseCallback
+
+from ..config.search_spaces import Choice, Range, search_space
+from ..errors import UserError
+from .storage import get_storage, redact
+
+VAL_PNL_ARTIFACT = "tune/val_pnl.json"
+METRIC = "backtest/val/sharpe"
+
+
+class ReportToTrial(BaseCallback):
+    """After each validation eval: ``trial.report(score, step)``; stop when the pruner says prune."""
+
+    def __init__(self, trial: optuna.Trial):
+        super().__init__()
+        self.trial = trial
+        self.pruned_at: int | None = None
+
+    def _on_step(self) -> bool:
+        score = float(self.parent.history[-1].get("score", math.nan))
+        if math.isfinite(score):
+            self.trial.report(score, int(self.num_timesteps))
+        if self.trial.should_prune():
+            self.pruned_at = int(self.num_timesteps)
+            return False
+        return True
+
+
+def suggest(trial: optuna.Trial, space: Mapping[str, Range | Choice]) -> dict[str, str]:
+    """Config overrides (``key -> text``) drawn for ``trial`` from ``space``."""
+    values: dict[str, str] = {}
+    for key, dim in space.items():
+        if isinstance(dim, Choice):
+            value: Any = trial.suggest_categorical(key, list(dim.values))
+        elif dim.integer:
+            value = trial.suggest_int(key, int(dim.low), int(dim.high), log=dim.log)
+        else:
+            value = trial.suggest_float(key, dim.low, dim.high, log=dim.log)
+        values[key] = f"{value:.6g}" if isinstance(value, float) else str(value)
+    return values
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    preset: str
+    n_trials: int
+    common: Mapping[str, str]
+    seed: int = 0
+
+    def space(self) -> dict[str, Range | Choice]:
+        return search_space(self.preset, fixed=tuple(self.common))
+
+
+class TuneObjective:
+    """``objective(trial) -> validation Sharpe`` of one child run."""
+
+    def __init__(self, spec: TuneSpec, parent_run_id: str, study_name: str):
+        self.spec, self.parent_run_id, self.study_name = spec, parent_run_id, study_name
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from .. import config as cfgmod
+        from ..tracking import end_run_if_running, open_child_run
+        from ..training.coordinator import train
+
+        params = suggest(trial, self.spec.space())
+        cfg = cfgmod.build_config(self.spec.preset, {**self.spec.common, **params,
+                                                     "run.seed": str(self.spec.seed)})
+        tags = {"convopt.role": "tune-trial", "convopt.study": self.study_name, "convopt.trial": str(trial.number),
+                "convopt.preset": self.spec.preset}
+        child = open_child_run(self.parent_run_id, tags=tags, run_name=f"trial {trial.number}")
+        trial.set_user_attr("mlflow_run_id", child.run_id)
+        report, keep = ReportToTrial(trial), _KeepModel()
+        try:
+            result = train(cfg, preset=self.spec.preset, run_id=child.run_id, tags=tags, after_eval=report,
+                           extra_callbacks=[keep])
+        except BaseException as exc:
+            end_run_if_running(child.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
+                               reason=f"{type(exc).__name__}: {exc}")
+            raise
+        if result.status == "KILLED":
+            raise KeyboardInterrupt(f"trial {trial.number}: run {result.run_id} was stopped: {result.reason}")
+        if result.status != "FINISHED":
+            raise RuntimeError(f"trial {trial.number}: run {result.run_id} ended {result.status}: {result.reason}")
+        metrics = {k: float(v) for k, v in result.metrics.items() if math.isfinite(float(v))}
+        trial.set_user_attr("metrics", metrics)
+        self._log_val_pnl(child, cfg, keep.model, trial)
+        if report.pruned_at is not None:
+            child.set_tags({"convopt.pruned": "true", "convopt.pruned_at": str(report.pruned_at)})
+            raise optuna.TrialPruned(f"pruned at step {report.pruned_at}")
+        return metrics.get(METRIC, float("nan"))
+
+    @staticmethod
+    def _log_val_pnl(child: Any, cfg: Any, model: Any, trial: optuna.Trial) -> None:
+        """The shipped policy's per-bar validation net returns (for the best trial's DSR)."""
+        from ..evaluation import net_log_pnl
+        from ..training.evaluate import backtest_split
+        from ..training.setup import load_market, next_log_returns
+
+        market = load_market(cfg)
+        path = backtest_split(model.policy, market, "val", cost_bps=cfg.env.cost_bps)["path"]
+        pnl = net_log_pnl(path.positions, next_log_returns(market, path.bars), cost_bps=cfg.env.cost_bps)
+        child.log_dict({"net_log_pnl": [float(x) for x in np.round(pnl, 10)]}, VAL_PNL_ARTIFACT)
+        sharpe = float(pnl.mean() / pnl.std(ddof=1)) if pnl.size > 1 and pnl.std() > 0 else 0.0
+        trial.set_user_attr("val_sharpe_per_bar", sharpe)
+
+
+class _KeepModel(BaseCallback):
+    def _on_step(self) -> bool:
+        return True
+
+
+def best_trial_report(study: optuna.Study, spec: TuneSpec, client: Any = None) -> dict[str, Any]:
+    """The best COMPLETE trial, its params and metrics, its DSR over all trials tried, the A/B command."""
+    from .. import stats
+    from ..tracking import read_json_artifact
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    tried = [t for t in study.trials if "val_sharpe_per_bar" in t.user_attrs]
+    if not done:
+        return {"best": None, "n_trials": len(study.trials), "message": "no trial completed"}
+    best = study.best_trial
+    out: dict[str, Any] = {"number": best.number, "value": best.value, "params": dict(best.params),
+                           "run_id": best.user_attrs.get("mlflow_run_id"), "n_trials": len(tried),
+                           "test_sharpe": best.user_attrs.get("metrics", {}).get("backtest/test/sharpe"),
+                           "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+                           "dsr": None}
+    sharpes = [t.user_attrs["val_sharpe_per_bar"] for t in tried]
+    data = read_json_artifact(out["run_id"], VAL_PNL_ARTIFACT, client=client) if out["run_id"] else None
+    if data and len(sharpes) >= 2 and np.var(sharpes) > 0:
+        pnl = np.asarray(data["net_log_pnl"], dtype=float)
+        if pnl.std() > 0:
+            out["dsr"] = stats.deflated_sharpe_ratio(pnl, sharpes, n_trials=len(sharpes))
+    out["ab_command"] = ab_command(spec, best.params)
+    return out
+
+
+def ab_command(spec: TuneSpec, params: Mapping[str, Any]) -> str:
+    """The ``convopt ab-test`` line re-running the tuned params over seeds against the baseline."""
+    arm = spec.preset + ":" + ",".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                                       for k, v in sorted(params.items()))
+    common = ",".join(f"{k}={v}" for k, v in spec.common.items()
+                      if k not in ("data.source", "run.total_timesteps"))
+    parts = ["convopt ab-test", f"--arms 'baseline,{arm}'", "--seeds 5"]
+    if "run.total_timesteps" in spec.common:
+        parts.append(f"--total-timesteps {spec.common['run.total_timesteps']}")
+    if "data.source" in spec.common:
+        parts.append(f"--data '{spec.common['data.source']}'")
+    if common:
+        parts.append(f"--set '{common}'")
+    return " ".join(parts)
+
+
+def run_tune(spec: TuneSpec, *, study_name: str, storage: str | None = None, experiment: str | None = None,
+             console: bool = True) -> dict[str, Any]:
+    """Run (or continue) the tuning study; return the best trial's report (logged on the parent run)."""
+    from .. import config as cfgmod
+    from ..tracking import end_run_if_running, open_run
+    from ..training.setup import load_market
+
+    if spec.n_trials < 1:
+        raise UserError(f"--n-trials must be at least 1; got {spec.n_trials}")
+    spec.space()  # unknown preset: exit 2 before anything exists
+    load_market(cfgmod.build_config(spec.preset, dict(spec.common)))  # bad data: exit 2, nothing written
+    optuna_storage = get_storage(storage, workers=1)
+    sampler = optuna.samplers.TPESampler(multivariate=True, seed=spec.seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    study = optuna.create_study(study_name=study_name, storage=optuna_storage, direction="maximize",
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    parent = open_run(experiment=experiment, run_id=os.environ.get("MLFLOW_RUN_ID") or None,
+                      run_name=f"tune {study_name}",
+                      tags={"convopt.role": "tune-parent", "convopt.study": study_name, "convopt.preset": spec.preset})
+    try:
+        parent.log_params({"preset": spec.preset, "n_trials": spec.n_trials, "study": study_name, "seed": spec.seed,
+                           "sampler": "TPESampler(multivariate=True)", "pruner": "MedianPruner",
+                           "storage": redact(storage or "sqlite:///optuna.db"),
+                           **{f"common.{k}": v for k, v in spec.common.items()}})
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study.optimize(TuneObjective(spec, parent.run_id, study_name), n_trials=spec.n_trials,
+                       catch=(RuntimeError,))
+        report = best_trial_report(study, spec, client=parent.client)
+        parent.log_dict(report, "tune/best.json")
+        metrics = {"tune/best/value": report.get("value"), "tune/best/dsr": report.get("dsr"),
+                   "tune/best/test_sharpe": report.get("test_sharpe"), "tune/n_trials": report.get("n_trials"),
+                   "tune/pruned": report.get("pruned")}
+        parent.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))},
+                           step=0)
+        if report.get("run_id"):
+            parent.set_tags({"convopt.tune.best_run": report["run_id"],
+                             "convopt.tune.ab_command": report["ab_command"][:5000]})
+    except BaseException as exc:
+        parent.set_tags({"convopt.failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
+        end_run_if_running(parent.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    parent.end("FINISHED")
+    report["parent_run_id"] = parent.run_id
+    if console:
+        _print(report, study_name)
+    return report
+
+
+def _print(report: Mapping[str, Any], study_name: str) -> None:
+    if report.get("number") is None:
+        print(f"convopt tune: study {study_name}: {report.get('message')}", file=sys.stderr)
+        return
+    dsr = "n/a" if report["dsr"] is None else f"{report['dsr']:.3f}"
+    print(f"convopt tune: study {study_name}: best trial {report['number']} (run {report['run_id']}): "
+          f"validation Sharpe {report['value']:.3f}, test Sharpe {report['test_sharpe']}, "
+          f"DSR {dsr} over {report['n_trials']} trial(s) ({report['pruned']} pruned)", file=sys.stderr)
+    print("  params: " + ", ".join(f"{k}={v}" for k, v in sorted(report["params"].items())), file=sys.stderr)
+    print("  one seed is not evidence; re-run it over seeds against the baseline:\n  " + report["ab_command"],
+          file=sys.stderr)

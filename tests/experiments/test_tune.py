@@ -1,0 +1,68 @@
+"""A tiny `convopt tune`: 3 trials, children and parent in MLflow, the best trial reported."""
+import json
+from pathlib import Path
+
+import optuna
+from mlflow.tracking import MlflowClient
+
+from convopt_mlflow import cli
+from convopt_mlflow.config.search_spaces import search_space
+
+from .conftest import DATA, TINY
+
+
+def test_tiny_tune_logs_parent_children_and_reports_the_best_trial(tmp_path, mlflow_uri, capsys):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    code = cli.main(["tune", "--preset", "baseline", "--n-trials", "3", "--total-timesteps", "1024", "--data", DATA,
+                     "--storage", storage, "--study", "t", "--seed", "3", "--set", TINY])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    client = MlflowClient()
+    runs = client.search_runs(["0"])
+    (parent,) = [r for r in runs if r.data.tags.get("convopt.role") == "tune-parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and len(children) == 3
+    assert {c.data.tags["convopt.role"] for c in children} == {"tune-trial"}
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert all(client.get_metric_history(c.info.run_id, "eval/score") for c in children)  # intermediate steps
+    study = optuna.load_study(study_name="t", storage=storage)
+    assert isinstance(study.sampler, optuna.samplers.TPESampler) and len(study.trials) == 3
+    assert {t.user_attrs["mlflow_run_id"] for t in study.trials} == {c.info.run_id for c in children}
+    for t in study.trials:  # a pruned trial's run is FINISHED and tagged
+        pruned = t.state == optuna.trial.TrialState.PRUNED
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert (run.data.tags.get("convopt.pruned") == "true") == pruned
+        steps = sorted(p.step for p in client.get_metric_history(run.info.run_id, "eval/score"))
+        assert steps == sorted(int(s) for s in t.intermediate_values)
+        assert set(t.params) == set(search_space("baseline", fixed=tuple(k.split("=")[0] for k in TINY.split(","))))
+    best = json.loads(Path(client.download_artifacts(parent.info.run_id, "tune/best.json", str(tmp_path))).read_text())
+    assert best["number"] == study.best_trial.number and best["n_trials"] == 3
+    assert parent.data.tags["convopt.tune.best_run"] == best["run_id"]
+    assert "tune/best/value" in parent.data.metrics
+    assert "convopt ab-test --arms 'baseline,baseline:" in err and "DSR" in err
+    assert best["ab_command"] in err
+
+
+def test_pruning_stops_a_trial_below_the_median_and_ends_its_run_finished(tmp_path, mlflow_uri):
+    """Two completed trials set the median; a third whose first eval is far below it is pruned."""
+    from convopt_mlflow.experiments.tune import TuneObjective, TuneSpec
+    from convopt_mlflow.tracking import open_run
+
+    overrides = dict(kv.split("=") for kv in TINY.split(","))
+    spec = TuneSpec("baseline", 1, {**overrides, "data.source": DATA, "run.total_timesteps": "1024",
+                                    "run.progress_bar": "false"})
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=2,
+                                                                                           n_warmup_steps=0))
+    for _ in range(2):  # history: two trials that scored very high at every step
+        t = study.ask()
+        for step in (512, 1024):
+            t.report(1e9, step)
+        study.tell(t, 1e9)
+    parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "tune-parent"})
+    study.optimize(TuneObjective(spec, parent.run_id, "p"), n_trials=1)
+    parent.end("FINISHED")
+    trial = study.trials[-1]
+    assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [512]
+    run = MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["convopt.pruned"] == "true"
+    assert run.data.tags["convopt.pruned_at"] == "512"

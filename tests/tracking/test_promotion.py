@@ -1,0 +1,145 @@
+"""The A/B winner registered as `challenger`, and `convopt promote` on a real sqlite registry.
+
+Three real tiny PPO runs on a synthetic market with a strong planted signal: two that
+learn it (far above buy-and-hold on test) and one that cannot learn (learning rate 1e-7).
+"""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from convopt_mlflow import cli
+from convopt_mlflow.config import build_config
+from convopt_mlflow.experiments.registration import register_winner
+from convopt_mlflow.experiments.report import Winner
+from convopt_mlflow.tracking import load_model, open_run
+from convopt_mlflow.tracking.registration import register_ensemble
+from convopt_mlflow.training.coordinator import train
+
+DATA = "synthetic:n_bars=3000,seed=1,signal_ic=0.3"
+TINY = {"env.n_envs": "4", "ppo.n_steps": "64", "ppo.batch_size": "64", "ppo.n_epochs": "4", "ppo.net_arch": "16",
+        "env.window": "8", "env.episode_length": "64", "run.eval_freq": "1024", "run.checkpoint_freq": "4096",
+        "run.progress_bar": "false", "monitoring_window": "4", "run.total_timesteps": "3072", "data.source": DATA}
+NAME = "convopt-ensemble"
+
+
+@pytest.fixture(scope="module")
+def models(module_mlflow):
+    """``{"good0", "good1", "weak"}`` -> FINISHED training run id."""
+    _, root = module_mlflow
+    runs = {}
+    for key, seed, extra in (("good0", 0, {}), ("good1", 1, {}),
+                             ("weak", 0, {"base_learning_rate": "1e-7", "max_learning_rate": "1e-7",
+                                          "ppo.n_epochs": "1"})):
+        cfg = build_config("baseline", {**TINY, **extra, "run.seed": str(seed)})
+        result = train(cfg, preset="baseline", checkpoint_root=str(root / "ckpt"))
+        assert result.status == "FINISHED"
+        runs[key] = result.run_id
+    return runs
+
+
+def _winner(run_ids, registrable=True):
+    evidence = {"test": "paired_t (Holm over 1)", "baseline": "baseline", "metric": "backtest/val/sharpe",
+                "p_value": 0.004, "p_adjusted": 0.004, "hedges_g": 3.1, "mean_difference": 5.0, "ci_low": 2.0,
+                "ci_high": 8.0, "n": len(run_ids), "dsr": 0.97, "no_edge_runs": [] if registrable else [run_ids[0]]}
+    return Winner("lr:ppo.n_epochs=4", tuple(run_ids), tuple(range(len(run_ids))), evidence, registrable)
+
+
+def test_winner_is_registered_as_challenger_with_its_evidence(models):
+    client = MlflowClient()
+    parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "ab-parent"})
+    registration = register_winner(_winner([models["good0"], models["good1"]]), parent_run_id=parent.run_id,
+                                   study="planted", verdict="lr beats baseline", registry_name=NAME)
+    parent.set_tags(registration.run_tags())
+    parent.end("FINISHED")
+    assert registration.version == "1"
+    version = client.get_model_version_by_alias(NAME, "challenger")
+    assert str(version.version) == "1" and version.run_id == parent.run_id
+    tags = version.tags
+    assert tags["convopt.arm"] == "lr:ppo.n_epochs=4" and tags["convopt.study"] == "planted"
+    assert tags["convopt.evidence.p_adjusted"] == "0.004" and tags["convopt.evidence.hedges_g"] == "3.1"
+    assert tags["convopt.evidence.ci_low"] == "2" and tags["convopt.evidence.n"] == "2"
+    assert tags["convopt.evidence.dsr"] == "0.97" and tags["convopt.evidence.test"].startswith("paired_t")
+    assert tags["convopt.data.source"] == DATA
+    assert tags["convopt.data.digest"] == client.get_run(models["good0"]).data.tags["convopt.data.digest"]
+    assert "convopt.version" in tags and "convopt.model_files_sha256" in tags
+    assert tags["convopt.source_runs"] == f"{models['good0']},{models['good1']}"
+    assert client.get_run(parent.run_id).data.tags["convopt.registered_version"] == "1"
+    model = load_model(f"models:/{NAME}@challenger")  # verified against the version's hashes
+    assert len(model.unwrap_python_model().policies) == 2
+    assert model.unwrap_python_model().combination == {"method": "mean_prob", "weights": [0.5, 0.5]}
+
+
+def test_a_no_edge_winner_is_never_registered(models):
+    registration = register_winner(_winner([models["weak"]], registrable=False), parent_run_id="unused",
+                                   study="planted", verdict="", registry_name="never")
+    assert registration.version is None and "convopt.no_edge" in registration.skipped
+    assert registration.run_tags() == {"convopt.registration_skipped": registration.skipped}
+    assert not MlflowClient().search_registered_models("name = 'never'")
+
+
+def test_first_champion_then_a_refused_weaker_challenger(models, capsys):
+    client = MlflowClient()
+    assert cli.main(["promote", "--registry-name", NAME]) == 0
+    err = capsys.readouterr().err
+    assert "promoted" in err and "no champion" in err
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    tags = client.get_model_version(NAME, "1").tags
+    assert tags["convopt.promotion.decision"] == "promoted" and tags["convopt.promotion.compared_to"] == "buy_and_hold"
+    assert float(tags["convopt.promotion.p_value"]) < 0.05 and float(tags["convopt.promotion.sharpe_difference"]) > 0
+    assert tags["convopt.promotion.previous_champion"] == "none" and "convopt.promotion.z" in tags
+
+    parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "ab-parent"})
+    register_winner(_winner([models["weak"]]), parent_run_id=parent.run_id, study="weak", verdict="",
+                    registry_name=NAME)
+    parent.end("FINISHED")
+    assert cli.main(["promote", "--registry-name", NAME]) == 0
+    err = capsys.readouterr().err
+    assert "not promoted, champion unchanged (version 1)" in err
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["convopt.promotion.decision"] == "refuse" and tags["convopt.promotion.compared_to"] == "version 1"
+    assert "not a significant improvement" in tags["convopt.promotion.reason"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--registry-name", "no-such-model"], "no registered model 'no-such-model'"),
+    (["--registry-name", NAME, "--challenger", "staging"], "has no alias 'staging'"),
+    (["--registry-name", NAME, "--challenger", "99"], "has no version 99"),
+])
+def test_missing_model_or_alias_exits_2(models, capsys, argv, needle):
+    assert cli.main(["promote", *argv]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_of_two_concurrent_promotions_exactly_one_moves_the_champion(models, module_mlflow, tmp_path):
+    uri, root = module_mlflow
+    for key in ("good0", "good1"):
+        register_ensemble(models[key], [f"runs:/{models[key]}/model"], name="race", combination=None,
+                          tags={"convopt.source_runs": models[key]}, alias=None)
+    barrier = tmp_path / "go"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "CONVOPT_PROMOTE_BARRIER": str(barrier)}
+    procs = {v: subprocess.Popen([sys.executable, "-m", "convopt_mlflow.cli", "promote", "--registry-name", "race",
+                                  "--challenger", v], env=env, cwd=root, stderr=subprocess.PIPE, text=True)
+             for v in ("1", "2")}
+    deadline = time.monotonic() + 240
+    while len(list(tmp_path.glob("go.ready.*"))) < 2:  # both compared and wait before the final re-read
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), \
+            {v: p.stderr.read() if p.poll() is not None else "" for v, p in procs.items()}
+        time.sleep(0.1)
+    barrier.touch()
+    results = {v: (p.wait(timeout=120), p.stderr.read()) for v, p in procs.items()}
+    codes = sorted(code for code, _ in results.values())
+    assert codes == [0, 1], results
+    (winner,) = [v for v, (code, _) in results.items() if code == 0]
+    (loser,) = [v for v, (code, _) in results.items() if code == 1]
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("race", "champion").version) == winner
+    message = results[loser][1]
+    assert f"race@champion changed while this promotion compared: version none -> version {winner}" in message
+    assert "Traceback" not in message
+    assert client.get_model_version("race", loser).tags["convopt.promotion.decision"] == "refused"
+    assert not client.search_registered_models("name = 'race.promotion-lock'")
