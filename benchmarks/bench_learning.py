@@ -14,7 +14,6 @@ The CI of each mean is a t-interval over seeds (95%).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time

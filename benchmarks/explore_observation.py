@@ -7,12 +7,11 @@ one JSON line: greedy val/test Sharpe and test turnover at 50k/100k/200k/400k st
 
     python benchmarks/explore_observation.py --window 16 --mode ms --rscale 770 --seed 1
 """
-import sys, json, time, argparse
+import json, time, argparse
 import numpy as np, torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 from gymnasium import spaces
-from convopt_mlflow.config import presets
 from convopt_mlflow import config as cfgmod
 from convopt_mlflow.training.setup import load_market
 from convopt_mlflow.env import TradingVecEnv, deterministic_positions

@@ -198,15 +198,14 @@ def _ab_test(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     """Exit 0: promoted, or refused on the evidence (see the message and version tags); 1: compare-and-set
     conflict (the champion changed meanwhile); 2: missing model or alias, bad input."""
-    import os
-
     alpha = _number("--alpha", args.alpha)
     if not 0.0 < alpha < 1.0:
         raise UserError(f"--alpha must lie in (0, 1); got {alpha}")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from .tracking.promotion import promote
+    from .tracking.runs import quiet_artifact_transfers
 
-    outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger)
+    with quiet_artifact_transfers():
+        outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger)
     d = outcome.decision
     before = f"version {outcome.previous_champion}" if outcome.previous_champion else "no champion"
     print(f"convopt: {args.registry_name} version {outcome.challenger} vs {before} on the test split of "
@@ -288,7 +287,6 @@ _TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 def _predict(args: argparse.Namespace) -> int:
     """Verify the model, load the bars, predict; write a table or print a summary."""
-    import os
     from pathlib import Path
 
     out = Path(args.out).expanduser() if args.out else None
@@ -297,13 +295,14 @@ def _predict(args: argparse.Namespace) -> int:
             raise UserError(f"--out {str(out)!r}: use a .csv or .parquet file name")
         if not out.parent.is_dir():
             raise UserError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line of output, not a bar
     from .data import load_bars
     from .tracking.registry import load_model, predict_bars
+    from .tracking.runs import quiet_artifact_transfers
 
     bars = load_bars(args.data, max_gap=None)  # gaps matter to training, not to a decision
-    model = load_model(args.model)
-    table = predict_bars(model, bars.frame, bars.source).reset_index()
+    with quiet_artifact_transfers():  # one line of output, not a bar
+        model = load_model(args.model)
+        table = predict_bars(model, bars.frame, bars.source).reset_index()
     numeric = [c for c in table.columns if c.startswith("prob_") or c == "agreement"]
     table[numeric] = table[numeric].astype("float64")  # None -> NaN: empty in CSV, null in Parquet
     if out is None:

@@ -11,7 +11,8 @@ Overrides address fields by dotted path, e.g. ``ppo.batch_size=128`` or
 """
 from .overrides import apply_values, config_hash, field_docs, flatten, from_dict, parse_overrides, to_json
 from .presets import PRESETS, build_config
-from .tree import (INTERVENTIONS, SCHEDULE_TYPES, DataConfig, EnsembleConfig, EnvConfig, MonitorConfig, OptimizedTrainingConfig,
+from ..components.lr_schedule import SCHEDULE_TYPES
+from .tree import (INTERVENTIONS, DataConfig, EnsembleConfig, EnvConfig, MonitorConfig, OptimizedTrainingConfig,
                    PPOConfig, RunConfig)
 
 __all__ = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..components.convergence_types import ACTIONS
-from ..components.lr_schedule import SCHEDULE_TYPES
 from ..errors import ConfigError
 from .validation import problems as find_problems
 

@@ -54,6 +54,7 @@ __all__ = [
     "minimum_detectable_effect",
     "obrien_fleming_boundaries",
     "probabilistic_sharpe_ratio",
+    "probability_of_improvement",
     "sequential_test",
     "sharpe_difference_test",
     "sharpe_ratio",

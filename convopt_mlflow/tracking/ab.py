@@ -7,7 +7,6 @@ so the UI groups it and ``search_runs`` on ``tags.mlflow.parentRunId`` finds it.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,6 +14,8 @@ from typing import Any, Mapping
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from .runs import quiet_artifact_transfers
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from convopt_mlflow.tracking.runs import RunHandle, open_run
@@ -66,9 +67,9 @@ def read_json_artifact(run_id: str, path: str, client: MlflowClient | None = Non
     """The JSON artifact ``path`` of ``run_id``, parsed; None when it is missing."""
     client = client if client is not None else MlflowClient()
     with tempfile.TemporaryDirectory(prefix="convopt-ab-") as tmp:
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         try:
-            local = client.download_artifacts(run_id, path, tmp)
+            with quiet_artifact_transfers():
+                local = client.download_artifacts(run_id, path, tmp)
         except (MlflowException, OSError):
             return None
         return json.loads(Path(local).read_text())

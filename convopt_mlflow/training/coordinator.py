@@ -21,7 +21,7 @@ from stable_baselines3.common.logger import Logger
 
 from .. import config as cfgmod
 from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
-from ..tracking import MLflowOutputFormat, RunHandle, get_run_config, get_run_tags, log_dataset, open_run
+from ..tracking import MLflowOutputFormat, RunHandle, get_run_tags, log_dataset, open_run
 from .callbacks import CheckpointCallback, ConvergenceCallback, RolloutProgressBar, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.resources
-import json
 import shutil
 
 import mlflow
