@@ -143,7 +143,7 @@ class TradingVecEnv(VecEnv):
         self._t += 1
         self._rows += 1
         self._next += 1
-        rewards = (self._reward * self.reward_scale).astype(np.float32)
+        rewards = np.multiply(self._reward, self.reward_scale, out=np.empty(self.num_envs, np.float32))
         self._steps_to_done -= 1
         if self._steps_to_done > 0:  # no episode can have ended: skip the per-env check
             return self._observe(), rewards, np.zeros(self.num_envs, dtype=bool), self._empty_infos

@@ -156,11 +156,7 @@ def trading_metrics(
     annualiser = math.sqrt(periods_per_year)
     mean = float(np.mean(pnl))
 
-    sharpe = 0.0
-    if n > 1 and np.ptp(pnl) > 0:
-        std = float(np.std(pnl, ddof=1))
-        if std > 0:
-            sharpe = mean / std * annualiser
+    sharpe = annualized_sharpe(pnl, periods_per_year)
 
     sortino = 0.0
     downside = float(np.sqrt(np.mean(np.minimum(pnl, 0.0) ** 2)))
@@ -188,6 +184,15 @@ def trading_metrics(
         "n_bars": float(n),
     }
     return {key: _clip(metrics[key]) for key in TRADING_METRIC_KEYS}
+
+
+def annualized_sharpe(pnl: np.ndarray, periods_per_year: float) -> float:
+    """``mean / std * sqrt(periods_per_year)`` of per-bar net log PnL ``(n,)``, sample std
+    (ddof=1); 0 when the PnL is constant or ``n == 1`` (the ``sharpe`` of :func:`trading_metrics`)."""
+    if pnl.size < 2 or not np.ptp(pnl) > 0:
+        return 0.0
+    std = float(np.std(pnl, ddof=1))
+    return float(np.mean(pnl)) / std * math.sqrt(periods_per_year) if std > 0 else 0.0
 
 
 def benchmark_metrics(

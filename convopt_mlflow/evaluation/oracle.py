@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import net_log_pnl
+from .metrics import annualized_sharpe, net_log_pnl
 
 __all__ = ["OracleRule", "fit_oracle", "threshold_positions"]
 
@@ -79,13 +79,8 @@ def fit_oracle(signal: np.ndarray, next_log_returns: np.ndarray, *, cost_bps: fl
     best = OracleRule(0.0, -np.inf, long_only)
     for theta in np.unique(candidates):
         positions = threshold_positions(signal, float(theta), long_only=long_only)
-        sharpe = _sharpe(net_log_pnl(positions, next_log_returns, cost_bps=cost_bps), periods_per_year)
+        sharpe = annualized_sharpe(net_log_pnl(positions, next_log_returns, cost_bps=cost_bps), periods_per_year)
         if sharpe > best.train_sharpe:
             best = OracleRule(float(theta), float(sharpe), long_only)
     return best
 
-
-def _sharpe(pnl: np.ndarray, periods_per_year: float) -> float:
-    """The Sharpe of :func:`~convopt_mlflow.evaluation.metrics.trading_metrics`, without the rest."""
-    std = float(np.std(pnl, ddof=1)) if pnl.size > 1 else 0.0
-    return float(np.mean(pnl)) / std * np.sqrt(periods_per_year) if std > 0 else 0.0

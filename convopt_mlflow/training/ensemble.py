@@ -275,9 +275,8 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
     elif uri and cfg.ensemble.register:
         from ..tracking import register_verified_model
 
-        version = register_verified_model(uri, cfg.ensemble.registry_name,
-                                          _version_tags(parent, cfg, preset, market, report, decision)).version
-        version = str(version)
+        version = str(register_verified_model(uri, cfg.ensemble.registry_name,
+                                              _version_tags(parent, cfg, preset, market, report, decision)).version)
         tags.update({"convopt.registered_model": cfg.ensemble.registry_name, "convopt.registered_version": version})
         reason = f"registered {cfg.ensemble.registry_name} version {version}"
     parent.set_tags(tags)
