@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -53,6 +53,15 @@ class Components:
     scheduler: Any = None
     monitor: Any = None
     regularization: Any = None
+    curriculum: Any = None
+    replay: Any = None
+    augmentation: Any = None
+    meta: Any = None
+
+    def stateful(self) -> dict[str, Any]:
+        """The components present that checkpoint their state (``state_dict``/``load_state_dict``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None and hasattr(getattr(self, f.name), "state_dict")}
 
 
 def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
@@ -197,12 +206,10 @@ def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, act
     """Load the checkpoint into everything; return (last logged step, whether training was done)."""
     entry, state, skipped = checkpoint
     extras = restore_training_state(model, state)
-    if comps.scheduler is not None and "scheduler" in extras:
-        comps.scheduler.load_state_dict(extras["scheduler"])
-    if comps.monitor is not None and "monitor" in extras:
-        comps.monitor.load_state_dict(extras["monitor"])
+    for name, part in comps.stateful().items():
+        if name in extras:
+            part.load_state_dict(extras[name])
     if comps.regularization is not None and "regularization" in extras:
-        comps.regularization.load_state_dict(extras["regularization"])
         model.ent_coef = comps.regularization.ent_coef
     if "env_rng" in extras:
         model.env.unwrapped.rng_state = extras["env_rng"]
@@ -225,10 +232,8 @@ def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluati
                            "skipped_checkpoints": convergence.actuator.skipped_checkpoints,
                            "actuator": convergence.actuator.state_dict(model),
                            "best_eval": evaluation.best_score if math.isfinite(evaluation.best_score) else None}
-    for name in ("scheduler", "monitor", "regularization"):
-        part = getattr(comps, name)
-        if part is not None and hasattr(part, "state_dict"):
-            out[name] = part.state_dict()
+    for name, part in comps.stateful().items():
+        out[name] = part.state_dict()
     out["env_rng"] = model.env.unwrapped.rng_state
     return out
 
