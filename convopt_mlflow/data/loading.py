@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from convopt_mlflow.data.bars import Bars
-from convopt_mlflow.data.synthetic import generate_market
+from convopt_mlflow.data.synthetic import UNIFORM_LOADINGS, generate_market
 from convopt_mlflow.data.validation import validate_frame
 from convopt_mlflow.errors import ConfigError, DataValidationError, UserError
 
@@ -19,7 +19,8 @@ BUNDLED = {
 DEFAULT_DATASET = "eurusd-1h"
 SYNTHETIC_PREFIX = "synthetic"
 #: Defaults of a "synthetic:..." spec; each key is also the keyword of generate_market.
-SYNTHETIC_DEFAULTS = {"n_bars": 20_000, "seed": 0, "signal_ic": 0.0, "freq": "1h", "start": "2015-01-05"}
+SYNTHETIC_DEFAULTS = {"n_bars": 20_000, "seed": 0, "signal_ic": 0.0, "freq": "1h", "start": "2015-01-05",
+                      "signal_regimes": UNIFORM_LOADINGS}
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -29,7 +30,7 @@ def load_bars(source: str = DEFAULT_DATASET, *, min_bars: int = 0, max_gap: str 
     Args:
         source: "eurusd-1h" (the default), "googl-1d", a path to a ``.csv`` or
             ``.parquet`` file, or a spec ``"synthetic:n_bars=50000,seed=1,signal_ic=0.05"``
-            (keys: n_bars, seed, signal_ic, freq, start; defaults in
+            (keys: n_bars, seed, signal_ic, freq, start, signal_regimes; defaults in
             :data:`SYNTHETIC_DEFAULTS`).
         min_bars: the fewest bars the caller needs.
         max_gap: the longest allowed time between consecutive bars, or None.
@@ -84,8 +85,13 @@ def parse_synthetic_spec(spec: str) -> dict:
 
 
 def format_synthetic_spec(params: dict) -> str:
-    """The canonical spec text of parsed parameters (used as the Bars source)."""
-    return SYNTHETIC_PREFIX + ":" + ",".join(f"{key}={params[key]}" for key in SYNTHETIC_DEFAULTS)
+    """The canonical spec text of parsed parameters (used as the Bars source).
+
+    ``signal_regimes`` appears only when it is not the uniform default, so the sources of
+    markets generated before it existed keep their text.
+    """
+    keys = [k for k in SYNTHETIC_DEFAULTS if k != "signal_regimes" or params[k] != UNIFORM_LOADINGS]
+    return SYNTHETIC_PREFIX + ":" + ",".join(f"{key}={params[key]}" for key in keys)
 
 
 def _convert(key: str, value: str):

@@ -17,7 +17,12 @@ The log return of bar t (``r[t] = log(close[t] / close[t-1])``) is
 * ``z`` is a unit-variance AR(1) signal with half-life ``signal_halflife`` bars,
   published as ``feat_signal[t] = z[t]`` at the close of bar t. The loading
   ``c`` is solved from the realised moments of the rest of the return so that
-  ``corr(z[t], r[t+1])`` equals ``signal_ic`` in expectation.
+  ``corr(z[t], r[t+1])`` equals ``signal_ic`` in expectation;
+* with ``signal_regimes`` the loading depends on the regime of the bar the
+  return is earned in: ``c * L[regime[t]]``, e.g. ``1:-1:0`` makes the signal
+  momentum-like in trend regimes, reversed in mean-reverting ones and useless in
+  high volatility. The agent sees ``z`` but not the regime, so it must infer the
+  regime from price history; the oracle knows it (``effective_signal``).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ MEAN_REVERSION = 0.3
 JUMP_PROB = np.array([0.002, 0.002, 0.01])
 JUMP_SCALE = 6.0
 START_PRICE = 100.0
+UNIFORM_LOADINGS = "1:1:1"
 MAX_SIGNAL_IC = 0.5
 _SECONDS_PER_YEAR = 365.25 * 86_400.0
 
@@ -50,11 +56,14 @@ class SyntheticMarket:
             ``feat_signal`` when ``signal_ic > 0``.
         regimes: ``int8[n_bars]``, 0 trend, 1 mean reversion, 2 high volatility.
         signal: ``float64[n_bars]``, the planted signal (same as ``feat_signal``), or None.
+        effective_signal: ``float64[n_bars]``, what ``z[t]`` means for ``r[t+1]`` given the
+            regime of bar t: ``L[regime[t]] * z[t]`` (equals ``signal`` without ``signal_regimes``).
     """
 
     frame: pd.DataFrame
     regimes: np.ndarray
     signal: np.ndarray | None
+    effective_signal: np.ndarray | None = None
 
 
 def generate_market(
@@ -65,6 +74,7 @@ def generate_market(
     freq: str = "1h",
     start: str = "2015-01-05",
     signal_halflife: float = 10.0,
+    signal_regimes: str = UNIFORM_LOADINGS,
 ) -> SyntheticMarket:
     """Generate ``n_bars`` bars of a regime-switching market (vectorized; ~1 s per million bars).
 
@@ -75,6 +85,8 @@ def generate_market(
         freq: pandas frequency of the bars ("1h", "1D", "B", "15min").
         start: timestamp of the first bar.
         signal_halflife: persistence of the signal in bars (AR(1) half-life), > 0.
+        signal_regimes: the signal's loading per regime (trend:mean-reversion:high-vol), each
+            in [-1, 1], e.g. ``"1:-1:0"``; ``signal_ic`` is the IC where the loading is +-1.
 
     Example:
         >>> market = generate_market(1000, seed=0, signal_ic=0.1)
@@ -86,6 +98,7 @@ def generate_market(
         raise ConfigError(f"signal_ic must be in [0, {MAX_SIGNAL_IC}], got {signal_ic!r}")
     if not float(signal_halflife) > 0:
         raise ConfigError(f"signal_halflife must be positive, got {signal_halflife!r}")
+    loadings = parse_loadings(signal_regimes)
     rng = _generator(seed)
     bar_years = (index[-1] - index[0]).total_seconds() / _SECONDS_PER_YEAR / (n_bars - 1)
     base_vol = ANNUAL_VOL * np.sqrt(bar_years)
@@ -93,16 +106,35 @@ def generate_market(
     regimes, segment = _regimes(n_bars, rng)
     vol = base_vol * VOL_MULTIPLIER[regimes]
     returns = _returns_without_signal(regimes, segment, vol, base_vol, rng)
-    signal = None
+    signal = effective = None
     if signal_ic > 0:
         signal = _ar1(n_bars, 0.5 ** (1.0 / signal_halflife), rng)
-        returns[1:] += _signal_loading(returns[1:], vol[1:], signal_ic) * vol[1:] * signal[:-1]
+        loading = _signal_loading(returns[1:], vol[1:], signal_ic) * loadings[regimes[1:]]
+        returns[1:] += loading * vol[1:] * signal[:-1]
+        effective = loadings[regimes] * signal
     returns[0] = 0.0
 
     frame = _bars(index, returns, vol, regimes, rng)
     if signal is not None:
         frame["feat_signal"] = signal
-    return SyntheticMarket(frame=frame, regimes=regimes, signal=signal)
+    return SyntheticMarket(frame=frame, regimes=regimes, signal=signal, effective_signal=effective)
+
+
+def parse_loadings(text: str) -> np.ndarray:
+    """``"1:-1:0"`` -> ``array([1., -1., 0.])``: the signal loading of each of the 3 regimes.
+
+    >>> parse_loadings("1:-0.5:0").tolist()
+    [1.0, -0.5, 0.0]
+    """
+    parts = str(text).split(":")
+    try:
+        values = np.array([float(p) for p in parts])
+    except ValueError:
+        values = np.array([])
+    if values.size != 3 or not np.all(np.abs(values) <= 1.0):
+        raise ConfigError(f"signal_regimes must be three loadings in [-1, 1] joined by ':' "
+                          f"(trend:mean-reversion:high-vol, e.g. 1:-1:0), got {text!r}")
+    return values
 
 
 def oracle_sharpe(frame_or_bars, *, cost_bps: float, periods_per_year: float) -> float:

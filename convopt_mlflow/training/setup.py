@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,8 @@ from ..components.ensemble import block_start_sampler
 from ..config import OptimizedTrainingConfig
 from ..data import Bars, Features, Splits, chronological_splits, load_bars
 from ..data.features import observation_features
-from ..data.loading import SYNTHETIC_PREFIX
+from ..data.loading import SYNTHETIC_PREFIX, parse_synthetic_spec
+from ..data.synthetic import UNIFORM_LOADINGS, generate_market
 from ..env import MarketCore, TradingVecEnv
 from .guards import FiniteGuard
 from .ppo import ConvoptPPO
@@ -35,12 +37,20 @@ class Market:
     base_feature_names: list[str]
     """The per-bar features the observation is built from (what a model's input must yield)."""
 
-    @property
+    @cached_property
     def planted_signal(self) -> np.ndarray | None:
-        """The planted signal ``z[t]`` of a synthetic market (float64, per bar), else None."""
+        """What the oracle trades on (float64, per bar) in a synthetic market, else None.
+
+        The planted signal ``z[t]``; in a market with ``signal_regimes`` its loading in the
+        regime of bar t times ``z[t]`` (the oracle knows the regime, the agent does not). The
+        market is regenerated from its spec (deterministic) to read the regimes.
+        """
         frame = self.bars.frame
         if self.bars.name != SYNTHETIC_PREFIX or "feat_signal" not in frame.columns:
             return None
+        params = parse_synthetic_spec(self.bars.source)
+        if params["signal_regimes"] != UNIFORM_LOADINGS:
+            return generate_market(**params).effective_signal
         return frame["feat_signal"].to_numpy(dtype=np.float64)
 
 

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from convopt_mlflow.data import describe_bars, load_bars, parse_synthetic_spec
+from convopt_mlflow.data.loading import format_synthetic_spec
 from convopt_mlflow.errors import ConfigError, DataValidationError, UserError
 
 
@@ -110,9 +111,14 @@ def test_file_errors(tmp_path):
 
 def test_synthetic_spec_parsing():
     assert parse_synthetic_spec("synthetic") == {
-        "n_bars": 20_000, "seed": 0, "signal_ic": 0.0, "freq": "1h", "start": "2015-01-05"}
+        "n_bars": 20_000, "seed": 0, "signal_ic": 0.0, "freq": "1h", "start": "2015-01-05", "signal_regimes": "1:1:1"}
     params = parse_synthetic_spec("synthetic: n_bars=1.29e6, seed=7,signal_ic=0.05,freq=1D,start=2001-02-03")
-    assert params == {"n_bars": 1_290_000, "seed": 7, "signal_ic": 0.05, "freq": "1D", "start": "2001-02-03"}
+    assert params == {"n_bars": 1_290_000, "seed": 7, "signal_ic": 0.05, "freq": "1D", "start": "2001-02-03",
+                      "signal_regimes": "1:1:1"}
+    regime = parse_synthetic_spec("synthetic:signal_ic=0.05,signal_regimes=1:-1:0")
+    assert regime["signal_regimes"] == "1:-1:0"
+    assert format_synthetic_spec(regime).endswith(",signal_regimes=1:-1:0")
+    assert "signal_regimes" not in format_synthetic_spec(params)
     with pytest.raises(ConfigError, match="unknown synthetic spec key 'bars'"):
         parse_synthetic_spec("synthetic:bars=10")
     with pytest.raises(ConfigError, match=r"n_bars='12.5' is not a valid int"):

@@ -110,3 +110,27 @@ def test_daily_frequency_scales_volatility():
     hourly = generate_market(20_000, seed=8, freq="1h")
     ratio = np.diff(np.log(daily.frame["close"])).std() / np.diff(np.log(hourly.frame["close"])).std()
     assert ratio == pytest.approx(np.sqrt(24), rel=0.1)
+
+
+def test_signal_regimes_flip_and_mute_the_signal_by_regime():
+    market = generate_market(200_000, seed=3, signal_ic=0.1, signal_regimes="1:-1:0")
+    close = market.frame["close"].to_numpy()
+    next_return = np.diff(np.log(close))
+    z, regime = market.signal[:-1], market.regimes[1:]  # r[t+1] is earned in regime[t+1]
+    ic = {k: np.corrcoef(z[regime == k], next_return[regime == k])[0, 1] for k in range(3)}
+    assert ic[0] > 0.07 and ic[1] < -0.07 and abs(ic[2]) < 0.02
+    # the oracle's signal uses the regime known at t: loading[regime[t]] * z[t]
+    np.testing.assert_array_equal(market.effective_signal, np.array([1.0, -1.0, 0.0])[market.regimes] * market.signal)
+
+
+def test_uniform_loadings_reproduce_the_original_market():
+    plain = generate_market(5_000, seed=4, signal_ic=0.05)
+    uniform = generate_market(5_000, seed=4, signal_ic=0.05, signal_regimes="1:1:1")
+    pd.testing.assert_frame_equal(plain.frame, uniform.frame)
+    np.testing.assert_array_equal(plain.effective_signal, plain.signal)
+
+
+@pytest.mark.parametrize("bad", ["1:1", "2:0:0", "a:b:c", ""])
+def test_bad_signal_regimes_are_refused(bad):
+    with pytest.raises(ConfigError, match="signal_regimes"):
+        generate_market(1_000, seed=0, signal_ic=0.05, signal_regimes=bad)
