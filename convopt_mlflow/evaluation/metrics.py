@@ -186,6 +186,39 @@ def trading_metrics(
     return {key: _clip(metrics[key]) for key in TRADING_METRIC_KEYS}
 
 
+REGIME_NAMES = ("trend", "mean_reversion", "high_vol")
+"""Names of the synthetic markets' regimes 0, 1, 2 (see ``data/synthetic.py``)."""
+
+
+def per_regime_metrics(positions: np.ndarray, next_log_returns: np.ndarray, regimes: np.ndarray, *,
+                       cost_bps: float, periods_per_year: float) -> dict[str, dict[str, float]]:
+    """Sharpe, mean PnL per bar and share of bars of a backtest, split by the regime of each bar.
+
+    The PnL is computed over the whole path first (so a trade's cost falls on the bar it is made
+    in), then grouped: ``regimes[i]`` (int, ``(n,)``) is the regime of the bar position ``i`` is
+    held over. Regimes with fewer than 2 bars are left out.
+
+    Example:
+        >>> out = per_regime_metrics(np.ones(4), np.array([.01, .02, -.01, -.02]), np.array([0, 0, 1, 1]),
+        ...                          cost_bps=0.0, periods_per_year=1.0)
+        >>> sorted(out), round(out["trend"]["mean_pnl"], 3), out["trend"]["share"]
+        (['mean_reversion', 'trend'], 0.015, 0.5)
+    """
+    pnl = net_log_pnl(positions, next_log_returns, cost_bps=cost_bps)
+    regimes = np.asarray(regimes).reshape(-1)
+    if regimes.shape != pnl.shape:
+        raise ValueError(f"regimes has shape {regimes.shape}, positions {pnl.shape}")
+    out = {}
+    for k in np.unique(regimes):
+        part = pnl[regimes == k]
+        if part.size < 2:
+            continue
+        name = REGIME_NAMES[int(k)] if 0 <= int(k) < len(REGIME_NAMES) else f"regime_{int(k)}"
+        out[name] = {"sharpe": annualized_sharpe(part, periods_per_year), "mean_pnl": float(part.mean()),
+                     "share": part.size / pnl.size}
+    return out
+
+
 def annualized_sharpe(pnl: np.ndarray, periods_per_year: float) -> float:
     """``mean / std * sqrt(periods_per_year)`` of per-bar net log PnL ``(n,)``, sample std
     (ddof=1); 0 when the PnL is constant or ``n == 1`` (the ``sharpe`` of :func:`trading_metrics`)."""

@@ -8,6 +8,7 @@ import torch
 
 from ..env import deterministic_positions
 from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
+from ..evaluation.metrics import per_regime_metrics
 from ..evaluation.oracle import OracleRule, fit_oracle
 from .setup import Market, next_log_returns
 
@@ -52,6 +53,7 @@ def backtest_split(policy: Any, market: Market, split: str, *, cost_bps: float,
     """Positions, metrics, benchmarks and equity curves of the greedy policy on ``split``.
 
     With ``oracle``, the benchmarks and curves include it, walked over the same decision bars.
+    On a synthetic market ``per_regime`` holds the policy's (and the oracle's) metrics per regime.
     """
     path, returns, metrics = _walk(policy, market, split, cost_bps=cost_bps)
     ppy = market.bars.periods_per_year
@@ -65,9 +67,19 @@ def backtest_split(policy: Any, market: Market, split: str, *, cost_bps: float,
         positions = oracle.positions(market.planted_signal[path.bars])
         bench["oracle"] = trading_metrics(positions, returns, cost_bps=cost_bps, periods_per_year=ppy)
         curves["oracle"] = equity_curve(positions, returns, cost_bps=cost_bps)
+    if market.regimes is not None:  # a synthetic market: how the policy (and oracle) did in each regime
+        held = market.regimes[path.bars + 1]  # the bar each position is held over
+        per_regime = {"policy": per_regime_metrics(path.positions, returns, held, cost_bps=cost_bps,
+                                                   periods_per_year=ppy)}
+        if oracle is not None:
+            per_regime["oracle"] = per_regime_metrics(oracle.positions(market.planted_signal[path.bars]), returns,
+                                                      held, cost_bps=cost_bps, periods_per_year=ppy)
+    else:
+        per_regime = {}
     index = market.bars.frame.index
     timestamps = index[np.concatenate([path.bars[:1], path.bars + 1])] if len(path.bars) else index[:0]
-    return {"metrics": metrics, "benchmarks": bench, "curves": curves, "timestamps": timestamps, "path": path}
+    return {"metrics": metrics, "benchmarks": bench, "curves": curves, "timestamps": timestamps, "path": path,
+            "per_regime": per_regime}
 
 
 def validation_scorer(market: Market, *, cost_bps: float) -> Callable[[Any], dict[str, float]]:

@@ -84,6 +84,10 @@ def finalize_run(handle: Any, cfg: Any, market: Any, model: Any,
             metrics.update({f"backtest/{split}/{k}": float(v) for k, v in result["metrics"].items()})
             for bench, values in result["benchmarks"].items():
                 metrics.update({f"benchmark/{split}/{bench}/{k}": float(v) for k, v in values.items()})
+            for who, regimes in result["per_regime"].items():
+                prefix = f"backtest/{split}" if who == "policy" else f"benchmark/{split}/{who}"
+                metrics.update({f"{prefix}/regime/{name}/{k}": float(v)
+                                for name, values in regimes.items() for k, v in values.items()})
             if oracle is not None:
                 metrics[f"backtest/{split}/oracle_fraction"] = oracle_fraction(
                     result["metrics"]["sharpe"], result["benchmarks"]["oracle"]["sharpe"])

@@ -48,10 +48,19 @@ class Market:
         frame = self.bars.frame
         if self.bars.name != SYNTHETIC_PREFIX or "feat_signal" not in frame.columns:
             return None
-        params = parse_synthetic_spec(self.bars.source)
-        if params["signal_regimes"] != UNIFORM_LOADINGS:
-            return generate_market(**params).effective_signal
+        if parse_synthetic_spec(self.bars.source)["signal_regimes"] != UNIFORM_LOADINGS:
+            return self._generated.effective_signal
         return frame["feat_signal"].to_numpy(dtype=np.float64)
+
+    @cached_property
+    def regimes(self) -> np.ndarray | None:
+        """The regime of each bar (int8: 0 trend, 1 mean reversion, 2 high vol) of a synthetic market, else None."""
+        return self._generated.regimes if self.bars.name == SYNTHETIC_PREFIX else None
+
+    @cached_property
+    def _generated(self):
+        """The synthetic market regenerated from its spec (deterministic): what the bars do not show."""
+        return generate_market(**parse_synthetic_spec(self.bars.source))
 
 
 def min_bars_needed(cfg: OptimizedTrainingConfig) -> int:

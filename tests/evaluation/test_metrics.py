@@ -148,3 +148,19 @@ def test_bad_inputs_are_rejected(positions, returns, kwargs, match):
     args = {"cost_bps": 1.0, "periods_per_year": 252.0, **kwargs}
     with pytest.raises(ValueError, match=match):
         trading_metrics(positions, returns, **args)
+
+
+def test_per_regime_metrics_group_the_path_pnl_by_regime():
+    from convopt_mlflow.evaluation.metrics import per_regime_metrics
+
+    positions = np.array([1.0, 1.0, -1.0, -1.0, 0.0, 0.0])
+    returns = np.array([0.01, 0.03, -0.02, 0.01, 0.05, -0.05])
+    regimes = np.array([0, 0, 1, 1, 2, 2])
+    out = per_regime_metrics(positions, returns, regimes, cost_bps=10.0, periods_per_year=4.0)
+    # pnl by hand: 0.01-0.001, 0.03, 0.02-0.002, -0.01, 0-0.001, 0
+    trend = np.array([0.009, 0.03])
+    assert out["trend"]["mean_pnl"] == pytest.approx(trend.mean())
+    assert out["trend"]["sharpe"] == pytest.approx(trend.mean() / trend.std(ddof=1) * 2.0)
+    assert out["mean_reversion"]["mean_pnl"] == pytest.approx((0.018 - 0.01) / 2)
+    assert out["high_vol"]["mean_pnl"] == pytest.approx(-0.0005)
+    assert sum(v["share"] for v in out.values()) == pytest.approx(1.0)

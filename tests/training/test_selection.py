@@ -77,6 +77,10 @@ def test_planted_signal_run_logs_the_oracle(tracked):
         assert metrics[f"benchmark/{split}/oracle/sharpe"] > 0  # IC 0.1 at 1 bp: the oracle has an edge
         fraction = metrics[f"backtest/{split}/oracle_fraction"]
         assert fraction == pytest.approx(metrics[f"backtest/{split}/sharpe"] / metrics[f"benchmark/{split}/oracle/sharpe"])
+        # a synthetic market knows its regimes: the backtest is also reported per regime, for agent and oracle
+        shares = [v for k, v in metrics.items() if k.startswith(f"backtest/{split}/regime/") and k.endswith("/share")]
+        assert shares and sum(shares) == pytest.approx(1.0)
+        assert any(k.startswith(f"benchmark/{split}/oracle/regime/") for k in metrics)
     assert metrics["benchmark/oracle/theta"] >= 0
     html = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/backtest/equity_test.html")
     assert '"name":"oracle"' in open(html).read()
