@@ -9,7 +9,11 @@ and the oracle's Sharpe over the same bars. At the end it reads what the run shi
     python benchmarks/bench_learning.py --seeds 1,2,3,4,5 --out benchmarks/results/learning.json \\
         --figure benchmarks/results/learning.html
 
-The CI of each mean is a t-interval over seeds (95%).
+The CI of each mean is a t-interval over seeds (95%). Presets that train an ensemble
+(``ensemble_size`` > 1, e.g. ``full``) are measured as one model with the same settings: the
+curves follow one policy per seed, so every arm spends the same environment steps.
+``sample_efficiency`` in the result: the steps each preset needs to reach ``--reference``'s final
+mean validation score, as a ratio with a seed-bootstrap CI.
 """
 from __future__ import annotations
 
@@ -44,6 +48,8 @@ def run_one(preset: str, seed: int, data: str, milestones: list[int], overrides:
     values = {"data.source": data, "run.seed": str(seed), "run.total_timesteps": str(max(milestones)),
               "run.progress_bar": "false", **overrides}
     cfg = build_config(preset, values)
+    if cfg.ensemble_size > 1:  # the curves follow one policy: an ensemble preset is measured as its single model
+        cfg = build_config(preset, {**values, "ensemble_size": "1"})
     market = load_market(cfg)
     oracle = fit_market_oracle(market, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only)
     curve: list[dict] = []
@@ -77,7 +83,11 @@ def run_one(preset: str, seed: int, data: str, milestones: list[int], overrides:
                     "no_edge": tags.get("convopt.no_edge"), "val_sharpe": m.get("backtest/val/sharpe"),
                     "test_sharpe": m.get("backtest/test/sharpe"), "test_turnover": m.get("backtest/test/turnover"),
                     "val_oracle_fraction": m.get("backtest/val/oracle_fraction"),
-                    "test_oracle_fraction": m.get("backtest/test/oracle_fraction")},
+                    "test_oracle_fraction": m.get("backtest/test/oracle_fraction"),
+                    "regimes": {name: {"sharpe": m.get(f"backtest/test/regime/{name}/sharpe"),
+                                       "oracle_sharpe": m.get(f"benchmark/test/oracle/regime/{name}/sharpe")}
+                                for name in ("trend", "mean_reversion", "high_vol")
+                                if f"backtest/test/regime/{name}/sharpe" in m}},
     }
 
 
@@ -119,23 +129,97 @@ def summarize(runs: list[dict], milestones: list[int]) -> dict:
     return summary
 
 
-def figure(runs: list[dict], path: Path) -> None:
+def steps_to_reach(curve: list[dict], target: float, key: str = "val") -> float:
+    """First step at which the ``key`` Sharpe / oracle reaches ``target``, linearly interpolated
+    between milestones (the first milestone if already there; inf if never)."""
+    steps = [p["step"] for p in curve]
+    values = [p[f"{key}_sharpe"] / p[f"{key}_oracle_sharpe"] for p in curve]
+    for i, (step, value) in enumerate(zip(steps, values)):
+        if value >= target:
+            if i == 0:
+                return float(step)
+            before, prior = steps[i - 1], values[i - 1]
+            return float(before + (step - before) * (target - prior) / (value - prior))
+    return float("inf")
+
+
+def sample_efficiency(runs: list[dict], reference: str, *, key: str = "val", n_boot: int = 10_000,
+                      seed: int = 0) -> dict:
+    """Timesteps each preset needs to reach ``reference``'s final mean score, as a ratio.
+
+    The target is the reference preset's mean ``key`` Sharpe / oracle at its last milestone.
+    Per seed, the steps to reach it; the ratio is median(reference steps) / median(preset steps)
+    (> 1: the preset needs fewer steps), with a 95% bootstrap CI resampling seeds (paired when
+    both arms ran the same seeds). A seed that never reaches the target counts as inf steps.
+    """
+    ref = {r["seed"]: r for r in runs if r["preset"] == reference and r["status"] == "FINISHED" and r["curve"]}
+    if not ref:
+        return {}
+    finals = [r["curve"][-1][f"{key}_sharpe"] / r["curve"][-1][f"{key}_oracle_sharpe"] for r in ref.values()]
+    target = float(np.mean(finals))
+    rng = np.random.default_rng(seed)
+    out = {"reference": reference, "target_fraction": target, "key": key, "presets": {}}
+    for preset in sorted({r["preset"] for r in runs}):
+        mine = {r["seed"]: r for r in runs if r["preset"] == preset and r["status"] == "FINISHED" and r["curve"]}
+        seeds = sorted(set(mine) & set(ref))
+        if not seeds:
+            continue
+        a = np.array([steps_to_reach(ref[s]["curve"], target, key) for s in seeds])
+        b = np.array([steps_to_reach(mine[s]["curve"], target, key) for s in seeds])
+        ratio = _ratio(a, b)
+        idx = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+        boot = np.array([_ratio(a[i], b[i]) for i in idx])
+        out["presets"][preset] = {
+            "seeds": seeds, "steps": b.tolist(), "reference_steps": a.tolist(), "ratio": ratio,
+            "ratio_ci95": [float(np.nanpercentile(boot, 2.5)), float(np.nanpercentile(boot, 97.5))],
+            "reached": int(np.isfinite(b).sum())}
+    return out
+
+
+def _ratio(reference_steps: np.ndarray, steps: np.ndarray) -> float:
+    top, bottom = np.median(reference_steps), np.median(steps)
+    if np.isinf(top) and np.isinf(bottom):
+        return float("nan")
+    if np.isinf(bottom):
+        return 0.0
+    return float("inf") if np.isinf(top) else float(top / bottom)
+
+
+def per_regime(runs: list[dict]) -> dict:
+    """Mean shipped test Sharpe per regime, agent and oracle, per preset (synthetic markets only)."""
+    out: dict = {}
+    for preset in sorted({r["preset"] for r in runs}):
+        rows = [r["shipped"].get("regimes") or {} for r in runs if r["preset"] == preset]
+        names = sorted({k for row in rows for k in row})
+        out[preset] = {name: {who: mean_ci([row[name][who] for row in rows if name in row])
+                              for who in ("sharpe", "oracle_sharpe")} for name in names}
+    return out
+
+
+def figure(runs: list[dict], path: Path, title: str = "Learning curves on the planted-signal market") -> None:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("validation Sharpe / oracle", "test Sharpe / oracle"))
-    for preset in sorted({r["preset"] for r in runs}):
-        for r in (r for r in runs if r["preset"] == preset):
-            for col, split in ((1, "val"), (2, "test")):
-                fig.add_trace(go.Scatter(
-                    x=[p["step"] for p in r["curve"]],
-                    y=[p[f"{split}_sharpe"] / p[f"{split}_oracle_sharpe"] for p in r["curve"]],
-                    mode="lines+markers", name=f"{preset} s{r['seed']}", legendgroup=preset,
-                    showlegend=col == 1), row=1, col=col)
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    for n, preset in enumerate(sorted({r["preset"] for r in runs})):
+        mine = [r for r in runs if r["preset"] == preset and r["curve"]]
+        color = palette[n % len(palette)]
+        steps = [p["step"] for p in mine[0]["curve"]]
+        for col, split in ((1, "val"), (2, "test")):
+            stats = [mean_ci([r["curve"][i][f"{split}_sharpe"] / r["curve"][i][f"{split}_oracle_sharpe"]
+                              for r in mine if len(r["curve"]) > i]) for i in range(len(steps))]
+            low, high = [st["ci95"][0] for st in stats], [st["ci95"][1] for st in stats]
+            fig.add_trace(go.Scatter(x=steps + steps[::-1], y=high + low[::-1], fill="toself", line={"width": 0},
+                                     fillcolor=color, opacity=0.15, hoverinfo="skip", showlegend=False,
+                                     legendgroup=preset), row=1, col=col)
+            fig.add_trace(go.Scatter(x=steps, y=[st["mean"] for st in stats], mode="lines+markers",
+                                     line={"color": color}, name=f"{preset} (mean of {len(mine)} seeds, 95% CI)",
+                                     legendgroup=preset, showlegend=col == 1), row=1, col=col)
     for col in (1, 2):
         fig.update_xaxes(title_text="environment steps", row=1, col=col)
         fig.update_yaxes(title_text="fraction of oracle Sharpe", row=1, col=col)
-    fig.update_layout(title="Learning curves on the planted-signal market", template="plotly_white")
+    fig.update_layout(title=title, template="plotly_white")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(path, include_plotlyjs="cdn")
 
@@ -150,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--figure", type=Path)
+    parser.add_argument("--reference", default="baseline", help="preset whose final score sets the efficiency target")
+    parser.add_argument("--title", default="Learning curves on the planted-signal market")
     args = parser.parse_args(argv)
     milestones = sorted(int(x) for x in args.milestones.split(","))
     overrides = dict(item.split("=", 1) for item in args.set)
@@ -173,11 +259,17 @@ def main(argv: list[str] | None = None) -> None:
                   f"test/oracle {row['test_fraction']['mean']:.2f} {np.round(row['test_fraction']['ci95'], 2).tolist()} "
                   f"val Sharpe {row['val_sharpe']['mean']:.2f} test Sharpe {row['test_sharpe']['mean']:.2f} "
                   f"turnover {row['test_turnover']['mean']:.3f}")
+    efficiency = sample_efficiency(runs, args.reference)
+    for preset, row in efficiency.get("presets", {}).items():
+        print(f"steps to reach {args.reference}'s final val/oracle {efficiency['target_fraction']:.2f}: {preset} "
+              f"{row['steps']} -> ratio {row['ratio']:.2f} {np.round(row['ratio_ci95'], 2).tolist()}")
+    regimes = per_regime(runs)
     doc = {"benchmark": "learning", "data": args.data, "milestones": milestones, "overrides": overrides,
-           "machine": machine_info(), "wall_seconds": time.perf_counter() - started, "summary": summary, "runs": runs}
+           "machine": machine_info(), "wall_seconds": time.perf_counter() - started, "summary": summary,
+           "sample_efficiency": efficiency, "per_regime": regimes, "runs": runs}
     write_result(doc, args.out)
     if args.figure:
-        figure(runs, args.figure)
+        figure(runs, args.figure, args.title)
 
 
 if __name__ == "__main__":
