@@ -127,10 +127,7 @@ def _train(args: argparse.Namespace) -> int:
         result = train(cfg, preset=args.preset, resume=args.resume)
     verb = {"FINISHED": "finished", "KILLED": "was stopped", "FAILED": "failed"}[result.status]
     print(f"convopt: run {result.run_id} {verb}" + (f": {result.reason}" if result.reason else ""), file=sys.stderr)
-    for key in ("backtest/val/sharpe", "backtest/test/sharpe", "benchmark/test/buy_and_hold/sharpe",
-                "benchmark/test/oracle/sharpe", "backtest/test/oracle_fraction"):
-        if key in result.metrics:
-            print(f"  {key} = {result.metrics[key]:.3f}", file=sys.stderr)
+    _print_run_summary(result.run_id)
     if result.no_edge and cfg.ensemble_size > 1 and not args.resume:
         print("convopt: the ensemble found no edge over staying flat on validation (tag convopt.no_edge=true); "
               "it was not registered", file=sys.stderr)
@@ -138,6 +135,14 @@ def _train(args: argparse.Namespace) -> int:
         print("convopt: the agent found no edge over staying flat on validation (tag convopt.no_edge=true)",
               file=sys.stderr)
     return result.exit_code
+
+
+def _print_run_summary(run_id: str) -> None:
+    """The end-of-run table (rich on a terminal, plain lines otherwise), read back from the run."""
+    from .evaluation.summary import print_summary
+    from .tracking.describe import read_summary
+
+    print_summary(read_summary(run_id), sys.stderr)
 
 
 def _check_experiment_matches_project_run(experiment: str) -> None:

@@ -26,7 +26,7 @@ def test_mlflow_run_ab_test_logs_parent_children_and_report_then_resumes(tmp_pat
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     client = MlflowClient(tracking_uri=mlflow_uri)
-    runs = client.search_runs(["0"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     (parent,) = [r for r in runs if r.data.tags.get("convopt.role") == "ab-parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and parent.data.tags["mlflow.project.entryPoint"] == "ab_test"
@@ -59,7 +59,7 @@ def test_mlflow_run_ab_test_logs_parent_children_and_report_then_resumes(tmp_pat
     assert code == 0, capsys.readouterr().err
     assert cell_counts(study) == {cell: {"COMPLETE": 1} for cell in
                                   [("baseline", 0), ("baseline", 1), ("lr", 0), ("lr", 1)]}
-    assert len(client.search_runs(["0"])) == len(runs)  # no new child run (the parent is reused)
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == len(runs)  # no new child run (the parent is reused)
 
 
 def test_an_interrupted_study_resumes_the_missing_cells_only(tmp_path, mlflow_uri):
