@@ -101,7 +101,25 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True, help="eurusd-1h, googl-1d, a CSV/Parquet path or synthetic:k=v,...")
     predict.add_argument("--out", default="", help="write every row to this .csv or .parquet file; "
                                                    "without it, print a summary")
+    dashboard = sub.add_parser("dashboard", help="live dashboard of runs, A/B studies and the registry (read-only)")
+    dashboard.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: MLflow's own resolution)")
+    dashboard.add_argument("--storage", default="", help="Optuna storage URL of the A/B studies to follow")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind; any non-local one needs --token")
+    dashboard.add_argument("--port", default="8050", help="port to listen on")
+    dashboard.add_argument("--token", default="", help="required on every request (default $CONVOPT_DASHBOARD_TOKEN)")
     return parser
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from .tracking import resolve_tracking_uri
+
+    try:
+        from dashboards import serve
+    except ImportError as exc:
+        raise UserError(f"the live dashboard is not installed with this package ({exc})") from None
+    serve(args.tracking_uri or resolve_tracking_uri(), storage=args.storage or None, host=args.host,
+          port=_number("--port", args.port, int), token=args.token or None)
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -340,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"train": _train, "ab-test": _ab_test, "worker": _worker, "data": _data_check,
                 "runs": _runs_cleanup, "config": _config, "predict": _predict, "promote": _promote,
-                "tune": _tune}
+                "tune": _tune, "dashboard": _dashboard}
     try:
         return handlers[args.command](args)
     except UserError as exc:
