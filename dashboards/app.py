@@ -80,8 +80,12 @@ def _plain(value: Any) -> Any:
 
 
 def create_app(tracking_uri: str, *, storage: str | None = None, token: str | None = None,
-               registry_name: str = "convopt-ensemble") -> Starlette:
-    """The dashboard app for ``tracking_uri`` (and A/B studies in ``storage``), gated by ``token``."""
+               registry_name: str = "convopt-ensemble", max_points: int = 2000) -> Starlette:
+    """The dashboard app for ``tracking_uri`` (and A/B studies in ``storage``), gated by ``token``.
+
+    ``max_points``: each curve of a run's figure is thinned to at most this many points
+    (the store keeps them all; the page stays light with 100k points in a run).
+    """
     from mlflow.tracking import MlflowClient
 
     from convopt_mlflow.evaluation.dashboards import series_convergence_figure
@@ -106,16 +110,23 @@ def create_app(tracking_uri: str, *, storage: str | None = None, token: str | No
     def runs(request: Request) -> Response:
         return _json({"runs": reader.runs(request.query_params.get("experiment", "convopt"))})
 
+    figures: dict[str, tuple[Any, str]] = {}  # run id -> (what it was built from, figure JSON)
+
     def run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         info = reader.run_info(run_id)
         series = reader.series(run_id)
-        reasons = reader.interventions(run_id) if info["status"] != "RUNNING" else []
-        fig = series_convergence_figure(series, reasons, title=f"{info['name']} ({info['status']})")
         points = {k: int(len(v[0])) for k, v in series.items()}
         markers = sum(n for k, n in points.items() if k.startswith("intervention/"))
-        return _json({**info, "points": points, "total_points": sum(points.values()), "interventions": markers,
-                      "figure": json.loads(fig.to_json())})
+        built_from = (info["status"], tuple(sorted(points.items())))
+        if run_id not in figures or figures[run_id][0] != built_from:  # an idle poll rebuilds nothing
+            reasons = reader.interventions(run_id) if info["status"] != "RUNNING" else []
+            fig = series_convergence_figure(series, reasons, title=f"{info['name']} ({info['status']})",
+                                            max_points=max_points)
+            figures[run_id] = (built_from, fig.to_json())
+        head = json.dumps({**info, "points": points, "total_points": sum(points.values()),
+                           "interventions": markers}, default=_plain)
+        return Response(head[:-1] + ', "figure": ' + figures[run_id][1] + "}", media_type="application/json")
 
     def studies(request: Request) -> Response:
         if study_storage is None:

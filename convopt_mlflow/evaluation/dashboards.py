@@ -28,7 +28,7 @@ from plotly.subplots import make_subplots
 from .figures import _PALETTE, _json_safe, convergence_dashboard
 
 __all__ = ["ACTIVITY_PREFIXES", "BAND_KEYS", "HISTORY_KEYS", "activity_figure", "history_from_series",
-           "interventions_from_series", "level_spans", "series_convergence_figure"]
+           "interventions_from_series", "level_spans", "series_convergence_figure", "thin"]
 
 Series = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
@@ -100,11 +100,25 @@ def level_spans(steps: np.ndarray, values: np.ndarray) -> list[tuple[float, floa
     return spans
 
 
+def thin(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` evenly spaced points of a series, the first and last always kept."""
+    steps, values = np.asarray(steps), np.asarray(values)
+    if len(steps) <= max_points:
+        return steps, values
+    keep = np.unique(np.linspace(0, len(steps) - 1, max(2, max_points)).round().astype(int))
+    return steps[keep], values[keep]
+
+
 def series_convergence_figure(series: Series, reasons: Sequence[Mapping[str, Any]] = (), *,
-                              title: str = "Convergence") -> go.Figure:
-    """The convergence dashboard from metric series, with curriculum-stage and regime bands."""
+                              title: str = "Convergence", max_points: int | None = None) -> go.Figure:
+    """The convergence dashboard from metric series, with curriculum-stage and regime bands.
+
+    ``max_points``: curves are thinned to at most this many points each (:func:`thin`);
+    bands and intervention markers never are.
+    """
     bands = {key: level_spans(*series[key]) for key in BAND_KEYS if key in series and len(series[key][0])}
-    return convergence_dashboard(history_from_series(series), interventions_from_series(series, reasons),
+    curves = {k: thin(*v, max_points) if max_points and k in HISTORY_KEYS else v for k, v in series.items()}
+    return convergence_dashboard(history_from_series(curves), interventions_from_series(series, reasons),
                                  title=title, bands=bands)
 
 

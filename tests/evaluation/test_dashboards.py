@@ -53,3 +53,16 @@ def test_activity_figure_only_when_replay_or_augment_metrics_exist():
     fig = activity_figure({"replay/priority_mean": _s([256, 512], [1, 2]), "augment/share": _s([256], [0.5])})
     assert {t.name for t in fig.data} == {"replay/priority_mean", "augment/share"}
     assert fig.layout.xaxis.title.text == fig.layout.xaxis2.title.text == "environment timesteps"
+
+
+def test_thin_keeps_the_ends_and_at_most_max_points():
+    from convopt_mlflow.evaluation.dashboards import thin
+
+    steps, values = thin(*_s(range(10_000), range(10_000)), 100)
+    assert len(steps) <= 100 and steps[0] == 0 and steps[-1] == 9_999
+    np.testing.assert_array_equal(steps, values)
+    short = _s([1, 2], [3, 4])
+    assert thin(*short, 100)[0] is short[0] or list(thin(*short, 100)[0]) == [1, 2]
+    fig = series_convergence_figure({"train/loss": _s(range(5000), range(5000)),
+                                     "intervention/lr_restart": _s([17], [1])}, max_points=50)
+    assert len(fig.data[0].x) <= 50 and any(list(t.x) == [17.0] for t in fig.data)
