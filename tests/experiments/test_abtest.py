@@ -52,6 +52,19 @@ def test_mlflow_run_ab_test_logs_parent_children_and_report_then_resumes(tmp_pat
         assert parent.data.tags["convopt.registered_version"] == "1"
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert {t.user_attrs["mlflow_run_id"] for t in study.trials} == {c.info.run_id for c in children}
+    assert sorted(c.info.run_name for c in children) == ["ab-baseline-s0", "ab-baseline-s1", "ab-lr-s0", "ab-lr-s1"]
+
+    # the live dashboard's read-only view of the study
+    from convopt_mlflow.experiments.progress import list_studies, open_read_only, study_progress
+
+    reader = open_read_only(storage)
+    assert list_studies(reader) == ["tiny"]
+    progress = study_progress(reader, "tiny")
+    done = {"complete": 2, "running": 0, "failed": 0, "planned": 2}
+    assert progress["arms"] == {"baseline": done, "lr": done} and progress["baseline"] == "baseline"
+    assert progress["parent_run_id"] == parent.info.run_id and progress["verdict"] == report["verdict"]
+    (lr,) = progress["comparisons"]
+    assert lr["arm"] == "lr" and lr["difference_ci_low"] <= lr["mean_difference"] <= lr["difference_ci_high"]
 
     # re-running the same study (here in-process, without `mlflow run`) trains nothing and reports again
     code = cli.main(["ab-test", "--arms", "baseline,lr", "--seeds", "2", "--total-timesteps", "1024", "--data", DATA,
