@@ -15,7 +15,7 @@ end-of-run artifacts and the live dashboard, which has nothing but the series.
 Example:
     >>> import numpy as np
     >>> level_spans(np.array([0, 10, 20, 30]), np.array([0, 0, 1, 1]))
-    [(0.0, 10.0, 0.0), (10.0, 30.0, 1.0)]
+    [(0.0, 20.0, 0.0), (20.0, 30.0, 1.0)]
 """
 from __future__ import annotations
 
