@@ -101,7 +101,25 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True, help="eurusd-1h, googl-1d, a CSV/Parquet path or synthetic:k=v,...")
     predict.add_argument("--out", default="", help="write every row to this .csv or .parquet file; "
                                                    "without it, print a summary")
+    dashboard = sub.add_parser("dashboard", help="live dashboard of runs, A/B studies and the registry (read-only)")
+    dashboard.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: MLflow's own resolution)")
+    dashboard.add_argument("--storage", default="", help="Optuna storage URL of the A/B studies to follow")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind; any non-local one needs --token")
+    dashboard.add_argument("--port", default="8050", help="port to listen on")
+    dashboard.add_argument("--token", default="", help="required on every request (default $CONVOPT_DASHBOARD_TOKEN)")
     return parser
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from .tracking import resolve_tracking_uri
+
+    try:
+        from dashboards import serve
+    except ImportError as exc:
+        raise UserError(f"the live dashboard is not installed with this package ({exc})") from None
+    serve(args.tracking_uri or resolve_tracking_uri(), storage=args.storage or None, host=args.host,
+          port=_number("--port", args.port, int), token=args.token or None)
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -127,10 +145,7 @@ def _train(args: argparse.Namespace) -> int:
         result = train(cfg, preset=args.preset, resume=args.resume)
     verb = {"FINISHED": "finished", "KILLED": "was stopped", "FAILED": "failed"}[result.status]
     print(f"convopt: run {result.run_id} {verb}" + (f": {result.reason}" if result.reason else ""), file=sys.stderr)
-    for key in ("backtest/val/sharpe", "backtest/test/sharpe", "benchmark/test/buy_and_hold/sharpe",
-                "benchmark/test/oracle/sharpe", "backtest/test/oracle_fraction"):
-        if key in result.metrics:
-            print(f"  {key} = {result.metrics[key]:.3f}", file=sys.stderr)
+    _print_run_summary(result.run_id)
     if result.no_edge and cfg.ensemble_size > 1 and not args.resume:
         print("convopt: the ensemble found no edge over staying flat on validation (tag convopt.no_edge=true); "
               "it was not registered", file=sys.stderr)
@@ -138,6 +153,14 @@ def _train(args: argparse.Namespace) -> int:
         print("convopt: the agent found no edge over staying flat on validation (tag convopt.no_edge=true)",
               file=sys.stderr)
     return result.exit_code
+
+
+def _print_run_summary(run_id: str) -> None:
+    """The end-of-run table (rich on a terminal, plain lines otherwise), read back from the run."""
+    from .evaluation.summary import print_summary
+    from .tracking.describe import read_summary
+
+    print_summary(read_summary(run_id), sys.stderr)
 
 
 def _check_experiment_matches_project_run(experiment: str) -> None:
@@ -335,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"train": _train, "ab-test": _ab_test, "worker": _worker, "data": _data_check,
                 "runs": _runs_cleanup, "config": _config, "predict": _predict, "promote": _promote,
-                "tune": _tune}
+                "tune": _tune, "dashboard": _dashboard}
     try:
         return handlers[args.command](args)
     except UserError as exc:

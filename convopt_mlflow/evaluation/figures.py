@@ -34,6 +34,7 @@ DASHBOARD_PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 )
 _INTERVENTION_TITLE = "Interventions"
 _PLATEAU_COLOR = "rgba(255, 165, 0, 0.15)"
+_BAND_COLORS = ("rgba(31, 119, 180, 0.07)", "rgba(148, 103, 189, 0.12)")
 _PALETTE = plotly.colors.qualitative.Plotly
 _KNOWN_CURVE_COLORS = {"policy": "#1f77b4", "buy_and_hold": "#7f7f7f", "flat": "#bcbd22", "oracle": "#2ca02c"}
 
@@ -87,6 +88,7 @@ def convergence_dashboard(
     interventions: Sequence[Mapping[str, Any]],
     *,
     title: str = "Convergence",
+    bands: Mapping[str, Sequence[tuple[float, float, Any]]] | None = None,
 ) -> go.Figure:
     """Training curves, plateaus and interventions on one shared timestep axis.
 
@@ -100,6 +102,10 @@ def convergence_dashboard(
             ``reason``; every other key (scalars, or mappings such as the values that
             triggered it) is shown in the hover text.
         title: figure title.
+        bands: name (e.g. ``"curriculum/stage"``, ``"meta/regime"``) -> ``(start step,
+            end step, level)`` spans, drawn as alternating shaded bands (layout shapes
+            named after the key) labelled with the level; see
+            :func:`~convopt_mlflow.evaluation.dashboards.level_spans`.
 
     Returns:
         A figure with ``len(DASHBOARD_PANELS) + 1`` rows sharing the x axis: one
@@ -152,7 +158,16 @@ def convergence_dashboard(
             type="rect", name="plateau", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1,
             fillcolor=_PLATEAU_COLOR, line={"width": 0}, layer="below",
         )
-    fig.update_xaxes(title_text="environment timesteps", row=n_rows, col=1)
+    for i, (name, spans) in enumerate((bands or {}).items()):
+        for j, (x0, x1, level) in enumerate(spans):
+            fig.add_shape(type="rect", name=name, xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1,
+                          fillcolor=_BAND_COLORS[(i + j) % 2], line={"width": 0}, layer="below",
+                          label={"text": f"{name} {_format(level)}", "textposition": "top left",
+                                 "font": {"size": 9}})
+    for row in range(1, n_rows + 1):
+        fig.update_xaxes(title_text="environment timesteps" if row == n_rows else None, row=row, col=1)
+    for row, (_, keys, _) in enumerate(DASHBOARD_PANELS, start=1):
+        fig.update_yaxes(title_text=", ".join(keys), title_font={"size": 9}, row=row, col=1)
     fig.update_layout(title=title, height=180 * n_rows, hovermode="closest", template="plotly_white")
     return fig
 

@@ -119,7 +119,8 @@ def _distributions(go, report, records):
                                      error_y=dict(type="data", symmetric=False, array=[s["mean_ci_high"] - s["mean"]],
                                                   arrayminus=[s["mean"] - s["mean_ci_low"]]),
                                      name=f"{arm} mean, 95% CI", showlegend=False))
-    fig.update_layout(title=f"{report['metric']} per seed, with the mean and its 95% bootstrap CI", yaxis_title=report["metric"])
+    fig.update_layout(title=f"{report['metric']} per seed, with the mean and its 95% bootstrap CI", yaxis_title=report["metric"],
+                      xaxis_title="arm")
     return fig
 
 

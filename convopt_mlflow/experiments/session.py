@@ -66,7 +66,7 @@ def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None,
     optuna_storage = get_storage(storage, workers=workers, heartbeat_interval=heartbeat_interval)
     study = open_study(spec, optuna_storage, study_name)
     parent_id = os.environ.get("MLFLOW_RUN_ID") or study.user_attrs.get(PARENT_ATTR) or None
-    parent = open_run(experiment=experiment or None, run_id=parent_id, run_name=f"ab {study_name}",
+    parent = open_run(experiment=experiment or None, run_id=parent_id, run_name=f"ab-{study_name}",
                       tags={"convopt.role": "ab-parent", "convopt.study": study_name,
                             "convopt.arms": ",".join(spec.arms), "convopt.baseline": spec.baseline})
     study.set_user_attr(PARENT_ATTR, parent.run_id)

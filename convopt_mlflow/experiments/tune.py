@@ -91,7 +91,7 @@ class TuneObjective:
                                                      "run.seed": str(self.spec.seed)})
         tags = {"convopt.role": "tune-trial", "convopt.study": self.study_name, "convopt.trial": str(trial.number),
                 "convopt.preset": self.spec.preset}
-        child = open_child_run(self.parent_run_id, tags=tags, run_name=f"trial {trial.number}")
+        child = open_child_run(self.parent_run_id, tags=tags, run_name=f"tune-{self.spec.preset}-t{trial.number}")
         trial.set_user_attr("mlflow_run_id", child.run_id)
         report, keep = ReportToTrial(trial), _KeepModel()
         try:
@@ -191,7 +191,7 @@ def run_tune(spec: TuneSpec, *, study_name: str, storage: str | None = None, exp
     study = optuna.create_study(study_name=study_name, storage=optuna_storage, direction="maximize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     parent = open_run(experiment=experiment, run_id=os.environ.get("MLFLOW_RUN_ID") or None,
-                      run_name=f"tune {study_name}",
+                      run_name=f"tune-{study_name}",
                       tags={"convopt.role": "tune-parent", "convopt.study": study_name, "convopt.preset": spec.preset})
     try:
         parent.log_params({"preset": spec.preset, "n_trials": spec.n_trials, "study": study_name, "seed": spec.seed,

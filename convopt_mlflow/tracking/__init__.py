@@ -50,6 +50,8 @@ __all__ = [
     "get_run_state",
     "metric_steps",
     "finished_model_uri",
+    "describe_run",
+    "read_summary",
 ]
 
 _HOME = {
@@ -81,6 +83,8 @@ _HOME = {
     "get_run_state": "run_state",
     "metric_steps": "run_state",
     "finished_model_uri": "run_state",
+    "describe_run": "describe",
+    "read_summary": "describe",
 }
 
 if TYPE_CHECKING:

@@ -40,6 +40,7 @@ from convopt_mlflow.tracking.context import convopt_tags
 
 __all__ = [
     "CONFIG_ARTIFACT",
+    "DEFAULT_EXPERIMENT",
     "END_STATUSES",
     "ParamsLogged",
     "RunHandle",
@@ -53,6 +54,8 @@ __all__ = [
 
 #: Artifact path of the full training config, written by the coordinator.
 CONFIG_ARTIFACT = "config.json"
+#: Experiment of runs that name none (and no MLFLOW_EXPERIMENT_ID/NAME, no ``mlflow run`` run).
+DEFAULT_EXPERIMENT = "convopt"
 END_STATUSES = ("FINISHED", "FAILED", "KILLED")
 _TRUNCATED = "...[truncated]"
 _NOT_FOUND_CODES = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)}
@@ -201,14 +204,13 @@ class RunHandle:
 
 
 def _experiment_id(client: MlflowClient, name: str | None) -> str:
-    """Id of the experiment ``name``, created when missing; MLflow's default one when None."""
+    """Id of the experiment ``name``, created when missing; when None, ``MLFLOW_EXPERIMENT_ID``,
+    then ``MLFLOW_EXPERIMENT_NAME``, then :data:`DEFAULT_EXPERIMENT`."""
     if name is None:
         env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
         if env_id:
             return env_id
-        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or None
-        if name is None:
-            return "0"  # MLflow's "Default" experiment.
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
@@ -240,8 +242,8 @@ def open_run(
 
     Args:
         experiment: experiment name, created when missing; None uses
-            ``MLFLOW_EXPERIMENT_ID``/``MLFLOW_EXPERIMENT_NAME`` or MLflow's default
-            experiment. Ignored when ``run_id`` is given.
+            ``MLFLOW_EXPERIMENT_ID``/``MLFLOW_EXPERIMENT_NAME``, else ``convopt``
+            (:data:`DEFAULT_EXPERIMENT`). Ignored when ``run_id`` is given.
         run_id: an existing run (``MLFLOW_RUN_ID`` from ``mlflow run``, or a
             resume). It must exist and not be deleted, else RunNotFoundError;
             a terminated run is set back to RUNNING.

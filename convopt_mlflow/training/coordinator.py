@@ -102,11 +102,13 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
         plan = plan_resume(resume)  # refuses FINISHED and live runs before anything changes
         cfg, run_id, preset = plan.cfg, resume, plan.preset
     market = load_market(cfg)  # UserError on bad data, before any run exists
+    named_here = run_id is None and not resume  # a new run, or the one `mlflow run` created: ours to name
     if run_id is None:
         run_id = os.environ.get("MLFLOW_RUN_ID") or None
     comps = components or build_components(cfg)
     checkpoint = plan.checkpoint if plan else None
-    handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id, run_name=None,
+    handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
+                      run_name=run_display_name(preset, cfg.run.seed) if named_here else None,
                       tags={**_tags(cfg, preset), **(tags or {})})
     root = Path(checkpoint_root or os.environ.get("CONVOPT_CHECKPOINT_ROOT", ".convopt/checkpoints"))
     ckpt_dir = plan.checkpoint_dir if plan and plan.checkpoint_dir else (root / handle.run_id).resolve()
@@ -197,6 +199,7 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
         return TrainResult(handle.run_id, "KILLED", stop.exit_code,
                            f"{reason}; `convopt train --resume {handle.run_id}` logs what is missing")
     handle.set_tags({"convopt.phase": "finished"})
+    _describe(handle)
     handle.end("FINISHED")
     no_edge = get_run_tags(handle.run_id).get("convopt.no_edge") == "true"
     return TrainResult(handle.run_id, "FINISHED", 0, early_stop, metrics or {}, no_edge=no_edge)
@@ -238,10 +241,25 @@ def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluati
     return out
 
 
+def run_display_name(preset: str, seed: int, role: str = "") -> str:
+    """The name a run shows in the MLflow UI: ``<preset>-s<seed>``, then its role (``-member2``)."""
+    return f"{preset}-s{seed}" + (f"-{role}" if role else "")
+
+
 def _tags(cfg, preset: str) -> dict[str, str]:
     return {"convopt.preset": preset, "convopt.arm": preset, "convopt.seed": str(cfg.run.seed),
             "convopt.role": "train", "convopt.config_hash": cfgmod.config_hash(cfg),
             "convopt.pid": str(os.getpid()), "convopt.host": socket.gethostname()}
+
+
+def _describe(handle: RunHandle) -> None:
+    """The run's markdown description in the MLflow UI; a failure to write it only warns."""
+    from ..tracking.describe import describe_run
+
+    try:
+        describe_run(handle.run_id, handle.client, status="FINISHED")
+    except Exception as exc:  # noqa: BLE001 - the run itself is done and logged
+        print(f"convopt: warning: run description not written ({type(exc).__name__}: {exc})")
 
 
 def _log_run_inputs(handle: RunHandle, cfg, market: Market, ckpt_dir: Path) -> None:

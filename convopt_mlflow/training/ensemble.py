@@ -40,7 +40,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from .. import config as cfgmod
 from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, MemberPlan
 from ..evaluation import equity_figure, write_html
-from .coordinator import TrainResult, _tags
+from .coordinator import TrainResult, _describe, _tags, run_display_name
 from .ensemble_eval import EnsembleReport, ensemble_report
 from .reporting import SPLITS, model_inputs
 from .setup import load_market
@@ -185,6 +185,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
     member_cfgs = [member_config(cfg, plan) for plan in plans]  # ConfigError before any run exists
     run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
     parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
+                      run_name=run_display_name(preset, cfg.run.seed, "ensemble"),
                       tags={**_tags(cfg, preset), "convopt.role": "ensemble"})
     try:
         _log_inputs(parent, cfg, market)
@@ -194,7 +195,8 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
         for plan, member_cfg in zip(plans, member_cfgs):
             tags = {"mlflow.parentRunId": parent.run_id, "convopt.role": "ensemble-member",
                     "convopt.member": str(plan.index), "convopt.ensemble_run": parent.run_id}
-            child = open_run(experiment=experiment, run_id=None, run_name=f"member-{plan.index}",
+            child = open_run(experiment=experiment, run_id=None,
+                             run_name=run_display_name(preset, member_cfg.run.seed, f"member{plan.index}"),
                              tags={**_tags(member_cfg, preset), **tags}, client=parent.client)
             children[plan.index] = child
             tasks[plan.index] = MemberTask(cfgmod.to_json(member_cfg), child.run_id, preset, tags, checkpoint_root)
@@ -280,6 +282,7 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
         tags.update({"convopt.registered_model": cfg.ensemble.registry_name, "convopt.registered_version": version})
         reason = f"registered {cfg.ensemble.registry_name} version {version}"
     parent.set_tags(tags)
+    _describe(parent)
     parent.end("FINISHED")
     return TrainResult(parent.run_id, "FINISHED", 0, reason, report.metrics, no_edge=no_edge)
 

@@ -2,7 +2,9 @@
 
 Artifacts written here:
     interventions.json / interventions.csv   every intervention: step, action, reason, values, applied, outcome
-    dashboards/convergence.html              loss, entropy, grad norm, LR, eval, interventions, plateaus
+    dashboards/convergence.html              loss, entropy, grad norm, LR, eval, interventions, plateaus,
+                                             curriculum-stage and regime bands (when logged)
+    dashboards/activity.html                 replay/* and augment/* metrics (when logged)
     backtest/equity_{val,test}.html          policy vs buy-and-hold vs flat
     model/                                   pyfunc (models from code), state_dict weights + policy.json
 """
@@ -38,10 +40,19 @@ def write_progress_artifacts(handle: Any, convergence: Any, actuator: Any) -> No
               "applied": "used an older checkpoint", "outcome": None} for s in actuator.skipped_checkpoints]
     handle.log_text(json.dumps(rows, indent=1, default=str), "interventions.json")
     handle.log_text(interventions_csv(rows), "interventions.csv")
-    if convergence.history:
-        fig = convergence_dashboard(convergence.history, rows, title=f"Convergence - run {handle.run_id[:8]}")
-        with tempfile.TemporaryDirectory() as tmp:
+    from ..evaluation.dashboards import ACTIVITY_PREFIXES, BAND_KEYS, activity_figure, level_spans
+    from ..tracking.describe import metric_series
+
+    series = metric_series(handle.run_id, handle.client, keys=BAND_KEYS, prefixes=ACTIVITY_PREFIXES)
+    with tempfile.TemporaryDirectory() as tmp:
+        if convergence.history:
+            bands = {key: level_spans(*series[key]) for key in BAND_KEYS if key in series}
+            fig = convergence_dashboard(convergence.history, rows, title=f"Convergence - run {handle.run_id[:8]}",
+                                        bands=bands)
             handle.log_artifact(write_html(fig, Path(tmp) / "convergence.html"), "dashboards")
+        activity = activity_figure(series, title=f"Replay and augmentation - run {handle.run_id[:8]}")
+        if activity is not None:
+            handle.log_artifact(write_html(activity, Path(tmp) / "activity.html"), "dashboards")
 
 
 def oracle_fraction(sharpe: float, oracle_sharpe: float) -> float:

@@ -26,7 +26,7 @@ def test_mlflow_run_ab_test_logs_parent_children_and_report_then_resumes(tmp_pat
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     client = MlflowClient(tracking_uri=mlflow_uri)
-    runs = client.search_runs(["0"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     (parent,) = [r for r in runs if r.data.tags.get("convopt.role") == "ab-parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and parent.data.tags["mlflow.project.entryPoint"] == "ab_test"
@@ -52,6 +52,19 @@ def test_mlflow_run_ab_test_logs_parent_children_and_report_then_resumes(tmp_pat
         assert parent.data.tags["convopt.registered_version"] == "1"
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert {t.user_attrs["mlflow_run_id"] for t in study.trials} == {c.info.run_id for c in children}
+    assert sorted(c.info.run_name for c in children) == ["ab-baseline-s0", "ab-baseline-s1", "ab-lr-s0", "ab-lr-s1"]
+
+    # the live dashboard's read-only view of the study
+    from convopt_mlflow.experiments.progress import list_studies, open_read_only, study_progress
+
+    reader = open_read_only(storage)
+    assert list_studies(reader) == ["tiny"]
+    progress = study_progress(reader, "tiny")
+    done = {"complete": 2, "running": 0, "failed": 0, "planned": 2}
+    assert progress["arms"] == {"baseline": done, "lr": done} and progress["baseline"] == "baseline"
+    assert progress["parent_run_id"] == parent.info.run_id and progress["verdict"] == report["verdict"]
+    (lr,) = progress["comparisons"]
+    assert lr["arm"] == "lr" and lr["difference_ci_low"] <= lr["mean_difference"] <= lr["difference_ci_high"]
 
     # re-running the same study (here in-process, without `mlflow run`) trains nothing and reports again
     code = cli.main(["ab-test", "--arms", "baseline,lr", "--seeds", "2", "--total-timesteps", "1024", "--data", DATA,
@@ -59,7 +72,7 @@ def test_mlflow_run_ab_test_logs_parent_children_and_report_then_resumes(tmp_pat
     assert code == 0, capsys.readouterr().err
     assert cell_counts(study) == {cell: {"COMPLETE": 1} for cell in
                                   [("baseline", 0), ("baseline", 1), ("lr", 0), ("lr", 1)]}
-    assert len(client.search_runs(["0"])) == len(runs)  # no new child run (the parent is reused)
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == len(runs)  # no new child run (the parent is reused)
 
 
 def test_an_interrupted_study_resumes_the_missing_cells_only(tmp_path, mlflow_uri):

@@ -69,7 +69,7 @@ def test_a_killed_worker_s_cell_is_retried_and_every_cell_completes_once(tmp_pat
     assert [t.state for t in retried] == [optuna.trial.TrialState.COMPLETE]
 
     client = MlflowClient(tracking_uri=mlflow_uri)
-    runs = client.search_runs(["0"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
     assert client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     finished = [r for r in runs if r.data.tags.get("convopt.role") == "ab-trial" and r.info.status == "FINISHED"]

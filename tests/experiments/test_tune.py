@@ -18,7 +18,7 @@ def test_tiny_tune_logs_parent_children_and_reports_the_best_trial(tmp_path, mlf
     err = capsys.readouterr().err
     assert code == 0, err
     client = MlflowClient()
-    runs = client.search_runs(["0"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     (parent,) = [r for r in runs if r.data.tags.get("convopt.role") == "tune-parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and len(children) == 3

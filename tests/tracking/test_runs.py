@@ -52,9 +52,20 @@ def test_open_run_creates_experiment_and_tagged_run(store):
     assert again.experiment_id == handle.experiment_id
 
 
-def test_open_run_without_experiment_uses_the_default_one(store):
+def test_open_run_without_experiment_uses_the_convopt_one(store, monkeypatch):
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     handle = open_run(experiment=None, run_id=None, tags={}, client=store.client)
-    assert handle.experiment_id == "0"
+    assert handle.experiment_id == store.client.get_experiment_by_name("convopt").experiment_id != "0"
+
+
+def test_experiment_environment_variables_win_over_the_default(store, monkeypatch):
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from-env")
+    by_name = open_run(experiment=None, run_id=None, tags={}, client=store.client)
+    assert by_name.experiment_id == store.client.get_experiment_by_name("from-env").experiment_id
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "0")
+    assert open_run(experiment=None, run_id=None, tags={}, client=store.client).experiment_id == "0"
 
 
 def test_deleted_experiment_is_a_config_error(store):

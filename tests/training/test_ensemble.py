@@ -107,4 +107,5 @@ def test_convopt_train_dispatches_ensembles_and_bad_data_creates_no_run(mlflow_u
     bad.write_text("timestamp,open,high,low,close\n2020-01-01,1,1,1,1\n")
     assert main(["train", "--preset", "ensemble", "--data", str(bad), "--quiet"]) == 2
     assert "convopt: error:" in capsys.readouterr().err
-    assert MlflowClient(tracking_uri=mlflow_uri).search_runs(["0"]) == []
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

@@ -63,7 +63,7 @@ def test_no_edge_market_is_tagged_and_finishes(tracked, capsys):
                           "ppo.net_arch=16,env.window=8,env.episode_length=64,run.total_timesteps=1024,"
                           "run.eval_freq=512"])
     assert code == 0
-    (run,) = tracked.client.search_runs([tracked.client.get_experiment_by_name("Default").experiment_id],
+    (run,) = tracked.client.search_runs([tracked.client.get_experiment_by_name("convopt").experiment_id],
                                         "tags.`convopt.no_edge` = 'true'", max_results=1)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["model/val_score"] <= 0.0

@@ -1,0 +1,151 @@
+"""What a finished run says about itself: the MLflow run description and the console table.
+
+Both views are built from one :class:`RunSummary`, read back from the run's latest
+metric values and tags (so a resumed or re-read run says the same thing):
+
+- :func:`run_note`: markdown for the run's description (tag ``mlflow.note.content``);
+- :func:`print_summary`: a rich table on a terminal, plain aligned lines otherwise.
+
+Example:
+    >>> s = RunSummary("abc123", "baseline-s0", "baseline", "eurusd_1h", "FINISHED",
+    ...                {"backtest/test/sharpe": 0.5, "benchmark/test/flat/sharpe": 0.0}, {})
+    >>> s.rows()[0][:2]
+    ('Sharpe', 'test')
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import IO, Mapping, Sequence
+
+__all__ = ["DASHBOARD_ARTIFACTS", "RunSummary", "print_summary", "run_note"]
+
+#: Artifacts a training run links from its description (those it holds).
+DASHBOARD_ARTIFACTS = ("dashboards/convergence.html", "dashboards/activity.html",
+                       "backtest/equity_test.html", "backtest/equity_val.html", "interventions.csv")
+_MEASURES = (("Sharpe", "sharpe"), ("total return", "total_return"), ("max drawdown", "max_drawdown"),
+             ("turnover /bar", "turnover"))
+_BENCHMARKS = ("flat", "buy_and_hold", "oracle")
+_SPLITS = ("test", "val")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The facts of one run that its description and console table show.
+
+    Attributes:
+        metrics: the run's latest value per metric key (``backtest/{split}/*``,
+            ``benchmark/{split}/{flat,buy_and_hold,oracle}/*``, ``intervention/*_count``).
+        artifacts: artifact paths the run holds, linked from the description.
+    """
+
+    run_id: str
+    run_name: str
+    preset: str
+    data: str
+    status: str
+    metrics: Mapping[str, float]
+    tags: Mapping[str, str]
+    tracking_uri: str = ""
+    experiment_id: str = ""
+    artifacts: Sequence[str] = field(default_factory=tuple)
+
+    def rows(self) -> list[tuple[str, str, str, str, str, str]]:
+        """``(measure, split, policy, flat, buy_and_hold, oracle)`` rows, formatted; '-' where unknown."""
+        out = []
+        for split in _SPLITS:
+            for label, key in _MEASURES:
+                policy = self.metrics.get(f"backtest/{split}/{key}")
+                if policy is None:
+                    continue
+                benches = [self.metrics.get(f"benchmark/{split}/{b}/{key}") for b in _BENCHMARKS]
+                out.append((label, split, _fmt(policy), *(_fmt(v) for v in benches)))
+        return out
+
+    def interventions(self) -> dict[str, int]:
+        """Action -> times fired, from the ``intervention/<action>_count`` metrics."""
+        return {k[len("intervention/"):-len("_count")]: int(v) for k, v in sorted(self.metrics.items())
+                if k.startswith("intervention/") and k.endswith("_count")}
+
+    def oracle_fraction(self) -> float | None:
+        return self.metrics.get("backtest/test/oracle_fraction")
+
+    def ui_command(self) -> str:
+        uri = self.tracking_uri or "sqlite:///mlflow.db"
+        return f"mlflow ui --backend-store-uri {uri}"
+
+    def run_path(self) -> str:
+        """Where the run opens in the UI, relative to its address."""
+        return f"#/experiments/{self.experiment_id}/runs/{self.run_id}" if self.experiment_id else ""
+
+
+def run_note(summary: RunSummary) -> str:
+    """Markdown for the run's description: data, preset, result vs benchmarks, interventions, dashboards."""
+    lines = [f"**{summary.run_name}**: preset `{summary.preset}` on `{summary.data}`, {summary.status.lower()}."]
+    fraction = summary.oracle_fraction()
+    test = summary.metrics.get("backtest/test/sharpe")
+    if test is not None:
+        head = f"Test Sharpe **{test:.3g}**"
+        bh = summary.metrics.get("benchmark/test/buy_and_hold/sharpe")
+        if bh is not None:
+            head += f" (buy-and-hold {bh:.3g}, flat 0"
+            oracle = summary.metrics.get("benchmark/test/oracle/sharpe")
+            head += f", oracle {oracle:.3g}; {100 * fraction:.0f}% of the oracle)" if oracle is not None and \
+                fraction is not None else ")"
+        lines.append(head + ".")
+    if summary.tags.get("convopt.no_edge") == "true":
+        lines.append("No edge over staying flat on validation (`convopt.no_edge`).")
+    rows = summary.rows()
+    if rows:
+        lines += ["", "| measure | split | policy | flat | buy & hold | oracle |", "|---|---|---:|---:|---:|---:|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    counts = summary.interventions()
+    lines.append("")
+    lines.append("Interventions: " + (", ".join(f"{a} x{n}" for a, n in counts.items()) if counts else "none") + ".")
+    for key in ("convopt.stop_reason", "convopt.degraded", "convopt.failure_reason"):
+        if summary.tags.get(key):
+            lines.append(f"`{key}`: {summary.tags[key]}")
+    if summary.artifacts:
+        lines.append("")
+        lines.append("Dashboards (Artifacts tab): " + ", ".join(f"`{a}`" for a in summary.artifacts) + ".")
+    return "\n".join(lines)
+
+
+def print_summary(summary: RunSummary, stream: IO[str] | None = None, *, rich_output: bool | None = None) -> None:
+    """The end-of-run table: test/val vs flat, buy-and-hold and oracle; turnover; interventions;
+    the run id and the ``mlflow ui`` command. A rich table on a terminal, plain lines otherwise."""
+    stream = stream if stream is not None else sys.stderr
+    if rich_output is None:
+        rich_output = bool(getattr(stream, "isatty", lambda: False)())
+    counts = summary.interventions()
+    kinds = ", ".join(f"{a} x{n}" for a, n in counts.items()) if counts else "none"
+    footer = [f"interventions: {kinds}", f"run {summary.run_id} ({summary.run_name}, {summary.status})",
+              f"open it: {summary.ui_command()}" + (f"  then {summary.run_path()}" if summary.run_path() else "")]
+    header = ("measure", "split", "policy", "flat", "buy & hold", "oracle")
+    if rich_output:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"convopt {summary.run_name}: {summary.preset} on {summary.data}", title_justify="left")
+        for i, name in enumerate(header):
+            table.add_column(name, justify="left" if i < 2 else "right")
+        for row in summary.rows():
+            table.add_row(*row)
+        console = Console(file=stream)
+        console.print(table)
+        for line in footer:
+            console.print(line, highlight=False, markup=False)
+        return
+    widths = [max(len(str(r[i])) for r in [header, *summary.rows()]) for i in range(len(header))]
+    for row in [header, *summary.rows()]:
+        print("  " + "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))), file=stream)
+    for line in footer:
+        print(f"  {line}", file=stream)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.3f}"
