@@ -80,6 +80,7 @@ def bar_scores(log_returns: np.ndarray, strategy: str, *, vol_window: int = 20) 
         after = (sq[np.minimum(t + 1 + w, r.size)] - sq[t + 1]) / np.maximum(np.minimum(w, r.size - t - 1), 1)
         floor = max(float(np.median(before[before > 0])) if (before > 0).any() else 1e-12, 1e-24) * 1e-3
         raw = np.abs(0.5 * (np.log(after + floor) - np.log(before + floor)))
+        raw[t + 1 >= r.size] = np.nan  # the last bar has no "after": it scores the median
     raw = np.where(finite, raw, np.nan)
     fill = float(np.nanmedian(raw)) if np.isfinite(raw).any() else 1.0
     raw = np.where(np.isfinite(raw), raw, fill)
