@@ -4,7 +4,7 @@
 the position held coming into it and the action taken (int8 each), the scaled reward, the
 behaviour policy's log-probability of the action (float32 each) and the strategy's static
 score of the bar (float32): 18 bytes a transition, so 1M transitions take 18 MB plus the
-32 MB of the :class:`~convopt_mlflow.components.sumtree.SumTree`. The observation is never
+17 MB of the :class:`~convopt_mlflow.components.sumtree.SumTree`. The observation is never
 stored: ``(bar, position)`` rebuilds it from the market's feature matrix.
 
 Priorities are proportional (Schaul et al. 2016): item ``i`` is drawn with probability
@@ -160,7 +160,7 @@ class TradingExperienceReplay:
     @property
     def nbytes(self) -> int:
         """Bytes held by the stored fields and the trees."""
-        return sum(a.nbytes for a in self.data.values()) + self.tree._sum.nbytes + self.tree._min.nbytes
+        return sum(a.nbytes for a in self.data.values()) + self.tree.nbytes
 
     # ---------------------------------------------------------------- store
     def store_experience(self, experience: Mapping[str, Any], priority: float) -> None:
@@ -225,8 +225,8 @@ class TradingExperienceReplay:
         # w_i / max_k w_k with w = (N P)^-beta; the max is at the smallest leaf
         weights = (probabilities * total / self.tree.min_priority) ** -beta
         d = self.data
-        return ReplayBatch(slots, d["bar"][slots], d["position"][slots], d["action"][slots], d["reward"][slots],
-                           d["log_prob"][slots], probabilities, weights)
+        return ReplayBatch(slots, d["bar"].take(slots), d["position"].take(slots), d["action"].take(slots),
+                           d["reward"].take(slots), d["log_prob"].take(slots), probabilities, weights)
 
     def update_priorities(self, experiences: ReplayBatch | np.ndarray | Sequence[int],
                           td_errors: np.ndarray | Sequence[float]) -> None:

@@ -18,10 +18,10 @@ def _store(replay: TradingExperienceReplay, n: int, priorities=None, first_bar: 
 
 
 # ------------------------------------------------------------------------ sum-tree
-@pytest.mark.parametrize("capacity", [1, 7, 64, 1000])
-def test_sumtree_sampling_frequencies_match_the_priorities(capacity):
+@pytest.mark.parametrize("capacity,branching", [(1, 16), (7, 2), (64, 16), (1000, 16), (1000, 3)])
+def test_sumtree_sampling_frequencies_match_the_priorities(capacity, branching):
     rng = np.random.default_rng(capacity)
-    tree = SumTree(capacity)
+    tree = SumTree(capacity, branching)
     priorities = rng.uniform(0.1, 5.0, capacity)
     priorities[rng.random(capacity) < 0.2] = 0.0  # some items can never be drawn
     priorities[0] = max(priorities[0], 0.5)
@@ -37,14 +37,30 @@ def test_sumtree_sampling_frequencies_match_the_priorities(capacity):
         assert stats.chisquare(counts[live], expected).pvalue > 1e-3
 
 
-def test_sumtree_update_with_repeats_and_rebuild_agree():
-    a, b = SumTree(10), SumTree(10)
+@pytest.mark.parametrize("branching", [2, 3, 16])
+def test_sumtree_update_with_repeats_and_rebuild_agree(branching):
+    a, b = SumTree(10, branching), SumTree(10, branching)
     a.update(np.array([3, 3, 9, 0]), np.array([1.0, 4.0, 2.0, 0.5]))  # the last value for 3 wins
     leaves = np.zeros(10)
     leaves[[3, 9, 0]] = [4.0, 2.0, 0.5]
     b.rebuild(leaves)
-    assert np.array_equal(a._sum, b._sum) and np.array_equal(a._min, b._min)
+    assert all(np.array_equal(x, y) for x, y in zip(a._sums, b._sums))
+    assert a.total == 6.5 and a.min_priority == 0.5
     assert a.find(np.array([0.0, 0.49, 0.5, 4.49, 4.5, 6.49])).tolist() == [0, 0, 3, 3, 9, 9]
+
+
+def test_sumtree_find_and_min_match_brute_force_under_random_updates():
+    rng = np.random.default_rng(7)
+    tree, leaves = SumTree(300), np.zeros(300)
+    for _ in range(200):  # repeated items, zeros, raising and lowering the smallest leaf
+        items = rng.integers(0, 300, 20)
+        values = np.where(rng.random(20) < 0.1, 0.0, rng.exponential(size=20))
+        tree.update(items, values)
+        leaves[items] = values  # numpy's rule for repeats, like the tree's
+        assert tree.min_priority == leaves[leaves > 0].min()
+        assert tree.total == pytest.approx(leaves.sum(), rel=1e-12)
+    draws = rng.random(5000) * leaves.sum()
+    assert np.array_equal(tree.find(draws), np.searchsorted(np.cumsum(leaves), draws, side="right"))
 
 
 def test_sumtree_rejects_bad_priorities():
@@ -110,7 +126,7 @@ def test_state_dict_round_trip_continues_identically():
     state = a.state_dict()
     b = TradingExperienceReplay(32, "pnl_impact", seed=99)
     b.load_state_dict(state)
-    assert np.array_equal(a.tree.priorities, b.tree.priorities) and np.array_equal(a.tree._sum, b.tree._sum)
+    assert np.array_equal(a.tree.priorities, b.tree.priorities) and a.tree.total == b.tree.total
     x, y = a.sample_batch(16, 1.0), b.sample_batch(16, 1.0)
     assert np.array_equal(x.indices, y.indices) and np.array_equal(x.weights, y.weights)
     with pytest.raises(ValueError):
