@@ -71,6 +71,28 @@ def test_transition_replay_samples_a_quarter_and_centres_the_clip_on_the_behavio
     assert np.allclose(prepared["advantages"].numpy(), np.minimum(centre, 1.0) * td, atol=1e-5)
 
 
+@pytest.mark.parametrize("ratio", ["0", "0.25"])
+def test_bars_and_positions_rebuild_the_observations_and_rewards_of_the_rollout(ratio):
+    model, _ = _trained_parameters(_cfg(replay_mode="transition", replay_ratio=ratio, env__episode_length=32), steps=512)
+    buf = model.rollout_buffer
+    # SB3's update flattens the arrays in place, the mixed update does not: the mapping must follow both
+    assert buf.generator_ready is (ratio == "0")
+
+    def flat(arr):
+        return (arr if buf.generator_ready else buf.swap_and_flatten(arr)).reshape(buf.buffer_size * buf.n_envs, -1)
+
+    roll = model._rollout_transitions()
+    assert np.array_equal(model.core.observe(roll["bars"], roll["positions"]), flat(buf.observations))
+    # the buffer's rewards carry SB3's bootstrap at truncations; elsewhere they are the env's rewards
+    starts = buf.swap_and_flatten(buf.episode_starts).reshape(-1) > 0  # env-major: an env's steps in order
+    truncated = np.append(starts[1:], False)
+    truncated[buf.buffer_size - 1::buf.buffer_size] = model._last_episode_starts  # each env's last step: its done
+    stored = buf.swap_and_flatten(buf.rewards).reshape(-1)
+    assert truncated.any()
+    assert np.allclose(roll["rewards"][~truncated], stored[~truncated], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(roll["rewards"][truncated], stored[truncated], rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------ end to end through the coordinator
 @pytest.mark.parametrize("mode,ratio", [("scenario", "0.5"), ("transition", "0.25")])
 def test_replay_preset_runs_tracked_end_to_end(tracked, mode, ratio):
