@@ -62,7 +62,8 @@ class ScenarioReplay:
         self.visited: np.ndarray | None = None
         self.tree: SumTree | None = None
         self.refreshed = False
-        self.last_draw: dict[str, float] = {}
+        self._drawn = self._prioritized = 0
+        self._weight_low = 1.0
 
     # ------------------------------------------------------------------ setup
     def bind(self, start_bounds: tuple[int, int], episode_length: int, scores: np.ndarray) -> None:
@@ -109,7 +110,8 @@ class ScenarioReplay:
             if n:
                 items = self.tree.sample(rng, n)
                 starts[prioritized] = items + self.lo
-                self._note(self.tree.get(items) / self.tree.total, self.n_starts, n / k)
+                self._note(0, self.tree.get(items) / self.tree.total, self.n_starts)
+            self._note(k, np.zeros(0), self.n_starts)
             return starts
         pool = np.asarray(pool, dtype=np.int64).reshape(-1)
         if pool.size == 0 or pool.min() < self.lo or pool.max() > self.hi:
@@ -123,13 +125,17 @@ class ScenarioReplay:
             chosen = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
             chosen = np.minimum(chosen, pool.size - 1)
             picks[prioritized] = chosen
-            self._note(weights[chosen] / cdf[-1], pool.size, n / k)
+            self._note(0, weights[chosen] / cdf[-1], pool.size)
+        self._note(k, np.zeros(0), pool.size)
         return pool[picks]
 
-    def _note(self, probabilities: np.ndarray, population: int, share: float) -> None:
-        weights = (population * probabilities) ** -self.beta
-        self.last_draw = {"is_weight_min": float(weights.min() / weights.max()), "is_weight_max": 1.0,
-                          "share": float(share)}
+    def _note(self, k: int, probabilities: np.ndarray, population: int) -> None:
+        """Count ``k`` draws, ``probabilities.size`` of them prioritized, for :meth:`stats`."""
+        self._drawn += k
+        if probabilities.size:
+            weights = (population * probabilities) ** -self.beta  # relative to uniform draws
+            self._prioritized += probabilities.size
+            self._weight_low = min(self._weight_low, float(weights.min() / weights.max()))
 
     # -------------------------------------------------------------- refresh
     def update_priorities(self, bars: np.ndarray, td_errors: np.ndarray) -> None:
@@ -148,11 +154,18 @@ class ScenarioReplay:
         self._rebuild()
 
     def stats(self) -> dict[str, float]:
-        """``fill`` (share of start bars with a measured TD error), ``mean_priority`` and the last draw's."""
+        """``fill`` (share of start bars with a measured TD error), ``mean_priority``, and over the
+        draws since the last call ``share`` (prioritized / all) and the ``is_weight_min``/``max``
+        range of the prioritized draws' weights ``(n P)**-beta`` (normalized to max 1)."""
         if self.tree is None:
             return {}
         out = {"fill": float(self.visited[self.lo:self.hi + 1].mean()), "mean_priority": self.tree.total / self.n_starts}
-        out.update(self.last_draw)
+        if self._drawn:
+            out["share"] = self._prioritized / self._drawn
+        if self._prioritized:
+            out.update(is_weight_min=self._weight_low, is_weight_max=1.0)
+        self._drawn = self._prioritized = 0
+        self._weight_low = 1.0
         return out
 
     # ---------------------------------------------------------------- state

@@ -108,7 +108,11 @@ def test_replay_preset_runs_tracked_end_to_end(tracked, mode, ratio):
     for key in ("replay/fill", "replay/mean_priority", "replay/share"):
         assert sorted(tracked.history(run, key)) == steps, key
     for key in ("replay/is_weight_min", "replay/is_weight_max") + (("replay/mean_ratio",) if mode == "transition" else ()):
-        assert sorted(tracked.history(run, key)) == replayed, key
+        logged = sorted(tracked.history(run, key))
+        if mode == "transition":
+            assert logged == replayed, key
+        else:  # only after updates whose rollout drew a prioritized start (4 envs: most, not surely all)
+            assert set(logged) <= set(steps) and len(logged) >= 4, key
     share = tracked.history(run, "replay/share")
     if mode == "transition":
         assert share[256] == 0.0 and all(abs(share[s] - 0.25) < 0.01 for s in steps[1:])
