@@ -118,8 +118,7 @@ def test_text_values_may_hold_commas():
 
 @pytest.mark.parametrize("override,component", [
     ("curriculum_enabled=true", "curriculum"), ("curriculum_stages=3", "curriculum"),
-    ("stage_progression_threshold=0.2", "curriculum"), ("replay_ratio=0.25", "prioritized replay"),
-    ("replay_buffer_size=10", "prioritized replay"), ("priority_alpha=0.5", "prioritized replay"),
+    ("stage_progression_threshold=0.2", "curriculum"),
     ("noise_injection_prob=0.3", "augmentation"), ("time_warp_prob=0.2", "augmentation"),
     ("feature_dropout_prob=0.1", "augmentation"), ("meta_learning_rate=1e-3", "meta-learning controller"),
     ("adaptation_frequency=5", "meta-learning controller"),
@@ -158,4 +157,5 @@ def test_a_logged_config_from_before_the_refusals_still_loads():
     """Runs logged while the reference defaults were accepted (and ignored) stay resumable."""
     old = json.loads(cfgmod.to_json(cfgmod.build_config("full")))
     old.update(curriculum_enabled=True, replay_ratio=0.25, ensemble_size=3, noise_injection_prob=0.3)
-    assert cfgmod.from_dict(old) == cfgmod.build_config("full")
+    # replay_ratio is kept now that replay exists; without replay_enabled (absent then: False) it does nothing
+    assert cfgmod.from_dict(old) == dataclasses.replace(cfgmod.build_config("full"), replay_ratio=0.25)

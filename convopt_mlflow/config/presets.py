@@ -32,6 +32,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "curriculum_enabled": False, "replay_ratio": 0.0, "noise_injection_prob": 0.0, "time_warp_prob": 0.0,
         "feature_dropout_prob": 0.0, "ensemble_size": 3, "monitor.enabled": False,
     },
+    # Baseline (SB3's LR 3e-4) + scenario replay: half the episodes start where the critic's TD errors are largest.
+    "replay": {
+        "base_learning_rate": 3e-4, "max_learning_rate": 3e-4, "scheduler_enabled": False, "monitor.enabled": False,
+        "replay_enabled": True, "replay_mode": "scenario", "replay_ratio": 0.5, "priority_alpha": 0.6,
+        "priority_strategy": "learning_difficulty",
+    },
     # Every component implemented so far, as an ensemble of 3; later components join this preset.
     "full": {
         "base_learning_rate": 1e-4, "max_learning_rate": 3e-4, "scheduler_enabled": True,

@@ -163,11 +163,12 @@ class OptimizedTrainingConfig:
     stage_progression_threshold: float = 0.1
     """Score needed to advance a curriculum stage (no curriculum yet; only the default is accepted)."""
     replay_buffer_size: int = 1_000_000
-    """Prioritized replay capacity (no replay yet; only the default is accepted)."""
+    """Transition replay capacity in transitions (18 bytes each plus a 32-byte-per-slot sum-tree)."""
     replay_ratio: float = 0.0
-    """Share of replayed samples per update. No replay yet: only 0 is accepted."""
+    """With replay_enabled: transition mode, the share of each update's samples replayed from the
+    buffer (at most 0.9); scenario mode, the share of episode starts drawn by priority. 0 is baseline PPO."""
     priority_alpha: float = 0.6
-    """Prioritization exponent of replay (no replay yet; only the default is accepted)."""
+    """Prioritization exponent of replay (0: uniform, 1: proportional to the priority)."""
     plateau_threshold: float = 0.1
     """Coefficient of variation of the loss over the window below which it is a plateau."""
     intervention_threshold: float = 0.3
@@ -195,6 +196,16 @@ class OptimizedTrainingConfig:
     """SGDR cycle-length multiplier after each restart."""
     warmup_steps: int = 0
     """Warm-up steps of the multi_phase schedule."""
+    replay_enabled: bool = False
+    """Prioritized replay (see training/replay.py); off means no replay code runs at all."""
+    replay_mode: str = "scenario"
+    """scenario: prioritized episode-start windows (exactly on-policy); transition: replayed transitions
+    with behaviour log-probs, truncated importance ratios and a GePPO clip centred on the behaviour policy."""
+    priority_strategy: str = "learning_difficulty"
+    """What makes a bar worth replaying: pnl_impact, rare_events, learning_difficulty (|TD error| only)
+    or regime_transitions; it multiplies the |TD error| refreshed after every update."""
+    replay_beta0: float = 0.4
+    """Transition replay: initial importance-sampling exponent, annealed linearly to 1 over the run."""
     data: DataConfig = field(default_factory=DataConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)

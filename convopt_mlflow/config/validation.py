@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from ..components.convergence_types import ACTIONS
 from ..components.lr_schedule import SCHEDULE_TYPES
+from ..components.replay import PRIORITY_STRATEGIES, REPLAY_MODES
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,13 @@ RULES: dict[str, Range | tuple[str, ...]] = {
     "ensemble.workers": NON_NEGATIVE, "ensemble.min_members": AT_LEAST_1, "ensemble.lr_factor": POSITIVE,
     "ensemble.ent_coef": NON_NEGATIVE, "ensemble.clip_range": POSITIVE, "ensemble.activations": ("tanh", "relu"),
     "ensemble.data_subsets": ("none", "bootstrap", "disjoint"), "ensemble.n_blocks": AT_LEAST_1,
+    "replay_mode": REPLAY_MODES, "priority_strategy": PRIORITY_STRATEGIES, "replay_beta0": PROBABILITY,
 }
 
 #: Fields of the reference design whose component does not exist yet -> that component.
 #: Only the default is accepted until it lands; the defaults say what happens today.
 PENDING: dict[str, str] = {
     **dict.fromkeys(("curriculum_enabled", "curriculum_stages", "stage_progression_threshold"), "curriculum"),
-    **dict.fromkeys(("replay_buffer_size", "replay_ratio", "priority_alpha"), "prioritized replay"),
     **dict.fromkeys(("noise_injection_prob", "time_warp_prob", "feature_dropout_prob"), "augmentation"),
     **dict.fromkeys(("meta_learning_rate", "adaptation_frequency"), "meta-learning controller"),
 }
@@ -174,6 +175,9 @@ def problems(cfg: Any) -> Iterator[str]:
     if not cfg.data.source.strip():
         yield "data.source='': needs a bundled name, a CSV/Parquet path or a synthetic:k=v,... spec"
     yield from _ensemble_problems(cfg)
+    if cfg.replay_enabled and cfg.replay_mode == "transition" and cfg.replay_ratio > 0.9:
+        yield (f"replay_ratio={cfg.replay_ratio!r}: transition replay adds replay_ratio / (1 - replay_ratio) "
+               "replayed samples per fresh one, so it must be at most 0.9")
 
 
 def _ensemble_problems(cfg: Any) -> Iterator[str]:

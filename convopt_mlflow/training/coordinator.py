@@ -27,6 +27,7 @@ from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest
 from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
+from .replay import build_replay
 from .reporting import finalize_run, write_progress_artifacts
 from .resume import plan_resume
 from .selection import choose_final_model
@@ -83,7 +84,7 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
     regularization = RegularizationSchedule(cfg.ppo.ent_coef, max_ent_coef=cfg.monitor.max_ent_coef,
                                             weight_decay=cfg.ppo.weight_decay,
                                             max_weight_decay=cfg.monitor.max_weight_decay)
-    return Components(scheduler, monitor, regularization)
+    return Components(scheduler, monitor, regularization, replay=build_replay(cfg))
 
 
 def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume: str = "",
@@ -137,6 +138,8 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     env = make_env(cfg, market)
     model = make_model(cfg, env)
     guard = ComponentGuard()
+    if comps.replay is not None:
+        _attach_replay(model, comps.replay, cfg, guard)
     actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,
                                     stop=stop, max_rollbacks=cfg.run.max_rollbacks)
     evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq,
@@ -227,6 +230,15 @@ def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, act
     actuator.note_skipped(skipped, at_step=entry.step)
     handle.set_tags({"convopt.resumed_from_step": str(entry.step)})
     return handle.last_logged_step(), bool(extras.get("training_done", False))
+
+
+def _attach_replay(model, replay, cfg, guard: ComponentGuard) -> None:
+    """Hand the replay component to the PPO extension; a failure here disables it (baseline PPO)."""
+    if not hasattr(model, "attach_replay"):  # a model built without the replay extension
+        guard.fail("replay", TypeError(f"{type(model).__name__} cannot replay"), model.num_timesteps)
+        return
+    guard.call("replay", model.attach_replay, replay, replay_ratio=cfg.replay_ratio, guard=guard,
+               vol_window=cfg.data.vol_window, fallback=None, step=model.num_timesteps)
 
 
 def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluation) -> dict[str, Any]:

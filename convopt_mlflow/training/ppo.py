@@ -86,7 +86,7 @@ class ConvoptPPO(PPO):
     def _train_retrying_oom(self) -> None:
         while True:
             try:
-                super().train()
+                self._ppo_update()
                 return
             except _OOM as exc:
                 if self.batch_size // 2 < self.min_batch_size:
@@ -98,6 +98,10 @@ class ConvoptPPO(PPO):
                     {"step": float(self.num_timesteps), "old_batch_size": float(old),
                      "new_batch_size": float(self.batch_size), "error": type(exc).__name__}
                 )
+
+    def _ppo_update(self) -> None:
+        """One PPO update of the current rollout (SB3's); extensions such as ReplayPPO override it."""
+        super().train()
 
     def _nonfinite_params(self) -> str | None:
         """"parameters <names>" when a handler is set and some parameter is not finite, else None."""

@@ -22,6 +22,7 @@ from ..data.synthetic import UNIFORM_LOADINGS, generate_market
 from ..env import MarketCore, TradingVecEnv
 from .guards import FiniteGuard
 from .ppo import ConvoptPPO
+from .replay import ReplayPPO
 
 _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
@@ -121,7 +122,8 @@ def make_model(cfg: OptimizedTrainingConfig, env: Any) -> ConvoptPPO:
     }
     if cfg.ppo.weight_decay > 0:
         policy_kwargs["optimizer_kwargs"] = {"weight_decay": cfg.ppo.weight_decay}
-    return ConvoptPPO(
+    ppo_class = ReplayPPO if cfg.replay_enabled else ConvoptPPO  # no replay: not one line of it runs
+    return ppo_class(
         "MlpPolicy", env, learning_rate=cfg.base_learning_rate, n_steps=cfg.ppo.n_steps,
         batch_size=cfg.ppo.batch_size, n_epochs=cfg.ppo.n_epochs, gamma=cfg.ppo.gamma,
         gae_lambda=cfg.ppo.gae_lambda, clip_range=cfg.ppo.clip_range, ent_coef=cfg.ppo.ent_coef,

@@ -1,7 +1,9 @@
 """The SB3 side of a checkpoint: capture and restore a PPO's full training state.
 
 Everything captured loads with ``torch.load(weights_only=True)``: tensors, numbers,
-strings, and one JSON string for the extras (scheduler, monitor, env RNG, ...).
+strings, and one JSON string for the extras (scheduler, monitor, env RNG, ...). Numpy
+arrays inside the extras (e.g. a replay buffer's priorities) travel as tensors under
+``extras_arrays`` instead of JSON lists, and come back as numpy arrays.
 """
 from __future__ import annotations
 
@@ -35,6 +37,32 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"extras value of type {type(value).__name__} is not JSON-serializable")
 
 
+_ARRAY_KINDS = "biuf"  # bool, int, uint, float: dtypes torch.from_numpy takes (uint16+ aside, see below)
+
+
+def _pull_arrays(obj: Any, arrays: dict[str, torch.Tensor]) -> Any:
+    """``obj`` with every numeric numpy array replaced by ``{"__ndarray__": key}``; tensors into ``arrays``."""
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in _ARRAY_KINDS and obj.dtype not in (np.uint16, np.uint32, np.uint64):
+        key = str(len(arrays))
+        arrays[key] = torch.from_numpy(np.ascontiguousarray(obj).copy())
+        return {"__ndarray__": key}
+    if isinstance(obj, Mapping):
+        return {k: _pull_arrays(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_pull_arrays(v, arrays) for v in obj]
+    return obj
+
+
+def _push_arrays(obj: Any, arrays: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__ndarray__"}:
+            return arrays[obj["__ndarray__"]].numpy()
+        return {k: _push_arrays(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_push_arrays(v, arrays) for v in obj]
+    return obj
+
+
 def capture_training_state(model, *, extras: Mapping[str, Any] | None = None) -> dict:
     """Snapshot an SB3 on-policy model (PPO) as a ``weights_only``-loadable dict.
 
@@ -49,6 +77,8 @@ def capture_training_state(model, *, extras: Mapping[str, Any] | None = None) ->
     The env's observations and episode buffers are not captured.
     """
     _, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    arrays: dict[str, torch.Tensor] = {}
+    extras = _pull_arrays(dict(extras or {}), arrays)
     return {
         "format": FORMAT,
         "policy": _snapshot(model.policy.state_dict()),
@@ -59,7 +89,8 @@ def capture_training_state(model, *, extras: Mapping[str, Any] | None = None) ->
         "torch_cuda_rng": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
         "numpy_rng": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "extras_json": json.dumps(dict(extras or {}), default=_json_default, sort_keys=True),
+        "extras_json": json.dumps(extras, default=_json_default, sort_keys=True),
+        "extras_arrays": arrays,
     }
 
 
@@ -86,4 +117,4 @@ def restore_training_state(model, state: Mapping[str, Any]) -> dict:
     rng = state["numpy_rng"]
     np.random.set_state(("MT19937", rng["key"].numpy().astype(np.uint32), int(rng["pos"]),
                          int(rng["has_gauss"]), float(rng["cached_gaussian"])))
-    return json.loads(state["extras_json"])
+    return _push_arrays(json.loads(state["extras_json"]), state.get("extras_arrays") or {})

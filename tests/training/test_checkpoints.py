@@ -95,7 +95,7 @@ def test_captured_state_is_a_snapshot_and_loads_weights_only(tmp_path, trained_p
     entry = CheckpointStore(tmp_path).save(64, state)
     raw = torch.load(tmp_path / entry.file, weights_only=True, map_location="cpu")
     assert set(raw) == {"format", "policy", "optimizer", "num_timesteps", "n_updates", "torch_rng",
-                        "torch_cuda_rng", "numpy_rng", "extras_json"}
+                        "torch_cuda_rng", "numpy_rng", "extras_json", "extras_arrays"}
     assert raw["numpy_rng"]["key"].dtype == torch.int64 and raw["numpy_rng"]["key"].shape == (624,)
     assert raw["torch_rng"].dtype == torch.uint8
     assert (raw["num_timesteps"], raw["n_updates"], raw["extras_json"]) == (64, 2, "{}")
