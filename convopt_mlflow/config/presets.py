@@ -32,6 +32,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "curriculum_enabled": False, "replay_ratio": 0.0, "noise_injection_prob": 0.0, "time_warp_prob": 0.0,
         "feature_dropout_prob": 0.0, "ensemble_size": 3, "monitor.enabled": False,
     },
+    # `lr` + the meta-learning controller (regime detection, per-regime bandit over LR/entropy/clip
+    # multipliers); a small entropy bonus so the entropy multiplier has something to scale.
+    "meta": {
+        "base_learning_rate": 1e-4, "max_learning_rate": 3e-4, "scheduler_enabled": True,
+        "lr_schedule_type": "cosine_with_restarts", "monitor.enabled": True, "ppo.ent_coef": 0.005,
+        "meta_enabled": True, "adaptation_frequency": 25_000, "run.eval_freq": 25_000,
+    },
     # Every component implemented so far, as an ensemble of 3; later components join this preset.
     "full": {
         "base_learning_rate": 1e-4, "max_learning_rate": 3e-4, "scheduler_enabled": True,

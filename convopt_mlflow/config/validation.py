@@ -82,7 +82,6 @@ PENDING: dict[str, str] = {
     **dict.fromkeys(("curriculum_enabled", "curriculum_stages", "stage_progression_threshold"), "curriculum"),
     **dict.fromkeys(("replay_buffer_size", "replay_ratio", "priority_alpha"), "prioritized replay"),
     **dict.fromkeys(("noise_injection_prob", "time_warp_prob", "feature_dropout_prob"), "augmentation"),
-    **dict.fromkeys(("meta_learning_rate", "adaptation_frequency"), "meta-learning controller"),
 }
 
 #: Intervention actions whose component does not exist yet.
@@ -174,6 +173,9 @@ def problems(cfg: Any) -> Iterator[str]:
     if not cfg.data.source.strip():
         yield "data.source='': needs a bundled name, a CSV/Parquet path or a synthetic:k=v,... spec"
     yield from _ensemble_problems(cfg)
+    if cfg.meta_enabled and (cfg.run.eval_freq <= 0 or cfg.adaptation_frequency % cfg.run.eval_freq):
+        yield (f"adaptation_frequency={cfg.adaptation_frequency}: with meta_enabled it must be a multiple of "
+               f"run.eval_freq={cfg.run.eval_freq} (> 0): the controller learns from the validation score")
 
 
 def _ensemble_problems(cfg: Any) -> Iterator[str]:

@@ -27,6 +27,7 @@ from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest
 from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
+from .meta import MetaCallback, label_train_split
 from .reporting import finalize_run, write_progress_artifacts
 from .resume import plan_resume
 from .selection import choose_final_model
@@ -83,7 +84,13 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
     regularization = RegularizationSchedule(cfg.ppo.ent_coef, max_ent_coef=cfg.monitor.max_ent_coef,
                                             weight_decay=cfg.ppo.weight_decay,
                                             max_weight_decay=cfg.monitor.max_weight_decay)
-    return Components(scheduler, monitor, regularization)
+    meta = None
+    if cfg.meta_enabled:
+        from ..components.meta import MetaLearningController
+
+        meta = MetaLearningController({"meta_learning_rate": cfg.meta_learning_rate,
+                                       "adaptation_frequency": cfg.adaptation_frequency, "seed": cfg.run.seed})
+    return Components(scheduler, monitor, regularization, meta=meta)
 
 
 def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume: str = "",
@@ -158,7 +165,8 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
         checkpoints.init_callback(model)
         checkpoints.save()  # step 0: rollback always has somewhere to go
     progress = [RolloutProgressBar()] if cfg.run.progress_bar else []
-    callbacks = CallbackList([evaluation, convergence, *progress, *extra_callbacks])  # convergence honours `stop`
+    meta = _meta_callback(cfg, market, comps, guard, convergence, evaluation)
+    callbacks = CallbackList([evaluation, *meta, convergence, *progress, *extra_callbacks])  # convergence honours `stop`
     try:
         if remaining > 0:
             model.learn(remaining, callback=callbacks, log_interval=None, reset_num_timesteps=not resumed)
@@ -224,6 +232,19 @@ def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, act
     actuator.note_skipped(skipped, at_step=entry.step)
     handle.set_tags({"convopt.resumed_from_step": str(entry.step)})
     return handle.last_logged_step(), bool(extras.get("training_done", False))
+
+
+def _meta_callback(cfg, market: Market, comps: Components, guard: ComponentGuard, convergence, evaluation) -> list:
+    """The meta controller's callback (before the convergence callback: same dump, same-update guard report)."""
+    if comps.meta is None:
+        return []
+    if getattr(comps.meta, "labels", None) is not None and comps.meta.labels.size == 0:
+        guard.call("meta", label_train_split, comps.meta, market.features.log_returns, market.splits.train,
+                   market.features.warmup, fallback=None, step=0)
+    bounds = (cfg.min_learning_rate, cfg.max_learning_rate) if cfg.scheduler_enabled else None
+    return [MetaCallback(comps.meta, regularization=comps.regularization, guard=guard,
+                         record=convergence.record_intervention, scores=lambda: evaluation.history,
+                         lr_bounds=bounds)]
 
 
 def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluation) -> dict[str, Any]:
