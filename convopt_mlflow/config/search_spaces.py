@@ -53,6 +53,7 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
     "baseline-3e-5": dict(_PPO),
     "lr": {**_PPO, **_SCHEDULE},
     "full": {**_PPO, **_SCHEDULE},
+    "meta": {**_PPO, **_SCHEDULE, "meta_learning_rate": Range(1e-4, 0.5, log=True)},
 }
 
 
