@@ -90,4 +90,5 @@ class ThompsonBandit:
             raise ValueError(f"bandit arms {state['arms']!r} do not match {self.arms!r}")
         self.q = np.asarray(state["q"], dtype=np.float64)
         self.n = np.asarray(state["n"], dtype=np.int64)
-        self._sum, self._sumsq, self._count = float(state["moments"][0]), float(state["moments"][1]), int(state["moments"][2])
+        total, squares, count = state["moments"]
+        self._sum, self._sumsq, self._count = float(total), float(squares), int(count)

@@ -181,7 +181,8 @@ class RollingVolatilityDetector:
     """
 
     def __init__(self, *, short: int = 20, long: int = 200, threshold: float = 1.6, refractory: int = 50):
-        self.short, self.long, self.threshold, self.refractory = int(short), int(long), float(threshold), int(refractory)
+        self.short, self.long = int(short), int(long)
+        self.threshold, self.refractory = float(threshold), int(refractory)
         self.window: list[float] = []
         self.last = -10**9
 

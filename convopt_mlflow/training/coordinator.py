@@ -21,6 +21,7 @@ from stable_baselines3.common.logger import Logger
 
 from .. import config as cfgmod
 from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
+from ..components.meta import MetaLearningController
 from ..tracking import MLflowOutputFormat, RunHandle, get_run_tags, log_dataset, open_run
 from .callbacks import CheckpointCallback, ConvergenceCallback, RolloutProgressBar, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
@@ -86,8 +87,6 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
                                             max_weight_decay=cfg.monitor.max_weight_decay)
     meta = None
     if cfg.meta_enabled:
-        from ..components.meta import MetaLearningController
-
         meta = MetaLearningController({"meta_learning_rate": cfg.meta_learning_rate,
                                        "adaptation_frequency": cfg.adaptation_frequency, "seed": cfg.run.seed})
     return Components(scheduler, monitor, regularization, meta=meta)
@@ -166,7 +165,8 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
         checkpoints.save()  # step 0: rollback always has somewhere to go
     progress = [RolloutProgressBar()] if cfg.run.progress_bar else []
     meta = _meta_callback(cfg, market, comps, guard, convergence, evaluation)
-    callbacks = CallbackList([evaluation, *meta, convergence, *progress, *extra_callbacks])  # convergence honours `stop`
+    # convergence honours `stop`; meta goes before it (same dump, same-update guard report)
+    callbacks = CallbackList([evaluation, *meta, convergence, *progress, *extra_callbacks])
     try:
         if remaining > 0:
             model.learn(remaining, callback=callbacks, log_interval=None, reset_num_timesteps=not resumed)

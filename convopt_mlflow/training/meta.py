@@ -53,7 +53,8 @@ class MultipliedSchedule:
 
 def wrap_lr_schedule(model: Any, *, low: float | None = None, high: float | None = None) -> MultipliedSchedule:
     """Install (once) a :class:`MultipliedSchedule` in ``model``'s LR schedule chain; returns it."""
-    holder, attr = (model.lr_schedule, "base") if isinstance(model.lr_schedule, ScaledSchedule) else (model, "lr_schedule")
+    scaled = isinstance(model.lr_schedule, ScaledSchedule)
+    holder, attr = (model.lr_schedule, "base") if scaled else (model, "lr_schedule")
     current = getattr(holder, attr)
     if not isinstance(current, MultipliedSchedule):
         current = MultipliedSchedule(current, low=low, high=high)

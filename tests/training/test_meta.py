@@ -10,11 +10,12 @@ import os
 import signal
 
 import numpy as np
+import pytest
 from stable_baselines3.common.callbacks import BaseCallback
 
 from convopt_mlflow.components import ConvergenceMonitor, Intervention
 from convopt_mlflow.components.changepoint import REGIMES
-from convopt_mlflow.components.meta import ADJUSTMENTS, MetaLearningController
+from convopt_mlflow.components.meta import ADJUSTMENTS, Adaptation, MetaLearningController
 from convopt_mlflow.config import build_config
 from convopt_mlflow.training.coordinator import build_components, train
 
@@ -41,8 +42,6 @@ class ScriptedMeta(MetaLearningController):
             raise RuntimeError(f"meta controller exploded at step {step}")
         arm = self.script[max(k for k in self.script if k <= step)]
         lr, ent, clip = self.adjustments[arm]
-        from convopt_mlflow.components.meta import Adaptation
-
         self.current = Adaptation(int(step), regime, arm, lr, ent, clip, reason or arm)
         return self.current
 
@@ -60,7 +59,8 @@ class ScriptedMonitor(ConvergenceMonitor):
 def components(cfg, arms, *, monitor_script=None, fail_at=None):
     comps = build_components(cfg)
     comps.meta = ScriptedMeta(arms, {"adaptation_frequency": cfg.adaptation_frequency, "seed": 0}, fail_at=fail_at)
-    comps.monitor = ScriptedMonitor(monitor_script or {}, comps.monitor.thresholds, comps.monitor.intervention_strategies)
+    monitor = comps.monitor
+    comps.monitor = ScriptedMonitor(monitor_script or {}, monitor.thresholds, monitor.intervention_strategies)
     return comps
 
 
@@ -108,7 +108,7 @@ def test_multipliers_reach_lr_ent_coef_and_clip_range_and_survive_a_rollback(tra
     adapts = rows(tracked, run, "meta_adapt")
     assert [r["step"] for r in adapts] == [512, 1024, 1536, 2048]
     assert [r["values"]["lr"] for r in adapts] == [1.5, 0.75, 1.0, 1.0]
-    assert adapts[0]["applied"].startswith("lr_up: LR x1.5 (-> 0.00015), ent_coef x1 (-> 0.005), clip_range x1 (-> 0.2)")
+    assert adapts[0]["applied"] == "lr_up: LR x1.5 (-> 0.00015), ent_coef x1 (-> 0.005), clip_range x1 (-> 0.2)"
     assert all(r["reason"] for r in adapts)
     (rollback,) = rows(tracked, run, "rollback")
     assert rollback["applied"].startswith("restored checkpoint of step 1024")
@@ -177,8 +177,6 @@ def test_meta_preset_end_to_end_logs_regimes_adaptations_and_bandit_state(tracke
 
 
 def pytest_approx(value):
-    import pytest
-
     return pytest.approx(value, rel=1e-6)
 
 
