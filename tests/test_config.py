@@ -120,8 +120,7 @@ def test_text_values_may_hold_commas():
     ("curriculum_enabled=true", "curriculum"), ("curriculum_stages=3", "curriculum"),
     ("stage_progression_threshold=0.2", "curriculum"),
     ("noise_injection_prob=0.3", "augmentation"), ("time_warp_prob=0.2", "augmentation"),
-    ("feature_dropout_prob=0.1", "augmentation"), ("meta_learning_rate=1e-3", "meta-learning controller"),
-    ("adaptation_frequency=5", "meta-learning controller"),
+    ("feature_dropout_prob=0.1", "augmentation"),
     ("monitor.interventions=lr_restart+advance_curriculum", "curriculum"),
 ])
 def test_fields_of_components_not_built_yet_are_refused(override, component):

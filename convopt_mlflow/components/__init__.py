@@ -6,6 +6,7 @@ and applies what they return.
 from convopt_mlflow.components.convergence import DEFAULT_STRATEGIES, ConvergenceMonitor
 from convopt_mlflow.components.convergence_types import ACTIONS, ConvergenceState, Intervention, MonitorThresholds
 from convopt_mlflow.components.lr_schedule import SCHEDULE_TYPES, AdvancedLRScheduler
+from convopt_mlflow.components.meta import MetaLearningController
 from convopt_mlflow.components.regularization import RegularizationSchedule
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "ConvergenceMonitor",
     "ConvergenceState",
     "Intervention",
+    "MetaLearningController",
     "MonitorThresholds",
     "RegularizationSchedule",
 ]

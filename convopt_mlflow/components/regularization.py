@@ -58,11 +58,21 @@ class RegularizationSchedule:
         self.factor = float(factor)
         self.ent_floor = float(ent_floor)
         self.weight_decay_floor = float(weight_decay_floor)
+        self.ent_scale = 1.0
 
     @property
     def ent_coef(self) -> float:
-        """Current entropy coefficient (SB3 ``ent_coef``)."""
-        return self._ent_coef
+        """Current entropy coefficient (SB3 ``ent_coef``): the raised value times :attr:`ent_scale`, capped."""
+        if self.ent_scale == 1.0:
+            return self._ent_coef
+        return min(self._ent_coef * self.ent_scale, self.max_ent_coef)
+
+    def set_ent_scale(self, scale: float) -> float:
+        """Multiplier of the entropy coefficient set by the meta controller (1 = none); returns ``ent_coef``."""
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"ent_scale must be a finite number > 0, got {scale!r}")
+        self.ent_scale = float(scale)
+        return self.ent_coef
 
     @property
     def weight_decay(self) -> float:
@@ -88,11 +98,12 @@ class RegularizationSchedule:
         return raised_decay or raised_entropy
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ent_coef": self._ent_coef, "weight_decay": self._weight_decay}
+        return {"ent_coef": self._ent_coef, "weight_decay": self._weight_decay, "ent_scale": self.ent_scale}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._ent_coef = float(state["ent_coef"])
         self._weight_decay = float(state["weight_decay"])
+        self.ent_scale = float(state.get("ent_scale", 1.0))  # absent in checkpoints from before the meta controller
 
     def __repr__(self) -> str:
         return f"RegularizationSchedule(ent_coef={self._ent_coef!r}, weight_decay={self._weight_decay!r})"

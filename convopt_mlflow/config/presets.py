@@ -38,6 +38,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "replay_enabled": True, "replay_mode": "scenario", "replay_ratio": 0.5, "priority_alpha": 0.6,
         "priority_strategy": "learning_difficulty",
     },
+    # `lr` + the meta-learning controller (regime detection, per-regime bandit over LR/entropy/clip
+    # multipliers); a small entropy bonus so the entropy multiplier has something to scale.
+    "meta": {
+        "base_learning_rate": 1e-4, "max_learning_rate": 3e-4, "scheduler_enabled": True,
+        "lr_schedule_type": "cosine_with_restarts", "monitor.enabled": True, "ppo.ent_coef": 0.005,
+        "meta_enabled": True, "adaptation_frequency": 25_000, "run.eval_freq": 25_000,
+    },
     # Every component implemented so far, as an ensemble of 3; later components join this preset.
     "full": {
         "base_learning_rate": 1e-4, "max_learning_rate": 3e-4, "scheduler_enabled": True,

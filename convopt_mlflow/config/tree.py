@@ -186,9 +186,11 @@ class OptimizedTrainingConfig:
     diversity_penalty: float = 0.1
     """Ensemble diversity penalty (no ensemble yet; only the default is accepted)."""
     meta_learning_rate: float = 1e-4
-    """Meta-learning controller LR (no controller yet; only the default is accepted)."""
+    """Floor of the meta controller's bandit step size: sample means until 1/meta_learning_rate rewards,
+    then an exponential recency-weighted mean (forgets what helped earlier in training)."""
     adaptation_frequency: int = 10_000
-    """Env steps between meta-controller adaptations (no controller yet; only the default is accepted)."""
+    """Env steps between meta-controller adaptations; with meta_enabled, a multiple of run.eval_freq
+    (each choice is rewarded with the change of the validation score)."""
     # --- extensions ---
     scheduler_enabled: bool = False
     """Install the AdvancedLRScheduler; off means a constant LR of base_learning_rate."""
@@ -206,6 +208,9 @@ class OptimizedTrainingConfig:
     or regime_transitions; it multiplies the |TD error| refreshed after every update."""
     replay_beta0: float = 0.4
     """Transition replay: initial importance-sampling exponent, annealed linearly to 1 over the run."""
+    meta_enabled: bool = False
+    """Run the meta-learning controller: regime detection on the train split and per-regime bandits
+    choosing LR / ent_coef / clip-range multipliers every adaptation_frequency env steps."""
     data: DataConfig = field(default_factory=DataConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)

@@ -83,7 +83,6 @@ RULES: dict[str, Range | tuple[str, ...]] = {
 PENDING: dict[str, str] = {
     **dict.fromkeys(("curriculum_enabled", "curriculum_stages", "stage_progression_threshold"), "curriculum"),
     **dict.fromkeys(("noise_injection_prob", "time_warp_prob", "feature_dropout_prob"), "augmentation"),
-    **dict.fromkeys(("meta_learning_rate", "adaptation_frequency"), "meta-learning controller"),
 }
 
 #: Intervention actions whose component does not exist yet.
@@ -178,6 +177,9 @@ def problems(cfg: Any) -> Iterator[str]:
     if cfg.replay_enabled and cfg.replay_mode == "transition" and cfg.replay_ratio > 0.9:
         yield (f"replay_ratio={cfg.replay_ratio!r}: transition replay adds replay_ratio / (1 - replay_ratio) "
                "replayed samples per fresh one, so it must be at most 0.9")
+    if cfg.meta_enabled and (cfg.run.eval_freq <= 0 or cfg.adaptation_frequency % cfg.run.eval_freq):
+        yield (f"adaptation_frequency={cfg.adaptation_frequency}: with meta_enabled it must be a multiple of "
+               f"run.eval_freq={cfg.run.eval_freq} (> 0): the controller learns from the validation score")
 
 
 def _ensemble_problems(cfg: Any) -> Iterator[str]:

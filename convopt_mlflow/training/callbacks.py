@@ -280,6 +280,17 @@ class ConvergenceCallback(_UpdateCallback):
         if self.verbose:
             print(f"[convopt] step {step}: {action} ({reason}) -> {applied}")
 
+    def record_intervention(self, action: str, reason: str, values: Mapping[str, float], applied: str,
+                            step: int) -> None:
+        """Record a decision another component applied itself (e.g. the meta controller's ``meta_adapt``)
+        as one intervention row, with the same ``intervention/<action>`` metrics as the monitor's."""
+        self.counts[action] = self.counts.get(action, 0) + 1
+        self.logger.record(f"intervention/{action}", 1.0)
+        self.logger.record(f"intervention/{action}_count", float(self.counts[action]))
+        self.interventions.append({"step": step, "action": action, "reason": reason,
+                                   "values": {k: float(v) for k, v in values.items() if _is_number(v)},
+                                   "applied": applied, "outcome": None})
+
     def _attach_outcome(self, done: Mapping[str, Any]) -> None:
         for row in reversed(self.interventions):
             if row["step"] == done.get("step") and row["action"] == done.get("action") and row["outcome"] is None:

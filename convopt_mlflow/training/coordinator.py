@@ -21,6 +21,7 @@ from stable_baselines3.common.logger import Logger
 
 from .. import config as cfgmod
 from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
+from ..components.meta import MetaLearningController
 from ..tracking import MLflowOutputFormat, RunHandle, get_run_tags, log_dataset, open_run
 from .callbacks import CheckpointCallback, ConvergenceCallback, RolloutProgressBar, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
@@ -28,6 +29,7 @@ from .control import ComponentGuard, StopRequest
 from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .replay import build_replay
+from .meta import MetaCallback, label_train_split
 from .reporting import finalize_run, write_progress_artifacts
 from .resume import plan_resume
 from .selection import choose_final_model
@@ -84,7 +86,11 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
     regularization = RegularizationSchedule(cfg.ppo.ent_coef, max_ent_coef=cfg.monitor.max_ent_coef,
                                             weight_decay=cfg.ppo.weight_decay,
                                             max_weight_decay=cfg.monitor.max_weight_decay)
-    return Components(scheduler, monitor, regularization, replay=build_replay(cfg))
+    meta = None
+    if cfg.meta_enabled:
+        meta = MetaLearningController({"meta_learning_rate": cfg.meta_learning_rate,
+                                       "adaptation_frequency": cfg.adaptation_frequency, "seed": cfg.run.seed})
+    return Components(scheduler, monitor, regularization, replay=build_replay(cfg), meta=meta)
 
 
 def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume: str = "",
@@ -163,7 +169,9 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
         checkpoints.init_callback(model)
         checkpoints.save()  # step 0: rollback always has somewhere to go
     progress = [RolloutProgressBar()] if cfg.run.progress_bar else []
-    callbacks = CallbackList([evaluation, convergence, *progress, *extra_callbacks])  # convergence honours `stop`
+    meta = _meta_callback(cfg, market, comps, guard, convergence, evaluation)
+    # convergence honours `stop`; meta goes before it (same dump, same-update guard report)
+    callbacks = CallbackList([evaluation, *meta, convergence, *progress, *extra_callbacks])
     try:
         if remaining > 0:
             model.learn(remaining, callback=callbacks, log_interval=None, reset_num_timesteps=not resumed)
@@ -239,6 +247,19 @@ def _attach_replay(model, replay, cfg, guard: ComponentGuard) -> None:
         return
     guard.call("replay", model.attach_replay, replay, replay_ratio=cfg.replay_ratio, guard=guard,
                vol_window=cfg.data.vol_window, fallback=None, step=model.num_timesteps)
+
+
+def _meta_callback(cfg, market: Market, comps: Components, guard: ComponentGuard, convergence, evaluation) -> list:
+    """The meta controller's callback (before the convergence callback: same dump, same-update guard report)."""
+    if comps.meta is None:
+        return []
+    if getattr(comps.meta, "labels", None) is not None and comps.meta.labels.size == 0:
+        guard.call("meta", label_train_split, comps.meta, market.features.log_returns, market.splits.train,
+                   market.features.warmup, fallback=None, step=0)
+    bounds = (cfg.min_learning_rate, cfg.max_learning_rate) if cfg.scheduler_enabled else None
+    return [MetaCallback(comps.meta, regularization=comps.regularization, guard=guard,
+                         record=convergence.record_intervention, scores=lambda: evaluation.history,
+                         lr_bounds=bounds)]
 
 
 def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluation) -> dict[str, Any]:
