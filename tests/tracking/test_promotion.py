@@ -70,7 +70,16 @@ def test_winner_is_registered_as_challenger_with_its_evidence(models):
     assert client.get_run(parent.run_id).data.tags["convopt.registered_version"] == "1"
     model = load_model(f"models:/{NAME}@challenger")  # verified against the version's hashes
     assert len(model.unwrap_python_model().policies) == 2
-    assert model.unwrap_python_model().combination == {"method": "mean_prob", "weights": [0.5, 0.5]}
+    # the combination is chosen on validation, as `convopt train` ensembles choose it
+    chosen = registration.decision
+    assert model.unwrap_python_model().combination == {"method": chosen["method"], "weights": chosen["weights"]}
+    assert tags["convopt.ensemble.combination"] == chosen["method"] and tags["convopt.ensemble.size"] == "2"
+    assert set(chosen["val_scores"]) == {"mean_prob", "majority_vote", "weighted"}
+    assert chosen["val_scores"][chosen["method"]] == max(chosen["val_scores"].values())
+    assert registration.metrics["winner/backtest/val/sharpe"] == pytest.approx(chosen["val_scores"][chosen["method"]])
+    assert float(tags["convopt.backtest.val.sharpe"]) > 0 and "convopt.backtest.test.sharpe" in tags
+    assert {"winner/member/0/backtest/test/sharpe", "winner/member/1/backtest/test/sharpe",
+            "winner/benchmark/test/buy_and_hold/sharpe"} <= set(registration.metrics)
 
 
 def test_a_no_edge_winner_is_never_registered(models):
@@ -93,8 +102,8 @@ def test_first_champion_then_a_refused_weaker_challenger(models, capsys):
     assert tags["convopt.promotion.previous_champion"] == "none" and "convopt.promotion.z" in tags
 
     parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "ab-parent"})
-    register_winner(_winner([models["weak"]]), parent_run_id=parent.run_id, study="weak", verdict="",
-                    registry_name=NAME)
+    register_ensemble(parent.run_id, [f"runs:/{models['weak']}/model"], name=NAME, combination=None,
+                      tags={"convopt.source_runs": models["weak"]}, alias="challenger")
     parent.end("FINISHED")
     assert cli.main(["promote", "--registry-name", NAME]) == 0
     err = capsys.readouterr().err
