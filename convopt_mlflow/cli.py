@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--alpha", default="0.05", help="one-sided significance level of the Sharpe test")
     promote.add_argument("--data", default="", help="test data (default: the source recorded on the challenger)")
     promote.add_argument("--challenger", default="challenger", help="alias or version number to promote")
+    promote.add_argument("--experiment", default="", help="MLflow experiment of the promotion run")
 
     tune = sub.add_parser("tune", help="multivariate TPE over a preset's hyperparameters, with median pruning")
     tune.add_argument("--preset", default="baseline", help="preset whose search space is tuned")
@@ -205,12 +206,13 @@ def _promote(args: argparse.Namespace) -> int:
     from .tracking.runs import quiet_artifact_transfers
 
     with quiet_artifact_transfers():
-        outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger)
+        outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger,
+                          experiment=args.experiment or None)
     d = outcome.decision
     before = f"version {outcome.previous_champion}" if outcome.previous_champion else "no champion"
     print(f"convopt: {args.registry_name} version {outcome.challenger} vs {before} on the test split of "
           f"{outcome.data_source} ({d.n_bars} bars): Sharpe difference {d.sharpe_difference:.4g} per bar, "
-          f"z = {d.z:.3g}, one-sided p = {d.p_value:.3g}", file=sys.stderr)
+          f"z = {d.z:.3g}, one-sided p = {d.p_value:.3g} (promotion run {outcome.run_id})", file=sys.stderr)
     if d.promote:
         print(f"convopt: promoted: {args.registry_name}@champion is now version {outcome.challenger} "
               f"({d.reason})", file=sys.stderr)
