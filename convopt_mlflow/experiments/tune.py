@@ -117,6 +117,7 @@ class TuneObjective:
                 "convopt.preset": self.spec.preset}
         child = open_child_run(self.parent_run_id, tags=tags, run_name=f"trial {trial.number}")
         trial.set_user_attr("mlflow_run_id", child.run_id)
+        trial.set_user_attr("convopt.worker", worker_id())
         report, keep = ReportToTrial(trial), _KeepModel()
         try:
             result = train(cfg, preset=self.spec.preset, run_id=child.run_id, tags=tags, after_eval=report,
@@ -140,6 +141,13 @@ class TuneObjective:
     @staticmethod
     def _log_val_pnl(child: Any, cfg: Any, model: Any, trial: optuna.Trial) -> None:
         log_val_pnl(child, val_pnl(cfg, model), trial)
+
+
+def worker_id() -> str:
+    """``host:pid`` of the process running a trial."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def val_pnl(cfg: Any, model: Any) -> np.ndarray:
@@ -228,8 +236,14 @@ def _objective(spec: TuneSpec, parent_run_id: str, study_name: str) -> TuneObjec
 
 
 def optimize(study: optuna.Study, spec: TuneSpec, parent_run_id: str) -> None:
-    """Run trials until the study holds ``spec.n_trials`` COMPLETE or PRUNED trials (shared by every process)."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    """Run trials until the study holds ``spec.n_trials`` COMPLETE, PRUNED or RUNNING trials.
+
+    The budget is the study's, shared by every process: counting the trials other workers are
+    running keeps it from being overshot, except when two workers finish at the same moment
+    (then by at most one trial per extra worker). A dead worker's RUNNING trial is failed by
+    its stopped heartbeat and stops counting.
+    """
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
     left = spec.n_trials - len(study.get_trials(deepcopy=False, states=states))
     if left <= 0:
         return
