@@ -63,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--alpha", default="0.05", help="one-sided significance level of the Sharpe test")
     promote.add_argument("--data", default="", help="test data (default: the source recorded on the challenger)")
     promote.add_argument("--challenger", default="challenger", help="alias or version number to promote")
+    promote.add_argument("--experiment", default="", help="MLflow experiment of the promotion run")
 
-    tune = sub.add_parser("tune", help="multivariate TPE over a preset's hyperparameters, with median pruning")
+    tune = sub.add_parser("tune", help="multivariate TPE over a preset's hyperparameters, with median or Wilcoxon pruning")
     tune.add_argument("--preset", default="baseline", help="preset whose search space is tuned")
     tune.add_argument("--n-trials", default="20", help="trials to run (a re-run continues the study)")
     tune.add_argument("--total-timesteps", default=None, help="environment steps of every trial")
@@ -75,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--experiment", default="", help="MLflow experiment of the parent run")
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="config override for every trial; a key set here is not tuned")
+    tune.add_argument("--pruner", default="median", help="median (in-training evals) or wilcoxon (walk-forward folds)")
+    tune.add_argument("--folds", default="5", help="walk-forward folds per trial with --pruner wilcoxon")
+    tune.add_argument("--workers", default="1", help="worker processes on this machine (PostgreSQL or journal storage)")
+    tune.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats (PostgreSQL)")
 
     data = sub.add_parser("data", help="market data tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="validate a data source and summarise it")
@@ -228,12 +233,13 @@ def _promote(args: argparse.Namespace) -> int:
     from .tracking.runs import quiet_artifact_transfers
 
     with quiet_artifact_transfers():
-        outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger)
+        outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger,
+                          experiment=args.experiment or None)
     d = outcome.decision
     before = f"version {outcome.previous_champion}" if outcome.previous_champion else "no champion"
     print(f"convopt: {args.registry_name} version {outcome.challenger} vs {before} on the test split of "
           f"{outcome.data_source} ({d.n_bars} bars): Sharpe difference {d.sharpe_difference:.4g} per bar, "
-          f"z = {d.z:.3g}, one-sided p = {d.p_value:.3g}", file=sys.stderr)
+          f"z = {d.z:.3g}, one-sided p = {d.p_value:.3g} (promotion run {outcome.run_id})", file=sys.stderr)
     if d.promote:
         print(f"convopt: promoted: {args.registry_name}@champion is now version {outcome.challenger} "
               f"({d.reason})", file=sys.stderr)
@@ -254,9 +260,11 @@ def _tune(args: argparse.Namespace) -> int:
     from .experiments.tune import TuneSpec, run_tune
 
     spec = TuneSpec(args.preset, _number("--n-trials", args.n_trials, int), common,
-                    seed=_number("--seed", args.seed, int))
+                    seed=_number("--seed", args.seed, int), pruner=args.pruner.strip().lower(),
+                    folds=_number("--folds", args.folds, int))
     run_tune(spec, study_name=args.study or f"tune-{args.preset}", storage=args.storage or None,
-             experiment=args.experiment or None)
+             experiment=args.experiment or None, workers=_number("--workers", args.workers, int),
+             heartbeat_interval=_number("--heartbeat-interval", args.heartbeat_interval, int))
     return 0
 
 

@@ -7,8 +7,9 @@
 - :mod:`.session`: ``convopt ab-test`` end to end; :func:`session.run_ab_test` returns an
   :class:`~.session.ABResult` whose ``winner`` (:class:`~.report.Winner`: arm, trial run ids,
   evidence) is the input for registering a ``challenger``.
-- :mod:`.registration`: a registrable winner -> one ``mean_prob`` ensemble version aliased
-  ``challenger``, with its evidence in version tags (no optuna).
+- :mod:`.registration`: a registrable winner -> one ensemble version aliased ``challenger``,
+  its combination chosen on validation as ``convopt train`` ensembles choose it, with its
+  evidence in version tags (no optuna).
 - :mod:`.tune`: ``convopt tune``: multivariate TPE over ``config.search_spaces``, MedianPruner.
 - :mod:`.worker`: ``convopt worker`` and local worker processes.
 - :mod:`.report`, :mod:`.render`: the statistics of the report (pure) and its views.

@@ -2,15 +2,19 @@
 
 Only a significant winner (Holm-corrected, see :mod:`.report`) whose seed models all
 found an edge over flat on validation is registered; anything else is recorded on the
-parent run as ``convopt.registration_skipped=<reason>``. The version carries its evidence
-as tags (:func:`evidence_tags`) and the data source and split config of its runs, which
-``convopt promote`` re-walks.
+parent run as ``convopt.registration_skipped=<reason>``. The ensemble is built as
+``convopt train`` builds one (:func:`~convopt_mlflow.training.ensemble_eval.ensemble_report`):
+the combination (``mean_prob``, ``majority_vote`` or diversity-``weighted``) is chosen on
+the validation split, then the ensemble is backtested on val and test next to each member;
+an ensemble whose validation Sharpe is not above flat's (0) is not registered either. The
+version carries its evidence as tags (:func:`evidence_tags`), the chosen combination, and
+the data source and split config of its runs, which ``convopt promote`` re-walks.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 from .report import Winner
 
@@ -27,24 +31,16 @@ class Registration:
 
     version: str | None
     skipped: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    """The winner's ensemble backtest (``winner/...``), for the parent run; empty when none was built."""
+    decision: Mapping[str, Any] = field(default_factory=dict)
+    """The combination chosen on validation (method, weights, scores per method, reason)."""
 
     def run_tags(self) -> dict[str, str]:
         """Tags for the A/B parent run."""
         if self.version is not None:
             return {"convopt.registered_version": self.version}
         return {"convopt.registration_skipped": str(self.skipped)[:5000]}
-
-
-def winner_combination(n_members: int) -> dict[str, Any]:
-    """How the winner's seed models are combined: ``mean_prob`` with equal weights, for now.
-
-    The one place to swap in a validation-chosen method (the ensemble framework's choice).
-
-    Example:
-        >>> winner_combination(2)
-        {'method': 'mean_prob', 'weights': [0.5, 0.5]}
-    """
-    return {"method": "mean_prob", "weights": [1.0 / n_members] * n_members}
 
 
 def _text(value: Any) -> str:
@@ -77,10 +73,38 @@ def evidence_tags(winner: Winner, *, study: str, parent_run_id: str, run_tags: M
         "convopt.evidence.mean_difference": e.get("mean_difference"),
         "convopt.evidence.ci_low": e.get("ci_low"), "convopt.evidence.ci_high": e.get("ci_high"),
         "convopt.evidence.n": e.get("n"), "convopt.evidence.dsr": e.get("dsr"),
-        "convopt.ensemble.combination": winner_combination(len(winner.run_ids))["method"],
     }
     tags.update({key: run_tags[key] for key in RUN_TAGS if key in run_tags})
     return {key: _text(value) for key, value in tags.items()}
+
+
+def winner_ensemble(sources: Sequence[Any], cfg: Any) -> Any:
+    """The winner's seed models combined and backtested as ``convopt train`` ensembles are.
+
+    Args:
+        sources: verified models (:func:`~convopt_mlflow.tracking.registration.ensemble_sources`);
+            every member of every source becomes one ensemble member, in order.
+        cfg: the config of the winner's runs (data, splits, cost; seeds don't matter here).
+
+    Returns:
+        The :class:`~convopt_mlflow.training.ensemble_eval.EnsembleReport`: its ``decision``
+        is the combination chosen on validation, its ``metrics`` the val/test backtests.
+    """
+    from ..components.ensemble import EnsembleLearningFramework
+    from ..tracking import build_policy
+    from ..training.ensemble import diversity_config
+    from ..training.ensemble_eval import ensemble_report
+    from ..training.setup import load_market
+
+    policies = []
+    for source in sources:
+        for state in source.members:
+            policy = build_policy(source.spec)
+            policy.load_state_dict(state)
+            policies.append(policy)
+    framework = EnsembleLearningFramework(len(policies), diversity_config(cfg), seed=cfg.run.seed)
+    return ensemble_report(framework, policies, list(range(len(policies))), load_market(cfg),
+                           cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only)
 
 
 def register_winner(winner: Winner | None, *, parent_run_id: str, study: str, verdict: str,
@@ -88,7 +112,8 @@ def register_winner(winner: Winner | None, *, parent_run_id: str, study: str, ve
     """Register ``winner``'s seed models as one ensemble version aliased ``challenger``, if it may be.
 
     Nothing is registered when there is no significant winner (``verdict``, which states the
-    minimum detectable effect, is the reason) or when a seed model has ``convopt.no_edge``.
+    minimum detectable effect, is the reason), when a seed model has ``convopt.no_edge``, or
+    when the combined ensemble's validation Sharpe is not above 0.
     """
     if winner is None:
         return Registration(None, f"no significant winner: {verdict}")
@@ -96,14 +121,29 @@ def register_winner(winner: Winner | None, *, parent_run_id: str, study: str, ve
         runs = ", ".join(winner.evidence.get("no_edge_runs") or [])
         return Registration(None, f"winner {winner.arm} has seed models without an edge over flat on "
                                   f"validation (convopt.no_edge: {runs}); a no-edge model is never registered")
+    from .. import config as cfgmod
     from ..tracking import get_run_tags
+    from ..tracking.registration import ensemble_sources, register_members
     from ..tracking.runs import get_run_config
-    from ..tracking.registration import register_ensemble
 
     run_tags = get_run_tags(winner.run_ids[0])
-    source = str(get_run_config(winner.run_ids[0]).get("data", {}).get("source", ""))
-    tags = evidence_tags(winner, study=study, parent_run_id=parent_run_id, run_tags=run_tags, data_source=source)
-    version = register_ensemble(parent_run_id, [f"runs:/{run_id}/model" for run_id in winner.run_ids],
-                                name=registry_name, tags=tags, combination=winner_combination(len(winner.run_ids)),
-                                alias=CHALLENGER)
-    return Registration(str(version.version))
+    cfg = cfgmod.from_dict(get_run_config(winner.run_ids[0]))
+    sources = ensemble_sources([f"runs:/{run_id}/model" for run_id in winner.run_ids])
+    report = winner_ensemble(sources, cfg)
+    decision = report.decision
+    chosen = {"method": decision.method, "weights": list(decision.weights), "val_scores": dict(decision.val_scores),
+              "reason": decision.reason, "members": len(decision.weights)}
+    metrics = {f"winner/{key}": float(value) for key, value in report.metrics.items() if math.isfinite(float(value))}
+    if not report.val_sharpe > 0:
+        return Registration(None, f"winner {winner.arm}'s ensemble ({decision.method}) has validation Sharpe "
+                                  f"{report.val_sharpe:.4g}, no edge over flat; a no-edge model is never registered",
+                            metrics, chosen)
+    tags = evidence_tags(winner, study=study, parent_run_id=parent_run_id, run_tags=run_tags,
+                         data_source=str(cfg.data.source))
+    summary = {key: report.metrics[key] for key in ("backtest/val/sharpe", "backtest/test/sharpe") if key in report.metrics}
+    tags.update({"convopt.ensemble.combination": decision.method, "convopt.ensemble.reason": decision.reason[:5000],
+                 "convopt.ensemble.size": str(len(decision.weights)),
+                 **{f"convopt.{key.replace('/', '.')}": _text(float(v)) for key, v in summary.items()}})
+    version = register_members(parent_run_id, sources, name=registry_name, tags=tags,
+                               combination=decision.combination(), alias=CHALLENGER)
+    return Registration(str(version.version), None, metrics, chosen)

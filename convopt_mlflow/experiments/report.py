@@ -118,8 +118,11 @@ def analyze(records: Sequence[Mapping[str, Any]], *, arms: Sequence[str], metric
                              f"n = {len(shared)} paired seeds.")
     else:
         worst = max(c["mde_difference"] for c in report["comparisons"])
-        report["verdict"] = (f"no arm differs significantly from {baseline} on {metric} at alpha = {alpha} "
-                             f"(Holm-corrected). With {len(shared)} paired seeds the test detects, with 80% power, "
+        worse = [c["arm"] for c in report["comparisons"] if c["significant"]]  # significant, and below the baseline
+        head = (f"no arm beats {baseline} significantly on {metric} at alpha = {alpha} (Holm-corrected; "
+                f"significantly worse: {', '.join(worse)})" if worse else
+                f"no arm differs significantly from {baseline} on {metric} at alpha = {alpha} (Holm-corrected)")
+        report["verdict"] = (f"{head}. With {len(shared)} paired seeds the test detects, with 80% power, "
                              f"a standardized effect of d_z = {report['mde']['standardized']:.3g} "
                              f"(about {worst:.3g} in {metric}); smaller effects could have been missed.")
     return report

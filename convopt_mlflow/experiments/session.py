@@ -84,6 +84,10 @@ def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None,
         else:
             registration = Registration(None, "registration disabled (--no-register)")
         parent.set_tags(registration.run_tags())
+        if registration.metrics:
+            parent.log_metrics(dict(registration.metrics), step=0)
+        if registration.decision:
+            parent.log_dict(dict(registration.decision), "ab/winner_ensemble.json")
         result = dataclasses.replace(result, registration=registration)
     except BaseException as exc:
         parent.set_tags({"convopt.failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})

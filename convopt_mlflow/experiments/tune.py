@@ -1,16 +1,27 @@
-"""``convopt tune``: multivariate TPE over a preset's search space, with median pruning.
+"""``convopt tune``: multivariate TPE over a preset's search space, with pruning.
 
 One MLflow parent run (``convopt.role=tune-parent``) and one child run per trial
 (``convopt.role=tune-trial``), trained by the coordinator with the full tracking of a
-``convopt train`` run, so a trial's intermediate values are its ``eval/score`` steps.
-Each in-training evaluation is reported to the trial (:class:`ReportToTrial`); when the
-``MedianPruner`` says so, training stops, the child run still ends FINISHED with its
-backtest and the tag ``convopt.pruned=true``, and the trial ends PRUNED.
+``convopt train`` run. Two pruners (``--pruner``):
 
-The best trial (highest validation Sharpe) is reported with its Deflated Sharpe Ratio
-given every trial tried (its validation net returns, deflated by the variance of all
-trials' validation Sharpes), and with the ``convopt ab-test`` command that re-runs it
-over several seeds against the baseline: a winner picked from one seed is not evidence.
+- ``median`` (default): ``MedianPruner`` on in-training evaluations. A trial's intermediate
+  values are its ``eval/score`` steps (:class:`ReportToTrial`); when pruned, training
+  stops, the child run still ends FINISHED with its backtest and ``convopt.pruned=true``.
+- ``wilcoxon``: ``WilcoxonPruner`` across walk-forward folds (:mod:`.tune_folds`). A trial
+  trains one model per fold (anchored expanding window, validated on the next block), each
+  a nested ``tune-fold`` run; after each fold the trial is compared with the best trial on
+  the folds both have seen and pruned when a one-sided Wilcoxon signed-rank test says it is
+  worse (``p < 0.1``). Its value is the mean validation Sharpe over the folds.
+
+``--n-trials`` is the study-wide budget (``MaxTrialsCallback`` over COMPLETE and PRUNED
+trials): a re-run continues the study up to it, and any number of processes share it:
+``--workers K`` here (a PostgreSQL or journal storage), or the same command on other
+machines, which join the study's parent run.
+
+The best trial (highest value) is reported with its Deflated Sharpe Ratio given every
+trial tried (its validation net returns, deflated by the variance of all trials'
+validation Sharpes), and with the ``convopt ab-test`` command that re-runs it over several
+seeds against the baseline: a winner picked from one seed is not evidence.
 """
 from __future__ import annotations
 
@@ -66,13 +77,26 @@ def suggest(trial: optuna.Trial, space: Mapping[str, Range | Choice]) -> dict[st
 
 @dataclass(frozen=True)
 class TuneSpec:
+    """What to tune: ``n_trials`` is the study-wide budget; ``folds`` the walk-forward folds of ``wilcoxon``."""
+
     preset: str
     n_trials: int
     common: Mapping[str, str]
     seed: int = 0
+    pruner: str = "median"
+    folds: int = 5
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        if self.pruner == "wilcoxon":
+            return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
     def space(self) -> dict[str, Range | Choice]:
         return search_space(self.preset, fixed=tuple(self.common))
+
+
+PRUNERS = ("median", "wilcoxon")
+PARENT_ATTR = "convopt.parent_run_id"
 
 
 class TuneObjective:
@@ -93,6 +117,7 @@ class TuneObjective:
                 "convopt.preset": self.spec.preset}
         child = open_child_run(self.parent_run_id, tags=tags, run_name=f"tune-{self.spec.preset}-t{trial.number}")
         trial.set_user_attr("mlflow_run_id", child.run_id)
+        trial.set_user_attr("convopt.worker", worker_id())
         report, keep = ReportToTrial(trial), _KeepModel()
         try:
             result = train(cfg, preset=self.spec.preset, run_id=child.run_id, tags=tags, after_eval=report,
@@ -115,17 +140,32 @@ class TuneObjective:
 
     @staticmethod
     def _log_val_pnl(child: Any, cfg: Any, model: Any, trial: optuna.Trial) -> None:
-        """The shipped policy's per-bar validation net returns (for the best trial's DSR)."""
-        from ..evaluation import net_log_pnl
-        from ..training.evaluate import backtest_split
-        from ..training.setup import load_market, next_log_returns
+        log_val_pnl(child, val_pnl(cfg, model), trial)
 
-        market = load_market(cfg)
-        path = backtest_split(model.policy, market, "val", cost_bps=cfg.env.cost_bps)["path"]
-        pnl = net_log_pnl(path.positions, next_log_returns(market, path.bars), cost_bps=cfg.env.cost_bps)
-        child.log_dict({"net_log_pnl": [float(x) for x in np.round(pnl, 10)]}, VAL_PNL_ARTIFACT)
-        sharpe = float(pnl.mean() / pnl.std(ddof=1)) if pnl.size > 1 and pnl.std() > 0 else 0.0
-        trial.set_user_attr("val_sharpe_per_bar", sharpe)
+
+def worker_id() -> str:
+    """``host:pid`` of the process running a trial."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def val_pnl(cfg: Any, model: Any) -> np.ndarray:
+    """The shipped policy's per-bar net log returns ``(bars,)`` over the validation split of ``cfg``."""
+    from ..evaluation import net_log_pnl
+    from ..training.evaluate import backtest_split
+    from ..training.setup import load_market, next_log_returns
+
+    market = load_market(cfg)
+    path = backtest_split(model.policy, market, "val", cost_bps=cfg.env.cost_bps)["path"]
+    return net_log_pnl(path.positions, next_log_returns(market, path.bars), cost_bps=cfg.env.cost_bps)
+
+
+def log_val_pnl(child: Any, pnl: np.ndarray, trial: optuna.Trial) -> None:
+    """Log the validation net returns (for the best trial's DSR) and their per-bar Sharpe on the trial."""
+    child.log_dict({"net_log_pnl": [float(x) for x in np.round(pnl, 10)]}, VAL_PNL_ARTIFACT)
+    sharpe = float(pnl.mean() / pnl.std(ddof=1)) if pnl.size > 1 and pnl.std() > 0 else 0.0
+    trial.set_user_attr("val_sharpe_per_bar", sharpe)
 
 
 class _KeepModel(BaseCallback):
@@ -174,33 +214,107 @@ def ab_command(spec: TuneSpec, params: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _open_study(spec: TuneSpec, storage: Any, study_name: str) -> optuna.Study:
+    sampler = optuna.samplers.TPESampler(multivariate=True, seed=spec.seed)
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=sampler,
+                                pruner=spec.make_pruner(), load_if_exists=True)
+    stored = study.user_attrs.get("convopt.pruner")
+    if stored is None:
+        study.set_user_attr("convopt.pruner", spec.pruner)
+    elif stored != spec.pruner:
+        raise UserError(f"tuning study {study_name!r} was started with --pruner {stored}; re-run it with the same "
+                        f"pruner, or choose another --study")
+    return study
+
+
+def _objective(spec: TuneSpec, parent_run_id: str, study_name: str) -> TuneObjective:
+    if spec.pruner == "wilcoxon":
+        from .tune_folds import FoldObjective
+
+        return FoldObjective(spec, parent_run_id, study_name)
+    return TuneObjective(spec, parent_run_id, study_name)
+
+
+def optimize(study: optuna.Study, spec: TuneSpec, parent_run_id: str) -> None:
+    """Run trials until the study holds ``spec.n_trials`` COMPLETE, PRUNED or RUNNING trials.
+
+    The budget is the study's, shared by every process: counting the trials other workers are
+    running keeps it from being overshot, except when two workers finish at the same moment
+    (then by at most one trial per extra worker). A dead worker's RUNNING trial is failed by
+    its stopped heartbeat and stops counting.
+    """
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    left = spec.n_trials - len(study.get_trials(deepcopy=False, states=states))
+    if left <= 0:
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(_objective(spec, parent_run_id, study.study_name), n_trials=left, catch=(RuntimeError,),
+                   callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=states)], gc_after_trial=False)
+
+
+def _worker_main(spec: TuneSpec, study_name: str, storage: str | None, parent_run_id: str, workers: int,
+                 heartbeat_interval: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    study = _open_study(spec, get_storage(storage, workers=workers, heartbeat_interval=heartbeat_interval), study_name)
+    optimize(study, spec, parent_run_id)
+
+
+def _run_workers(spec: TuneSpec, study_name: str, storage: str | None, parent_run_id: str, workers: int,
+                 heartbeat_interval: int) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker_main, name=f"convopt-tune-{i}",
+                                 args=(spec, study_name, storage, parent_run_id, workers, heartbeat_interval))
+                 for i in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    codes = [int(p.exitcode or 0) for p in processes]
+    if any(codes):
+        raise RuntimeError(f"tune worker processes exited with codes {codes}")
+
+
 def run_tune(spec: TuneSpec, *, study_name: str, storage: str | None = None, experiment: str | None = None,
-             console: bool = True) -> dict[str, Any]:
-    """Run (or continue) the tuning study; return the best trial's report (logged on the parent run)."""
+             console: bool = True, workers: int = 1, heartbeat_interval: int = 30) -> dict[str, Any]:
+    """Run (or continue, or join) the tuning study; return the best trial's report (logged on the parent run)."""
     from .. import config as cfgmod
     from ..tracking import end_run_if_running, open_run
     from ..training.setup import load_market
 
     if spec.n_trials < 1:
         raise UserError(f"--n-trials must be at least 1; got {spec.n_trials}")
+    if spec.pruner not in PRUNERS:
+        raise UserError(f"--pruner must be one of {', '.join(PRUNERS)}; got {spec.pruner!r}")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1; got {workers}")
     spec.space()  # unknown preset: exit 2 before anything exists
-    load_market(cfgmod.build_config(spec.preset, dict(spec.common)))  # bad data: exit 2, nothing written
-    optuna_storage = get_storage(storage, workers=1)
-    sampler = optuna.samplers.TPESampler(multivariate=True, seed=spec.seed)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    study = optuna.create_study(study_name=study_name, storage=optuna_storage, direction="maximize",
-                                sampler=sampler, pruner=pruner, load_if_exists=True)
-    parent = open_run(experiment=experiment, run_id=os.environ.get("MLFLOW_RUN_ID") or None,
-                      run_name=f"tune-{study_name}",
+    cfg = cfgmod.build_config(spec.preset, dict(spec.common))
+    market = load_market(cfg)  # bad data: exit 2, nothing written
+    if spec.pruner == "wilcoxon":
+        from .tune_folds import fold_fractions
+
+        fold_fractions(cfg, market, spec.folds)  # too few bars for the folds: exit 2
+    optuna_storage = get_storage(storage, workers=workers, heartbeat_interval=heartbeat_interval)
+    study = _open_study(spec, optuna_storage, study_name)
+    parent_id = os.environ.get("MLFLOW_RUN_ID") or study.user_attrs.get(PARENT_ATTR) or None
+    parent = open_run(experiment=experiment, run_id=parent_id, run_name=f"tune-{study_name}",
                       tags={"convopt.role": "tune-parent", "convopt.study": study_name, "convopt.preset": spec.preset})
+    study.set_user_attr(PARENT_ATTR, parent.run_id)
     try:
         parent.log_params({"preset": spec.preset, "n_trials": spec.n_trials, "study": study_name, "seed": spec.seed,
-                           "sampler": "TPESampler(multivariate=True)", "pruner": "MedianPruner",
+                           "sampler": "TPESampler(multivariate=True)",
+                           "pruner": "WilcoxonPruner" if spec.pruner == "wilcoxon" else "MedianPruner",
+                           **({"folds": spec.folds} if spec.pruner == "wilcoxon" else {}),
                            "storage": redact(storage or "sqlite:///optuna.db"),
                            **{f"common.{k}": v for k, v in spec.common.items()}})
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(TuneObjective(spec, parent.run_id, study_name), n_trials=spec.n_trials,
-                       catch=(RuntimeError,))
+        if workers == 1:
+            optimize(study, spec, parent.run_id)
+        else:
+            _run_workers(spec, study_name, storage, parent.run_id, workers, heartbeat_interval)
         report = best_trial_report(study, spec, client=parent.client)
         parent.log_dict(report, "tune/best.json")
         metrics = {"tune/best/value": report.get("value"), "tune/best/dsr": report.get("dsr"),

@@ -13,6 +13,15 @@
 
 A process killed between claim and release leaves the lock behind; the refusal names it
 and says how to remove it.
+
+Every attempt that gets as far as comparing is also an MLflow run (``convopt.role=promotion``;
+under ``mlflow run -e promote`` the project's run): params name the model, both versions,
+alpha and the data; metrics ``promotion/*`` hold the test's numbers; tags repeat the
+evidence written on the version, with the final ``convopt.promotion.decision``
+(``promoted``, ``refuse`` on the evidence, ``refused`` on a compare-and-set conflict). The
+run ends FINISHED when the evidence decided, FAILED on a conflict (exit 1) or an error.
+Bad input (no such model, alias or version; the challenger is already champion or has no
+edge) is refused before any run exists.
 """
 from __future__ import annotations
 
@@ -52,6 +61,8 @@ class PromotionOutcome:
     previous_champion: str | None
     decision: PromotionDecision
     data_source: str
+    run_id: str = ""
+    """The ``convopt.role=promotion`` run that recorded this attempt."""
 
 
 def _market(version, data: str | None):
@@ -103,13 +114,19 @@ def buy_and_hold_returns(market, *, cost_bps: float) -> np.ndarray:
 
 
 def promote(name: str, *, alpha: float = 0.05, data: str | None = None, challenger: str = "challenger",
-            client: MlflowClient | None = None) -> PromotionOutcome:
+            client: MlflowClient | None = None, experiment: str | None = None) -> PromotionOutcome:
     """Compare ``challenger`` (alias or version) with ``champion`` and move ``champion`` on evidence.
+
+    The attempt is recorded as a ``convopt.role=promotion`` run in ``experiment`` (None: the
+    default, or the ``mlflow run`` project's run), whatever the outcome.
 
     Raises:
         ModelNotFoundError: no such registered model, alias or version (exit 2).
         PromotionConflict: the champion changed since the comparison started (exit 1).
     """
+    from convopt_mlflow.tracking.ab import end_run_if_running
+    from convopt_mlflow.tracking.runs import open_run
+
     client = client or MlflowClient()
     version = get_version(name, challenger, client)
     v = str(version.version)
@@ -119,6 +136,30 @@ def promote(name: str, *, alpha: float = 0.05, data: str | None = None, challeng
     if version.tags.get("convopt.no_edge") == "true":
         raise UserError(f"version {v} of {name!r} found no edge over flat (convopt.no_edge); it is never promoted")
     cfg, market = _market(version, data)
+    run = open_run(experiment=experiment, run_id=os.environ.get("MLFLOW_RUN_ID") or None, client=client,
+                   run_name=f"promotion-{name}-v{v}",
+                   tags={"convopt.role": "promotion", "convopt.registered_model": name,
+                         "convopt.promotion.challenger": v, "convopt.promotion.previous_champion": champion_v0 or "none"})
+    try:
+        run.log_params({"registry_name": name, "challenger": v, "champion": champion_v0 or "none", "alpha": alpha,
+                        "data": market.bars.source})
+        outcome = _compare(client, name, v, champion_v0, cfg, market, alpha, run)
+    except PromotionConflict as exc:
+        run.set_tags({"convopt.promotion.decision": "refused", "convopt.promotion.refusal": str(exc)})
+        run.end("FAILED")
+        raise
+    except BaseException as exc:
+        run.set_tags({"convopt.failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
+        end_run_if_running(run.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", client=client)
+        raise
+    run.set_tags({"convopt.promotion.decision": "promoted" if outcome.decision.promote else outcome.decision.decision})
+    run.end("FINISHED")
+    return outcome
+
+
+def _compare(client: MlflowClient, name: str, v: str, champion_v0: str | None, cfg, market, alpha: float,
+             run) -> PromotionOutcome:
+    """Walk both versions over the test split, record the evidence, and move the alias if it says so."""
     cost = cfg.env.cost_bps
     mine = walk_test_returns(f"models:/{name}/{v}", market, cost_bps=cost)
     theirs = walk_test_returns(f"models:/{name}/{champion_v0}", market, cost_bps=cost) if champion_v0 else None
@@ -128,9 +169,17 @@ def promote(name: str, *, alpha: float = 0.05, data: str | None = None, challeng
                 "convopt.promotion.data_digest": market.bars.digest,
                 "convopt.promotion.test_bars": f"{market.splits.test[0]}:{market.splits.test[1]}",
                 "convopt.promotion.previous_champion": champion_v0 or "none",
-                "convopt.promotion.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "convopt.promotion.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "convopt.promotion.run_id": run.run_id}
     set_version_tags(name, v, evidence, client)
-    outcome = PromotionOutcome(name, v, champion_v0, decision, market.bars.source)
+    run.set_tags(evidence)
+    run.log_dict(evidence, "promotion/evidence.json")
+    run.log_metrics({"promotion/sharpe_challenger": decision.sharpe_challenger,
+                     "promotion/sharpe_other": decision.sharpe_other,
+                     "promotion/sharpe_difference": decision.sharpe_difference, "promotion/z": decision.z,
+                     "promotion/p_value": decision.p_value, "promotion/n_bars": decision.n_bars,
+                     "promotion/promote": float(decision.promote)}, step=0)
+    outcome = PromotionOutcome(name, v, champion_v0, decision, market.bars.source, run.run_id)
     if not decision.promote:
         return outcome
     _wait_at_barrier()

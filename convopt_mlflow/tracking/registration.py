@@ -33,8 +33,8 @@ from convopt_mlflow.tracking.integrity import ModelIntegrityError
 from convopt_mlflow.tracking.model import FEATURE_KEYS, POLICY_FILE, log_policy_model
 from convopt_mlflow.tracking.registry import ModelNotFoundError, _download_verified, resolve_model
 
-__all__ = ["ModelMembers", "alias_version", "get_version", "register_ensemble", "set_alias", "set_version_tags",
-           "verified_members"]
+__all__ = ["ModelMembers", "alias_version", "ensemble_sources", "get_version", "register_ensemble",
+           "register_members", "set_alias", "set_version_tags", "verified_members"]
 
 ENSEMBLE_NAME = "ensemble"
 """Name of the ensemble model logged on the A/B parent run (``runs:/<parent>/ensemble``)."""
@@ -72,22 +72,13 @@ def verified_members(model_uri: str, client: MlflowClient | None = None) -> Mode
     return ModelMembers(members, description["spec"], features, example)
 
 
-def register_ensemble(run_id: str, model_uris: Sequence[str], *, name: str, tags: Mapping[str, str],
-                      combination: Mapping[str, Any], alias: str | None = "challenger",
-                      client: MlflowClient | None = None) -> ModelVersion:
-    """Build one ensemble from the members of ``model_uris``, log it on ``run_id``, register it.
-
-    Every source model is verified before its weights are read; all must share one network
-    spec and feature config (the seed models of one arm do). The ensemble is logged as
-    ``runs:/<run_id>/ensemble``, registered as a new version of ``name`` with ``tags`` (plus
-    the file hashes), and ``alias`` is pointed at it.
+def ensemble_sources(model_uris: Sequence[str], client: MlflowClient | None = None) -> list[ModelMembers]:
+    """Verify and read every model of ``model_uris``; they must share one network spec and feature config.
 
     Raises:
         ConfigError: no model, or models that do not share a spec and feature config.
         ModelNotFoundError, ModelIntegrityError: as in :func:`verified_members`.
     """
-    from convopt_mlflow.tracking.registry import register_verified_model
-
     client = client or MlflowClient()
     if not model_uris:
         raise ConfigError("an ensemble needs at least one source model")
@@ -97,6 +88,20 @@ def register_ensemble(run_id: str, model_uris: Sequence[str], *, name: str, tags
         if other.spec != first.spec or other.feature_config != first.feature_config:
             raise ConfigError(f"{uri} has another network or feature config than {model_uris[0]}; "
                               f"an ensemble's members must share them")
+    return sources
+
+
+def register_members(run_id: str, sources: Sequence[ModelMembers], *, name: str, tags: Mapping[str, str],
+                     combination: Mapping[str, Any] | None, alias: str | None = "challenger",
+                     client: MlflowClient | None = None) -> ModelVersion:
+    """Log every member of ``sources`` (from :func:`ensemble_sources`) as one model on ``run_id`` and register it.
+
+    The model is ``runs:/<run_id>/ensemble``, registered as a new version of ``name`` with
+    ``tags`` (plus the file hashes); ``alias`` is pointed at it.
+    """
+    from convopt_mlflow.tracking.registry import register_verified_model
+
+    first = sources[0]
     members = [state for source in sources for state in source.members]
     uri = log_policy_model(run_id, name=ENSEMBLE_NAME, members=members, spec=first.spec,
                            feature_config=first.feature_config, input_example=first.input_example,
@@ -105,6 +110,23 @@ def register_ensemble(run_id: str, model_uris: Sequence[str], *, name: str, tags
     if alias:
         set_alias(name, alias, version.version, client)
     return version
+
+
+def register_ensemble(run_id: str, model_uris: Sequence[str], *, name: str, tags: Mapping[str, str],
+                      combination: Mapping[str, Any] | None, alias: str | None = "challenger",
+                      client: MlflowClient | None = None) -> ModelVersion:
+    """Build one ensemble from the members of ``model_uris``, log it on ``run_id``, register it.
+
+    :func:`ensemble_sources` then :func:`register_members`: every source model is verified
+    before its weights are read, and all must share one network spec and feature config.
+
+    Raises:
+        ConfigError: no model, or models that do not share a spec and feature config.
+        ModelNotFoundError, ModelIntegrityError: as in :func:`verified_members`.
+    """
+    client = client or MlflowClient()
+    return register_members(run_id, ensemble_sources(model_uris, client), name=name, tags=tags,
+                            combination=combination, alias=alias, client=client)
 
 
 def alias_version(name: str, alias: str, client: MlflowClient | None = None) -> str | None:

@@ -39,3 +39,26 @@ def test_chronological_errors(kwargs, match):
         chronological_splits(**kwargs)
 
 
+
+
+def test_walk_forward_folds_validate_on_consecutive_embargoed_blocks_ending_at_the_configured_split():
+    from convopt_mlflow.data.splits import walk_forward_test_fractions
+
+    for n_bars, start, embargo, folds in ((1000, 0, 10, 3), (6225, 57, 24, 5), (3001, 13, 0, 4)):
+        fractions = walk_forward_test_fractions(n_bars, folds, val_fraction=0.08, test_fraction=0.15,
+                                                embargo_bars=embargo, start=start)
+        splits = [chronological_splits(n_bars, val_fraction=0.08, test_fraction=f, embargo_bars=embargo, start=start)
+                  for f in fractions]
+        assert splits[-1] == chronological_splits(n_bars, val_fraction=0.08, test_fraction=0.15,
+                                                  embargo_bars=embargo, start=start)
+        for older, newer in zip(splits, splits[1:]):
+            assert older.val[1] + embargo == newer.val[0]  # consecutive blocks, an embargo apart
+            assert older.val[1] - older.val[0] == newer.val[1] - newer.val[0]
+            assert older.train == (start, older.val[0] - embargo)  # anchored, expanding window
+
+
+def test_too_many_walk_forward_folds_are_refused():
+    from convopt_mlflow.data.splits import walk_forward_test_fractions
+
+    with pytest.raises(ConfigError, match="use fewer folds"):
+        walk_forward_test_fractions(1000, 6, val_fraction=0.15, embargo_bars=10)

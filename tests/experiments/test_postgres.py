@@ -75,3 +75,60 @@ def test_a_killed_worker_s_cell_is_retried_and_every_cell_completes_once(tmp_pat
     finished = [r for r in runs if r.data.tags.get("convopt.role") == "ab-trial" and r.info.status == "FINISHED"]
     assert sorted((r.data.tags["convopt.arm"], int(r.data.tags["convopt.seed"])) for r in finished) == sorted(spec.cells)
     optuna.delete_study(study_name=name, storage=get_storage(URL))
+
+
+def test_ab_test_with_two_local_workers_trains_every_cell_exactly_once(tmp_path, mlflow_uri, capsys):
+    from convopt_mlflow import cli
+
+    name = f"pg2-{uuid.uuid4().hex[:8]}"
+    code = cli.main(["ab-test", "--arms", "baseline,lr", "--seeds", "2", "--total-timesteps", "1024", "--data", DATA,
+                     "--study", name, "--storage", URL, "--workers", "2", "--heartbeat-interval", "2",
+                     "--set", TINY, "--no-register"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    study = optuna.load_study(study_name=name, storage=get_storage(URL))
+    try:
+        spec_cells = [("baseline", 0), ("lr", 0), ("baseline", 1), ("lr", 1)]
+        assert cell_counts(study) == {cell: {"COMPLETE": 1} for cell in spec_cells}
+        pids = {int(t.user_attrs["convopt.worker"].rsplit(":", 1)[1]) for t in study.trials}
+        assert os.getpid() not in pids and 1 <= len(pids) <= 2  # trained in the spawned worker processes
+        client = MlflowClient(tracking_uri=mlflow_uri)
+        runs = client.search_runs(["0"])
+        (parent,) = [r for r in runs if r.data.tags.get("convopt.role") == "ab-parent"]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert parent.info.status == "FINISHED" and parent.data.params["workers"] == "2"
+        assert sorted((c.data.tags["convopt.arm"], int(c.data.tags["convopt.seed"])) for c in children) == \
+            sorted(spec_cells)
+        assert {c.info.status for c in children} == {"FINISHED"}
+        assert {t.user_attrs["mlflow_run_id"] for t in study.trials} == {c.info.run_id for c in children}
+        assert parent.data.metrics["ab/cells_complete"] == 4
+    finally:
+        optuna.delete_study(study_name=name, storage=get_storage(URL))
+
+
+def test_tune_with_two_workers_on_postgresql_keeps_the_study_wide_budget(tmp_path, mlflow_uri, capsys):
+    from convopt_mlflow import cli
+
+    name = f"pgt-{uuid.uuid4().hex[:8]}"
+    code = cli.main(["tune", "--preset", "baseline", "--n-trials", "3", "--total-timesteps", "512", "--data", DATA,
+                     "--storage", URL, "--study", name, "--workers", "2", "--heartbeat-interval", "2",
+                     "--set", TINY + ",run.eval_freq=256"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    study = optuna.load_study(study_name=name, storage=get_storage(URL))
+    try:
+        done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+        # one budget for both workers (each alone would run 3): at most one extra trial, when both finish at once
+        assert len(done) == len(study.trials) and 3 <= len(done) <= 4
+        pids = {int(t.user_attrs["convopt.worker"].rsplit(":", 1)[1]) for t in study.trials}
+        assert os.getpid() not in pids and 1 <= len(pids) <= 2  # trained in the spawned worker processes
+        client = MlflowClient(tracking_uri=mlflow_uri)
+        runs = client.search_runs(["0"])
+        (parent,) = [r for r in runs if r.data.tags.get("convopt.role") == "tune-parent"]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert parent.info.status == "FINISHED" and len(children) == len(study.trials)
+        assert not [r for r in runs if r.info.status == "RUNNING"]
+        assert {t.user_attrs["mlflow_run_id"] for t in study.trials} == {c.info.run_id for c in children}
+        assert parent.data.tags["convopt.tune.best_run"] == study.best_trial.user_attrs["mlflow_run_id"]
+    finally:
+        optuna.delete_study(study_name=name, storage=get_storage(URL))

@@ -1,5 +1,5 @@
 """Registration decisions that need no model: nothing significant, no edge, the evidence tags."""
-from convopt_mlflow.experiments.registration import evidence_tags, register_winner, winner_combination
+from convopt_mlflow.experiments.registration import evidence_tags, register_winner
 from convopt_mlflow.experiments.report import Winner
 
 EVIDENCE = {"test": "paired_t (Holm over 2)", "baseline": "baseline", "metric": "backtest/val/sharpe",
@@ -27,5 +27,4 @@ def test_evidence_tags_hold_the_test_numbers_data_and_code():
     assert tags["convopt.evidence.p_value"] == "0.0123457" and tags["convopt.evidence.dsr"] == ""
     assert tags["convopt.evidence.test"] == "paired_t (Holm over 2)" and tags["convopt.evidence.n"] == "5"
     assert tags["convopt.data.digest"] == "abc" and tags["convopt.git_commit"] == "deadbeef" and "other" not in tags
-    assert tags["convopt.seeds"] == "0,1" and tags["convopt.ensemble.combination"] == "mean_prob"
-    assert winner_combination(4) == {"method": "mean_prob", "weights": [0.25] * 4}
+    assert tags["convopt.seeds"] == "0,1" and tags["convopt.data.source"] == "eurusd-1h"

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 
 from convopt_mlflow import cli
@@ -66,3 +67,64 @@ def test_pruning_stops_a_trial_below_the_median_and_ends_its_run_finished(tmp_pa
     run = MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["convopt.pruned"] == "true"
     assert run.data.tags["convopt.pruned_at"] == "512"
+
+
+def test_wilcoxon_prunes_a_trial_worse_than_the_best_across_walk_forward_folds(tmp_path, mlflow_uri):
+    """A best trial that scored very high on all 5 folds; a new trial is worse on every fold it runs,
+    so the one-sided signed-rank test (p = 1/16 < 0.1) prunes it after its 4th fold: the 5th never trains."""
+    from convopt_mlflow.data.splits import chronological_splits
+    from convopt_mlflow.experiments.tune import TuneSpec
+    from convopt_mlflow.experiments.tune_folds import FoldObjective
+    from convopt_mlflow.tracking import open_run
+
+    overrides = dict(kv.split("=") for kv in TINY.split(","))
+    spec = TuneSpec("baseline", 1, {**overrides, "data.source": DATA, "run.total_timesteps": "512",
+                                    "run.eval_freq": "256", "data.val_fraction": "0.05", "run.progress_bar": "false"},
+                    pruner="wilcoxon", folds=5)
+    study = optuna.create_study(direction="maximize", pruner=spec.make_pruner())
+    best = study.ask()
+    for fold in range(5):
+        best.report(1e9, fold)
+    study.tell(best, 1e9)
+    parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "tune-parent"})
+    study.optimize(FoldObjective(spec, parent.run_id, "w"), n_trials=1)
+    parent.end("FINISHED")
+    trial = study.trials[-1]
+    assert trial.state == optuna.trial.TrialState.PRUNED and len(trial.intermediate_values) == 4
+    client = MlflowClient()
+    run = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["convopt.pruned"] == "true"
+    assert run.data.tags["convopt.pruned_at"] == "4" and run.data.tags["convopt.role"] == "tune-trial"
+    folds = client.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    assert sorted(int(f.data.tags["convopt.fold"]) for f in folds) == sorted(trial.intermediate_values)
+    assert {f.data.tags["convopt.role"] for f in folds} == {"tune-fold"} and {f.info.status for f in folds} == {"FINISHED"}
+    history = client.get_metric_history(run.info.run_id, "tune/fold_score")
+    assert {p.step: p.value for p in history} == pytest.approx(dict(trial.intermediate_values))
+    for f in folds:  # each fold validates on its own block, later folds later in time
+        assert f.data.metrics["backtest/val/sharpe"] == pytest.approx(trial.intermediate_values[int(f.data.tags["convopt.fold"])])
+    tests = sorted(float(f.data.params["data.test_fraction"]) for f in folds)
+    vals = [chronological_splits(3000, val_fraction=0.05, test_fraction=t, embargo_bars=24).val for t in tests]
+    assert all(a[0] > b[0] for a, b in zip(vals, vals[1:]))
+    assert "val_sharpe_per_bar" in trial.user_attrs  # the walked folds' returns, for the DSR
+
+
+def test_n_trials_is_a_study_wide_budget_and_a_re_run_continues_up_to_it(tmp_path, mlflow_uri, capsys):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    argv = ["tune", "--preset", "baseline", "--total-timesteps", "512", "--data", DATA, "--storage", storage,
+            "--study", "b", "--set", TINY + ",run.eval_freq=256"]
+    assert cli.main([*argv, "--n-trials", "2"]) == 0
+    assert cli.main([*argv, "--n-trials", "2"]) == 0  # budget spent: no new trial
+    study = optuna.load_study(study_name="b", storage=storage)
+    assert len(study.trials) == 2
+    assert cli.main([*argv, "--n-trials", "3"]) == 0
+    assert len(optuna.load_study(study_name="b", storage=storage).trials) == 3
+    runs = MlflowClient().search_runs(["0"])
+    parents = [r for r in runs if r.data.tags.get("convopt.role") == "tune-parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # re-runs join the study's parent run
+    assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]) == 3
+    capsys.readouterr()
+    assert cli.main([*argv, "--n-trials", "4", "--pruner", "wilcoxon"]) == 2  # 5 folds of 15% don't fit
+    assert "use fewer --folds or a smaller data.val_fraction" in capsys.readouterr().err
+    assert cli.main([*argv, "--n-trials", "4", "--pruner", "wilcoxon", "--folds", "2"]) == 2
+    assert "started with --pruner median" in capsys.readouterr().err
+    assert len(optuna.load_study(study_name="b", storage=storage).trials) == 3

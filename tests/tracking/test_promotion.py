@@ -41,6 +41,11 @@ def models(module_mlflow):
     return runs
 
 
+def _promotion_runs(client, name=NAME):
+    return client.search_runs(["0"], f"tags.`convopt.role` = 'promotion' and tags.`convopt.registered_model` = '{name}'",
+                              order_by=["attributes.start_time ASC"])
+
+
 def _winner(run_ids, registrable=True):
     evidence = {"test": "paired_t (Holm over 1)", "baseline": "baseline", "metric": "backtest/val/sharpe",
                 "p_value": 0.004, "p_adjusted": 0.004, "hedges_g": 3.1, "mean_difference": 5.0, "ci_low": 2.0,
@@ -70,7 +75,16 @@ def test_winner_is_registered_as_challenger_with_its_evidence(models):
     assert client.get_run(parent.run_id).data.tags["convopt.registered_version"] == "1"
     model = load_model(f"models:/{NAME}@challenger")  # verified against the version's hashes
     assert len(model.unwrap_python_model().policies) == 2
-    assert model.unwrap_python_model().combination == {"method": "mean_prob", "weights": [0.5, 0.5]}
+    # the combination is chosen on validation, as `convopt train` ensembles choose it
+    chosen = registration.decision
+    assert model.unwrap_python_model().combination == {"method": chosen["method"], "weights": chosen["weights"]}
+    assert tags["convopt.ensemble.combination"] == chosen["method"] and tags["convopt.ensemble.size"] == "2"
+    assert set(chosen["val_scores"]) == {"mean_prob", "majority_vote", "weighted"}
+    assert chosen["val_scores"][chosen["method"]] == max(chosen["val_scores"].values())
+    assert registration.metrics["winner/backtest/val/sharpe"] == pytest.approx(chosen["val_scores"][chosen["method"]])
+    assert float(tags["convopt.backtest.val.sharpe"]) > 0 and "convopt.backtest.test.sharpe" in tags
+    assert {"winner/member/0/backtest/test/sharpe", "winner/member/1/backtest/test/sharpe",
+            "winner/benchmark/test/buy_and_hold/sharpe"} <= set(registration.metrics)
 
 
 def test_a_no_edge_winner_is_never_registered(models):
@@ -91,10 +105,17 @@ def test_first_champion_then_a_refused_weaker_challenger(models, capsys):
     assert tags["convopt.promotion.decision"] == "promoted" and tags["convopt.promotion.compared_to"] == "buy_and_hold"
     assert float(tags["convopt.promotion.p_value"]) < 0.05 and float(tags["convopt.promotion.sharpe_difference"]) > 0
     assert tags["convopt.promotion.previous_champion"] == "none" and "convopt.promotion.z" in tags
+    (first,) = _promotion_runs(client)  # the attempt is a run too, with the same evidence
+    assert first.info.status == "FINISHED" and first.data.tags["convopt.promotion.decision"] == "promoted"
+    assert tags["convopt.promotion.run_id"] == first.info.run_id and first.info.run_id in err
+    assert first.data.tags["convopt.promotion.p_value"] == tags["convopt.promotion.p_value"]
+    assert first.data.params["challenger"] == "1" and first.data.params["champion"] == "none"
+    assert first.data.metrics["promotion/promote"] == 1.0
+    assert first.data.metrics["promotion/p_value"] == pytest.approx(float(tags["convopt.promotion.p_value"]), rel=1e-5)
 
     parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "ab-parent"})
-    register_winner(_winner([models["weak"]]), parent_run_id=parent.run_id, study="weak", verdict="",
-                    registry_name=NAME)
+    register_ensemble(parent.run_id, [f"runs:/{models['weak']}/model"], name=NAME, combination=None,
+                      tags={"convopt.source_runs": models["weak"]}, alias="challenger")
     parent.end("FINISHED")
     assert cli.main(["promote", "--registry-name", NAME]) == 0
     err = capsys.readouterr().err
@@ -103,6 +124,10 @@ def test_first_champion_then_a_refused_weaker_challenger(models, capsys):
     tags = client.get_model_version(NAME, "2").tags
     assert tags["convopt.promotion.decision"] == "refuse" and tags["convopt.promotion.compared_to"] == "version 1"
     assert "not a significant improvement" in tags["convopt.promotion.reason"]
+    refused = [r for r in _promotion_runs(client) if r.info.run_id != first.info.run_id]
+    assert [(r.info.status, r.data.tags["convopt.promotion.decision"]) for r in refused] == [("FINISHED", "refuse")]
+    assert refused[0].data.tags["convopt.promotion.reason"] == tags["convopt.promotion.reason"]
+    assert refused[0].data.metrics["promotion/promote"] == 0.0 and refused[0].data.params["champion"] == "1"
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -111,8 +136,10 @@ def test_first_champion_then_a_refused_weaker_challenger(models, capsys):
     (["--registry-name", NAME, "--challenger", "99"], "has no version 99"),
 ])
 def test_missing_model_or_alias_exits_2(models, capsys, argv, needle):
+    before = len(_promotion_runs(MlflowClient()))
     assert cli.main(["promote", *argv]) == 2
     assert needle in capsys.readouterr().err
+    assert len(_promotion_runs(MlflowClient())) == before  # bad input: no run
 
 
 def test_of_two_concurrent_promotions_exactly_one_moves_the_champion(models, module_mlflow, tmp_path):
@@ -142,4 +169,8 @@ def test_of_two_concurrent_promotions_exactly_one_moves_the_champion(models, mod
     assert f"race@champion changed while this promotion compared: version none -> version {winner}" in message
     assert "Traceback" not in message
     assert client.get_model_version("race", loser).tags["convopt.promotion.decision"] == "refused"
+    runs = {r.data.tags["convopt.promotion.challenger"]: r for r in _promotion_runs(client, "race")}
+    assert runs[winner].info.status == "FINISHED" and runs[winner].data.tags["convopt.promotion.decision"] == "promoted"
+    assert runs[loser].info.status == "FAILED" and runs[loser].data.tags["convopt.promotion.decision"] == "refused"
+    assert "changed while this promotion compared" in runs[loser].data.tags["convopt.promotion.refusal"]
     assert not client.search_registered_models("name = 'race.promotion-lock'")
