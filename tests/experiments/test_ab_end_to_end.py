@@ -36,7 +36,7 @@ def _ab(tmp_path, study, arms, seeds, *extra):
 
 
 def _parent_and_children(client, study):
-    runs = client.search_runs(["0"], f"tags.`convopt.study` = '{study}'")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], f"tags.`convopt.study` = '{study}'")
     (parent,) = [r for r in runs if r.data.tags.get("convopt.role") == "ab-parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     return parent, children

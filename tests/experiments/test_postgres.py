@@ -93,7 +93,7 @@ def test_ab_test_with_two_local_workers_trains_every_cell_exactly_once(tmp_path,
         pids = {int(t.user_attrs["convopt.worker"].rsplit(":", 1)[1]) for t in study.trials}
         assert os.getpid() not in pids and 1 <= len(pids) <= 2  # trained in the spawned worker processes
         client = MlflowClient(tracking_uri=mlflow_uri)
-        runs = client.search_runs(["0"])
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
         (parent,) = [r for r in runs if r.data.tags.get("convopt.role") == "ab-parent"]
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert parent.info.status == "FINISHED" and parent.data.params["workers"] == "2"
@@ -123,7 +123,7 @@ def test_tune_with_two_workers_on_postgresql_keeps_the_study_wide_budget(tmp_pat
         pids = {int(t.user_attrs["convopt.worker"].rsplit(":", 1)[1]) for t in study.trials}
         assert os.getpid() not in pids and 1 <= len(pids) <= 2  # trained in the spawned worker processes
         client = MlflowClient(tracking_uri=mlflow_uri)
-        runs = client.search_runs(["0"])
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
         (parent,) = [r for r in runs if r.data.tags.get("convopt.role") == "tune-parent"]
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert parent.info.status == "FINISHED" and len(children) == len(study.trials)

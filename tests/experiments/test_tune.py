@@ -95,7 +95,7 @@ def test_wilcoxon_prunes_a_trial_worse_than_the_best_across_walk_forward_folds(t
     run = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["convopt.pruned"] == "true"
     assert run.data.tags["convopt.pruned_at"] == "4" and run.data.tags["convopt.role"] == "tune-trial"
-    folds = client.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    folds = client.search_runs([e.experiment_id for e in client.search_experiments()], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     assert sorted(int(f.data.tags["convopt.fold"]) for f in folds) == sorted(trial.intermediate_values)
     assert {f.data.tags["convopt.role"] for f in folds} == {"tune-fold"} and {f.info.status for f in folds} == {"FINISHED"}
     history = client.get_metric_history(run.info.run_id, "tune/fold_score")
@@ -118,7 +118,7 @@ def test_n_trials_is_a_study_wide_budget_and_a_re_run_continues_up_to_it(tmp_pat
     assert len(study.trials) == 2
     assert cli.main([*argv, "--n-trials", "3"]) == 0
     assert len(optuna.load_study(study_name="b", storage=storage).trials) == 3
-    runs = MlflowClient().search_runs(["0"])
+    runs = MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()])
     parents = [r for r in runs if r.data.tags.get("convopt.role") == "tune-parent"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # re-runs join the study's parent run
     assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]) == 3

@@ -42,7 +42,7 @@ def models(module_mlflow):
 
 
 def _promotion_runs(client, name=NAME):
-    return client.search_runs(["0"], f"tags.`convopt.role` = 'promotion' and tags.`convopt.registered_model` = '{name}'",
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], f"tags.`convopt.role` = 'promotion' and tags.`convopt.registered_model` = '{name}'",
                               order_by=["attributes.start_time ASC"])
 
 
