@@ -31,7 +31,8 @@ ARMS: dict[str, dict[str, str]] = {
     "lr": {},
     # + the plasticity actions at their default thresholds
     "lr+plasticity": {"monitor.interventions": f"{LR_ACTIONS}+shrink_perturb+reset_head"},
-    # + the plasticity actions with a saturation threshold low enough to fire within 200k steps
+    # the same, with the saturation threshold spelled out (8 is the default; an earlier default of 15
+    # never fired within 200k steps here, so the study ran with 8)
     "lr+plasticity@8": {"monitor.interventions": f"{LR_ACTIONS}+shrink_perturb+reset_head",
                         "monitor.plasticity_logit_range": "8"},
 }

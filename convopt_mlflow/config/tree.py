@@ -95,8 +95,8 @@ class MonitorConfig:
     """Environment steps shrink_perturb and reset_head each stay suppressed after firing."""
     plasticity_dead_fraction: float = 0.5
     """Share of hidden units dead or saturated at which shrink_perturb answers (dead units)."""
-    plasticity_logit_range: float = 15.0
-    """Policy logit range (nats) at which reset_head answers (saturated policy head)."""
+    plasticity_logit_range: float = 8.0
+    """Policy logit range (nats) at which reset_head answers (saturated policy head; e^8 ~ 3000:1 odds)."""
 
 
 @dataclass(frozen=True)
