@@ -110,7 +110,8 @@ class PlasticitySurgeon:
             done = f"moved every parameter {self.fraction:g} of the way to a fresh init (seed {seed})"
         elif action == "reset_head":
             names = reset_head(model, seed)
-            done = f"re-initialized {len(names)} head tensors (action_net, value_net) and their Adam state (seed {seed})"
+            done = (f"re-initialized {len(names)} head tensors (action_net, value_net) and their Adam state "
+                    f"(seed {seed})")
         else:
             raise ValueError(f"not a plasticity action: {action!r}")
         after = self._health(model)

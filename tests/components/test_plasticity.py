@@ -64,7 +64,8 @@ def test_recommend_maps_signals_to_plasticity_actions_and_never_while_diverging(
 
 def test_monitor_answers_dead_units_with_shrink_perturb_after_patience_then_cools_down():
     gate = PlasticityGate(patience=3)
-    mon = ConvergenceMonitor({"monitoring_window": 50}, PLASTIC, cooldowns={"shrink_perturb": 4 * STEPS}, plasticity=gate)
+    mon = ConvergenceMonitor({"monitoring_window": 50}, PLASTIC, cooldowns={"shrink_perturb": 4 * STEPS},
+                             plasticity=gate)
     fired = feed(mon, 10, dead_fraction=0.7)
     assert fired == [[], [], ["shrink_perturb"], [], [], [], ["shrink_perturb"], [], [], []]
     (first, second) = [r for r in mon.interventions if r["action"] == "shrink_perturb"]
