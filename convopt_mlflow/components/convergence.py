@@ -14,6 +14,7 @@ from convopt_mlflow.components import signals as sig
 from convopt_mlflow.components.divergence import check_divergence
 from convopt_mlflow.components.eval_trend import EvalTrend
 from convopt_mlflow.components.interventions import Finding, InterventionLedger, recommend
+from convopt_mlflow.components.plasticity import ANSWERS as PLASTICITY_ANSWERS, PLASTICITY_ACTIONS, PlasticityGate
 from convopt_mlflow.components.convergence_types import (
     ACTIONS,
     UNANSWERED,
@@ -58,6 +59,8 @@ class ConvergenceMonitor:
         max_entropy: the policy's maximum entropy in nats (``log(n_actions)``). None: the glue
             sets it from the action space (``ConvergenceCallback`` does); until then ``log(3)``,
             the long/flat/short space, is assumed.
+        plasticity: the :class:`PlasticityGate` behind ``shrink_perturb`` / ``reset_head``; None
+            builds a default one when either action is among the strategies (else none runs).
 
     Example:
         >>> mon = ConvergenceMonitor({"monitoring_window": 5})
@@ -74,6 +77,7 @@ class ConvergenceMonitor:
         *,
         cooldowns: Mapping[str, int] | None = None,
         max_entropy: float | None = None,
+        plasticity: PlasticityGate | None = None,
     ):
         self.thresholds = MonitorThresholds.coerce(thresholds)
         if isinstance(intervention_strategies, str):
@@ -93,6 +97,9 @@ class ConvergenceMonitor:
         self.max_entropy = None if max_entropy is None else float(max_entropy)
         if self.max_entropy is not None and not (math.isfinite(self.max_entropy) and self.max_entropy > 0):
             raise ConfigError(f"max_entropy={max_entropy!r} must be a finite number > 0 (nats)")
+        if plasticity is None and set(PLASTICITY_ACTIONS) & set(self.intervention_strategies):
+            plasticity = PlasticityGate()
+        self.plasticity = plasticity
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -104,6 +111,8 @@ class ConvergenceMonitor:
         self._initial_param_norm: float | None = None
         self._last_entropy: float | None = None
         self._ledger = InterventionLedger(self.thresholds.monitoring_window)
+        if self.plasticity is not None:
+            self.plasticity.load_state_dict({})
 
     # ----------------------------------------------------------------- helpers
     def _push(self, key: str, value: float) -> None:
@@ -194,6 +203,10 @@ class ConvergenceMonitor:
                                                    f"entropy collapse: {entropy:.4g} nats < {collapse_at:.4g}",
                                                    {"entropy": entropy, "entropy_floor": collapse_at})
         stagnant, overfit = self._check_evals(findings)
+        extra: list = []
+        if self.plasticity is not None:  # gated on persistence; answered only when not diverging
+            findings.update(self.plasticity.findings(m, entropy_collapse=collapse, stagnation=stagnant))
+            extra = list(PLASTICITY_ANSWERS.items())
         if get("memory_error") >= 1:
             findings["memory_error"] = Finding("memory_error", 1.0, "out of memory during the update (retried)",
                                                {"memory_error": 1.0})
@@ -205,7 +218,7 @@ class ConvergenceMonitor:
         grad_bad = vanishing or exploding or flags["grad_nonfinite"]
         early_ready = stagnant and self._evals.evals_since_best >= th.early_stop_patience
         actions, reasons, values, needed, unanswered = recommend(findings, self.intervention_strategies,
-                                                                 th.intervention_threshold, early_ready)
+                                                                 th.intervention_threshold, early_ready, extra)
         state = ConvergenceState(
             step=step, loss_trend=loss_trend, reward_trend=sig.slope(self._hist["train_return"]),
             stability_score=sig.clip01(stability), plateau_detected=plateau, divergence_risk=risk,
@@ -321,6 +334,7 @@ class ConvergenceMonitor:
             "updates": self._updates, "step": self._step, "step_deltas": list(self._step_deltas),
             "initial_param_norm": self._initial_param_norm, "last_entropy": self._last_entropy,
             "ledger": self._ledger.state_dict(),
+            **({"plasticity": self.plasticity.state_dict()} if self.plasticity is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -333,3 +347,5 @@ class ConvergenceMonitor:
         self._step_deltas = [float(x) for x in state["step_deltas"]][-window:]
         self._initial_param_norm, self._last_entropy = state["initial_param_norm"], state["last_entropy"]
         self._ledger.load_state_dict(state["ledger"])
+        if self.plasticity is not None:
+            self.plasticity.load_state_dict(state.get("plasticity", {}))

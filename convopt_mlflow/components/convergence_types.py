@@ -22,6 +22,8 @@ ACTIONS = (
     "early_stop",
     "reduce_batch_size",
     "increase_regularization",
+    "shrink_perturb",
+    "reset_head",
 )
 
 

@@ -28,7 +28,8 @@ class Finding:
 
 
 def recommend(
-    findings: Mapping[str, Finding], allowed: Sequence[str], threshold: float, early_stop_ready: bool
+    findings: Mapping[str, Finding], allowed: Sequence[str], threshold: float, early_stop_ready: bool,
+    extra: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> tuple[list[str], dict[str, str], dict[str, dict[str, float]], bool, dict[str, str]]:
     """Map findings to the allowed actions.
 
@@ -37,7 +38,9 @@ def recommend(
     entropy_collapse -> increase_entropy; plateau -> lr_restart and
     advance_curriculum; grad_vanishing -> lr_restart; stagnation -> lr_restart,
     plus early_stop when ``early_stop_ready``; overfitting ->
-    increase_regularization, or early_stop when only that is allowed.
+    increase_regularization, or early_stop when only that is allowed; then, only
+    when not diverging, each ``(signal, actions)`` of ``extra`` (the plasticity
+    answers, see :mod:`convopt_mlflow.components.plasticity`).
     Findings other than divergence / memory_error need ``severity >= threshold``.
 
     Returns ``(actions, reasons, values, needed, unanswered)``: actions in order,
@@ -63,6 +66,7 @@ def recommend(
                     ("stagnation", ["lr_restart"] + ["early_stop"] * early_stop_ready)]
         overfit = ["increase_regularization"] if "increase_regularization" in allowed else ["early_stop"]
         answers.append(("overfitting", overfit))
+        answers += [(signal, list(actions)) for signal, actions in extra]
     needed = False
     reasons: dict[str, str] = {}
     values: dict[str, dict[str, float]] = {}

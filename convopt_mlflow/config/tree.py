@@ -86,6 +86,17 @@ class MonitorConfig:
     """Upper bound for weight decay raised by increase_regularization."""
     param_watch: bool = True
     """Track parameter norms, dead units and logit range every update."""
+    shrink_perturb_fraction: float = 0.2
+    """shrink_perturb moves every parameter this fraction of the way to a fresh initialization."""
+    plasticity_patience: int = 5
+    """Analysed updates in a row a plasticity signal (dead units, saturation, entropy collapse,
+    stagnation) must persist before shrink_perturb / reset_head answer it."""
+    plasticity_cooldown: int = 100_000
+    """Environment steps shrink_perturb and reset_head each stay suppressed after firing."""
+    plasticity_dead_fraction: float = 0.5
+    """Share of hidden units dead or saturated at which shrink_perturb answers (dead units)."""
+    plasticity_logit_range: float = 8.0
+    """Policy logit range (nats) at which reset_head answers (saturated policy head; e^8 ~ 3000:1 odds)."""
 
 
 @dataclass(frozen=True)

@@ -277,6 +277,9 @@ class ConvergenceCallback(_UpdateCallback):
         self.interventions.append({"step": step, "action": action, "reason": reason,
                                    "values": {k: float(v) for k, v in values.items() if _is_number(v)},
                                    "applied": applied, "outcome": None})
+        health = getattr(self.actuator, "pop_health", lambda: None)()
+        if health:  # a plasticity action: the parameter health before and after it
+            self.interventions[-1]["health"] = health
         if self.verbose:
             print(f"[convopt] step {step}: {action} ({reason}) -> {applied}")
 

@@ -22,6 +22,7 @@ from stable_baselines3.common.logger import Logger
 from .. import config as cfgmod
 from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
 from ..components.meta import MetaLearningController
+from ..components.plasticity import PLASTICITY_ACTIONS, PlasticityGate
 from ..tracking import MLflowOutputFormat, RunHandle, get_run_tags, log_dataset, open_run
 from .callbacks import CheckpointCallback, ConvergenceCallback, RolloutProgressBar, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
@@ -30,6 +31,7 @@ from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .replay import build_replay
 from .meta import MetaCallback, label_train_split
+from .plasticity import PlasticitySurgeon
 from .reporting import finalize_run, write_progress_artifacts
 from .resume import plan_resume
 from .selection import choose_final_model
@@ -82,7 +84,10 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
             actions = [a for a in actions if a != "increase_regularization"] + ["early_stop"] * ("early_stop" not in actions)
         thresholds = MonitorThresholds(monitoring_window=cfg.monitoring_window, plateau_cv=cfg.plateau_threshold,
                                        intervention_threshold=cfg.intervention_threshold)
-        monitor = ConvergenceMonitor(thresholds, actions)
+        plastic = [a for a in PLASTICITY_ACTIONS if a in actions]
+        monitor = ConvergenceMonitor(thresholds, actions,
+                                     cooldowns=dict.fromkeys(plastic, cfg.monitor.plasticity_cooldown),
+                                     plasticity=_plasticity_gate(cfg.monitor) if plastic else None)
     regularization = RegularizationSchedule(cfg.ppo.ent_coef, max_ent_coef=cfg.monitor.max_ent_coef,
                                             weight_decay=cfg.ppo.weight_decay,
                                             max_weight_decay=cfg.monitor.max_weight_decay)
@@ -91,6 +96,11 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
         meta = MetaLearningController({"meta_learning_rate": cfg.meta_learning_rate,
                                        "adaptation_frequency": cfg.adaptation_frequency, "seed": cfg.run.seed})
     return Components(scheduler, monitor, regularization, replay=build_replay(cfg), meta=meta)
+
+
+def _plasticity_gate(monitor: cfgmod.MonitorConfig) -> PlasticityGate:
+    return PlasticityGate(monitor.plasticity_patience, dead_fraction=monitor.plasticity_dead_fraction,
+                          saturated_logit_range=monitor.plasticity_logit_range)
 
 
 def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume: str = "",
@@ -147,7 +157,9 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     if comps.replay is not None:
         _attach_replay(model, comps.replay, cfg, guard)
     actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,
-                                    stop=stop, max_rollbacks=cfg.run.max_rollbacks)
+                                    stop=stop, max_rollbacks=cfg.run.max_rollbacks,
+                                    plasticity=PlasticitySurgeon(cfg.monitor.shrink_perturb_fraction, cfg.run.seed,
+                                                                 observations=lambda: convergence.watch_sample))
     evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq,
                                         callback_after_eval=after_eval)
     phase = {"training_done": False}  # saved with every checkpoint: True only in the final one

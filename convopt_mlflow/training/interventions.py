@@ -26,10 +26,13 @@ class InterventionActuator:
         stop: shared stop request set by ``early_stop``.
         max_rollbacks: rollbacks allowed before :class:`TrainingDiverged` is raised.
         lr_reduce_factor: multiplier applied to the LR by ``lr_reduce`` and ``rollback``.
+        plasticity: a :class:`~convopt_mlflow.training.plasticity.PlasticitySurgeon` for
+            ``shrink_perturb`` / ``reset_head``; None builds a default one (fraction 0.2, seed 0).
     """
 
     def __init__(self, *, scheduler: Any = None, regularization: Any = None, store: CheckpointStore | None = None,
-                 stop: StopRequest | None = None, max_rollbacks: int = 3, lr_reduce_factor: float = 0.5):
+                 stop: StopRequest | None = None, max_rollbacks: int = 3, lr_reduce_factor: float = 0.5,
+                 plasticity: Any = None):
         self.scheduler = scheduler
         self.regularization = regularization
         self.store = store
@@ -39,6 +42,7 @@ class InterventionActuator:
         self.rollbacks = 0
         self.last_rollback_step: int | None = None  # step of the checkpoint the last rollback restored
         self.skipped_checkpoints: list[dict[str, Any]] = []
+        self.plasticity = plasticity
 
     def state_dict(self, model: Any) -> dict[str, Any]:
         """What a checkpoint must carry so a resumed run keeps its rollback budget and lowered LR."""
@@ -98,6 +102,23 @@ class InterventionActuator:
 
     def _reduce_batch_size(self, model: Any, step: int) -> str:
         return f"batch_size now {model.batch_size}"  # ConvoptPPO already halved it and retried
+
+    def _shrink_perturb(self, model: Any, step: int) -> str:
+        return self._surgeon().apply("shrink_perturb", model, step)
+
+    def _reset_head(self, model: Any, step: int) -> str:
+        return self._surgeon().apply("reset_head", model, step)
+
+    def _surgeon(self) -> Any:
+        if self.plasticity is None:
+            from .plasticity import PlasticitySurgeon
+
+            self.plasticity = PlasticitySurgeon()
+        return self.plasticity
+
+    def pop_health(self) -> dict[str, Any] | None:
+        """Before/after parameter health of the action just applied (plasticity actions only), once."""
+        return self.plasticity.pop_health() if self.plasticity is not None else None
 
     def _advance_curriculum(self, model: Any, step: int) -> str:
         return "skipped: curriculum not enabled"
