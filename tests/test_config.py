@@ -117,13 +117,10 @@ def test_text_values_may_hold_commas():
 
 
 @pytest.mark.parametrize("override,component", [
-    ("curriculum_enabled=true", "curriculum"), ("curriculum_stages=3", "curriculum"),
-    ("stage_progression_threshold=0.2", "curriculum"), ("replay_ratio=0.25", "prioritized replay"),
+    ("replay_ratio=0.25", "prioritized replay"),
     ("replay_buffer_size=10", "prioritized replay"), ("priority_alpha=0.5", "prioritized replay"),
-    ("noise_injection_prob=0.3", "augmentation"), ("time_warp_prob=0.2", "augmentation"),
-    ("feature_dropout_prob=0.1", "augmentation"), ("meta_learning_rate=1e-3", "meta-learning controller"),
+    ("meta_learning_rate=1e-3", "meta-learning controller"),
     ("adaptation_frequency=5", "meta-learning controller"),
-    ("monitor.interventions=lr_restart+advance_curriculum", "curriculum"),
 ])
 def test_fields_of_components_not_built_yet_are_refused(override, component):
     with pytest.raises(ConfigError) as err:
@@ -157,5 +154,28 @@ def test_every_field_has_a_rule_or_is_free_text_or_a_switch():
 def test_a_logged_config_from_before_the_refusals_still_loads():
     """Runs logged while the reference defaults were accepted (and ignored) stay resumable."""
     old = json.loads(cfgmod.to_json(cfgmod.build_config("full")))
-    old.update(curriculum_enabled=True, replay_ratio=0.25, ensemble_size=3, noise_injection_prob=0.3)
+    old.update(replay_ratio=0.25, ensemble_size=3, meta_learning_rate=1e-3)
     assert cfgmod.from_dict(old) == cfgmod.build_config("full")
+
+
+def test_curriculum_and_augmentation_fields_are_live():
+    cfg = cfgmod.build_config("curriculum", ["curriculum_stages=3", "stage_progression_threshold=1.5",
+                                             "curriculum.triggers=steps+monitor", "monitor.enabled=true",
+                                             "monitor.interventions=lr_restart+advance_curriculum"])
+    assert cfg.curriculum_enabled and cfg.curriculum_stages == 3 and cfg.curriculum.triggers == ("steps", "monitor")
+    aug = cfgmod.build_config("augment", ["augment.synthetic_prob=0.1"])
+    assert (aug.noise_injection_prob, aug.time_warp_prob, aug.feature_dropout_prob) == (0.3, 0.2, 0.1)
+    assert aug.base_learning_rate == 3e-4 and not aug.curriculum_enabled and aug.augment.synthetic_prob == 0.1
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("monitor.interventions=lr_restart+advance_curriculum", "advance_curriculum needs curriculum_enabled=true"),
+    ("noise_injection_prob=1.5", "noise_injection_prob=1.5: must be in [0, 1]"),
+    ("augment.warp_factor=1", "augment.warp_factor=1.0: must be in [0, 1)"),
+    ("curriculum.triggers=steps+weather", "'weather' is not allowed"),
+    ("curriculum_stages=0", "curriculum_stages=0: must be >= 1"),
+])
+def test_bad_curriculum_and_augmentation_values_are_refused(override, needle):
+    with pytest.raises(ConfigError) as err:
+        cfgmod.build_config("baseline", [override])
+    assert needle in str(err.value)

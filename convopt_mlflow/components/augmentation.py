@@ -205,16 +205,17 @@ class TradingDataAugmentation:
         """A same-length scenario of bootstrapped bars, starting from the segment's first bar."""
         segment = np.asarray(segment, dtype=np.float64)
         source = self._source if self._source is not None else segment
-        parts, pool = _decompose(segment), _decompose(source)
+        parts = _decompose(segment)
         n, m = segment.shape[0], source.shape[0] - 1  # bar 0 of the source has no return
-        if m < 1:
+        if m < 1 or n < 2:
             return segment.copy()
         picks = stationary_bootstrap_indices(n - 1, m, self.config.block_length, self.rng) + 1
-        out = {"first": parts["first"], "r": np.concatenate([[0.0], pool["r"][picks]]),
-               "gap": np.concatenate([[0.0], pool["gap"][picks]]),
-               "up": np.concatenate([parts["up"][:1], pool["up"][picks]]),
-               "down": np.concatenate([parts["down"][:1], pool["down"][picks]]),
-               "extra": np.concatenate([parts["extra"][:1], pool["extra"][picks]])}
+        pool = _decompose_bars(source[picks], source[picks - 1, 3])  # only the drawn bars: O(n), not O(N)
+        out = {"first": parts["first"], "r": np.concatenate([[0.0], pool["r"]]),
+               "gap": np.concatenate([[0.0], pool["gap"]]),
+               "up": np.concatenate([parts["up"][:1], pool["up"]]),
+               "down": np.concatenate([parts["down"][:1], pool["down"]]),
+               "extra": np.concatenate([parts["extra"][:1], pool["extra"]])}
         return _compose(out)
 
     def set_bootstrap_source(self, bars: np.ndarray | None) -> None:
@@ -272,13 +273,20 @@ def _decompose(segment: np.ndarray) -> dict[str, np.ndarray]:
     seg = np.asarray(segment, dtype=np.float64)
     if seg.ndim != 2 or seg.shape[1] < 4 or seg.shape[0] < 1:
         raise ValueError(f"a segment is (T, C >= 4) with open, high, low, close first; got shape {seg.shape}")
-    if not check_ohlc(seg):
+    parts = _decompose_bars(seg, np.concatenate([[seg[0, 0]], seg[:-1, 3]]))
+    parts["r"][0] = parts["gap"][0] = 0.0
+    parts["first"] = seg[0, :4].copy()
+    return parts
+
+
+def _decompose_bars(bars: np.ndarray, prev_close: np.ndarray) -> dict[str, np.ndarray]:
+    """Return, gap, wicks and other columns of ``bars`` given each bar's previous close."""
+    if not check_ohlc(bars) or not (np.isfinite(prev_close).all() and (prev_close > 0).all()):
         raise ValueError("segment bars must be finite, positive and satisfy low <= open, close <= high")
-    o, h, lo, c = (np.log(seg[:, j]) for j in range(4))
-    r = np.concatenate([[0.0], np.diff(c)])
-    gap = np.concatenate([[0.0], o[1:] - c[:-1]])
-    return {"first": seg[0, :4].copy(), "r": r, "gap": gap, "up": h - np.maximum(o, c),
-            "down": np.minimum(o, c) - lo, "extra": seg[:, 4:].copy()}
+    o, h, lo, c = (np.log(bars[:, j]) for j in range(4))
+    prev = np.log(prev_close)
+    return {"r": c - prev, "gap": o - prev, "up": h - np.maximum(o, c), "down": np.minimum(o, c) - lo,
+            "extra": bars[:, 4:].copy()}
 
 
 def _compose(parts: Mapping[str, np.ndarray]) -> np.ndarray:

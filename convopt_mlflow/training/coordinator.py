@@ -22,9 +22,11 @@ from stable_baselines3.common.logger import Logger
 from .. import config as cfgmod
 from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
 from ..tracking import MLflowOutputFormat, RunHandle, get_run_tags, log_dataset, open_run
+from .augment import AugmentCallback, build_augmentation
 from .callbacks import CheckpointCallback, ConvergenceCallback, RolloutProgressBar, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest
+from .curriculum import CurriculumCallback, build_curriculum, start_curriculum
 from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .reporting import finalize_run, write_progress_artifacts
@@ -83,7 +85,8 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
     regularization = RegularizationSchedule(cfg.ppo.ent_coef, max_ent_coef=cfg.monitor.max_ent_coef,
                                             weight_decay=cfg.ppo.weight_decay,
                                             max_weight_decay=cfg.monitor.max_weight_decay)
-    return Components(scheduler, monitor, regularization)
+    return Components(scheduler, monitor, regularization, curriculum=build_curriculum(cfg),
+                      augmentation=build_augmentation(cfg))
 
 
 def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume: str = "",
@@ -132,11 +135,13 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
                   extra_callbacks: Sequence[BaseCallback], after_eval: BaseCallback | None = None) -> TrainResult:
     """``checkpoint``: ``(entry, state, skipped)`` to resume from, or None for a new run."""
     resumed = checkpoint is not None
-    env = make_env(cfg, market)
-    model = make_model(cfg, env)
     guard = ComponentGuard()
+    env = make_env(cfg, market, augmentation=comps.augmentation,
+                   on_augment_error=lambda exc: guard.fail("augmentation", exc, model.num_timesteps))
+    model = make_model(cfg, env)
+    curriculum = start_curriculum(comps.curriculum, cfg, market, env.unwrapped, guard)
     actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,
-                                    stop=stop, max_rollbacks=cfg.run.max_rollbacks)
+                                    stop=stop, max_rollbacks=cfg.run.max_rollbacks, curriculum=curriculum)
     evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq,
                                         callback_after_eval=after_eval)
     phase = {"training_done": False}  # saved with every checkpoint: True only in the final one
@@ -151,6 +156,8 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     if resumed:
         min_step, phase["training_done"] = _restore(model, checkpoint, comps, convergence, evaluation, checkpoints,
                                                     actuator, handle)
+    if curriculum is not None:
+        curriculum.install(model.num_timesteps)  # before learn() resets the env: the (restored) stage's pool
     writer = MLflowOutputFormat(handle.run_id, handle.client, min_step=min_step, background=cfg.run.async_logging)
     model.set_logger(Logger(folder=None, output_formats=[writer]))
     remaining = 0 if phase["training_done"] else cfg.run.total_timesteps - model.num_timesteps
@@ -158,7 +165,9 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
         checkpoints.init_callback(model)
         checkpoints.save()  # step 0: rollback always has somewhere to go
     progress = [RolloutProgressBar()] if cfg.run.progress_bar else []
-    callbacks = CallbackList([evaluation, convergence, *progress, *extra_callbacks])  # convergence honours `stop`
+    episodes = ([CurriculumCallback(curriculum)] if curriculum is not None else []) + (
+        [AugmentCallback(comps.augmentation, lambda: guard.active("augmentation"))] if comps.augmentation else [])
+    callbacks = CallbackList([evaluation, *episodes, convergence, *progress, *extra_callbacks])  # convergence honours `stop`
     try:
         if remaining > 0:
             model.learn(remaining, callback=callbacks, log_interval=None, reset_num_timesteps=not resumed)

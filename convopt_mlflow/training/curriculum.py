@@ -1,0 +1,119 @@
+"""SB3 glue of curriculum learning: stage pools into the env, stage changes into MLflow.
+
+:class:`CurriculumDriver` owns the link between the pure
+:class:`~convopt_mlflow.components.curriculum.CurriculumLearningSystem` and the training env:
+it installs the current stage's start pool as the env's start sampler (a sampler drawing
+uniformly from the pool array; nothing is recomputed or copied), applies stage changes, and
+answers the monitor's ``advance_curriculum`` through the actuator. Every call into the
+component runs under the shared :class:`ComponentGuard`: a component that raises is disabled,
+the env goes back to uniform starts, and the event becomes a ``disable_component`` row.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..components.curriculum import CurriculumLearningSystem, default_stages
+from .callbacks import _UpdateCallback
+from .control import ComponentGuard
+
+NAME = "curriculum"
+
+
+def build_curriculum(cfg: Any) -> CurriculumLearningSystem | None:
+    """The curriculum of a config (windows not scored yet: see :func:`start_curriculum`); None when disabled."""
+    if not cfg.curriculum_enabled:
+        return None
+    return CurriculumLearningSystem(default_stages(cfg.curriculum_stages), {
+        "total_steps": cfg.run.total_timesteps, "threshold": cfg.stage_progression_threshold,
+        "triggers": tuple(cfg.curriculum.triggers), "min_stage_fraction": cfg.curriculum.min_stage_fraction,
+        "collapse_margin": cfg.curriculum.collapse_margin, "max_step_backs": cfg.curriculum.max_step_backs,
+    })
+
+
+def start_curriculum(curriculum: CurriculumLearningSystem | None, cfg: Any, market: Any, env: Any,
+                     guard: ComponentGuard) -> "CurriculumDriver | None":
+    """Score the train split's episode windows (under ``guard``) and return the driver of ``env``."""
+    if curriculum is None:
+        return None
+    frame, core = market.bars.frame, market.cores["train"]
+    guard.call(NAME, curriculum.score_windows, market.features.log_returns, frame["high"].to_numpy(),
+               frame["low"].to_numpy(), frame["close"].to_numpy(), core.start_bounds, core.episode_length,
+               vol_window=cfg.data.vol_window, fallback=None)
+    return CurriculumDriver(curriculum, env, guard)
+
+
+def pool_sampler(pool: np.ndarray):
+    """A ``StartSampler`` drawing episode starts uniformly from ``pool`` (repeats weigh more)."""
+
+    def sample(rng: np.random.Generator, k: int) -> np.ndarray:
+        return pool[rng.integers(0, pool.size, size=k)]
+
+    return sample
+
+
+class CurriculumDriver:
+    """Applies a curriculum's stage to a training env, under a :class:`ComponentGuard`."""
+
+    def __init__(self, curriculum: CurriculumLearningSystem, env: Any, guard: ComponentGuard):
+        self.curriculum = curriculum
+        self.env = env
+        self.guard = guard
+        self._installed: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.guard.active(NAME)
+
+    def install(self, step: int = 0) -> None:
+        """Hand the env the current stage's pool (if it changed); uniform starts once disabled."""
+        if not self.active:
+            if self._installed is not None:
+                self.env.set_start_sampler(None)
+                self._installed = None
+            return
+        pool = self.guard.call(NAME, lambda: self.curriculum.pool, fallback=None, step=step)
+        if pool is None:
+            self.install(step)  # disabled just now
+            return
+        if self._installed != self.curriculum.stage:
+            self.env.set_start_sampler(pool_sampler(pool))
+            self._installed = self.curriculum.stage
+
+    def update(self, step: int, performance: dict[str, float]) -> None:
+        """Let the curriculum apply its triggers at ``step``, then install the resulting stage."""
+        self.guard.call(NAME, self.curriculum.get_current_stage, step, performance, fallback=None, step=step)
+        self.install(step)
+
+    def advance(self, step: int, reason: str) -> str:
+        """The monitor's ``advance_curriculum``: what was done, as a sentence for the interventions table."""
+        if not self.active:
+            return "skipped: curriculum disabled"
+        change = self.guard.call(NAME, self.curriculum.request_advance, step, f"monitor: {reason}",
+                                 fallback="curriculum failed", step=step)
+        self.install(step)
+        if isinstance(change, str):
+            return f"skipped: {change}"
+        return f"stage {change.source} -> {change.target} ({self.curriculum.stages[change.target]['name']})"
+
+
+class CurriculumCallback(_UpdateCallback):
+    """After each update: feed the latest validation score to the curriculum and record
+    ``curriculum/stage`` (1-based, as the design numbers them) and ``curriculum/pool_size``.
+
+    Must run after the validation eval and before the callback that dumps the logs.
+    """
+
+    def __init__(self, driver: CurriculumDriver):
+        super().__init__()
+        self.driver = driver
+
+    def _on_update(self) -> None:
+        score = self.logger.name_to_value.get("eval/score")  # only on updates that evaluated
+        performance = {"eval_score": float(score)} if score is not None and math.isfinite(score) else {}
+        self.driver.update(self.num_timesteps, performance)
+        if self.driver.active:
+            self.logger.record("curriculum/stage", float(self.driver.curriculum.stage + 1))
+            self.logger.record("curriculum/pool_size", float(self.driver.curriculum.pool.size))
