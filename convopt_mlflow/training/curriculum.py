@@ -62,6 +62,7 @@ class CurriculumDriver:
         self.env = env
         self.guard = guard
         self._installed: int | None = None
+        self.record: Any = None  # (key, value) -> None; set by CurriculumCallback to SB3's logger.record
 
     @property
     def active(self) -> bool:
@@ -96,12 +97,21 @@ class CurriculumDriver:
         self.install(step)
         if isinstance(change, str):
             return f"skipped: {change}"
+        self.log()
         return f"stage {change.source} -> {change.target} ({self.curriculum.stages[change.target]['name']})"
 
 
+    def log(self) -> None:
+        """Record ``curriculum/stage`` (1-based, as the design numbers them) and ``curriculum/pool_size``."""
+        if self.record is not None and self.active:
+            self.record("curriculum/stage", float(self.curriculum.stage + 1))
+            self.record("curriculum/pool_size", float(self.curriculum.pool.size))
+
+
 class CurriculumCallback(_UpdateCallback):
-    """After each update: feed the latest validation score to the curriculum and record
-    ``curriculum/stage`` (1-based, as the design numbers them) and ``curriculum/pool_size``.
+    """After each update: feed the latest validation score to the curriculum, install its stage and
+    record it. ``curriculum/stage`` at step s is the stage the episodes after update s start in
+    (an ``advance_curriculum`` applied at the same boundary records over it).
 
     Must run after the validation eval and before the callback that dumps the logs.
     """
@@ -110,10 +120,12 @@ class CurriculumCallback(_UpdateCallback):
         super().__init__()
         self.driver = driver
 
+    def _init_callback(self) -> None:
+        super()._init_callback()
+        self.driver.record = self.logger.record
+
     def _on_update(self) -> None:
         score = self.logger.name_to_value.get("eval/score")  # only on updates that evaluated
         performance = {"eval_score": float(score)} if score is not None and math.isfinite(score) else {}
         self.driver.update(self.num_timesteps, performance)
-        if self.driver.active:
-            self.logger.record("curriculum/stage", float(self.driver.curriculum.stage + 1))
-            self.logger.record("curriculum/pool_size", float(self.driver.curriculum.pool.size))
+        self.driver.log()
