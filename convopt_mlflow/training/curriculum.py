@@ -42,7 +42,18 @@ def start_curriculum(curriculum: CurriculumLearningSystem | None, cfg: Any, mark
     guard.call(NAME, curriculum.score_windows, market.features.log_returns, frame["high"].to_numpy(),
                frame["low"].to_numpy(), frame["close"].to_numpy(), core.start_bounds, core.episode_length,
                vol_window=cfg.data.vol_window, fallback=None)
-    return CurriculumDriver(curriculum, env, guard)
+    allowed = None
+    if cfg.ensemble.train_blocks:  # an ensemble member keeps to its own blocks of the train split
+        allowed = block_starts(core.start_bounds, cfg.ensemble.train_blocks, cfg.ensemble.n_blocks)
+    return CurriculumDriver(curriculum, env, guard, allowed=allowed)
+
+
+def block_starts(bounds: tuple[int, int], blocks, n_blocks: int) -> np.ndarray:
+    """The start bars inside ``blocks`` of the inclusive ``bounds`` cut into ``n_blocks`` (as
+    ``components.ensemble.block_start_sampler`` cuts them)."""
+    lo, hi = int(bounds[0]), int(bounds[1])
+    edges = lo + (np.arange(n_blocks + 1) * (hi - lo + 1)) // n_blocks
+    return np.unique(np.concatenate([np.arange(edges[b], max(edges[b + 1], edges[b] + 1)) for b in blocks]))
 
 
 def pool_sampler(pool: np.ndarray):
@@ -55,12 +66,18 @@ def pool_sampler(pool: np.ndarray):
 
 
 class CurriculumDriver:
-    """Applies a curriculum's stage to a training env, under a :class:`ComponentGuard`."""
+    """Applies a curriculum's stage to a training env, under a :class:`ComponentGuard`.
 
-    def __init__(self, curriculum: CurriculumLearningSystem, env: Any, guard: ComponentGuard):
+    ``allowed``: start bars the env may use at all (an ensemble member's blocks); each stage's
+    pool is cut to them (and left whole if nothing of it is allowed).
+    """
+
+    def __init__(self, curriculum: CurriculumLearningSystem, env: Any, guard: ComponentGuard,
+                 allowed: np.ndarray | None = None):
         self.curriculum = curriculum
         self.env = env
         self.guard = guard
+        self.allowed = allowed
         self._installed: int | None = None
         self.record: Any = None  # (key, value) -> None; set by CurriculumCallback to SB3's logger.record
 
@@ -80,6 +97,9 @@ class CurriculumDriver:
             self.install(step)  # disabled just now
             return
         if self._installed != self.curriculum.stage:
+            if self.allowed is not None:
+                kept = pool[np.isin(pool, self.allowed)]
+                pool = kept if kept.size else pool
             self.env.set_start_sampler(pool_sampler(pool))
             self._installed = self.curriculum.stage
 

@@ -188,3 +188,18 @@ def test_failing_curriculum_and_augmentation_are_disabled_and_the_run_finishes_d
     stage0 = set(comps.curriculum.stage_pool(0).tolist()) | set(comps.curriculum.stage_pool(1).tolist())
     late = [bar for step, bar in starts.starts if step > 1100]
     assert late and any(bar not in stage0 for bar in late)  # uniform starts again after the failure
+
+
+def test_an_ensemble_member_keeps_to_its_blocks_inside_the_stage_pool():
+    from convopt_mlflow.training.control import ComponentGuard
+    from convopt_mlflow.training.curriculum import block_starts, build_curriculum, start_curriculum
+    from convopt_mlflow.training.setup import load_market, make_env
+
+    cfg = tiny("curriculum", ensemble__train_blocks="1+3", ensemble__n_blocks="4")
+    market = load_market(cfg)
+    env = make_env(cfg, market).unwrapped
+    driver = start_curriculum(build_curriculum(cfg), cfg, market, env, ComponentGuard())
+    driver.install(0)
+    allowed = block_starts(market.cores["train"].start_bounds, (1, 3), 4)
+    starts = env._start_sampler(np.random.default_rng(0), 2000)
+    assert np.isin(starts, allowed).all() and np.isin(starts, driver.curriculum.pool).all()
