@@ -53,6 +53,9 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
     "baseline-3e-5": dict(_PPO),
     "lr": {**_PPO, **_SCHEDULE},
     "full": {**_PPO, **_SCHEDULE},
+    "curriculum": {**_PPO, "stage_progression_threshold": Range(0.0, 2.0), "curriculum_stages": Choice((3, 5))},
+    "augment": {**_PPO, "noise_injection_prob": Range(0.0, 0.6), "time_warp_prob": Range(0.0, 0.6),
+                "feature_dropout_prob": Range(0.0, 0.3)},
 }
 
 
