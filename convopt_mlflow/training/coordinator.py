@@ -136,8 +136,9 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     """``checkpoint``: ``(entry, state, skipped)`` to resume from, or None for a new run."""
     resumed = checkpoint is not None
     guard = ComponentGuard()
-    env = make_env(cfg, market, augmentation=comps.augmentation,
-                   on_augment_error=lambda exc: guard.fail("augmentation", exc, model.num_timesteps))
+    model = None
+    env = make_env(cfg, market, augmentation=comps.augmentation, on_augment_error=lambda exc: guard.fail(
+        "augmentation", exc, model.num_timesteps if model is not None else 0))
     model = make_model(cfg, env)
     curriculum = start_curriculum(comps.curriculum, cfg, market, env.unwrapped, guard)
     actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,

@@ -94,8 +94,13 @@ def make_env(cfg: OptimizedTrainingConfig, market: Market, *, augmentation: Any 
     if cfg.ensemble.train_blocks:  # an ensemble member trained on its own subset of the train split
         sampler = block_start_sampler(core.start_bounds, cfg.ensemble.train_blocks, cfg.ensemble.n_blocks)
     if augmentation is not None:
-        return FiniteGuard(augmented_env(cfg, market, augmentation, sampler=sampler,
-                                         reward_scale=reward_scale(cfg, market), on_error=on_augment_error))
+        try:
+            return FiniteGuard(augmented_env(cfg, market, augmentation, sampler=sampler,
+                                             reward_scale=reward_scale(cfg, market), on_error=on_augment_error))
+        except Exception as exc:  # noqa: BLE001 - an optional component must not end the run
+            if on_augment_error is None:
+                raise
+            on_augment_error(exc)  # then the plain env below
     return FiniteGuard(TradingVecEnv(core, cfg.env.n_envs, seed=cfg.run.seed, start_sampler=sampler,
                                      reward_scale=reward_scale(cfg, market)))
 
