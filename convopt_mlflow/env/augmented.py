@@ -70,7 +70,7 @@ class AugmentedVecEnv(TradingVecEnv):
         if starts.size != envs.size:
             raise ValueError(f"start_sampler returned {starts.size} starts for {envs.size} envs")
         first_rows = envs * self.slot
-        for env, start, row in zip(envs.tolist(), starts.tolist(), first_rows.tolist()):
+        for start, row in zip(starts.tolist(), first_rows.tolist()):
             self._load(row, start)
         self._starts[envs] = starts
         self._rows[envs] = first_rows
