@@ -6,8 +6,8 @@ import pytest
 from convopt_mlflow import config as cfgmod
 from convopt_mlflow.errors import ConfigError
 
-# The reference design's defaults, except the switches of components not built yet: their
-# defaults say what happens today (curriculum off, no replay, no augmentation, one policy).
+# The reference design's defaults, except the components' switches: off by default, so the
+# plain config is baseline PPO (curriculum off, no replay, no augmentation, one policy); presets turn them on.
 REFERENCE_FIELDS = {
     "base_learning_rate": 3e-5, "min_learning_rate": 1e-7, "max_learning_rate": 1e-4,
     "lr_schedule_type": "cosine_with_restarts", "restart_period": 500000, "curriculum_enabled": False,
@@ -116,24 +116,6 @@ def test_text_values_may_hold_commas():
         cfgmod.build_config("baseline", "ppo.batch_size=64,ppo.batchsiz=3")
 
 
-@pytest.mark.parametrize("override,component", [
-    ("curriculum_enabled=true", "curriculum"), ("curriculum_stages=3", "curriculum"),
-    ("stage_progression_threshold=0.2", "curriculum"),
-    ("noise_injection_prob=0.3", "augmentation"), ("time_warp_prob=0.2", "augmentation"),
-    ("feature_dropout_prob=0.1", "augmentation"),
-    ("monitor.interventions=lr_restart+advance_curriculum", "curriculum"),
-])
-def test_fields_of_components_not_built_yet_are_refused(override, component):
-    with pytest.raises(ConfigError) as err:
-        cfgmod.build_config("full", [override])
-    assert f"the {component}" in str(err.value) and "not implemented yet" in str(err.value)
-    assert override.partition("=")[0] in str(err.value)
-
-
-def test_default_values_of_unbuilt_components_are_accepted():
-    cfgmod.build_config("full", ["curriculum_enabled=false,replay_ratio=0,ensemble_size=1,priority_alpha=0.6"])
-
-
 def test_wrong_python_types_are_refused():
     with pytest.raises(ConfigError, match=r"ensemble_size='3': expected an integer"):
         cfgmod.OptimizedTrainingConfig(ensemble_size="3")  # type: ignore[arg-type]
@@ -152,9 +134,31 @@ def test_every_field_has_a_rule_or_is_free_text_or_a_switch():
         assert key in RULES or key in free or kind is bool, f"{key} has no validation rule"
 
 
-def test_a_logged_config_from_before_the_refusals_still_loads():
-    """Runs logged while the reference defaults were accepted (and ignored) stay resumable."""
+def test_a_logged_config_loads_back_as_it_was_logged():
+    """A run's config.json rebuilds the same config (resume depends on it), component fields included."""
     old = json.loads(cfgmod.to_json(cfgmod.build_config("full")))
-    old.update(curriculum_enabled=True, replay_ratio=0.25, ensemble_size=3, noise_injection_prob=0.3)
-    # replay_ratio is kept now that replay exists; without replay_enabled (absent then: False) it does nothing
-    assert cfgmod.from_dict(old) == dataclasses.replace(cfgmod.build_config("full"), replay_ratio=0.25)
+    old.update(replay_ratio=0.25, meta_learning_rate=1e-3)
+    assert cfgmod.from_dict(old) == cfgmod.build_config("full", ["replay_ratio=0.25", "meta_learning_rate=1e-3"])
+
+
+def test_curriculum_and_augmentation_fields_are_live():
+    cfg = cfgmod.build_config("curriculum", ["curriculum_stages=3", "stage_progression_threshold=1.5",
+                                             "curriculum.triggers=steps+monitor", "monitor.enabled=true",
+                                             "monitor.interventions=lr_restart+advance_curriculum"])
+    assert cfg.curriculum_enabled and cfg.curriculum_stages == 3 and cfg.curriculum.triggers == ("steps", "monitor")
+    aug = cfgmod.build_config("augment", ["augment.synthetic_prob=0.1"])
+    assert (aug.noise_injection_prob, aug.time_warp_prob, aug.feature_dropout_prob) == (0.3, 0.2, 0.1)
+    assert aug.base_learning_rate == 3e-4 and not aug.curriculum_enabled and aug.augment.synthetic_prob == 0.1
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("monitor.interventions=lr_restart+advance_curriculum", "advance_curriculum needs curriculum_enabled=true"),
+    ("noise_injection_prob=1.5", "noise_injection_prob=1.5: must be in [0, 1]"),
+    ("augment.warp_factor=1", "augment.warp_factor=1.0: must be in [0, 1)"),
+    ("curriculum.triggers=steps+weather", "'weather' is not allowed"),
+    ("curriculum_stages=0", "curriculum_stages=0: must be >= 1"),
+])
+def test_bad_curriculum_and_augmentation_values_are_refused(override, needle):
+    with pytest.raises(ConfigError) as err:
+        cfgmod.build_config("baseline", [override])
+    assert needle in str(err.value)

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError
 from .tree import OptimizedTrainingConfig
-from .validation import PENDING, kind_name, suggest
+from .validation import kind_name, suggest
 
 
 def parse_overrides(overrides: Mapping[str, str] | Iterable[str] | str) -> dict[str, str]:
@@ -134,9 +134,6 @@ def from_dict(values: Mapping[str, Any]) -> OptimizedTrainingConfig:
                 flat[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
 
     walk(values, "")
-    # Fields of components not built yet had no effect on the run, whatever it logged
-    # (configs from before they were refused); they take the default that says so.
-    flat = {k: v for k, v in flat.items() if k not in PENDING}
     return apply_values(OptimizedTrainingConfig(), flat)
 
 

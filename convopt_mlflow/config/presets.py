@@ -45,6 +45,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_schedule_type": "cosine_with_restarts", "monitor.enabled": True, "ppo.ent_coef": 0.005,
         "meta_enabled": True, "adaptation_frequency": 25_000, "run.eval_freq": 25_000,
     },
+    # Baseline (SB3's default LR) + curriculum: episodes start in easy windows first (steps or performance advance).
+    "curriculum": {
+        "base_learning_rate": 3e-4, "max_learning_rate": 3e-4, "scheduler_enabled": False, "monitor.enabled": False,
+        "curriculum_enabled": True,
+    },
+    # Baseline (SB3's default LR) + market augmentation at the reference design's probabilities.
+    "augment": {
+        "base_learning_rate": 3e-4, "max_learning_rate": 3e-4, "scheduler_enabled": False, "monitor.enabled": False,
+        "noise_injection_prob": 0.3, "time_warp_prob": 0.2, "feature_dropout_prob": 0.1,
+    },
     # Every component implemented so far, as an ensemble of 3; later components join this preset.
     "full": {
         "base_learning_rate": 1e-4, "max_learning_rate": 3e-4, "scheduler_enabled": True,

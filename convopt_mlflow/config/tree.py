@@ -157,6 +157,38 @@ class EnsembleConfig:
 
 
 @dataclass(frozen=True)
+class CurriculumConfig:
+    """How the curriculum moves between stages (used when ``curriculum_enabled``); see components/curriculum.py."""
+
+    triggers: tuple[str, ...] = ("steps", "performance", "monitor")
+    """What advances a stage: steps (25/50/75/90% of the run), performance (validation score
+    >= stage_progression_threshold), monitor (its advance_curriculum intervention)."""
+    min_stage_fraction: float = 0.05
+    """Share of the run a stage lasts at least before performance or the monitor can end it."""
+    collapse_margin: float = 1.0
+    """Step back a stage when the validation score falls this far below the score the stage was entered with."""
+    max_step_backs: int = 2
+    """Step-backs allowed in a run (0: never step back)."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Details of market augmentation (the reference probabilities are top-level fields); see
+    components/augmentation.py."""
+
+    synthetic_prob: float = 0.0
+    """Probability that an episode plays a block-bootstrapped scenario of train-split bars."""
+    noise_level: float = 0.5
+    """Injected return noise as a multiple of the local volatility."""
+    warp_factor: float = 0.3
+    """Time warp: largest relative change of the local speed of time, in [0, 1)."""
+    dropout_rate: float = 0.25
+    """Share of the base features masked in a feature-dropout episode."""
+    block_length: float = 24.0
+    """Mean block length (bars) of the stationary bootstrap."""
+
+
+@dataclass(frozen=True)
 class OptimizedTrainingConfig:
     # --- reference design fields (names and meaning kept) ---
     base_learning_rate: float = 3e-5
@@ -168,11 +200,11 @@ class OptimizedTrainingConfig:
     restart_period: int = 500_000
     """First SGDR cycle length in environment steps."""
     curriculum_enabled: bool = False
-    """Curriculum learning. Not implemented yet: only False is accepted."""
+    """Curriculum learning: episodes start in easy windows first (see ``curriculum.*``)."""
     curriculum_stages: int = 5
-    """Curriculum stages (reference value; no curriculum yet, so only the default is accepted)."""
+    """Curriculum stages: 5 are the design's named stages; another count caps difficulty at 1/n, 2/n, ..."""
     stage_progression_threshold: float = 0.1
-    """Score needed to advance a curriculum stage (no curriculum yet; only the default is accepted)."""
+    """Validation score (Sharpe) at which a curriculum stage counts as mastered and the next begins."""
     replay_buffer_size: int = 1_000_000
     """Transition replay capacity in transitions (18 bytes each plus a 32-byte-per-slot sum-tree)."""
     replay_ratio: float = 0.0
@@ -187,11 +219,11 @@ class OptimizedTrainingConfig:
     monitoring_window: int = 20
     """PPO updates in the monitor's trend window (the reference gave no unit)."""
     noise_injection_prob: float = 0.0
-    """Augmentation: noise injection probability. No augmentation yet: only 0 is accepted."""
+    """Augmentation: share of episodes whose returns get volatility-scaled noise (see ``augment.*``)."""
     time_warp_prob: float = 0.0
-    """Augmentation: time warp probability. No augmentation yet: only 0 is accepted."""
+    """Augmentation: share of episodes played on a time-warped copy of their window."""
     feature_dropout_prob: float = 0.0
-    """Augmentation: feature dropout probability. No augmentation yet: only 0 is accepted."""
+    """Augmentation: share of episodes with some observed features masked."""
     ensemble_size: int = 1
     """Policies trained together. No ensemble yet: only 1 is accepted."""
     diversity_penalty: float = 0.1
@@ -228,6 +260,8 @@ class OptimizedTrainingConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     run: RunConfig = field(default_factory=RunConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         problems = list(find_problems(self))

@@ -52,7 +52,7 @@ UNIT = Range(0, 1, low_open=True)  # (0, 1]
 RULES: dict[str, Range | tuple[str, ...]] = {
     "base_learning_rate": UNIT, "min_learning_rate": UNIT, "max_learning_rate": UNIT,
     "lr_schedule_type": tuple(SCHEDULE_TYPES), "restart_period": AT_LEAST_1,
-    "curriculum_stages": AT_LEAST_1, "stage_progression_threshold": PROBABILITY,
+    "curriculum_stages": AT_LEAST_1, "stage_progression_threshold": Range(),
     "replay_buffer_size": AT_LEAST_1, "replay_ratio": PROBABILITY, "priority_alpha": PROBABILITY,
     "plateau_threshold": POSITIVE, "intervention_threshold": PROBABILITY, "monitoring_window": AT_LEAST_1,
     "noise_injection_prob": PROBABILITY, "time_warp_prob": PROBABILITY, "feature_dropout_prob": PROBABILITY,
@@ -79,18 +79,11 @@ RULES: dict[str, Range | tuple[str, ...]] = {
     "ensemble.ent_coef": NON_NEGATIVE, "ensemble.clip_range": POSITIVE, "ensemble.activations": ("tanh", "relu"),
     "ensemble.data_subsets": ("none", "bootstrap", "disjoint"), "ensemble.n_blocks": AT_LEAST_1,
     "replay_mode": REPLAY_MODES, "priority_strategy": PRIORITY_STRATEGIES, "replay_beta0": PROBABILITY,
+    "curriculum.triggers": ("steps", "performance", "monitor"), "curriculum.min_stage_fraction": Range(0, 1, high_open=True),
+    "curriculum.collapse_margin": POSITIVE, "curriculum.max_step_backs": NON_NEGATIVE,
+    "augment.synthetic_prob": PROBABILITY, "augment.noise_level": NON_NEGATIVE,
+    "augment.warp_factor": Range(0, 1, high_open=True), "augment.dropout_rate": UNIT, "augment.block_length": AT_LEAST_1,
 }
-
-#: Fields of the reference design whose component does not exist yet -> that component.
-#: Only the default is accepted until it lands; the defaults say what happens today.
-PENDING: dict[str, str] = {
-    **dict.fromkeys(("curriculum_enabled", "curriculum_stages", "stage_progression_threshold"), "curriculum"),
-    **dict.fromkeys(("noise_injection_prob", "time_warp_prob", "feature_dropout_prob"), "augmentation"),
-}
-
-#: Intervention actions whose component does not exist yet.
-PENDING_ACTIONS: dict[str, str] = {"advance_curriculum": "curriculum"}
-
 
 def fields_of(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any, Any]]:
     """``(dotted key, value, type hint, default)`` of every leaf field of a config tree."""
@@ -153,9 +146,6 @@ def _field_problem(key: str, value: Any, kind: Any, default: Any) -> str | None:
         problem = _choice_problem(key, value, rule)
         if problem:
             return problem
-    if key in PENDING and value != default:
-        return (f"{key}={_show(value)}: the {PENDING[key]} is not implemented yet, so only the default "
-                f"{_show(default)} is accepted until it lands")
     return None
 
 
@@ -170,10 +160,11 @@ def problems(cfg: Any) -> Iterator[str]:
     elif cfg.scheduler_enabled and not cfg.min_learning_rate <= cfg.base_learning_rate <= cfg.max_learning_rate:
         yield (f"base_learning_rate={cfg.base_learning_rate!r}: with scheduler_enabled it must be in "
                f"[min_learning_rate, max_learning_rate] = [{cfg.min_learning_rate!r}, {cfg.max_learning_rate!r}]")
-    pending_actions = [a for a in cfg.monitor.interventions if a in PENDING_ACTIONS]
-    if pending_actions:
-        yield (f"monitor.interventions={_show(cfg.monitor.interventions)}: {', '.join(pending_actions)} needs the "
-               f"{PENDING_ACTIONS[pending_actions[0]]}, which is not implemented yet")
+    if "advance_curriculum" in cfg.monitor.interventions and not cfg.curriculum_enabled:
+        yield (f"monitor.interventions={_show(cfg.monitor.interventions)}: advance_curriculum needs "
+               "curriculum_enabled=true")
+    if cfg.curriculum_enabled and not cfg.curriculum.triggers:
+        yield "curriculum.triggers: needs at least one of steps, performance, monitor"
     if not cfg.data.source.strip():
         yield "data.source='': needs a bundled name, a CSV/Parquet path or a synthetic:k=v,... spec"
     yield from _ensemble_problems(cfg)

@@ -24,9 +24,11 @@ themselves are trailing).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 from convopt_mlflow.errors import ConfigError
 
@@ -62,7 +64,7 @@ class Features:
         return len(self.names)
 
 
-def compute_features(frame: pd.DataFrame, *, vol_window: int = 20) -> Features:
+def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: bool | None = None) -> Features:
     """Compute the features of a canonical bar frame (see :func:`validate_frame`).
 
     Args:
@@ -70,6 +72,9 @@ def compute_features(frame: pd.DataFrame, *, vol_window: int = 20) -> Features:
             and ``feat_*`` columns; prices positive and finite.
         vol_window: trailing window in bars for volatility, range and volume
             statistics (>= 4).
+        volume_z: whether to compute ``volume_z``; None decides from the frame (a volume
+            column that is not constant). A segment of a longer frame passes the whole
+            frame's decision, so both have the same columns.
 
     Raises:
         ConfigError: if ``vol_window`` is invalid or the frame has no more bars
@@ -99,9 +104,9 @@ def compute_features(frame: pd.DataFrame, *, vol_window: int = 20) -> Features:
         "range_ratio": bar_range / (bar_range.rolling(w).mean() + _EPS) - 1.0,
         f"momentum_{momentum_bars}": returns.rolling(momentum_bars).sum() / (vol * np.sqrt(momentum_bars) + _EPS),
     }
-    if "volume" in frame.columns:
+    if "volume" in frame.columns and volume_z is not False:
         volume = frame["volume"].to_numpy(dtype=np.float64)
-        if volume.size and np.ptp(volume) > 0:
+        if volume_z or (volume.size and np.ptp(volume) > 0):
             log_volume = pd.Series(np.log1p(volume))
             window = log_volume.rolling(w)
             columns["volume_z"] = (log_volume - window.mean()) / (window.std(ddof=0) + _EPS)
@@ -171,16 +176,18 @@ class Observation:
     base_names: list[str]
 
 
-def observation_features(frame: pd.DataFrame, *, vol_window: int, observation: str, history: int) -> Observation:
+def observation_features(frame: pd.DataFrame, *, vol_window: int, observation: str, history: int,
+                         volume_z: bool | None = None) -> Observation:
     """The features an env observes and the window (bars) the env reads of them.
 
     ``observation="multiscale"``: :func:`multiscale_features` over ``history`` bars, read
     one bar at a time (window 1). ``"window"``: the raw features, ``history`` lagged bars.
     The training env and the logged model both build their observations here.
+    ``volume_z``: see :func:`compute_features`.
     """
     if observation not in OBSERVATIONS:
         raise ConfigError(f"observation must be one of {', '.join(OBSERVATIONS)}, got {observation!r}")
-    features = compute_features(frame, vol_window=vol_window)
+    features = compute_features(frame, vol_window=vol_window, volume_z=volume_z)
     if observation == "window":
         return Observation(features, int(history), list(features.names))
     return Observation(multiscale_features(features, int(history)), 1, list(features.names))
@@ -191,3 +198,59 @@ def observation_size(n_base_features: int, *, observation: str, history: int) ->
     if observation == "window":
         return history * n_base_features + 1
     return len(multiscale_windows(history)) * n_base_features + 1
+
+
+def segment_observation_values(bars: np.ndarray, columns: Sequence[str], *, vol_window: int, observation: str,
+                               history: int, volume_z: bool) -> np.ndarray:
+    """The observed feature values of a short segment of bars, in numpy (float32 ``(T, F)``).
+
+    The same definitions as :func:`observation_features` (a test holds them equal), without
+    pandas' per-call overhead: about 0.5 ms for a 400-bar segment instead of about 7 ms.
+    Used to recompute the features of one augmented episode. ``bars`` is float64 ``(T, C)``
+    with the frame's ``columns`` (open, high, low, close, optional volume, ``feat_*``);
+    ``volume_z`` is the whole frame's decision. Rows before the warm-up are 0.
+    """
+    data = {str(c): np.asarray(bars[:, j], dtype=np.float64) for j, c in enumerate(columns)}
+    w = int(vol_window)
+    long_window, momentum_bars = VOL_TREND_WINDOWS * w, w // 4
+    warmup = w + long_window - 1
+    n_bars = bars.shape[0]
+    if n_bars <= warmup:
+        raise ConfigError(f"features with vol_window={w} need more than {warmup} bars, got {n_bars}")
+    returns = np.empty(n_bars)
+    returns[0] = np.nan
+    returns[1:] = np.diff(np.log(data["close"]))
+    vol = np.sqrt(_rolling_mean(returns**2, w))
+    bar_range = np.log(data["high"] / data["low"])
+    columns_out = [returns / (vol + _EPS), vol / (_rolling_mean(vol, long_window) + _EPS) - 1.0,
+                   bar_range / (_rolling_mean(bar_range, w) + _EPS) - 1.0,
+                   _rolling_mean(returns, momentum_bars) * momentum_bars / (vol * np.sqrt(momentum_bars) + _EPS)]
+    if volume_z and "volume" in data:
+        log_volume = np.log1p(data["volume"])
+        mean = _rolling_mean(log_volume, w)
+        std = _rolling_std(log_volume, w)
+        columns_out.append((log_volume - mean) / (std + _EPS))
+    columns_out += [data[c] for c in data if c.startswith("feat_")]
+    values = np.column_stack(columns_out).astype(np.float32)
+    values[:warmup] = 0.0
+    base = Features(values=values, names=[str(i) for i in range(values.shape[1])], warmup=warmup,
+                    log_returns=np.nan_to_num(returns))
+    if observation == "window":
+        return base.values
+    return multiscale_features(base, int(history)).values
+
+
+def _rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` values; NaN before the first full window (as pandas)."""
+    out = np.full(x.size, np.nan)
+    if x.size >= window:
+        out[window - 1:] = sliding_window_view(x, window).mean(axis=1)
+    return out
+
+
+def _rolling_std(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing population std (ddof 0) over ``window`` values; NaN before the first full window."""
+    out = np.full(x.size, np.nan)
+    if x.size >= window:
+        out[window - 1:] = sliding_window_view(x, window).std(axis=1)
+    return out

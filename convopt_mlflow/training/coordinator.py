@@ -24,9 +24,11 @@ from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresho
 from ..components.meta import MetaLearningController
 from ..components.plasticity import PLASTICITY_ACTIONS, PlasticityGate
 from ..tracking import MLflowOutputFormat, RunHandle, get_run_tags, log_dataset, open_run
+from .augment import AugmentCallback, build_augmentation
 from .callbacks import CheckpointCallback, ConvergenceCallback, RolloutProgressBar, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest
+from .curriculum import CurriculumCallback, build_curriculum, start_curriculum
 from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .replay import build_replay
@@ -95,7 +97,8 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
     if cfg.meta_enabled:
         meta = MetaLearningController({"meta_learning_rate": cfg.meta_learning_rate,
                                        "adaptation_frequency": cfg.adaptation_frequency, "seed": cfg.run.seed})
-    return Components(scheduler, monitor, regularization, replay=build_replay(cfg), meta=meta)
+    return Components(scheduler, monitor, regularization, curriculum=build_curriculum(cfg), replay=build_replay(cfg),
+                      augmentation=build_augmentation(cfg), meta=meta)
 
 
 def _plasticity_gate(monitor: cfgmod.MonitorConfig) -> PlasticityGate:
@@ -151,13 +154,16 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
                   extra_callbacks: Sequence[BaseCallback], after_eval: BaseCallback | None = None) -> TrainResult:
     """``checkpoint``: ``(entry, state, skipped)`` to resume from, or None for a new run."""
     resumed = checkpoint is not None
-    env = make_env(cfg, market)
-    model = make_model(cfg, env)
     guard = ComponentGuard()
+    model = None
+    env = make_env(cfg, market, augmentation=comps.augmentation, on_augment_error=lambda exc: guard.fail(
+        "augmentation", exc, model.num_timesteps if model is not None else 0))
+    model = make_model(cfg, env)
     if comps.replay is not None:
         _attach_replay(model, comps.replay, cfg, guard)
+    curriculum = start_curriculum(comps.curriculum, cfg, market, env.unwrapped, guard)
     actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,
-                                    stop=stop, max_rollbacks=cfg.run.max_rollbacks,
+                                    stop=stop, max_rollbacks=cfg.run.max_rollbacks, curriculum=curriculum,
                                     plasticity=PlasticitySurgeon(cfg.monitor.shrink_perturb_fraction, cfg.run.seed,
                                                                  observations=lambda: convergence.watch_sample))
     evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq,
@@ -174,6 +180,8 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     if resumed:
         min_step, phase["training_done"] = _restore(model, checkpoint, comps, convergence, evaluation, checkpoints,
                                                     actuator, handle)
+    if curriculum is not None:
+        curriculum.install(model.num_timesteps)  # before learn() resets the env: the (restored) stage's pool
     writer = MLflowOutputFormat(handle.run_id, handle.client, min_step=min_step, background=cfg.run.async_logging)
     model.set_logger(Logger(folder=None, output_formats=[writer]))
     remaining = 0 if phase["training_done"] else cfg.run.total_timesteps - model.num_timesteps
@@ -182,8 +190,10 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
         checkpoints.save()  # step 0: rollback always has somewhere to go
     progress = [RolloutProgressBar()] if cfg.run.progress_bar else []
     meta = _meta_callback(cfg, market, comps, guard, convergence, evaluation)
-    # convergence honours `stop`; meta goes before it (same dump, same-update guard report)
-    callbacks = CallbackList([evaluation, *meta, convergence, *progress, *extra_callbacks])
+    episodes = ([CurriculumCallback(curriculum)] if curriculum is not None else []) + (
+        [AugmentCallback(comps.augmentation, lambda: guard.active("augmentation"))] if comps.augmentation else [])
+    # convergence honours `stop`; meta and the episode callbacks go before it (same dump, same-update guard report)
+    callbacks = CallbackList([evaluation, *meta, *episodes, convergence, *progress, *extra_callbacks])
     try:
         if remaining > 0:
             model.learn(remaining, callback=callbacks, log_interval=None, reset_num_timesteps=not resumed)

@@ -28,17 +28,19 @@ class InterventionActuator:
         lr_reduce_factor: multiplier applied to the LR by ``lr_reduce`` and ``rollback``.
         plasticity: a :class:`~convopt_mlflow.training.plasticity.PlasticitySurgeon` for
             ``shrink_perturb`` / ``reset_head``; None builds a default one (fraction 0.2, seed 0).
+        curriculum: a ``CurriculumDriver`` (training/curriculum.py) that ``advance_curriculum`` asks, or None.
     """
 
     def __init__(self, *, scheduler: Any = None, regularization: Any = None, store: CheckpointStore | None = None,
                  stop: StopRequest | None = None, max_rollbacks: int = 3, lr_reduce_factor: float = 0.5,
-                 plasticity: Any = None):
+                 plasticity: Any = None, curriculum: Any = None):
         self.scheduler = scheduler
         self.regularization = regularization
         self.store = store
         self.stop = stop or StopRequest()
         self.max_rollbacks = max_rollbacks
         self.lr_reduce_factor = lr_reduce_factor
+        self.curriculum = curriculum
         self.rollbacks = 0
         self.last_rollback_step: int | None = None  # step of the checkpoint the last rollback restored
         self.skipped_checkpoints: list[dict[str, Any]] = []
@@ -121,7 +123,9 @@ class InterventionActuator:
         return self.plasticity.pop_health() if self.plasticity is not None else None
 
     def _advance_curriculum(self, model: Any, step: int) -> str:
-        return "skipped: curriculum not enabled"
+        if self.curriculum is None:
+            return "skipped: curriculum not enabled"
+        return self.curriculum.advance(step, "advance_curriculum")
 
     def _early_stop(self, model: Any, step: int) -> str:
         note = "stopping"

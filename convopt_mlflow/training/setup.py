@@ -20,6 +20,7 @@ from ..data.features import observation_features
 from ..data.loading import SYNTHETIC_PREFIX, parse_synthetic_spec
 from ..data.synthetic import UNIFORM_LOADINGS, generate_market
 from ..env import MarketCore, TradingVecEnv
+from .augment import augmented_env
 from .guards import FiniteGuard
 from .ppo import ConvoptPPO
 from .replay import ReplayPPO
@@ -104,11 +105,22 @@ def reward_scale(cfg: OptimizedTrainingConfig, market: Market) -> float:
     return 1.0 / std if std > 0 else 1.0
 
 
-def make_env(cfg: OptimizedTrainingConfig, market: Market) -> FiniteGuard:
+def make_env(cfg: OptimizedTrainingConfig, market: Market, *, augmentation: Any = None,
+             on_augment_error: Any = None) -> FiniteGuard:
+    """The training env; with ``augmentation`` (a TradingDataAugmentation) its episodes may be augmented,
+    and ``on_augment_error(exc)`` hears when augmentation fails (the env then plays the market unchanged)."""
     core = market.cores["train"]
     sampler = None
     if cfg.ensemble.train_blocks:  # an ensemble member trained on its own subset of the train split
         sampler = block_start_sampler(core.start_bounds, cfg.ensemble.train_blocks, cfg.ensemble.n_blocks)
+    if augmentation is not None:
+        try:
+            return FiniteGuard(augmented_env(cfg, market, augmentation, sampler=sampler,
+                                             reward_scale=reward_scale(cfg, market), on_error=on_augment_error))
+        except Exception as exc:  # noqa: BLE001 - an optional component must not end the run
+            if on_augment_error is None:
+                raise
+            on_augment_error(exc)  # then the plain env below
     return FiniteGuard(TradingVecEnv(core, cfg.env.n_envs, seed=cfg.run.seed, start_sampler=sampler,
                                      reward_scale=reward_scale(cfg, market)))
 

@@ -52,7 +52,7 @@ def test_broken_csv_lists_every_problem_with_rows(tmp_path, store, capsys):
     (["train", "--n-envs", "0"], "env.n_envs=0: must be >= 1"),
     (["train", "--set", "replay_ratio=-3"], "replay_ratio=-3.0: must be in [0, 1]"),
     (["train", "--set", "ensemble_size=0"], "ensemble_size=0: must be >= 1"),
-    (["train", "--set", "curriculum_enabled=true"], "curriculum is not implemented yet"),
+    (["train", "--set", "monitor.interventions=advance_curriculum"], "advance_curriculum needs curriculum_enabled"),
     (["train", "--set", "ppo.batchsize=3"], "did you mean `ppo.batch_size`?"),
     (["train", "--preset", "basline"], "did you mean `baseline`"),
     (["train", "--data", "/nonexistent/bars.csv"], "/nonexistent/bars.csv"),

@@ -1,0 +1,151 @@
+"""SB3 glue of curriculum learning: stage pools into the env, stage changes into MLflow.
+
+:class:`CurriculumDriver` owns the link between the pure
+:class:`~convopt_mlflow.components.curriculum.CurriculumLearningSystem` and the training env:
+it installs the current stage's start pool as the env's start sampler (a sampler drawing
+uniformly from the pool array; nothing is recomputed or copied), applies stage changes, and
+answers the monitor's ``advance_curriculum`` through the actuator. Every call into the
+component runs under the shared :class:`ComponentGuard`: a component that raises is disabled,
+the env goes back to uniform starts, and the event becomes a ``disable_component`` row.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..components.curriculum import CurriculumLearningSystem, default_stages
+from .callbacks import _UpdateCallback
+from .control import ComponentGuard
+
+NAME = "curriculum"
+
+
+def build_curriculum(cfg: Any) -> CurriculumLearningSystem | None:
+    """The curriculum of a config (windows not scored yet: see :func:`start_curriculum`); None when disabled."""
+    if not cfg.curriculum_enabled:
+        return None
+    return CurriculumLearningSystem(default_stages(cfg.curriculum_stages), {
+        "total_steps": cfg.run.total_timesteps, "threshold": cfg.stage_progression_threshold,
+        "triggers": tuple(cfg.curriculum.triggers), "min_stage_fraction": cfg.curriculum.min_stage_fraction,
+        "collapse_margin": cfg.curriculum.collapse_margin, "max_step_backs": cfg.curriculum.max_step_backs,
+    })
+
+
+def start_curriculum(curriculum: CurriculumLearningSystem | None, cfg: Any, market: Any, env: Any,
+                     guard: ComponentGuard) -> "CurriculumDriver | None":
+    """Score the train split's episode windows (under ``guard``) and return the driver of ``env``."""
+    if curriculum is None:
+        return None
+    frame, core = market.bars.frame, market.cores["train"]
+    guard.call(NAME, curriculum.score_windows, market.features.log_returns, frame["high"].to_numpy(),
+               frame["low"].to_numpy(), frame["close"].to_numpy(), core.start_bounds, core.episode_length,
+               vol_window=cfg.data.vol_window, fallback=None)
+    allowed = None
+    if cfg.ensemble.train_blocks:  # an ensemble member keeps to its own blocks of the train split
+        allowed = block_starts(core.start_bounds, cfg.ensemble.train_blocks, cfg.ensemble.n_blocks)
+    return CurriculumDriver(curriculum, env, guard, allowed=allowed)
+
+
+def block_starts(bounds: tuple[int, int], blocks, n_blocks: int) -> np.ndarray:
+    """The start bars inside ``blocks`` of the inclusive ``bounds`` cut into ``n_blocks`` (as
+    ``components.ensemble.block_start_sampler`` cuts them)."""
+    lo, hi = int(bounds[0]), int(bounds[1])
+    edges = lo + (np.arange(n_blocks + 1) * (hi - lo + 1)) // n_blocks
+    return np.unique(np.concatenate([np.arange(edges[b], max(edges[b + 1], edges[b] + 1)) for b in blocks]))
+
+
+def pool_sampler(pool: np.ndarray):
+    """A ``StartSampler`` drawing episode starts uniformly from ``pool`` (repeats weigh more)."""
+
+    def sample(rng: np.random.Generator, k: int) -> np.ndarray:
+        return pool[rng.integers(0, pool.size, size=k)]
+
+    return sample
+
+
+class CurriculumDriver:
+    """Applies a curriculum's stage to a training env, under a :class:`ComponentGuard`.
+
+    ``allowed``: start bars the env may use at all (an ensemble member's blocks); each stage's
+    pool is cut to them (and left whole if nothing of it is allowed).
+    """
+
+    def __init__(self, curriculum: CurriculumLearningSystem, env: Any, guard: ComponentGuard,
+                 allowed: np.ndarray | None = None):
+        self.curriculum = curriculum
+        self.env = env
+        self.guard = guard
+        self.allowed = allowed
+        self._installed: int | None = None
+        self.record: Any = None  # (key, value) -> None; set by CurriculumCallback to SB3's logger.record
+
+    @property
+    def active(self) -> bool:
+        return self.guard.active(NAME)
+
+    def install(self, step: int = 0) -> None:
+        """Hand the env the current stage's pool (if it changed); uniform starts once disabled."""
+        if not self.active:
+            if self._installed is not None:
+                self.env.set_start_sampler(None)
+                self._installed = None
+            return
+        pool = self.guard.call(NAME, lambda: self.curriculum.pool, fallback=None, step=step)
+        if pool is None:
+            self.install(step)  # disabled just now
+            return
+        if self._installed != self.curriculum.stage:
+            if self.allowed is not None:
+                kept = pool[np.isin(pool, self.allowed)]
+                pool = kept if kept.size else pool
+            self.env.set_start_sampler(pool_sampler(pool))
+            self._installed = self.curriculum.stage
+
+    def update(self, step: int, performance: dict[str, float]) -> None:
+        """Let the curriculum apply its triggers at ``step``, then install the resulting stage."""
+        self.guard.call(NAME, self.curriculum.get_current_stage, step, performance, fallback=None, step=step)
+        self.install(step)
+
+    def advance(self, step: int, reason: str) -> str:
+        """The monitor's ``advance_curriculum``: what was done, as a sentence for the interventions table."""
+        if not self.active:
+            return "skipped: curriculum disabled"
+        change = self.guard.call(NAME, self.curriculum.request_advance, step, f"monitor: {reason}",
+                                 fallback="curriculum failed", step=step)
+        self.install(step)
+        if isinstance(change, str):
+            return f"skipped: {change}"
+        self.log()
+        return f"stage {change.source} -> {change.target} ({self.curriculum.stages[change.target]['name']})"
+
+
+    def log(self) -> None:
+        """Record ``curriculum/stage`` (1-based, as the design numbers them) and ``curriculum/pool_size``."""
+        if self.record is not None and self.active:
+            self.record("curriculum/stage", float(self.curriculum.stage + 1))
+            self.record("curriculum/pool_size", float(self.curriculum.pool.size))
+
+
+class CurriculumCallback(_UpdateCallback):
+    """After each update: feed the latest validation score to the curriculum, install its stage and
+    record it. ``curriculum/stage`` at step s is the stage the episodes after update s start in
+    (an ``advance_curriculum`` applied at the same boundary records over it).
+
+    Must run after the validation eval and before the callback that dumps the logs.
+    """
+
+    def __init__(self, driver: CurriculumDriver):
+        super().__init__()
+        self.driver = driver
+
+    def _init_callback(self) -> None:
+        super()._init_callback()
+        self.driver.record = self.logger.record
+
+    def _on_update(self) -> None:
+        score = self.logger.name_to_value.get("eval/score")  # only on updates that evaluated
+        performance = {"eval_score": float(score)} if score is not None and math.isfinite(score) else {}
+        self.driver.update(self.num_timesteps, performance)
+        self.driver.log()
