@@ -114,6 +114,11 @@ class TradingVecEnv(VecEnv):
         self._rng.bit_generator.state = state
         self._reset_seeds()
 
+    @property
+    def start_sampler(self) -> StartSampler:
+        """The sampler every later episode start is drawn with."""
+        return self._start_sampler
+
     def set_start_sampler(self, fn: StartSampler | None) -> None:
         """Use ``fn(rng, k)`` for every later episode start (``None``: uniform default)."""
         self._start_sampler = fn or self.core.sample_starts

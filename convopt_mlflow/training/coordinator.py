@@ -23,17 +23,18 @@ from .. import config as cfgmod
 from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
 from ..components.meta import MetaLearningController
 from ..components.plasticity import PLASTICITY_ACTIONS, PlasticityGate
+from ..components.replay_scenario import ScenarioReplay
 from ..tracking import MLflowOutputFormat, RunHandle, get_run_tags, log_dataset, open_run
 from .augment import AugmentCallback, build_augmentation
 from .callbacks import CheckpointCallback, ConvergenceCallback, RolloutProgressBar, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest
-from .curriculum import CurriculumCallback, build_curriculum, start_curriculum
+from .curriculum import CurriculumCallback, block_starts, build_curriculum, start_curriculum
 from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
-from .replay import build_replay
 from .meta import MetaCallback, label_train_split
 from .plasticity import PlasticitySurgeon
+from .replay import build_replay
 from .reporting import finalize_run, write_progress_artifacts
 from .resume import plan_resume
 from .selection import choose_final_model
@@ -162,6 +163,7 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     if comps.replay is not None:
         _attach_replay(model, comps.replay, cfg, guard)
     curriculum = start_curriculum(comps.curriculum, cfg, market, env.unwrapped, guard)
+    _share_start_pools(model, curriculum, cfg, market)
     actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,
                                     stop=stop, max_rollbacks=cfg.run.max_rollbacks, curriculum=curriculum,
                                     plasticity=PlasticitySurgeon(cfg.monitor.shrink_perturb_fraction, cfg.run.seed,
@@ -269,6 +271,18 @@ def _attach_replay(model, replay, cfg, guard: ComponentGuard) -> None:
         return
     guard.call("replay", model.attach_replay, replay, replay_ratio=cfg.replay_ratio, guard=guard,
                vol_window=cfg.data.vol_window, fallback=None, step=model.num_timesteps)
+
+
+def _share_start_pools(model, curriculum, cfg, market: Market) -> None:
+    """Scenario replay prioritizes inside the starts the run may use: the curriculum stage's pool
+    (the curriculum hands it over instead of installing its own sampler) or a member's blocks."""
+    if not isinstance(getattr(model, "replay", None), ScenarioReplay):
+        return
+    if cfg.ensemble.train_blocks:
+        model.set_start_pool(block_starts(market.cores["train"].start_bounds, cfg.ensemble.train_blocks,
+                                          cfg.ensemble.n_blocks))
+    if curriculum is not None:
+        curriculum.sink = model.set_start_pool
 
 
 def _meta_callback(cfg, market: Market, comps: Components, guard: ComponentGuard, convergence, evaluation) -> list:

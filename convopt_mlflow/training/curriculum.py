@@ -78,6 +78,9 @@ class CurriculumDriver:
         self.env = env
         self.guard = guard
         self.allowed = allowed
+        self.sink: Any = None
+        """``pool -> None``: where the stage's pool goes instead of the env's start sampler (scenario
+        replay, which then prioritizes inside it); ``None`` is handed ``allowed`` once disabled."""
         self._installed: int | None = None
         self.record: Any = None  # (key, value) -> None; set by CurriculumCallback to SB3's logger.record
 
@@ -89,7 +92,10 @@ class CurriculumDriver:
         """Hand the env the current stage's pool (if it changed); uniform starts once disabled."""
         if not self.active:
             if self._installed is not None:
-                self.env.set_start_sampler(None)
+                if self.sink is not None:
+                    self.sink(self.allowed)
+                else:
+                    self.env.set_start_sampler(None)
                 self._installed = None
             return
         pool = self.guard.call(NAME, lambda: self.curriculum.pool, fallback=None, step=step)
@@ -100,7 +106,10 @@ class CurriculumDriver:
             if self.allowed is not None:
                 kept = pool[np.isin(pool, self.allowed)]
                 pool = kept if kept.size else pool
-            self.env.set_start_sampler(pool_sampler(pool))
+            if self.sink is not None:
+                self.sink(pool)
+            else:
+                self.env.set_start_sampler(pool_sampler(pool))
             self._installed = self.curriculum.stage
 
     def update(self, step: int, performance: dict[str, float]) -> None:

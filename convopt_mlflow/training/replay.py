@@ -112,6 +112,8 @@ class ReplayPPO(ConvoptPPO):
         self.guard = ComponentGuard()
         self._pending: ReplayBatch | None = None
         self._mean_ratio = float("nan")
+        self.start_pool: np.ndarray | None = None
+        self._plain_starts: Any = None
 
     # ------------------------------------------------------------------ setup
     def attach_replay(self, replay: ScenarioReplay | TradingExperienceReplay, *, replay_ratio: float,
@@ -127,15 +129,23 @@ class ReplayPPO(ConvoptPPO):
         self.rollout_buffer.reset()
         if isinstance(replay, ScenarioReplay):
             replay.bind(self.core.start_bounds, self.core.episode_length, self.scores)
+            self._plain_starts = self.venv.start_sampler  # uniform, or an ensemble member's blocks
             self.venv.set_start_sampler(self._starts)
+
+    def set_start_pool(self, pool: np.ndarray | None) -> None:
+        """Keep scenario replay to these start bars (a curriculum stage's pool, an ensemble member's
+        blocks); None: every start bar. Prioritization then happens inside the pool."""
+        self.start_pool = None if pool is None else np.asarray(pool, dtype=np.int64)
 
     def _starts(self, rng: np.random.Generator, k: int) -> np.ndarray:
         if self.guard.active(NAME):
             try:
-                return self.replay.sample(rng, k)
-            except Exception as exc:  # noqa: BLE001 - a failing component falls back to uniform starts
+                return self.replay.sample(rng, k, pool=self.start_pool)
+            except Exception as exc:  # noqa: BLE001 - a failing component falls back to plain starts
                 self.guard.fail(NAME, exc, self.num_timesteps)
-        return self.core.sample_starts(rng, k)
+        if self.start_pool is not None:  # uniform inside the pool, as without replay
+            return self.start_pool[rng.integers(0, self.start_pool.size, size=k)]
+        return self._plain_starts(rng, k)
 
     @property
     def replay_active(self) -> bool:

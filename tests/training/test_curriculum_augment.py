@@ -203,3 +203,38 @@ def test_an_ensemble_member_keeps_to_its_blocks_inside_the_stage_pool():
     allowed = block_starts(market.cores["train"].start_bounds, (1, 3), 4)
     starts = env._start_sampler(np.random.default_rng(0), 2000)
     assert np.isin(starts, allowed).all() and np.isin(starts, driver.curriculum.pool).all()
+
+
+def test_scenario_replay_prioritizes_inside_the_curriculum_stage_pool(tracked):
+    """Both change episode starts: the curriculum hands its stage pool to scenario replay, which
+    draws by priority inside it (instead of one replacing the other's sampler)."""
+    cfg = tiny("curriculum", curriculum__triggers="steps", replay_enabled="true", replay_mode="scenario",
+               replay_ratio="0.5")
+    comps = build_components(cfg)
+    starts = EpisodeStarts()
+    result = train(cfg, preset="curriculum", components=comps, extra_callbacks=[starts],
+                   checkpoint_root=tracked.checkpoint_root("cur_replay"))
+    assert result.status == "FINISHED" and "convopt.degraded" not in tracked.tags(result.run_id)
+    cur = comps.curriculum
+    assert starts.starts and len(cur.changes) >= 2
+    for step, bar in starts.starts:
+        stage = sum(step > c.step for c in cur.changes)
+        assert bar in set(cur.stage_pool(stage).tolist()), (step, bar, stage)
+    assert any(k.startswith("replay/") for k in tracked.client.get_run(result.run_id).data.metrics)
+
+
+def test_an_ensemble_member_with_scenario_replay_keeps_to_its_blocks():
+    from convopt_mlflow.training.control import ComponentGuard
+    from convopt_mlflow.training.coordinator import _attach_replay, _share_start_pools
+    from convopt_mlflow.training.curriculum import block_starts
+    from convopt_mlflow.training.setup import load_market, make_env, make_model
+
+    cfg = tiny("replay", ensemble__train_blocks="0+2", ensemble__n_blocks="4")
+    market = load_market(cfg)
+    env = make_env(cfg, market)
+    model = make_model(cfg, env)
+    _attach_replay(model, build_components(cfg).replay, cfg, ComponentGuard())
+    _share_start_pools(model, None, cfg, market)
+    allowed = block_starts(market.cores["train"].start_bounds, (0, 2), 4)
+    starts = env.unwrapped.start_sampler(np.random.default_rng(0), 2000)
+    assert np.isin(starts, allowed).all()
