@@ -162,3 +162,9 @@ def test_bad_curriculum_and_augmentation_values_are_refused(override, needle):
     with pytest.raises(ConfigError) as err:
         cfgmod.build_config("baseline", [override])
     assert needle in str(err.value)
+
+
+def test_transition_replay_with_augmentation_is_refused():
+    with pytest.raises(ConfigError, match="replay_mode=scenario"):
+        cfgmod.build_config("augment", ["replay_enabled=true", "replay_mode=transition", "replay_ratio=0.25"])
+    cfgmod.build_config("augment", ["replay_enabled=true", "replay_mode=scenario"])  # scenario replay is fine

@@ -55,10 +55,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "base_learning_rate": 3e-4, "max_learning_rate": 3e-4, "scheduler_enabled": False, "monitor.enabled": False,
         "noise_injection_prob": 0.3, "time_warp_prob": 0.2, "feature_dropout_prob": 0.1,
     },
-    # Every component implemented so far, as an ensemble of 3; later components join this preset.
+    # Everything: `lr` (scheduler + monitor with every intervention, plasticity ones included), curriculum
+    # (the monitor may advance it), scenario replay inside the stage pools, augmentation, the meta-learning
+    # controller, as an ensemble of 3 members.
     "full": {
         "base_learning_rate": 1e-4, "max_learning_rate": 3e-4, "scheduler_enabled": True,
-        "lr_schedule_type": "cosine_with_restarts", "monitor.enabled": True, "monitor.interventions": _ALL_ACTIONS,
+        "lr_schedule_type": "cosine_with_restarts", "monitor.enabled": True,
+        "monitor.interventions": _ALL_ACTIONS + ("advance_curriculum", "shrink_perturb", "reset_head"),
+        "curriculum_enabled": True,
+        "replay_enabled": True, "replay_mode": "scenario", "replay_ratio": 0.5, "priority_alpha": 0.6,
+        "noise_injection_prob": 0.3, "time_warp_prob": 0.2, "feature_dropout_prob": 0.1,
+        "meta_enabled": True, "ppo.ent_coef": 0.005, "adaptation_frequency": 25_000, "run.eval_freq": 25_000,
         "ensemble_size": 3,
     },
 }

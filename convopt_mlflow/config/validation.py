@@ -168,6 +168,11 @@ def problems(cfg: Any) -> Iterator[str]:
     if not cfg.data.source.strip():
         yield "data.source='': needs a bundled name, a CSV/Parquet path or a synthetic:k=v,... spec"
     yield from _ensemble_problems(cfg)
+    augmented = max(cfg.noise_injection_prob, cfg.time_warp_prob, cfg.feature_dropout_prob) > 0
+    if cfg.replay_enabled and cfg.replay_mode == "transition" and augmented:
+        yield ("replay_mode='transition' with augmentation: replayed observations are rebuilt from the "
+               "unaugmented market, so their stored behaviour log-probabilities would not match them; use "
+               "replay_mode=scenario, or set noise_injection_prob, time_warp_prob and feature_dropout_prob to 0")
     if cfg.replay_enabled and cfg.replay_mode == "transition" and cfg.replay_ratio > 0.9:
         yield (f"replay_ratio={cfg.replay_ratio!r}: transition replay adds replay_ratio / (1 - replay_ratio) "
                "replayed samples per fresh one, so it must be at most 0.9")

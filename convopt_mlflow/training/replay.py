@@ -122,7 +122,8 @@ class ReplayPPO(ConvoptPPO):
         self.guard = guard or self.guard
         self.replay, self.replay_ratio = replay, float(replay_ratio)
         self.venv = self.env.unwrapped
-        self.core = self.venv.core
+        # the market itself (an augmented env plays episodes from per-env slots; its bars are market bars)
+        self.core = getattr(self.venv, "market", self.venv.core)
         strategy = replay.priority_strategy
         self.scores = bar_scores(self.core.log_returns, strategy, vol_window=vol_window)
         self.rollout_buffer.bar_env = self.venv

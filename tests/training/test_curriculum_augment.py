@@ -238,3 +238,14 @@ def test_an_ensemble_member_with_scenario_replay_keeps_to_its_blocks():
     allowed = block_starts(market.cores["train"].start_bounds, (0, 2), 4)
     starts = env.unwrapped.start_sampler(np.random.default_rng(0), 2000)
     assert np.isin(starts, allowed).all()
+
+
+def test_full_runs_every_component_together_without_disabling_any(tracked):
+    """`full` as one model: curriculum, scenario replay (inside the stage pools, over the augmented
+    env's market bars), augmentation, meta controller and the monitor all stay enabled."""
+    cfg = tiny("full", ensemble_size="1", adaptation_frequency="512", run__eval_freq="256")
+    result = train(cfg, preset="full", checkpoint_root=tracked.checkpoint_root("full_all"))
+    assert result.status == "FINISHED"
+    assert "convopt.degraded" not in tracked.tags(result.run_id)
+    prefixes = {k.split("/")[0] for k in tracked.client.get_run(result.run_id).data.metrics}
+    assert {"curriculum", "replay", "augment", "meta", "convergence"} <= prefixes
