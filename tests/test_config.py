@@ -168,3 +168,10 @@ def test_transition_replay_with_augmentation_is_refused():
     with pytest.raises(ConfigError, match="replay_mode=scenario"):
         cfgmod.build_config("augment", ["replay_enabled=true", "replay_mode=transition", "replay_ratio=0.25"])
     cfgmod.build_config("augment", ["replay_enabled=true", "replay_mode=scenario"])  # scenario replay is fine
+
+
+def test_the_meta_controller_needs_validation_evals_but_any_cadence():
+    with pytest.raises(ConfigError, match=r"run.eval_freq=0: meta_enabled needs validation evaluations"):
+        cfgmod.build_config("meta", ["run.eval_freq=0"])
+    cfg = cfgmod.build_config("full", ["run.eval_freq=1024"])  # any eval cadence: adaptation uses the newest score
+    assert cfg.meta_enabled and cfg.adaptation_frequency == 25_000

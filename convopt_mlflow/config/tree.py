@@ -232,8 +232,9 @@ class OptimizedTrainingConfig:
     """Floor of the meta controller's bandit step size: sample means until 1/meta_learning_rate rewards,
     then an exponential recency-weighted mean (forgets what helped earlier in training)."""
     adaptation_frequency: int = 10_000
-    """Env steps between meta-controller adaptations; with meta_enabled, a multiple of run.eval_freq
-    (each choice is rewarded with the change of the validation score)."""
+    """Env steps between meta-controller adaptations. Each choice is rewarded with the change of the
+    newest validation score (run.eval_freq must be > 0); with run.eval_freq above it, some adaptations
+    see no new score and go unrewarded."""
     # --- extensions ---
     scheduler_enabled: bool = False
     """Install the AdvancedLRScheduler; off means a constant LR of base_learning_rate."""

@@ -271,12 +271,7 @@ class ConvergenceCallback(_UpdateCallback):
 
     def _apply(self, action: str, reason: str, values: Mapping[str, float], step: int) -> None:
         applied = self.actuator.apply(action, self.model, step)
-        self.counts[action] = self.counts.get(action, 0) + 1
-        self.logger.record(f"intervention/{action}", 1.0)
-        self.logger.record(f"intervention/{action}_count", float(self.counts[action]))
-        self.interventions.append({"step": step, "action": action, "reason": reason,
-                                   "values": {k: float(v) for k, v in values.items() if _is_number(v)},
-                                   "applied": applied, "outcome": None})
+        self.record_intervention(action, reason, values, applied, step)
         health = getattr(self.actuator, "pop_health", lambda: None)()
         if health:  # a plasticity action: the parameter health before and after it
             self.interventions[-1]["health"] = health

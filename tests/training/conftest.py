@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
+from convopt_mlflow.components import ConvergenceMonitor, Intervention
 from convopt_mlflow.config import OptimizedTrainingConfig, build_config
 
 
@@ -112,3 +115,32 @@ def tracked(module_mlflow):
     """One real sqlite store per test module; the cwd is its directory."""
     uri, root = module_mlflow
     return TrackedStore(uri, root, MlflowClient(tracking_uri=uri))
+
+
+class ScriptedMonitor(ConvergenceMonitor):
+    """Analyses for real, but decides only what ``script`` says: ``{step: action}``."""
+
+    def __init__(self, script: dict[int, str], *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.script = dict(script)
+
+    def decide(self, state):
+        action = self.script.get(int(state.step))
+        return [] if action is None else [Intervention(int(state.step), action, f"scripted {action}", {"x": 1.0})]
+
+
+class SigtermAt(BaseCallback):
+    """Sends this process SIGTERM once, at the first update boundary at or after ``step`` (the
+    coordinator's handler then checkpoints and ends the run KILLED)."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step, self.sent = step, False
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if not self.sent and self.model.num_timesteps >= self.step:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 from stable_baselines3.common.callbacks import BaseCallback
 
-from convopt_mlflow.components import ConvergenceMonitor, Intervention
 from convopt_mlflow.components.changepoint import REGIMES
 from convopt_mlflow.components.meta import ADJUSTMENTS, Adaptation, MetaLearningController
 from convopt_mlflow.config import build_config
 from convopt_mlflow.training.coordinator import build_components, train
 
-from .conftest import TINY_RUN, OptimizerLR
+from .conftest import OptimizerLR, ScriptedMonitor, TINY_RUN
 
 #: adaptations at 512, 1024, 1536, 2048; the constant LR makes every product exact
 META_RUN = {**TINY_RUN, "adaptation_frequency": "512", "run.eval_freq": "512", "lr_schedule_type": "constant"}
@@ -44,16 +43,6 @@ class ScriptedMeta(MetaLearningController):
         lr, ent, clip = self.adjustments[arm]
         self.current = Adaptation(int(step), regime, arm, lr, ent, clip, reason or arm)
         return self.current
-
-
-class ScriptedMonitor(ConvergenceMonitor):
-    def __init__(self, script, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.script = dict(script)
-
-    def decide(self, state):
-        action = self.script.get(int(state.step))
-        return [] if action is None else [Intervention(int(state.step), action, f"scripted {action}", {})]
 
 
 def components(cfg, arms, *, monitor_script=None, fail_at=None):

@@ -8,8 +8,6 @@ monitor, or by a real monitor fed a forced dead-unit reading.
 """
 from __future__ import annotations
 
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -17,12 +15,12 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from convopt_mlflow.components import ConvergenceMonitor, Intervention
+from convopt_mlflow.components import ConvergenceMonitor
 from convopt_mlflow.training.coordinator import build_components, train
 from convopt_mlflow.training.interventions import InterventionActuator
 from convopt_mlflow.training.plasticity import PlasticitySurgeon, reset_head, shrink_perturb, surgery_seed
 
-from .conftest import make_tiny_ppo
+from .conftest import ScriptedMonitor, SigtermAt, make_tiny_ppo
 
 PLASTIC = "lr_restart+rollback+shrink_perturb+reset_head"
 
@@ -100,18 +98,6 @@ def test_surgeon_reports_health_before_and_after():
 
 
 # ----------------------------------------------------------------------- end to end
-class ScriptedMonitor(ConvergenceMonitor):
-    """Analyses for real, but decides only what ``script`` says: ``{step: action}``."""
-
-    def __init__(self, script, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.script = dict(script)
-
-    def decide(self, state):
-        action = self.script.get(int(state.step))
-        return [] if action is None else [Intervention(int(state.step), action, f"scripted {action}", {"x": 1.0})]
-
-
 class Snapshots(BaseCallback):
     """Policy parameters and the Adam state's keys at every update boundary, after the coordinator's callbacks."""
 
@@ -186,25 +172,10 @@ def dead_unit_components(cfg):
     return comps
 
 
-class TermAt(BaseCallback):
-    """Sends this process SIGTERM at the update boundary of ``step`` (the coordinator ends the run KILLED)."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step = step
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_start(self) -> None:
-        if self.model.num_timesteps == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def test_resume_restores_the_plasticity_cooldown_and_rows(tracked):
     cfg = tracked.config(monitor__interventions=PLASTIC, monitor__plasticity_patience="1",
                          monitor__plasticity_cooldown="1024")
-    killed = train(cfg, preset="full", components=dead_unit_components(cfg), extra_callbacks=[TermAt(768)],
+    killed = train(cfg, preset="full", components=dead_unit_components(cfg), extra_callbacks=[SigtermAt(768)],
                    checkpoint_root=tracked.checkpoint_root("plastic_resume"))
     run = killed.run_id
     assert killed.status == "KILLED" and tracked.status(run) == "KILLED"

@@ -5,8 +5,6 @@ synthetic market, a real sqlite MLflow store read back through MlflowClient.
 """
 from __future__ import annotations
 
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -21,7 +19,7 @@ from convopt_mlflow.training.ppo import ConvoptPPO
 from convopt_mlflow.training.replay import ReplayPPO, build_replay
 from convopt_mlflow.training.setup import load_market, make_env, make_model
 
-from .conftest import TINY_RUN
+from .conftest import SigtermAt, TINY_RUN
 
 
 def _cfg(preset: str = "replay", **overrides: str):
@@ -168,22 +166,6 @@ def test_checkpoint_extras_carry_the_priorities_as_arrays(tmp_path):
     fresh.load_state_dict(extras["replay"])
     assert np.array_equal(fresh.tree.priorities, model.replay.tree.priorities)
     assert np.array_equal(fresh.data["bar"], model.replay.data["bar"])
-
-
-class SigtermAt(BaseCallback):
-    """Sends this process SIGTERM at the first update boundary at or after ``step``."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step = step
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_start(self) -> None:
-        if self.model.num_timesteps >= self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-            self.step = 1 << 60
 
 
 class PrioritiesAtStart(BaseCallback):

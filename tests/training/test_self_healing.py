@@ -13,11 +13,11 @@ import pytest
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 
-from convopt_mlflow.components import AdvancedLRScheduler, ConvergenceMonitor, Intervention
+from convopt_mlflow.components import AdvancedLRScheduler, ConvergenceMonitor
 from convopt_mlflow.config import build_config
 from convopt_mlflow.training.coordinator import build_components, train
 
-from .conftest import TINY_RUN, OptimizerLR
+from .conftest import OptimizerLR, ScriptedMonitor, TINY_RUN
 
 
 class SchedulerFailingAfter(AdvancedLRScheduler):
@@ -45,18 +45,6 @@ class MonitorFailingAfter(ConvergenceMonitor):
         if self.calls >= self.fail_at:
             raise ZeroDivisionError("monitor broke on purpose")
         return super().analyze_convergence(metrics)
-
-
-class ScriptedMonitor(ConvergenceMonitor):
-    """Analyses for real, but decides only what ``script`` says: ``{step: action}``."""
-
-    def __init__(self, script: dict[int, str], *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.script = dict(script)
-
-    def decide(self, state):
-        action = self.script.get(int(state.step))
-        return [] if action is None else [Intervention(int(state.step), action, f"scripted {action}", {"x": 1.0})]
 
 
 class OptimizerWatch(BaseCallback):
@@ -125,7 +113,7 @@ def test_a_failing_monitor_is_disabled_and_the_run_finishes(tracked):
 
 # ------------------------------------------------------------------ scripted interventions
 def test_increase_regularization_and_entropy_change_what_ppo_trains_with(tracked):
-    cfg = tracked.config()
+    cfg = tracked.config(ppo__ent_coef="0")  # full's own entropy bonus off: the schedule starts from 0
     # 768: raise regularization (after the 512 checkpoint was saved with weight decay 0);
     # 1024: roll back to that checkpoint (regularization must survive it); 1280: raise entropy
     comps = scripted_components(cfg, {768: "increase_regularization", 1024: "rollback", 1280: "increase_entropy"})
