@@ -263,14 +263,17 @@ def main(argv: list[str] | None = None) -> None:
                   f"turnover {row['test_turnover']['mean']:.3f}")
     efficiency = sample_efficiency(runs, args.reference)
     oracle_90 = sample_efficiency(runs, args.reference, key="test", target=0.9)
-    for eff, what in ((efficiency, f"{args.reference}'s final val/oracle"), (oracle_90, "test/oracle")):
+    oracle_90_val = sample_efficiency(runs, args.reference, key="val", target=0.9)
+    for eff, what in ((efficiency, f"{args.reference}'s final val/oracle"), (oracle_90, "test/oracle"),
+                      (oracle_90_val, "val/oracle")):
         for preset, row in eff.get("presets", {}).items():
             print(f"steps to reach {what} {eff['target_fraction']:.2f}: {preset} "
                   f"{row['steps']} -> ratio {row['ratio']:.2f} {np.round(row['ratio_ci95'], 2).tolist()}")
     regimes = per_regime(runs)
     doc = {"benchmark": "learning", "data": args.data, "milestones": milestones, "overrides": overrides,
            "machine": machine_info(), "wall_seconds": time.perf_counter() - started, "summary": summary,
-           "sample_efficiency": efficiency, "steps_to_90pct_oracle_test": oracle_90, "per_regime": regimes,
+           "sample_efficiency": efficiency, "steps_to_90pct_oracle_test": oracle_90,
+           "steps_to_90pct_oracle_val": oracle_90_val, "per_regime": regimes,
            "runs": runs}
     write_result(doc, args.out)
     if args.figure:
