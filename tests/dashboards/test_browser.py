@@ -105,13 +105,17 @@ def test_live_dashboard_follows_a_training_run_in_chromium(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     shots = Path(os.environ.get("CONVOPT_TEST_ARTIFACTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
+    from mlflow.tracking import MlflowClient
+
+    # create the store's tables before anyone else opens it: two processes migrating one new
+    # sqlite file at once collide (the trainer, and this test polling for its run)
+    MlflowClient(tracking_uri=uri).search_experiments()
     trainer = subprocess.Popen([sys.executable, str(ROOT / "tests" / "dashboards" / "slow_run.py"), "0.4",
                                 str(INTERVENE_AT)], cwd=tmp_path, env=_env(uri),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     dashboard = browser = None
     try:
-        # the trainer creates the store; a reader must not race it to create the tables
-        _wait(lambda: trainer.poll() is not None or (tmp_path / "mlflow.db").exists() and _has_run(uri), 180,
+        _wait(lambda: trainer.poll() is not None or _has_run(uri), 180,
               "the training run to start")
         assert trainer.poll() is None, trainer.stdout.read()[-3000:]
         dashboard, port = _dashboard(tmp_path, uri)
