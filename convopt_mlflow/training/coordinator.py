@@ -26,7 +26,7 @@ from ..components.plasticity import PLASTICITY_ACTIONS, PlasticityGate
 from ..components.replay_scenario import ScenarioReplay
 from ..tracking import MLflowOutputFormat, RunHandle, get_run_tags, log_dataset, open_run
 from .augment import AugmentCallback, build_augmentation
-from .callbacks import CheckpointCallback, ConvergenceCallback, RolloutProgressBar, ValidationEvalCallback
+from .callbacks import CheckpointCallback, ConvergenceCallback, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest
 from .curriculum import CurriculumCallback, block_starts, build_curriculum, start_curriculum
@@ -34,6 +34,7 @@ from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .meta import MetaCallback, label_train_split
 from .plasticity import PlasticitySurgeon
+from .progress import RolloutProgressBar
 from .replay import build_replay
 from .reporting import finalize_run, write_progress_artifacts
 from .resume import plan_resume
