@@ -44,7 +44,7 @@ from .combine import METHODS, combine_probabilities
 __all__ = [
     "METHODS", "DATA_SUBSETS", "DiversityConfig", "MemberPlan", "MemberOutcome", "EnsembleTraining",
     "EnsembleDecision", "EnsembleLearningFramework", "combine_probabilities", "diversity_weights",
-    "mean_pairwise_correlation", "disagreement_rate", "block_start_sampler",
+    "mean_pairwise_correlation", "disagreement_rate", "block_start_sampler", "block_starts",
 ]
 
 DATA_SUBSETS = ("none", "bootstrap", "disjoint")
@@ -228,18 +228,31 @@ def block_start_sampler(bounds: tuple[int, int], blocks: Sequence[int],
     block from ``blocks`` uniformly (a repeated block is picked more often), then a bar in it
     uniformly. An episode that starts near a block's end runs into the next block.
     """
-    lo, hi = int(bounds[0]), int(bounds[1])
-    edges = lo + (np.arange(n_blocks + 1) * (hi - lo + 1)) // n_blocks
-    chosen = np.asarray(blocks, dtype=np.intp)
-    if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= n_blocks:
-        raise ValueError(f"blocks must be non-empty indices in [0, {n_blocks}), got {list(blocks)}")
-    starts, stops = edges[chosen], np.maximum(edges[chosen + 1], edges[chosen] + 1)
+    hi = int(bounds[1])
+    chosen, starts, stops = _block_ranges(bounds, blocks, n_blocks)
 
     def sample(rng: np.random.Generator, k: int) -> np.ndarray:
         pick = rng.integers(0, chosen.size, size=k)
         return np.minimum(rng.integers(starts[pick], stops[pick]), hi).astype(np.int64)
 
     return sample
+
+
+def block_starts(bounds: tuple[int, int], blocks: Sequence[int], n_blocks: int) -> np.ndarray:
+    """Every start bar (sorted, unique) inside ``blocks`` of the inclusive ``bounds``, cut as
+    :func:`block_start_sampler` cuts them: the pool an ensemble member's episodes start from."""
+    _, starts, stops = _block_ranges(bounds, blocks, n_blocks)
+    return np.unique(np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), stops.tolist())]))
+
+
+def _block_ranges(bounds: tuple[int, int], blocks: Sequence[int], n_blocks: int):
+    """``(chosen, starts, stops)``: the block indices and each one's half-open bar range."""
+    lo, hi = int(bounds[0]), int(bounds[1])
+    edges = lo + (np.arange(n_blocks + 1) * (hi - lo + 1)) // n_blocks
+    chosen = np.asarray(blocks, dtype=np.intp)
+    if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= n_blocks:
+        raise ValueError(f"blocks must be non-empty indices in [0, {n_blocks}), got {list(blocks)}")
+    return chosen, edges[chosen], np.maximum(edges[chosen + 1], edges[chosen] + 1)
 
 
 # ------------------------------------------------------------------ the framework

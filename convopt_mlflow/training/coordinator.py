@@ -21,6 +21,7 @@ from stable_baselines3.common.logger import Logger
 
 from .. import config as cfgmod
 from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
+from ..components.ensemble import block_starts
 from ..components.meta import MetaLearningController
 from ..components.plasticity import PLASTICITY_ACTIONS, PlasticityGate
 from ..components.replay_scenario import ScenarioReplay
@@ -29,7 +30,7 @@ from .augment import AugmentCallback, build_augmentation
 from .callbacks import CheckpointCallback, ConvergenceCallback, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest
-from .curriculum import CurriculumCallback, block_starts, build_curriculum, start_curriculum
+from .curriculum import CurriculumCallback, build_curriculum, start_curriculum
 from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .meta import MetaCallback, label_train_split

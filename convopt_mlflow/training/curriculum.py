@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..components.curriculum import CurriculumLearningSystem, default_stages
+from ..components.ensemble import block_starts
 from .callbacks import _UpdateCallback
 from .control import ComponentGuard
 
@@ -46,14 +47,6 @@ def start_curriculum(curriculum: CurriculumLearningSystem | None, cfg: Any, mark
     if cfg.ensemble.train_blocks:  # an ensemble member keeps to its own blocks of the train split
         allowed = block_starts(core.start_bounds, cfg.ensemble.train_blocks, cfg.ensemble.n_blocks)
     return CurriculumDriver(curriculum, env, guard, allowed=allowed)
-
-
-def block_starts(bounds: tuple[int, int], blocks, n_blocks: int) -> np.ndarray:
-    """The start bars inside ``blocks`` of the inclusive ``bounds`` cut into ``n_blocks`` (as
-    ``components.ensemble.block_start_sampler`` cuts them)."""
-    lo, hi = int(bounds[0]), int(bounds[1])
-    edges = lo + (np.arange(n_blocks + 1) * (hi - lo + 1)) // n_blocks
-    return np.unique(np.concatenate([np.arange(edges[b], max(edges[b + 1], edges[b] + 1)) for b in blocks]))
 
 
 def pool_sampler(pool: np.ndarray):
