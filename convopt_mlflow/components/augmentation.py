@@ -112,7 +112,7 @@ class TradingDataAugmentation:
     Args:
         augmentation_config: an :class:`AugmentationConfig` or a mapping of its fields.
 
-    Example:
+    Examples:
         >>> aug = TradingDataAugmentation({"noise_injection_prob": 1.0, "seed": 3})
         >>> close = 100 * np.exp(np.cumsum(np.full(50, 1e-3)))
         >>> bars = np.column_stack([close, close * 1.002, close * 0.998, close])

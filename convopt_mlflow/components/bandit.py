@@ -19,7 +19,7 @@ class ThompsonBandit:
     std of all rewards seen, ``prior_std`` before two rewards) and returns the largest; an arm
     never pulled draws from ``N(0, s^2)``.
 
-    Example:
+    Examples:
         >>> bandit = ThompsonBandit(["keep", "up"], learning_rate=0.0)
         >>> rng = np.random.default_rng(0)
         >>> for _ in range(200):

@@ -72,7 +72,7 @@ class BayesianChangePointDetector:
         min_vol_change: a new segment is declared only if its volatility differs from the one the
             detector saw just before it began by at least this factor (a regime change, not a re-split).
 
-    Example:
+    Examples:
         >>> rng = np.random.default_rng(0)
         >>> x = np.r_[rng.normal(0, 1e-3, 500), rng.normal(0, 3e-3, 500)]
         >>> det = BayesianChangePointDetector(scale=1e-3)

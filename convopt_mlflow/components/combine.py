@@ -9,7 +9,7 @@ with one non-negative weight per member, summing to 1. ``mean_prob`` means equal
 Actions are indexed as convopt's position levels: with 2 actions ``(flat, long)``, with 3
 ``(short, flat, long)``, so the flat action is index ``n_actions - 2``.
 
-Example:
+Examples:
     >>> probs = np.array([[[0.1, 0.2, 0.7]], [[0.6, 0.3, 0.1]], [[0.2, 0.1, 0.7]]])  # 3 members, 1 bar
     >>> actions, mean, agreement = combine_probabilities(probs, "majority_vote", [0.25, 0.5, 0.25])
     >>> int(actions[0]), mean[0].round(3).tolist(), float(agreement[0])

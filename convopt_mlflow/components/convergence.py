@@ -62,7 +62,7 @@ class ConvergenceMonitor:
         plasticity: the :class:`PlasticityGate` behind ``shrink_perturb`` / ``reset_head``; None
             builds a default one when either action is among the strategies (else none runs).
 
-    Example:
+    Examples:
         >>> mon = ConvergenceMonitor({"monitoring_window": 5})
         >>> for i in range(5):
         ...     state = mon.analyze_convergence({"step": 1000 * (i + 1), "loss": 1.0, "entropy": 1.0})

@@ -91,7 +91,7 @@ class CurriculumLearningSystem:
             ``collapse_margin``, ``max_step_backs``, ``hold_fraction``, ``min_pool`` (a pool
             smaller than this falls back to the ``min_pool`` easiest starts).
 
-    Example:
+    Examples:
         >>> rng = np.random.default_rng(0)
         >>> r = rng.normal(0, 1e-3, 3000); close = 100 * np.exp(np.cumsum(r))
         >>> cur = CurriculumLearningSystem(progression_criteria={"total_steps": 1000})

@@ -76,12 +76,14 @@ def score_windows(log_returns: np.ndarray, high: np.ndarray, low: np.ndarray, cl
 
     Args:
         log_returns: float64 ``(n_bars,)``, ``r[t] = log(close[t] / close[t-1])``.
-        high, low, close: float64 ``(n_bars,)`` prices.
+        high: float64 ``(n_bars,)`` prices.
+        low: float64 ``(n_bars,)`` prices.
+        close: float64 ``(n_bars,)`` prices.
         starts: candidate start bars.
         episode_length: decisions per episode (bars in the span).
         vol_window: bars per block of the regime-change count.
 
-    Example:
+    Examples:
         >>> rng = np.random.default_rng(0)
         >>> r = rng.normal(0, 1e-3, 500); close = 100 * np.exp(np.cumsum(r))
         >>> scores = score_windows(r, close * 1.001, close * 0.999, close, np.arange(10, 400), 50)

@@ -36,7 +36,7 @@ def check_divergence(
     ``param_norm_alarm`` and ``grad_nonfinite``, and ``ratios`` are each
     test's value / limit (for a graded divergence risk).
 
-    Example:
+    Examples:
         >>> flags, finding, _ = check_divergence({"loss": float("nan")}, MonitorThresholds(),
         ...                                      float("nan"), float("nan"), None)
         >>> finding.signal, flags["kl_spike"]

@@ -22,7 +22,7 @@ Which method the ensemble uses is decided on validation (:meth:`EnsembleLearning
 and returned as an :class:`EnsembleDecision`. The weights come from the same split, so the
 validation scores of ``weighted`` are optimistic; the test split is the unbiased one.
 
-Example:
+Examples:
     >>> fw = EnsembleLearningFramework(3, {"lr_factor": (0.5, 2.0), "data_subsets": "disjoint"}, seed=7)
     >>> [p.blocks for p in fw.initialize_models()]
     [(0, 1, 2), (3, 4, 5), (6, 7, 8, 9)]

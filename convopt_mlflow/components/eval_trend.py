@@ -20,7 +20,7 @@ class EvalTrend:
     counts towards overfitting when train is rising while eval is falling (so
     the train-minus-eval level keeps widening); the count resets on any other eval.
 
-    Example:
+    Examples:
         >>> trend = EvalTrend(eval_window=3)
         >>> for update, score in [(1, 1.0), (2, 0.9), (3, 0.8)]:
         ...     trend.add(update, score, train_returns=[0.0, 1.0, 2.0], train_updates=[1, 2, 3])

@@ -48,7 +48,7 @@ def recommend(
     max), whether any finding passed the gate (allowed or not), and signal -> why
     for each finding that passed the gate but none of whose answers is allowed.
 
-    Example:
+    Examples:
         >>> found = {"overfitting": Finding("overfitting", 1.0, "overfitting: gap 1.1")}
         >>> actions, _, _, needed, unanswered = recommend(found, ["lr_restart"], 0.3, False)
         >>> actions, needed, unanswered["overfitting"]
@@ -101,7 +101,7 @@ class InterventionLedger:
     either side is unknown, and ``divergence_recurred`` says whether any later
     update diverged.
 
-    Example:
+    Examples:
         >>> ledger = InterventionLedger(window=2)
         >>> ledger.cooling_down("lr_restart", step=100, cooldown=50)
         False

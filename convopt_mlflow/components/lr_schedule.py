@@ -56,7 +56,7 @@ class AdvancedLRScheduler:
     "loss") and ``min_cycle_fraction`` (how far into a decay cycle a restart is
     allowed, see :meth:`restart_blocker`).
 
-    Example:
+    Examples:
         >>> s = AdvancedLRScheduler(1e-3, "cosine", min_lr=0.0, max_lr=1e-3, total_steps=100)
         >>> s.get_lr(0), s.get_lr(50), s.get_lr(100)
         (0.001, 0.0005, 0.0)
@@ -236,7 +236,7 @@ class AdvancedLRScheduler:
         decay cycle has run (so a restart cannot follow a restart, or the warm
         start of a cycle, too soon). ``plateau`` schedules may always restart.
 
-        Example:
+        Examples:
             >>> s = AdvancedLRScheduler(1.0, "cosine_with_restarts", min_lr=0.0, max_lr=1.0, restart_period=100)
             >>> s.restart_blocker(10)
             'only 10% of the current LR cycle has run (min_cycle_fraction 0.25)'

@@ -73,7 +73,7 @@ class MetaLearningController:
             and ``adjustments`` (name -> (lr, ent_coef, clip_range) multipliers; default
             :data:`ADJUSTMENTS`).
 
-    Example:
+    Examples:
         >>> rng = np.random.default_rng(0)
         >>> returns = np.r_[rng.normal(0, 1e-3, 600), rng.normal(0, 4e-3, 600)]
         >>> meta = MetaLearningController({"seed": 0, "lookback": 32})

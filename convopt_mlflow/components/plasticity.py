@@ -19,7 +19,7 @@ updates in a row before it is reported, so the cheap answers (``increase_entropy
 then adds the per-action cooldown and the severity gate. The torch side lives in
 ``convopt_mlflow.training.plasticity``.
 
-Example:
+Examples:
     >>> gate = PlasticityGate(patience=2)
     >>> gate.findings({"dead_fraction": 0.8}, entropy_collapse=False, stagnation=False)
     {}

@@ -15,7 +15,7 @@ class RegularizationSchedule:
     writes :attr:`ent_coef` into ``model.ent_coef`` and :attr:`weight_decay`
     into the optimizer's param groups.
 
-    Example:
+    Examples:
         >>> reg = RegularizationSchedule(0.01, max_ent_coef=0.03)
         >>> reg.increase_entropy(), reg.ent_coef
         (True, 0.02)

@@ -23,7 +23,7 @@ transition. Strategies:
 - ``learning_difficulty``: 1 for every bar; the priority is the TD error alone;
 - ``regime_transitions``: ``|log(vol after t) - log(vol before t)|`` over ``vol_window`` bars.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> replay = TradingExperienceReplay(8, "learning_difficulty", seed=0)
     >>> replay.store_experience({"bar": 5, "position": 0, "action": 2, "reward": 0.1, "log_prob": -1.1}, 1.0)

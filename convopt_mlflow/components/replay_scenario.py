@@ -17,7 +17,7 @@ probability ``replay_ratio`` and uniformly otherwise, so every window keeps bein
 Composes with a curriculum: ``sample(rng, k, pool)`` draws only from ``pool`` (the start
 bars the curriculum allows), prioritized within it.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> replay = ScenarioReplay(replay_ratio=1.0)
     >>> replay.bind((10, 19), episode_length=5, scores=np.ones(40, np.float32))

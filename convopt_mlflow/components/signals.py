@@ -3,7 +3,7 @@
 Every function takes a sequence of numbers shaped ``(n,)`` in time order (oldest
 first), ignores non-finite entries, and never raises on empty input.
 
-Example:
+Examples:
     >>> slope([1.0, 2.0, 3.0])
     1.0
     >>> coefficient_of_variation([1.0, 1.0, 1.0])

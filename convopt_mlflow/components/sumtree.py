@@ -16,7 +16,7 @@ only an update that raises the leaf holding it makes it stale, to be recomputed 
 leaves at the next read (rare: the smallest priority is the least likely to be drawn). A
 second tree of minima would cost as much as the sums on every update.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> tree = SumTree(4, branching=2)
     >>> tree.update(np.array([0, 1, 2]), np.array([1.0, 2.0, 1.0]))

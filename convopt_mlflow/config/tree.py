@@ -225,9 +225,10 @@ class OptimizedTrainingConfig:
     feature_dropout_prob: float = 0.0
     """Augmentation: share of episodes with some observed features masked."""
     ensemble_size: int = 1
-    """Policies trained together. No ensemble yet: only 1 is accepted."""
+    """Policies trained together: above 1, the run is an ensemble run with one child run per member."""
     diversity_penalty: float = 0.1
-    """Ensemble diversity penalty (no ensemble yet; only the default is accepted)."""
+    """Ensemble diversity penalty: how much the ``weighted`` combination discounts a member whose
+    validation returns correlate with the others'."""
     meta_learning_rate: float = 1e-4
     """Floor of the meta controller's bandit step size: sample means until 1/meta_learning_rate rewards,
     then an exponential recency-weighted mean (forgets what helped earlier in training)."""

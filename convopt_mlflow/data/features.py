@@ -47,7 +47,7 @@ class Features:
         warmup: first bar index at which every feature is valid.
         log_returns: ``float64[n_bars]``, ``r[t] = log(close[t] / close[t-1])``, ``r[0] = 0``.
 
-    Example:
+    Examples:
         >>> from convopt_mlflow.data.synthetic import generate_market
         >>> features = compute_features(generate_market(500, seed=1).frame, vol_window=20)
         >>> features.values.shape, features.warmup
@@ -135,7 +135,7 @@ def multiscale_features(features: Features, history: int) -> Features:
     Column ``{name}@{m}`` at bar t is ``mean(feature[t-m+1 .. t])``, so it stays
     lookahead-free. The warm-up grows by ``history - 1`` bars; rows before it are 0.
 
-    Example:
+    Examples:
         >>> from convopt_mlflow.data.synthetic import generate_market
         >>> base = compute_features(generate_market(500, seed=1).frame, vol_window=20)
         >>> summary = multiscale_features(base, 16)

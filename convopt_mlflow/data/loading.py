@@ -40,7 +40,7 @@ def load_bars(source: str = DEFAULT_DATASET, *, min_bars: int = 0, max_gap: str 
         ConfigError: a bad synthetic spec key or value.
         DataValidationError: every problem found in the data, with row numbers.
 
-    Example:
+    Examples:
         >>> bars = load_bars("googl-1d")
         >>> bars.n_bars, round(bars.periods_per_year)
         (2335, 252)

@@ -88,7 +88,7 @@ def generate_market(
         signal_regimes: the signal's loading per regime (trend:mean-reversion:high-vol), each
             in [-1, 1], e.g. ``"1:-1:0"``; ``signal_ic`` is the IC where the loading is +-1.
 
-    Example:
+    Examples:
         >>> market = generate_market(1000, seed=0, signal_ic=0.1)
         >>> market.frame.shape, market.regimes.dtype
         ((1000, 6), dtype('int8'))

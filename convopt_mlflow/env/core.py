@@ -48,7 +48,7 @@ class MarketCore:
         ConfigError: bad sizes, or a range too short for ``window + episode_length``.
         DataValidationError: non-finite features or returns inside the usable span.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> core = MarketCore(np.zeros((10, 2), np.float32), np.zeros(10), window=3,
         ...                   episode_length=4, cost_bps=1.0)

@@ -28,7 +28,7 @@ class TradingEnv(gym.Env):
     reset info holds the start ``bar``. Stepping needs a live episode:
     ``step`` before ``reset`` or after truncation raises RuntimeError.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> core = MarketCore(np.zeros((50, 2), np.float32), np.zeros(50), window=4,
         ...                   episode_length=10, cost_bps=1.0)

@@ -8,7 +8,7 @@ Conventions (as in rliable):
   ``rng: np.random.Generator | int`` and never touches global state.
 - Sharpe ratios are per period (not annualized); ``returns`` are ``(periods,)``.
 
-Example:
+Examples:
     >>> from convopt_mlflow import stats
     >>> arms = {"ppo": [1.0, 1.2, 0.9, 1.1, 1.0], "replay": [1.4, 1.6, 1.3, 1.5, 1.7]}
     >>> stats.summarize_arm(arms["replay"], rng=0).iqm

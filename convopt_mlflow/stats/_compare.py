@@ -119,16 +119,20 @@ def compare_arms(
     Alone, a comparison is a family of one: ``p_adjusted == p_value``.
 
     Args:
-        scores, baseline_scores: ``(runs, tasks)`` or ``(runs,)`` scores, same tasks,
-            at least 2 runs each.
+        scores: ``(runs, tasks)`` or ``(runs,)`` scores, same tasks as ``baseline_scores``,
+            at least 2 runs.
+        baseline_scores: the baseline's scores, shaped like ``scores``, at least 2 runs.
         rng: generator or int seed for the bootstrap and permutations.
-        arm, baseline: names carried into the result.
+        arm: name of the arm, carried into the result.
+        baseline: name of the baseline, carried into the result.
         paired: row ``i`` of both arrays is the same seed (and data split); needs equal runs.
         primary: which test's p-value decides significance, one of ``PRIMARY_TESTS``.
-        alpha: significance level. confidence: coverage of ``difference_ci``.
-        n_boot: bootstrap replicates. n_permutations: random permutations when not exact.
+        alpha: significance level.
+        confidence: coverage of ``difference_ci``.
+        n_boot: bootstrap replicates.
+        n_permutations: random permutations when not exact.
 
-    Example:
+    Examples:
         >>> c = compare_arms([3.1, 2.9, 3.4, 3.0, 3.2], [2.0, 2.2, 1.9, 2.1, 2.3], rng=0)
         >>> c.significant, round(c.mean_difference, 2), c.probability_of_improvement
         (True, 1.02, 1.0)
@@ -198,12 +202,12 @@ def compare_to_baseline(
         baseline: the key of the baseline arm.
         rng: generator or int seed, shared in turn by all comparisons.
         alpha: family-wise error rate.
-        **options: passed to :func:`compare_arms` (``paired``, ``primary``, ...).
+        **options (Any): passed to :func:`compare_arms` (``paired``, ``primary``, ...).
 
     Returns:
         One :class:`Comparison` per non-baseline arm, in ``arms`` order.
 
-    Example:
+    Examples:
         >>> arms = {"ppo": [1.0, 1.2, 0.9, 1.1], "lr": [1.9, 2.1, 2.0, 2.2], "clip": [1.0, 1.3, 0.8, 1.1]}
         >>> [(c.arm, c.significant) for c in compare_to_baseline(arms, "ppo", rng=0)]
         [('lr', True), ('clip', False)]
@@ -226,7 +230,7 @@ def compare_all_pairs(
     For names ``a`` before ``b`` in ``arms`` order, ``a`` is the arm and ``b`` the
     baseline. Arguments as for :func:`compare_to_baseline`.
 
-    Example:
+    Examples:
         >>> arms = {"a": [1.0, 1.2, 0.9, 1.1], "b": [1.9, 2.1, 2.0, 2.2], "c": [1.0, 1.3, 0.8, 1.1]}
         >>> [(c.arm, c.baseline) for c in compare_all_pairs(arms, rng=0)]
         [('a', 'b'), ('a', 'c'), ('b', 'c')]

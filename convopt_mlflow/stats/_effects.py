@@ -22,10 +22,11 @@ def hedges_g(scores_x: ArrayLike, scores_y: ArrayLike) -> float:
     have zero variance.
 
     Args:
-        scores_x, scores_y: ``(runs, tasks)`` or ``(runs,)``, at least 2 runs each
-            and the same number of tasks; each run is reduced to its task mean.
+        scores_x: ``(runs, tasks)`` or ``(runs,)``, at least 2 runs; each run is reduced
+            to its task mean.
+        scores_y: the same for the other arm, with the same number of tasks.
 
-    Example:
+    Examples:
         >>> round(hedges_g([2, 4, 6], [1, 2, 3]), 4)
         1.0119
     """
@@ -47,9 +48,10 @@ def probability_of_improvement(scores_x: ArrayLike, scores_y: ArrayLike) -> floa
     tendency either way.
 
     Args:
-        scores_x, scores_y: ``(runs_x, tasks)`` and ``(runs_y, tasks)``; run counts may differ.
+        scores_x: ``(runs_x, tasks)`` scores.
+        scores_y: ``(runs_y, tasks)`` scores; run counts may differ.
 
-    Example:
+    Examples:
         >>> probability_of_improvement([1, 2, 3], [0, 2, 2])
         0.6666666666666666
     """

@@ -23,7 +23,7 @@ def holm_bonferroni(p_values: ArrayLike, alpha: float = 0.05) -> tuple[np.ndarra
     Returns:
         ``(adjusted, reject)``, both ``(m,)``.
 
-    Example:
+    Examples:
         >>> adjusted, reject = holm_bonferroni([0.01, 0.04, 0.03, 0.005])
         >>> adjusted.round(3).tolist(), reject.tolist()
         ([0.03, 0.06, 0.06, 0.02], [True, False, False, True])

@@ -53,7 +53,7 @@ def t_test_power(
         n_other: runs in arm Y; defaults to ``n_per_arm``.
         paired: power of the paired t test on per-seed differences.
 
-    Example:
+    Examples:
         >>> round(t_test_power(1.0, 20), 3)
         0.869
         >>> round(t_test_power(0.0, 5), 3)
@@ -93,10 +93,13 @@ def minimum_detectable_effect(
     "no significant difference": effects below it could easily have been missed.
 
     Args:
-        n_per_arm, n_other, paired, alpha: as for :func:`t_test_power`.
+        n_per_arm: as for :func:`t_test_power`.
+        n_other: as for :func:`t_test_power`.
+        paired: as for :func:`t_test_power`.
+        alpha: as for :func:`t_test_power`.
         power: target power, e.g. 0.8.
 
-    Example:
+    Examples:
         >>> d = minimum_detectable_effect(5)
         >>> round(d, 3), round(t_test_power(d, 5), 3)
         (2.024, 0.8)

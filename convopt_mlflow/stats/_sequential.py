@@ -95,7 +95,7 @@ def obrien_fleming_boundaries(looks: Sequence[int], alpha: float = 0.05) -> np.n
         looks: ``(K,)`` planned cumulative sample sizes (differences) at each look.
         alpha: two-sided type I error over all looks.
 
-    Example:
+    Examples:
         >>> obrien_fleming_boundaries([10, 20, 30, 40, 50]).round(3).tolist()
         [4.877, 3.357, 2.68, 2.29, 2.031]
     """
@@ -164,7 +164,7 @@ def sequential_test(
         futility_power: stop for futility at an interim look when the conditional
             power under the current trend is below it; 0 disables futility stops.
 
-    Example:
+    Examples:
         >>> d = np.random.default_rng(0).normal(1.5, 1.0, 30)
         >>> result = sequential_test(d[:10], [10, 20, 30])
         >>> result.decision, result.look, round(result.boundary, 2)

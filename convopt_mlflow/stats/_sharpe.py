@@ -20,7 +20,7 @@ EULER_MASCHERONI = 0.5772156649015329
 def sharpe_ratio(returns: ArrayLike) -> float:
     """Per-period Sharpe ratio ``mean / std`` (``ddof=1``) of ``returns`` ``(periods,)``.
 
-    Example:
+    Examples:
         >>> round(sharpe_ratio([0.01, -0.005, 0.02, 0.0]), 4)
         0.5637
     """
@@ -56,7 +56,7 @@ def probabilistic_sharpe_ratio(returns: ArrayLike, benchmark: float = 0.0) -> fl
         returns: ``(periods,)`` per-period returns, at least 3.
         benchmark: ``SR*``, a per-period Sharpe ratio.
 
-    Example:
+    Examples:
         >>> r = [0.01, -0.005, 0.02, 0.0, 0.012, -0.002, 0.007, 0.004]
         >>> round(probabilistic_sharpe_ratio(r), 3)
         0.975
@@ -74,7 +74,7 @@ def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
     trials' Sharpe ratios (per-period units, as the result). The example is the
     paper's (2014): 100 trials whose annualized Sharpes vary by 0.5, 250 bars a year.
 
-    Example:
+    Examples:
         >>> round(expected_max_sharpe(100, 0.5 / 250), 4)
         0.1132
     """
@@ -100,7 +100,7 @@ def deflated_sharpe_ratio(returns: ArrayLike, trial_sharpes: ArrayLike, n_trials
         n_trials: effective number of independent trials ``N``; defaults to
             ``len(trial_sharpes)`` (pass fewer when trials are strongly correlated).
 
-    Example:
+    Examples:
         >>> r = np.random.default_rng(0).normal(0.15, 1.0, 1000)
         >>> trials = np.random.default_rng(1).normal(0.0, 0.03, 50)
         >>> round(probabilistic_sharpe_ratio(r), 3), round(deflated_sharpe_ratio(r, trials), 3)
@@ -140,9 +140,10 @@ def sharpe_difference_test(returns_a: ArrayLike, returns_b: ArrayLike) -> Sharpe
     no HAC adjustment for autocorrelation.
 
     Args:
-        returns_a, returns_b: ``(periods,)`` returns over the same periods.
+        returns_a: ``(periods,)`` returns.
+        returns_b: ``(periods,)`` returns over the same periods.
 
-    Example:
+    Examples:
         >>> rng = np.random.default_rng(0)
         >>> common = rng.normal(0.0, 1.0, 500)
         >>> a = common + rng.normal(0.3, 1.0, 500)

@@ -22,7 +22,7 @@ def iqm(scores: ArrayLike) -> float:
     Args:
         scores: ``(runs, tasks)`` or ``(runs,)``, in score units.
 
-    Example:
+    Examples:
         >>> iqm([1, 2, 3, 4, 5, 6, 7, 100])
         4.5
     """
@@ -96,7 +96,7 @@ def summarize_arm(
         n_boot: number of bootstrap replicates.
         confidence: coverage of the intervals, e.g. 0.95.
 
-    Example:
+    Examples:
         >>> s = summarize_arm([1.0, 2.0, 3.0, 4.0, 5.0], rng=0)
         >>> s.n, s.mean, s.median, s.iqm
         (5, 3.0, 3.0, 3.0)
