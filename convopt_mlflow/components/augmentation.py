@@ -242,10 +242,12 @@ class TradingDataAugmentation:
 
 
 def monotone_warp(n: int, warp_factor: float, rng: np.random.Generator, knots: int = 4) -> np.ndarray:
-    """Strictly increasing ``tau`` (float64 ``(n,)``) with ``tau[0] = 0`` and ``tau[-1] = n - 1``.
+    """Strictly increasing ``tau`` (float64 ``(n,)``) with ``tau[0] = 0``, ``tau[-1] = n - 1`` and
+    ``tau[t] <= t`` (the warped clock never runs ahead of the bars, so sampling at it is causal).
 
     The local speed ``diff(tau)`` interpolates ``knots`` speeds drawn in ``[1 - w, 1 + w]``,
-    rescaled so the end points stay fixed.
+    rescaled so the end points stay fixed; wherever that path would run ahead of ``t``, ``tau``
+    follows ``t`` instead (speed 1).
     """
     if n < 2:
         return np.zeros(n)
@@ -254,7 +256,7 @@ def monotone_warp(n: int, warp_factor: float, rng: np.random.Generator, knots: i
     tau = np.concatenate([[0.0], np.cumsum(speed)])
     tau *= (n - 1) / tau[-1]
     tau[-1] = n - 1
-    # never ahead of the clock: the minimum of two increasing paths, local speed still in [1-w, 1+w]
+    # the minimum of two increasing paths: still strictly increasing, speeds between theirs
     return np.minimum(tau, np.arange(n, dtype=np.float64))
 
 
