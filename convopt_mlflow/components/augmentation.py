@@ -11,17 +11,33 @@ A *segment* is the bars one episode reads: float64 ``(T, C)`` with columns
 and rebuilds the bars from them, so ``low <= min(open, close) <= max(open, close) <= high``
 and positive prices hold after every transform by construction.
 
+**Causality.** Every transform is causal: bar ``t`` of the output depends only on bars
+``<= t`` of its input (and on random numbers drawn independently of the bars). An env that
+observes the augmented bars up to ``t`` and is paid the augmented return from ``t`` to
+``t + 1`` therefore never sees a piece of the return it is paid on. Property tests perturb
+the bars after ``t`` and check that nothing at or before ``t`` changes, and check on random
+walks that no transform creates autocorrelation or sign persistence that the walk lacks.
+
 Transforms (each drawn per episode with its probability, in this order):
 
 - **synthetic** (``synthetic_prob``): a stationary block bootstrap (Politis & Romano 1994;
   geometric block lengths of mean ``block_length`` bars) of whole bars (return, bar shape and
   other columns together, so ``feat[t]`` stays paired with ``r[t+1]`` inside a block) from
-  :meth:`TradingDataAugmentation.set_bootstrap_source`'s bars, else from the segment itself;
+  :meth:`TradingDataAugmentation.set_bootstrap_source`'s bars (only bar 0 of the segment is
+  kept), else from the segment itself, causally: output bar ``t`` is drawn among the
+  segment's bars ``1 .. t`` (a block starts at a bar no later than its first output bar);
 - **time warp** (``time_warp_prob``): a monotone warp ``tau`` of the time axis with local speed
-  in ``[1 - warp_factor, 1 + warp_factor]`` and fixed end points; log closes and the other
-  columns are linearly interpolated at ``tau``, bar shapes taken from the nearest earlier bar;
+  in ``[1 - warp_factor, 1 + warp_factor]``, fixed end points and ``tau[t] <= t`` (the warped
+  clock never runs ahead of the bars). Output bar ``t`` is the input *sampled and held* at
+  ``j[t] = floor(tau[t])``, the latest input bar at or before ``tau[t]``: where ``j`` advances,
+  the output bar aggregates the input bars ``j[t-1] + 1 .. j[t]`` (open of the first, highest
+  high, lowest low, close of the last, so its log return is the sum of theirs); where ``j``
+  holds, it is a flat bar at the held close (return 0). The other columns are those of bar
+  ``j[t]``. No output bar blends in a later bar, so the return an episode is paid from ``t`` to
+  ``t + 1`` (input bars ``j[t] + 1 .. j[t+1]``) shares nothing with what it saw at ``t``;
 - **noise injection** (``noise_injection_prob``): ``r[t] += noise_level * vol[t] * N(0, 1)``
-  where ``vol[t]`` is the trailing RMS return over ``vol_window`` bars (local volatility);
+  where ``vol[t]`` is the trailing RMS return over bars ``t - vol_window + 1 .. t`` (local
+  volatility, never a later bar); wicks, gaps and other columns are kept;
 - **feature dropout** (``feature_dropout_prob``): each observed feature is masked (set to 0)
   with probability ``dropout_rate`` for the whole episode (at least one masked, one kept);
   it acts on features, not on bars, so it is returned as indices in the decision.
@@ -184,22 +200,14 @@ class TradingDataAugmentation:
         return _compose(parts)
 
     def time_warp_sequences(self, sequences: np.ndarray, warp_factor: float) -> np.ndarray:
-        """Monotone time warp of a ``(T, C)`` segment or a ``(B, T, C)`` batch (one warp each)."""
+        """Causal monotone time warp of a ``(T, C)`` segment or a ``(B, T, C)`` batch (one warp each):
+        bar ``t`` is the segment sampled and held at ``floor(tau[t]) <= t`` (see the module doc)."""
         sequences = np.asarray(sequences, dtype=np.float64)
         if sequences.ndim == 3:
             return np.stack([self.time_warp_sequences(seq, warp_factor) for seq in sequences])
-        parts = _decompose(sequences)
-        n = sequences.shape[0]
-        tau = monotone_warp(n, float(warp_factor), self.rng)
-        grid = np.arange(n, dtype=np.float64)
-        log_close = np.interp(tau, grid, np.log(sequences[:, 3]))
-        nearest = np.floor(tau).astype(np.intp)
-        warped = {"first": parts["first"], "r": np.concatenate([[0.0], np.diff(log_close)]),
-                  "gap": parts["gap"][nearest], "up": parts["up"][nearest], "down": parts["down"][nearest],
-                  "extra": np.column_stack([np.interp(tau, grid, col) for col in parts["extra"].T])
-                  if parts["extra"].shape[1] else parts["extra"]}
-        warped["gap"][0] = 0.0
-        return _compose(warped)
+        _decompose(sequences)  # validates the bars
+        tau = monotone_warp(sequences.shape[0], float(warp_factor), self.rng)
+        return sample_and_hold(sequences, np.floor(tau).astype(np.intp))
 
     def block_bootstrap(self, segment: np.ndarray) -> np.ndarray:
         """A same-length scenario of bootstrapped bars, starting from the segment's first bar."""
@@ -209,7 +217,9 @@ class TradingDataAugmentation:
         n, m = segment.shape[0], source.shape[0] - 1  # bar 0 of the source has no return
         if m < 1 or n < 2:
             return segment.copy()
-        picks = stationary_bootstrap_indices(n - 1, m, self.config.block_length, self.rng) + 1
+        # from the segment itself: output bar t only from bars 1..t (causal); else anywhere in the source
+        causal = self._source is None
+        picks = stationary_bootstrap_indices(n - 1, m, self.config.block_length, self.rng, causal=causal) + 1
         pool = _decompose_bars(source[picks], source[picks - 1, 3])  # only the drawn bars: O(n), not O(N)
         out = {"first": parts["first"], "r": np.concatenate([[0.0], pool["r"]]),
                "gap": np.concatenate([[0.0], pool["gap"]]),
@@ -232,10 +242,12 @@ class TradingDataAugmentation:
 
 
 def monotone_warp(n: int, warp_factor: float, rng: np.random.Generator, knots: int = 4) -> np.ndarray:
-    """Strictly increasing ``tau`` (float64 ``(n,)``) with ``tau[0] = 0`` and ``tau[-1] = n - 1``.
+    """Strictly increasing ``tau`` (float64 ``(n,)``) with ``tau[0] = 0``, ``tau[-1] = n - 1`` and
+    ``tau[t] <= t`` (the warped clock never runs ahead of the bars, so sampling at it is causal).
 
     The local speed ``diff(tau)`` interpolates ``knots`` speeds drawn in ``[1 - w, 1 + w]``,
-    rescaled so the end points stay fixed.
+    rescaled so the end points stay fixed; wherever that path would run ahead of ``t``, ``tau``
+    follows ``t`` instead (speed 1).
     """
     if n < 2:
         return np.zeros(n)
@@ -244,19 +256,55 @@ def monotone_warp(n: int, warp_factor: float, rng: np.random.Generator, knots: i
     tau = np.concatenate([[0.0], np.cumsum(speed)])
     tau *= (n - 1) / tau[-1]
     tau[-1] = n - 1
-    return np.minimum(tau, n - 1)
+    # the minimum of two increasing paths: still strictly increasing, speeds between theirs
+    return np.minimum(tau, np.arange(n, dtype=np.float64))
 
 
-def stationary_bootstrap_indices(n: int, m: int, block_length: float, rng: np.random.Generator) -> np.ndarray:
+def sample_and_hold(segment: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Bars of ``segment`` (``(T, C)``) resampled at input bars ``source`` (int ``(T,)``, non-decreasing,
+    ``source[0] = 0``, ``source[-1] = T - 1``).
+
+    Output bar ``t > 0`` covers input bars ``source[t-1] + 1 .. source[t]``: when that range is
+    non-empty it is their aggregate bar (open of the first, max high, min low, close of the
+    last); when empty, a flat bar at the held close. Other columns are those of bar
+    ``source[t]``. Output bar 0 is input bar 0. With ``source[t] <= t`` this is causal: output
+    bar ``t`` reads no input bar after ``t``.
+    """
+    seg = np.asarray(segment, dtype=np.float64)
+    last = np.asarray(source, dtype=np.intp)
+    n = seg.shape[0]
+    if last.shape != (n,) or (n and (last[0] != 0 or last[-1] != n - 1)) or (np.diff(last) < 0).any():
+        raise ValueError("source must be non-decreasing bar indices from 0 to T - 1")
+    out = seg[last].copy()  # bar 0 and the other columns: sampled and held
+    close = seg[last, 3]
+    out[1:, 0] = out[1:, 1] = out[1:, 2] = close[1:]  # held bars: flat at the held close
+    moved = np.flatnonzero(np.diff(last) > 0) + 1
+    if moved.size:
+        first = last[moved - 1] + 1  # the moved bars' ranges tile bars 1 .. T - 1 in order
+        out[moved, 0] = seg[first, 0]
+        out[moved, 1] = np.maximum.reduceat(seg[:, 1], first)
+        out[moved, 2] = np.minimum.reduceat(seg[:, 2], first)
+    return out
+
+
+def stationary_bootstrap_indices(n: int, m: int, block_length: float, rng: np.random.Generator, *,
+                                 causal: bool = False) -> np.ndarray:
     """``n`` indices into ``range(m)``: blocks with uniform starts and geometric lengths (mean
-    ``block_length``), wrapping around at ``m`` (Politis & Romano 1994)."""
+    ``block_length``), wrapping around at ``m`` (Politis & Romano 1994).
+
+    ``causal``: index ``i`` is at most ``i`` (a block starting at output ``i`` starts uniformly in
+    ``0 .. min(i, m - 1)``), so resampling a series from itself never reads ahead; no wrap occurs.
+    """
     if n <= 0:
         return np.zeros(0, dtype=np.intp)
     new_block = rng.random(n) < 1.0 / block_length
     new_block[0] = True
     block_id = np.cumsum(new_block) - 1
-    block_starts = rng.integers(0, m, size=int(block_id[-1]) + 1)
     first_of_block = np.flatnonzero(new_block)
+    if causal:
+        block_starts = rng.integers(0, np.minimum(first_of_block, m - 1) + 1)
+    else:
+        block_starts = rng.integers(0, m, size=int(block_id[-1]) + 1)
     offset = np.arange(n) - first_of_block[block_id]
     return ((block_starts[block_id] + offset) % m).astype(np.intp)
 

@@ -44,7 +44,7 @@ from .combine import METHODS, combine_probabilities
 __all__ = [
     "METHODS", "DATA_SUBSETS", "DiversityConfig", "MemberPlan", "MemberOutcome", "EnsembleTraining",
     "EnsembleDecision", "EnsembleLearningFramework", "combine_probabilities", "diversity_weights",
-    "mean_pairwise_correlation", "disagreement_rate", "block_start_sampler", "block_starts",
+    "mean_pairwise_correlation", "disagreement_rate", "block_start_sampler", "block_starts", "member_seeds",
 ]
 
 DATA_SUBSETS = ("none", "bootstrap", "disjoint")
@@ -220,6 +220,23 @@ def disagreement_rate(agreement: np.ndarray) -> float:
     return float(np.mean(agreement < 1.0 - 1e-12)) if agreement.size else 0.0
 
 
+def member_seeds(seed: int, n: int) -> tuple[int, ...]:
+    """The run seeds of an ensemble's ``n`` members, each in ``[0, 2**32)``.
+
+    Member ``i`` gets the first 32-bit word of child ``i`` of ``np.random.SeedSequence(seed)``.
+    The children are independent streams, so ensembles at neighbouring seeds share no member
+    seed (``seed + i`` would give the seed-0 ensemble's member 1 the seed of the seed-1
+    ensemble's member 0, and pair A/B cells that are not independent); the same ``seed``
+    always gives the same members.
+
+    Example:
+        >>> member_seeds(0, 3) == member_seeds(0, 3), len(set(member_seeds(0, 3) + member_seeds(1, 3)))
+        (True, 6)
+    """
+    children = np.random.SeedSequence(int(seed)).spawn(int(n))
+    return tuple(int(child.generate_state(1, dtype=np.uint32)[0]) for child in children)
+
+
 def block_start_sampler(bounds: tuple[int, int], blocks: Sequence[int],
                         n_blocks: int) -> Callable[[np.random.Generator, int], np.ndarray]:
     """``(rng, k) -> k`` episode starts inside the given blocks of the inclusive ``bounds``.
@@ -262,7 +279,7 @@ class EnsembleLearningFramework:
     Args:
         ensemble_size: members to plan (>= 1).
         diversity_config: a :class:`DiversityConfig` or a dict of its fields.
-        seed: seeds every random draw of the plans (members get seeds ``seed + index``).
+        seed: seeds every random draw of the plans; members get :func:`member_seeds` ``(seed, n)``.
         min_members: members that must finish for the ensemble to be built.
     """
 
@@ -282,11 +299,12 @@ class EnsembleLearningFramework:
     def initialize_models(self) -> list[MemberPlan]:
         """One :class:`MemberPlan` per member, reproducible from ``seed``."""
         d, rng = self.diversity, np.random.default_rng(self.seed)
+        seeds = member_seeds(self.seed, self.ensemble_size)
         plans = []
         for i in range(self.ensemble_size):
             log_lr = rng.uniform(np.log(d.lr_factor[0]), np.log(d.lr_factor[1]))
             plans.append(MemberPlan(
-                index=i, seed=self.seed + i, lr_factor=float(np.exp(log_lr)),
+                index=i, seed=seeds[i], lr_factor=float(np.exp(log_lr)),
                 ent_coef=float(rng.uniform(*d.ent_coef)), clip_range=float(rng.uniform(*d.clip_range)),
                 blocks=self._blocks(i, rng),
                 net_arch=d.net_archs[i % len(d.net_archs)] if d.net_archs else None,

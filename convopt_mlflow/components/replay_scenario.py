@@ -17,6 +17,13 @@ probability ``replay_ratio`` and uniformly otherwise, so every window keeps bein
 Composes with a curriculum: ``sample(rng, k, pool)`` draws only from ``pool`` (the start
 bars the curriculum allows), prioritized within it.
 
+**Random stream.** The non-prioritized starts come from ``uniform(rng, k)``, the sampler the
+run would use without replay (uniform over the start bounds, uniform over ``pool`` as the
+curriculum's ``pool_sampler`` draws, or an ensemble member's block sampler). They are drawn
+first; then, only when ``replay_ratio > 0``, one coin per start and the prioritized draws.
+So at ``replay_ratio = 0`` a run consumes exactly the generator stream it consumes without
+replay, and its episodes start at the same bars (common random numbers hold across arms).
+
 Examples:
     >>> import numpy as np
     >>> replay = ScenarioReplay(replay_ratio=1.0)
@@ -27,7 +34,7 @@ Examples:
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -42,7 +49,7 @@ class ScenarioReplay:
     Args:
         priority_alpha: prioritization exponent.
         replay_ratio: share of starts drawn by priority (the rest uniform); 0 is exactly
-            the env's uniform sampler (same draws from the same generator).
+            the sampler without replay (same draws from the same generator; see :meth:`sample`).
         priority_strategy: one of ``PRIORITY_STRATEGIES``; names the ``scores`` given to :meth:`bind`.
         beta: importance-sampling exponent used only for the logged weight range.
         eps: added to the window's mean ``|TD error|``.
@@ -96,38 +103,43 @@ class ScenarioReplay:
     def __call__(self, rng: np.random.Generator, k: int) -> np.ndarray:
         return self.sample(rng, k)
 
-    def sample(self, rng: np.random.Generator, k: int, pool: np.ndarray | None = None) -> np.ndarray:
-        """``k`` start bars (int64); with ``pool`` (int bars inside the start bounds) only from it."""
+    def sample(self, rng: np.random.Generator, k: int, pool: np.ndarray | None = None,
+               uniform: Callable[[np.random.Generator, int], np.ndarray] | None = None) -> np.ndarray:
+        """``k`` start bars (int64); with ``pool`` (int bars inside the start bounds) only from it.
+
+        ``uniform``: ``(rng, k) -> starts``, the sampler without replay (default: uniform over
+        ``pool``, else over the start bounds, as ``MarketCore.sample_starts``). Its draws come
+        first; at ``replay_ratio = 0`` they are returned and nothing else is drawn.
+        """
         if self.tree is None:
             raise RuntimeError("ScenarioReplay.bind() must be called before sampling")
         k = int(k)
-        if pool is None:
-            if self.replay_ratio == 0.0:
-                return rng.integers(self.lo, self.hi + 1, size=k)  # exactly MarketCore.sample_starts
+        if pool is not None:
+            pool = np.asarray(pool, dtype=np.int64).reshape(-1)
+            if pool.size == 0 or pool.min() < self.lo or pool.max() > self.hi:
+                raise ValueError(f"pool must be non-empty start bars in [{self.lo}, {self.hi}]")
+        if uniform is None:
+            uniform = self._uniform if pool is None else _pool_uniform(pool)
+        starts = np.array(uniform(rng, k), dtype=np.int64)  # a copy: prioritized draws overwrite it
+        population = self.n_starts if pool is None else pool.size
+        if self.replay_ratio > 0.0:
             prioritized = rng.random(k) < self.replay_ratio
-            starts = rng.integers(self.lo, self.hi + 1, size=k)
             n = int(prioritized.sum())
-            if n:
+            if n and pool is None:
                 items = self.tree.sample(rng, n)
                 starts[prioritized] = items + self.lo
-                self._note(0, self.tree.get(items) / self.tree.total, self.n_starts)
-            self._note(k, np.zeros(0), self.n_starts)
-            return starts
-        pool = np.asarray(pool, dtype=np.int64).reshape(-1)
-        if pool.size == 0 or pool.min() < self.lo or pool.max() > self.hi:
-            raise ValueError(f"pool must be non-empty start bars in [{self.lo}, {self.hi}]")
-        picks = rng.integers(0, pool.size, size=k)
-        prioritized = rng.random(k) < self.replay_ratio
-        n = int(prioritized.sum())
-        if n:
-            weights = self.tree.get(pool - self.lo)
-            cdf = np.cumsum(weights)
-            chosen = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
-            chosen = np.minimum(chosen, pool.size - 1)
-            picks[prioritized] = chosen
-            self._note(0, weights[chosen] / cdf[-1], pool.size)
-        self._note(k, np.zeros(0), pool.size)
-        return pool[picks]
+                self._note(0, self.tree.get(items) / self.tree.total, population)
+            elif n:
+                weights = self.tree.get(pool - self.lo)
+                cdf = np.cumsum(weights)
+                chosen = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), pool.size - 1)
+                starts[prioritized] = pool[chosen]
+                self._note(0, weights[chosen] / cdf[-1], population)
+        self._note(k, np.zeros(0), population)
+        return starts
+
+    def _uniform(self, rng: np.random.Generator, k: int) -> np.ndarray:
+        return rng.integers(self.lo, self.hi + 1, size=k)  # exactly MarketCore.sample_starts
 
     def _note(self, k: int, probabilities: np.ndarray, population: int) -> None:
         """Count ``k`` draws, ``probabilities.size`` of them prioritized, for :meth:`stats`."""
@@ -189,3 +201,8 @@ class ScenarioReplay:
     def priorities(self) -> np.ndarray:
         """Leaf priorities ``p(s)**alpha`` of every start bar (read-only)."""
         return self.tree.priorities
+
+
+def _pool_uniform(pool: np.ndarray) -> Callable[[np.random.Generator, int], np.ndarray]:
+    """Uniform draws from ``pool`` (repeats weigh more): the draws of the curriculum's ``pool_sampler``."""
+    return lambda rng, k: pool[rng.integers(0, pool.size, size=k)]

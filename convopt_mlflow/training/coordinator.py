@@ -21,7 +21,7 @@ from stable_baselines3.common.logger import Logger
 
 from .. import config as cfgmod
 from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
-from ..components.ensemble import block_starts
+from ..components.ensemble import block_start_sampler, block_starts
 from ..components.meta import MetaLearningController
 from ..components.plasticity import PLASTICITY_ACTIONS, PlasticityGate
 from ..components.replay_scenario import ScenarioReplay
@@ -277,12 +277,14 @@ def _attach_replay(model, replay, cfg, guard: ComponentGuard) -> None:
 
 def _share_start_pools(model, curriculum, cfg, market: Market) -> None:
     """Scenario replay prioritizes inside the starts the run may use: the curriculum stage's pool
-    (the curriculum hands it over instead of installing its own sampler) or a member's blocks."""
+    (the curriculum hands it over instead of installing its own sampler) or a member's blocks.
+    Each pool comes with the sampler the run uses for it without replay (the member's block
+    sampler; the curriculum's pools are drawn uniformly), so replay_ratio=0 draws what no replay draws."""
     if not isinstance(getattr(model, "replay", None), ScenarioReplay):
         return
     if cfg.ensemble.train_blocks:
-        model.set_start_pool(block_starts(market.cores["train"].start_bounds, cfg.ensemble.train_blocks,
-                                          cfg.ensemble.n_blocks))
+        bounds, blocks, n_blocks = market.cores["train"].start_bounds, cfg.ensemble.train_blocks, cfg.ensemble.n_blocks
+        model.set_start_pool(block_starts(bounds, blocks, n_blocks), block_start_sampler(bounds, blocks, n_blocks))
     if curriculum is not None:
         curriculum.sink = model.set_start_pool
 

@@ -32,10 +32,22 @@ against the behaviour policy and the clip is centred on ``c``, so the trust regi
 ``|pi / pi_k - 1| <= epsilon / c`` around ``pi_k``. ``w_i`` are the prioritized-sampling
 importance weights (1 for fresh samples). Fresh samples keep SB3's GAE advantages and
 returns. Replayed samples get one-step V-trace targets (Espeholt et al. 2018) recomputed
-with the current critic at the start of the update, with the truncated ratio
-``rho_bar = min(1, c)``:
+with the current critic ``V`` at the start of the update. In plain text, for a replayed
+transition ``(s, a, r, s')`` stored with behaviour probability ``mu(a|s)``:
 
-    ``A_hat = rho_bar * delta``, ``v_hat = V(s) + rho_bar * delta``, ``delta = r + gamma V(s') - V(s)``.
+    delta   = r + gamma * V(s') - V(s)                 (one-step TD error)
+    c       = pi_k(a|s) / mu(a|s)                      (clip centre)
+    rho_bar = min(1, c)                                (truncated ratio)
+    A_hat   = delta                                    (policy-gradient advantage)
+    v_hat   = V(s) + rho_bar * delta                   (value target)
+
+The importance ratio enters the policy gradient exactly once, through ``r_i = pi / mu``
+in the surrogate: the sample's gradient is ``w_i * (pi / mu) * A_hat * grad log pi`` while
+unclipped, which is V-trace's ``rho * (r + gamma * v' - V(s))`` term with the ratio carried
+by the surrogate (untruncated, and bounded by the clip around ``c`` instead). Multiplying
+``A_hat`` by ``rho_bar`` as well would apply the ratio twice and shrink every replayed
+sample whose policy moved away from ``mu``. ``rho_bar`` stays in the value target, as in
+V-trace, so the critic regresses on ``V(s) + rho_bar * delta``.
 
 One step (not an n-step trace) because samples are drawn one at a time by priority; it is
 the low-variance, higher-bias end of V-trace. Advantages are normalized per minibatch over
@@ -63,7 +75,7 @@ from ..components.replay_scenario import ScenarioReplay
 from .control import ComponentGuard
 from .ppo import ConvoptPPO
 
-__all__ = ["BarRolloutBuffer", "ReplayPPO", "build_replay"]
+__all__ = ["BarRolloutBuffer", "ReplayPPO", "build_replay", "replayed_targets"]
 
 NAME = "replay"
 
@@ -78,6 +90,19 @@ def build_replay(cfg: Any) -> ScenarioReplay | TradingExperienceReplay | None:
     return TradingExperienceReplay(cfg.replay_buffer_size, cfg.priority_strategy, priority_alpha=cfg.priority_alpha,
                                    beta0=cfg.replay_beta0, beta_steps=max(cfg.run.total_timesteps // rollout, 1),
                                    seed=cfg.run.seed)
+
+
+def replayed_targets(rewards: th.Tensor, values: th.Tensor, next_values: th.Tensor, log_prob_k: th.Tensor,
+                     log_prob_b: th.Tensor, gamma: float) -> dict[str, th.Tensor]:
+    """One-step V-trace targets of replayed transitions (all tensors ``(B,)``; see the module doc).
+
+    Returns ``centre = pi_k / mu``, ``advantages = delta`` (the surrogate's ratio ``pi / mu``
+    is the only importance weight of the policy gradient) and ``returns = V(s) + min(1, centre) * delta``,
+    with ``delta = rewards + gamma * next_values - values``.
+    """
+    centre = th.exp(log_prob_k - log_prob_b)
+    delta = rewards + gamma * next_values - values
+    return {"centre": centre, "advantages": delta, "returns": values + th.clamp(centre, max=1.0) * delta}
 
 
 class BarRolloutBuffer(RolloutBuffer):
@@ -114,6 +139,7 @@ class ReplayPPO(ConvoptPPO):
         self._mean_ratio = float("nan")
         self.start_pool: np.ndarray | None = None
         self._plain_starts: Any = None
+        self._pool_starts: Any = None  # the no-replay sampler of the current pool (None: uniform over it)
 
     # ------------------------------------------------------------------ setup
     def attach_replay(self, replay: ScenarioReplay | TradingExperienceReplay, *, replay_ratio: float,
@@ -131,22 +157,34 @@ class ReplayPPO(ConvoptPPO):
         if isinstance(replay, ScenarioReplay):
             replay.bind(self.core.start_bounds, self.core.episode_length, self.scores)
             self._plain_starts = self.venv.start_sampler  # uniform, or an ensemble member's blocks
+            if self.start_pool is None:
+                self._pool_starts = self._plain_starts
             self.venv.set_start_sampler(self._starts)
 
-    def set_start_pool(self, pool: np.ndarray | None) -> None:
+    def set_start_pool(self, pool: np.ndarray | None, sampler: Any = None) -> None:
         """Keep scenario replay to these start bars (a curriculum stage's pool, an ensemble member's
-        blocks); None: every start bar. Prioritization then happens inside the pool."""
+        blocks); None: every start bar. Prioritization then happens inside the pool.
+
+        ``sampler``: ``(rng, k) -> starts``, how the run draws from this pool without replay (an
+        ensemble member's block sampler); default uniform over ``pool`` (the curriculum's
+        ``pool_sampler``), or the env's own sampler when ``pool`` is None. The non-prioritized
+        starts come from it, so at ``replay_ratio = 0`` the env's generator runs through exactly
+        the stream of a run without replay."""
         self.start_pool = None if pool is None else np.asarray(pool, dtype=np.int64)
+        if sampler is None and pool is None:
+            sampler = self._plain_starts
+        self._pool_starts = sampler
 
     def _starts(self, rng: np.random.Generator, k: int) -> np.ndarray:
+        uniform = self._pool_starts
         if self.guard.active(NAME):
             try:
-                return self.replay.sample(rng, k, pool=self.start_pool)
+                return self.replay.sample(rng, k, pool=self.start_pool, uniform=uniform)
             except Exception as exc:  # noqa: BLE001 - a failing component falls back to plain starts
                 self.guard.fail(NAME, exc, self.num_timesteps)
-        if self.start_pool is not None:  # uniform inside the pool, as without replay
+        if uniform is None:  # uniform inside the pool, as without replay
             return self.start_pool[rng.integers(0, self.start_pool.size, size=k)]
-        return self._plain_starts(rng, k)
+        return uniform(rng, k)
 
     @property
     def replay_active(self) -> bool:
@@ -248,13 +286,11 @@ class ReplayPPO(ConvoptPPO):
             v_next = self.policy.predict_values(self._obs(bars + 1, levels[actions])).flatten()
         values = values.flatten()
         log_prob_b = th.as_tensor(batch.log_probs, dtype=th.float32, device=self.device)
-        centre = th.exp(log_prob_k - log_prob_b)
-        rho = th.clamp(centre, max=1.0)
-        delta = th.as_tensor(batch.rewards, dtype=th.float32, device=self.device) + self.gamma * v_next - values
-        self._mean_ratio = float(centre.mean())
+        rewards = th.as_tensor(batch.rewards, dtype=th.float32, device=self.device)
+        targets = replayed_targets(rewards, values, v_next, log_prob_k, log_prob_b, self.gamma)
+        self._mean_ratio = float(targets["centre"].mean())
         return {"observations": obs, "actions": act, "log_prob_b": log_prob_b, "old_log_prob": log_prob_k,
-                "centre": centre, "advantages": rho * delta, "returns": values + rho * delta,
-                "weights": th.as_tensor(batch.weights, dtype=th.float32, device=self.device)}
+                **targets, "weights": th.as_tensor(batch.weights, dtype=th.float32, device=self.device)}
 
     def _train_mixed(self, replayed: dict[str, th.Tensor], n_replayed: int) -> None:
         """PPO.train's loop over fresh + replayed samples with the GePPO loss of the module doc."""

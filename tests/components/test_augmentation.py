@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from convopt_mlflow.components.augmentation import (
-    EpisodeAugmentation, TradingDataAugmentation, check_ohlc, monotone_warp, stationary_bootstrap_indices,
+    EpisodeAugmentation, TradingDataAugmentation, check_ohlc, monotone_warp, sample_and_hold,
+    stationary_bootstrap_indices,
 )
 from convopt_mlflow.errors import ConfigError
 
@@ -152,3 +153,115 @@ def test_bad_bars_are_refused():
     bad = np.array([[1.0, 0.5, 0.9, 1.0], [1.0, 1.1, 0.9, 1.0]])  # high below open
     with pytest.raises(ValueError, match="low <= open, close <= high"):
         TradingDataAugmentation().apply_noise_injection(bad, 1.0)
+
+
+# ------------------------------------------------------------------ causality: no transform reads ahead
+def _walk(rng, n):
+    """A Gaussian random walk of n bars with random gaps and wicks and two other columns."""
+    return bars_from(rng.normal(0, 1e-2, n), rng.normal(0, 1e-3, n), np.abs(rng.normal(0, 3e-3, n)),
+                     np.abs(rng.normal(0, 3e-3, n)), 100.0, rng.normal(size=(n, 2)))
+
+
+SOURCE = _walk(np.random.default_rng(123), 40_000)  # e.g. the train split
+
+
+def _bootstrap_from_source(aug, seg):
+    aug.set_bootstrap_source(SOURCE[:, :seg.shape[1]])
+    return aug.block_bootstrap(seg)
+
+
+ALL_ON = EpisodeAugmentation(synthetic=True, time_warp=True, noise=True)
+TRANSFORMS = {
+    "time_warp": lambda aug, seg: aug.time_warp_sequences(seg, 0.6),
+    "noise": lambda aug, seg: aug.apply_noise_injection(seg, 1.0),
+    "bootstrap_from_itself": lambda aug, seg: aug.block_bootstrap(seg),
+    "bootstrap_from_source": _bootstrap_from_source,
+    "all_in_turn": lambda aug, seg: aug.apply(seg, ALL_ON),
+}
+
+
+@st.composite
+def segments_and_futures(draw):
+    """A segment, a bar t and the same segment with every bar after t replaced (still valid bars)."""
+    seg = draw(segments())
+    n, extra = seg.shape[0], seg.shape[1] - 4
+    t = draw(st.integers(0, n - 2))
+    k = n - t - 1
+    floats = lambda lo, hi: arrays(np.float64, k, elements=st.floats(lo, hi, allow_nan=False))
+    later = bars_from(draw(floats(-0.05, 0.05)), draw(floats(-0.01, 0.01)), draw(floats(0, 0.02)),
+                      draw(floats(0, 0.02)), 1.0, draw(arrays(np.float64, (k, extra), elements=st.floats(-10, 10))))
+    other = seg.copy()
+    later[:, :4] *= seg[t, 3] / later[0, :4].max()  # any positive level: the next bars jump
+    other[t + 1:] = later
+    return seg, other, t
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+@given(data=segments_and_futures(), seed=st.integers(0, 2**32 - 1))
+def test_perturbing_bars_after_t_changes_nothing_at_or_before_t(name, data, seed):
+    seg, other, t = data
+    transform = TRANSFORMS[name]
+    out = transform(TradingDataAugmentation({"seed": seed, "vol_window": 5}), seg)
+    out_other = transform(TradingDataAugmentation({"seed": seed, "vol_window": 5}), other)
+    assert check_ohlc(out) and check_ohlc(out_other)
+    np.testing.assert_array_equal(out[:t + 1], out_other[:t + 1])
+
+
+def _random_walks(rng, count=400, n=100):
+    return [_walk(rng, n) for _ in range(count)]
+
+
+def _return_dependence(segments_):
+    """Pooled lag-1 autocorrelation of the close-to-close returns (bar 0 has none) and sign persistence
+    ``P(sign r[t+1] = sign r[t])`` over pairs of non-zero returns, with their standard errors."""
+    returns = [np.diff(np.log(seg[:, 3])) for seg in segments_]
+    num = sum(float(r[:-1] @ r[1:]) for r in returns)
+    den = sum(float(r @ r) for r in returns)
+    a = np.concatenate([r[:-1] for r in returns])
+    b = np.concatenate([r[1:] for r in returns])
+    both = (a != 0) & (b != 0)
+    return num / den, 1 / np.sqrt(a.size), float(np.mean(np.sign(a[both]) == np.sign(b[both]))), 0.5 / np.sqrt(both.sum())
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_no_transform_creates_momentum_on_a_random_walk(name):
+    """Old warp (linear interpolation): autocorrelation about 0.24 and persistence 0.595 where the walk
+    has 0.00 and 0.50; the bounds here are 4 standard errors of the difference (about 0.03 and 0.014)."""
+    walks = _random_walks(np.random.default_rng(0))
+    aug = TradingDataAugmentation({"seed": 1})
+    augmented = [TRANSFORMS[name](aug, seg) for seg in walks]
+    assert all(check_ohlc(seg) for seg in augmented)
+    ac0, ac_se0, p0, p_se0 = _return_dependence(walks)
+    ac, ac_se, p, p_se = _return_dependence(augmented)
+    assert abs(ac - ac0) < 4 * np.hypot(ac_se, ac_se0), (ac, ac0)
+    assert abs(p - p0) < 4 * np.hypot(p_se, p_se0), (p, p0)
+    if name != "bootstrap_from_source":  # the transform changed the bars it was given
+        assert not all(np.array_equal(x, y) for x, y in zip(walks, augmented))
+
+
+def test_sample_and_hold_aggregates_skipped_bars_and_flattens_held_ones():
+    seg = np.array([[10.0, 11, 9, 10, 0],  # open, high, low, close, other
+                    [10.5, 12, 10, 11, 1],
+                    [11.0, 11.5, 8, 9, 2],
+                    [9.5, 10, 9, 9.8, 3],
+                    [9.8, 10.2, 9.7, 10, 4]])
+    out = sample_and_hold(seg, np.array([0, 0, 2, 3, 4]))
+    np.testing.assert_array_equal(out, [[10.0, 11, 9, 10, 0],
+                                        [10, 10, 10, 10, 0],  # held: flat at bar 0's close
+                                        [10.5, 12, 8, 9, 2],  # bars 1-2: open of 1, max high, min low, close of 2
+                                        [9.5, 10, 9, 9.8, 3],
+                                        [9.8, 10.2, 9.7, 10, 4]])
+    returns = np.diff(np.log(out[:, 3]))
+    np.testing.assert_allclose(returns, [0.0, np.log(9 / 10), np.log(9.8 / 9), np.log(10 / 9.8)])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        sample_and_hold(seg, np.array([0, 2, 1, 3, 4]))
+
+
+def test_the_warp_never_runs_ahead_of_the_clock():
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 50, 500):
+        for _ in range(50):
+            tau = monotone_warp(n, 0.9, rng)
+            assert (tau <= np.arange(n)).all() and tau[-1] == n - 1 and (np.diff(tau) > 0).all()
+    idx = stationary_bootstrap_indices(5000, 5000, 5.0, np.random.default_rng(0), causal=True)
+    assert (idx <= np.arange(5000)).all() and np.unique(idx).size > 1000

@@ -4,7 +4,7 @@ import pytest
 
 from convopt_mlflow.components.ensemble import (
     EnsembleLearningFramework, MemberOutcome, block_start_sampler, disagreement_rate,
-    diversity_weights, mean_pairwise_correlation,
+    diversity_weights, mean_pairwise_correlation, member_seeds,
 )
 
 # combine_probabilities itself is tested in test_combine.py (the shipped model applies the same function)
@@ -57,13 +57,27 @@ def test_decide_picks_the_best_validation_score_and_records_why():
     assert nan.method == "majority_vote"
 
 
+def test_member_seeds_come_from_disjoint_streams():
+    """Ensembles at seeds 0..9 (neighbouring A/B cells) share no member seed, none is a small shifted
+    seed (seed + i gave the seed-0 ensemble's member 1 the seed-1 ensemble's member 0), and the
+    seeds are a deterministic function of the ensemble's seed."""
+    ensembles = {s: EnsembleLearningFramework(5, {}, seed=s).initialize_models() for s in range(10)}
+    seeds = [p.seed for plans in ensembles.values() for p in plans]
+    assert len(set(seeds)) == len(seeds) == 50
+    assert not set(seeds) & set(range(10 + 5))
+    assert all(0 <= s < 2**32 for s in seeds)
+    assert all([p.seed for p in plans] == list(member_seeds(s, 5)) for s, plans in ensembles.items())
+    assert member_seeds(7, 5) == member_seeds(7, 5) and member_seeds(7, 3) == member_seeds(7, 5)[:3]
+    assert [p.seed for p in EnsembleLearningFramework(5, {}, seed=0).initialize_models()] == [p.seed for p in ensembles[0]]
+
+
 def test_plans_are_reproducible_and_inside_the_bounds():
     config = {"lr_factor": (0.5, 2.0), "ent_coef": (0.0, 0.02), "clip_range": (0.1, 0.3),
               "net_archs": [[64, 64], [32]], "activations": ["tanh", "relu"], "data_subsets": "bootstrap"}
     plans = EnsembleLearningFramework(5, config, seed=3).initialize_models()
     assert plans == EnsembleLearningFramework(5, config, seed=3).initialize_models()
     assert plans != EnsembleLearningFramework(5, config, seed=4).initialize_models()
-    assert [p.seed for p in plans] == [3, 4, 5, 6, 7]
+    assert [p.seed for p in plans] == list(member_seeds(3, 5))
     assert all(0.5 <= p.lr_factor <= 2.0 and 0 <= p.ent_coef <= 0.02 and 0.1 <= p.clip_range <= 0.3 for p in plans)
     assert [p.net_arch for p in plans[:3]] == [(64, 64), (32,), (64, 64)]
     assert [p.activation for p in plans[:2]] == ["tanh", "relu"]

@@ -168,6 +168,29 @@ def test_scenario_ratio_zero_draws_exactly_what_the_uniform_sampler_draws():
     assert a.bit_generator.state == b.bit_generator.state
 
 
+def test_scenario_ratio_zero_inside_a_pool_consumes_exactly_the_stream_of_no_replay():
+    """Inside a pool (a curriculum stage, an ensemble member's blocks) ratio 0 draws what the pool's
+    own sampler draws and nothing more; before the fix it drew one extra coin per start."""
+    from convopt_mlflow.components.ensemble import block_start_sampler
+    replay = _scenario(0.0)
+    replay.update_priorities(np.arange(10, 119), np.linspace(0.1, 5, 109))  # priorities are ignored at ratio 0
+    pool = np.array([12, 30, 30, 55, 108])  # repeats weigh more, as in the curriculum's pool_sampler
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    for k in (1, 7, 64):
+        assert np.array_equal(replay.sample(a, k, pool=pool), pool[b.integers(0, pool.size, size=k)])
+    assert a.bit_generator.state == b.bit_generator.state
+    blocks = block_start_sampler((10, 109), (1, 3), 4)
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    for k in (3, 50):
+        assert np.array_equal(replay.sample(a, k, uniform=blocks), blocks(b, k))
+    assert a.bit_generator.state == b.bit_generator.state
+    # with a share > 0 the non-prioritized starts are still the pool sampler's first draws
+    half = _scenario(0.5)
+    a, b = np.random.default_rng(2), np.random.default_rng(2)
+    drawn, plain = half.sample(a, 400, pool=pool), pool[b.integers(0, pool.size, size=400)]
+    assert 0.3 < np.mean(drawn == plain) < 1.0 and set(drawn.tolist()) <= set(pool.tolist())
+
+
 def test_scenario_priorities_follow_the_td_errors_of_each_window():
     replay = _scenario()
     bars = np.arange(10, 119)

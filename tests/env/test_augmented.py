@@ -110,3 +110,86 @@ def test_a_failing_augmentation_falls_back_to_the_market_and_reports_once():
     assert [str(e) for e in errors] == ["boom"] and env.episodes is None
     for a, b in zip(out, plain):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ causality and the reward, end to end
+CAUSAL = SMALL + ["noise_injection_prob=1", "time_warp_prob=1", "augment.synthetic_prob=0",
+                  "feature_dropout_prob=0", "augment.warp_factor=0.6"]
+
+
+class Recording(TradingDataAugmentation):
+    """Keeps every augmented segment the env asked for."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.segments = []
+
+    def apply(self, segment, decision):
+        out = super().apply(segment, decision)
+        self.segments.append(out)
+        return out
+
+
+def _source(cfg, market, columns=None):
+    from convopt_mlflow.training.augment import build_augmentation
+    env = augmented_env(cfg, market, Recording(build_augmentation(cfg).config))
+    if columns is not None:
+        env.episodes.columns = columns
+    return env.episodes
+
+
+def test_an_augmented_episode_sees_nothing_of_the_market_after_its_bar():
+    cfg = build_config("augment", CAUSAL)
+    market = load_market(cfg)
+    core = market.cores["train"]
+    start = core.start_bounds[0] + 40
+    slot = core.window + core.episode_length
+    first_bar = start - core.window + 1  # slot row 0
+    rng = np.random.default_rng(0)
+    for bar in (start, start + 1, start + 20, start + core.episode_length - 1):
+        columns = [c.copy() for c in _source(cfg, market).columns]
+        factor = np.exp(rng.normal(0, 0.02, columns[0].size - bar - 1))
+        for c in columns:  # every later bar moves: prices (OHLC scaled together stay valid), volume, features
+            c[bar + 1:] *= factor
+        filled = []
+        for source in (_source(cfg, market), _source(cfg, market, columns)):
+            features = np.zeros((slot, core.n_features), np.float32)
+            returns = np.zeros(slot)
+            source.fill(start, features, returns)
+            assert source.last.time_warp and source.last.noise
+            filled.append((features, returns))
+        (f0, r0), (f1, r1) = filled
+        seen = bar - first_bar + 1  # rows of bars <= bar
+        np.testing.assert_array_equal(f0[:seen], f1[:seen])
+        np.testing.assert_array_equal(r0[:seen], r1[:seen])
+        assert not np.array_equal(r0[seen:], r1[seen:])  # the perturbation reached the later bars
+
+
+def test_the_reward_is_the_augmented_return_after_the_observed_bar():
+    cfg = build_config("augment", CAUSAL + ["env.n_envs=1"])
+    market = load_market(cfg)
+    from convopt_mlflow.training.augment import build_augmentation
+    aug = Recording(build_augmentation(cfg).config)
+    env = augmented_env(cfg, market, aug, reward_scale=3.0)
+    core = market.cores["train"]
+    lookback, window, length = market.features.warmup, core.window, core.episode_length
+    featurize = env.episodes.featurize
+    rng = np.random.default_rng(1)
+    obs = env.reset()
+    segment = aug.segments[-1]
+    log_close = np.log(segment[:, 3])
+    features = featurize(segment)
+    prev = 0.0
+    for k in range(length):
+        t = lookback + window - 1 + k  # the decision's bar in the segment
+        # the observation: the augmented features of bars t-window+1..t, computable from bars <= t alone
+        np.testing.assert_allclose(obs[0, :-1], features[t - window + 1:t + 1].ravel(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(featurize(segment[:t + 1])[t - window + 1:], features[t - window + 1:t + 1])
+        assert obs[0, -1] == prev
+        action = rng.integers(0, 3, 1)
+        obs, reward, done, _ = env.step(action)
+        position = core.position_levels[action[0]]
+        paid = position * (log_close[t + 1] - log_close[t]) - core.cost_rate * abs(position - prev)
+        assert reward[0] == pytest.approx(3.0 * paid, rel=1e-5, abs=1e-9)
+        prev = position
+    assert done[0] and len(aug.segments) == 2  # the next episode began

@@ -28,7 +28,7 @@ def test_members_differ_by_their_plans():
     cfg = _config()
     plans = EnsembleLearningFramework(3, {"data_subsets": "disjoint"}, seed=5).initialize_models()
     member = member_config(cfg, plans[1])
-    assert member.ensemble_size == 1 and member.run.seed == 6 and member.ppo.torch_threads == 1
+    assert member.ensemble_size == 1 and member.run.seed == plans[1].seed and member.ppo.torch_threads == 1
     assert member.base_learning_rate == pytest.approx(cfg.base_learning_rate * plans[1].lr_factor)
     assert member.ensemble.train_blocks == (3, 4, 5)
     env = make_env(member, load_market(member)).unwrapped

@@ -5,6 +5,7 @@ synthetic market, a real sqlite MLflow store read back through MlflowClient.
 """
 from __future__ import annotations
 
+import dataclasses
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from convopt_mlflow.config import build_config
 from convopt_mlflow.training.checkpoints import CheckpointStore, capture_training_state, restore_training_state
 from convopt_mlflow.training.coordinator import build_components, train
 from convopt_mlflow.training.ppo import ConvoptPPO
-from convopt_mlflow.training.replay import ReplayPPO, build_replay
+from convopt_mlflow.training.replay import ReplayPPO, build_replay, replayed_targets
 from convopt_mlflow.training.setup import load_market, make_env, make_model
 
 from .conftest import SigtermAt, TINY_RUN
@@ -56,17 +57,81 @@ def test_replay_ratio_zero_is_bit_identical_to_baseline_ppo(mode):
     assert any(not torch.equal(base[name], other[name]) for name in base)
 
 
+def test_replayed_targets_match_a_hand_computed_batch():
+    """delta = r + gamma V(s') - V(s); advantage = delta (the surrogate's pi/mu is the only ratio);
+    value target = V(s) + min(1, c) delta with c = pi_k / mu. Before the fix the advantage was
+    min(1, c) * delta: -0.04 and 0.035 here."""
+    rewards, values, next_values = torch.tensor([0.1, -0.2]), torch.tensor([0.5, 0.0]), torch.tensor([0.4, 0.3])
+    log_prob_k, log_prob_b = torch.log(torch.tensor([0.5, 0.2])), torch.log(torch.tensor([0.25, 0.4]))
+    out = replayed_targets(rewards, values, next_values, log_prob_k, log_prob_b, gamma=0.9)
+    assert torch.allclose(out["centre"], torch.tensor([2.0, 0.5]))
+    assert torch.allclose(out["advantages"], torch.tensor([-0.04, 0.07]), atol=1e-7)
+    assert torch.allclose(out["returns"], torch.tensor([0.46, 0.035]), atol=1e-7)
+
+
 def test_transition_replay_samples_a_quarter_and_centres_the_clip_on_the_behaviour_policy():
     model, _ = _trained_parameters(_cfg(replay_mode="transition", replay_ratio="0.25"), steps=1024)
     assert len(model.replay) == 1024
     batch = model.replay.sample_batch(64, 1.0)
+    levels = model.core.position_levels
+    with torch.no_grad():
+        obs = model._obs(batch.bars.astype(np.int64), levels[batch.positions])
+        _, log_prob_k, _ = model.policy.evaluate_actions(obs, torch.as_tensor(batch.actions.astype(np.int64)))
+    # behaviour policies far from pi_k on both sides: c = pi_k / mu = 0.25 for half the batch, 3 for the rest
+    c = np.where(np.arange(64) < 32, 0.25, 3.0)
+    batch = dataclasses.replace(batch, log_probs=(log_prob_k.numpy() - np.log(c)).astype(np.float32))
     prepared = model._prepare_replayed(batch)
-    # the centre is pi_k / mu; truncated V-trace: advantage = min(1, c) * delta
     centre = prepared["centre"].numpy()
     assert np.allclose(centre, np.exp(prepared["old_log_prob"].numpy() - batch.log_probs), rtol=1e-5)
-    td = model._td_errors(batch.bars.astype(np.int64), model.core.position_levels[batch.positions],
+    assert np.allclose(centre, c, rtol=1e-5)
+    td = model._td_errors(batch.bars.astype(np.int64), levels[batch.positions],
                           batch.actions.astype(np.int64), batch.rewards.astype(np.float64))
-    assert np.allclose(prepared["advantages"].numpy(), np.minimum(centre, 1.0) * td, atol=1e-5)
+    with torch.no_grad():
+        values = model.policy.predict_values(obs).flatten().numpy()
+    # the advantage handed to the surrogate is delta itself; rho_bar = min(1, c) only in the value target
+    assert np.allclose(prepared["advantages"].numpy(), td, atol=1e-5)
+    assert np.allclose(prepared["returns"].numpy(), values + np.minimum(c, 1.0) * td, atol=1e-5)
+    assert not np.allclose(prepared["advantages"].numpy(), np.minimum(c, 1.0) * td, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["curriculum_stage", "member_blocks", "stage_inside_member_blocks"])
+def test_scenario_replay_at_ratio_zero_keeps_the_env_stream_of_no_replay_inside_a_pool(pool):
+    """Same seed, scenario replay at ratio 0 vs no replay: the same episode starts and the same env
+    generator state after many episodes, bit for bit (common random numbers across arms)."""
+    from convopt_mlflow.training.control import ComponentGuard
+    from convopt_mlflow.training.coordinator import _attach_replay, _share_start_pools
+    from convopt_mlflow.training.curriculum import build_curriculum, start_curriculum
+
+    preset = "replay" if pool == "member_blocks" else "curriculum"
+    blocks = {} if pool == "curriculum_stage" else {"ensemble__train_blocks": "1+3", "ensemble__n_blocks": "4"}
+
+    def roll(replay: bool):
+        cfg = _cfg(preset, replay_enabled=str(replay).lower(), replay_mode="scenario", replay_ratio="0", **blocks)
+        market = load_market(cfg)
+        env = make_env(cfg, market)
+        model = make_model(cfg, env)
+        driver = None
+        if preset == "curriculum":
+            driver = start_curriculum(build_curriculum(cfg), cfg, market, env.unwrapped, ComponentGuard())
+        if replay:
+            _attach_replay(model, build_replay(cfg), cfg, ComponentGuard())
+            assert isinstance(model, ReplayPPO) and model.replay_active
+            _share_start_pools(model, driver, cfg, market)
+        if driver is not None:
+            driver.install(0)
+        venv, actions = env.unwrapped, np.random.default_rng(0)
+        venv.reset()
+        starts = [venv.current_bars.copy()]
+        for _ in range(64 * 12):  # 12 episodes per env
+            venv.step(actions.integers(0, 3, venv.num_envs))
+            starts.append(np.where(venv._ep_length == 0, venv.current_bars, -1))
+        return np.array(starts), venv._rng.bit_generator.state
+
+    plain_starts, plain_state = roll(False)
+    replay_starts, replay_state = roll(True)
+    assert (plain_starts >= 0).sum() == 4 * 13
+    np.testing.assert_array_equal(replay_starts, plain_starts)
+    assert replay_state == plain_state
 
 
 @pytest.mark.parametrize("ratio", ["0", "0.25"])
