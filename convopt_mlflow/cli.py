@@ -112,9 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     dashboard = sub.add_parser("dashboard", help="live dashboard of runs, A/B studies and the registry (read-only)")
     dashboard.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: MLflow's own resolution)")
     dashboard.add_argument("--storage", default="", help="Optuna storage URL of the A/B studies to follow")
-    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind; any non-local one needs --token")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     dashboard.add_argument("--port", default="8050", help="port to listen on")
-    dashboard.add_argument("--token", default="", help="required on every request (default $CONVOPT_DASHBOARD_TOKEN)")
+    dashboard.add_argument("--token-file", default="", help="file holding the token every request needs (default: "
+                                                            "$CONVOPT_DASHBOARD_TOKEN, else one is generated and printed)")
+    dashboard.add_argument("--token", default="", help="the token itself (discouraged: `ps` shows it; use the "
+                                                       "environment or --token-file)")
+    dashboard.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                           help="another Host name to answer (e.g. an HTTPS proxy's); repeatable")
     return parser
 
 
@@ -126,7 +131,8 @@ def _dashboard(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UserError(f"the live dashboard is not installed with this package ({exc})") from None
     serve(args.tracking_uri or resolve_tracking_uri(), storage=args.storage or None, host=args.host,
-          port=_number("--port", args.port, int), token=args.token or None)
+          port=_number("--port", args.port, int), token=args.token or None, token_file=args.token_file or None,
+          allow_hosts=args.allow_host)
     return 0
 
 
