@@ -168,3 +168,22 @@ def test_worker_cli_takes_a_wait_timeout(tmp_path, mlflow_uri, capsys):
     code = cli.main(["worker", "--study", "nope", "--storage", f"journal:///{tmp_path}/ab.log",
                      "--wait-timeout", "soon"])
     assert code == 2 and "--wait-timeout must be a number" in capsys.readouterr().err
+
+
+def test_tune_on_a_journal_fails_a_dead_worker_s_trial_instead_of_counting_it_for_ever(tmp_path, mlflow_uri, capsys):
+    from convopt_mlflow.experiments.tune import TuneSpec, _open_study
+
+    storage = f"journal:///{tmp_path}/tune.log"
+    study = _open_study(TuneSpec("baseline", 1, {}), get_storage(storage), "t")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = study.ask()  # a worker of this host claimed it and was killed: the one-trial budget looks spent
+    orphan.set_user_attr(WORKER_ATTR, f"{os.uname().nodename}:{dead.pid}")
+    time.sleep(3.2)  # past the claim grace
+    code = cli.main(["tune", "--preset", "baseline", "--n-trials", "1", "--total-timesteps", "512", "--data", DATA,
+                     "--storage", storage, "--study", "t", "--set", TINY + ",run.eval_freq=256"])
+    assert code == 0, capsys.readouterr().err
+    trials = optuna.load_study(study_name="t", storage=get_storage(storage)).trials
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert [t.state for t in trials[1:]] in ([TrialState.COMPLETE], [TrialState.PRUNED])
+    assert trials[1].system_attrs.get("failed_trial") == orphan.number  # the retry of the dead trial
