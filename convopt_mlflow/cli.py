@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--sequential", nargs="?", const="true", default="false",
                     help="add seeds in rounds and stop when decisive (group-sequential)")
     ab.add_argument("--experiment", default="", help="MLflow experiment of the parent run")
-    ab.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats (PostgreSQL)")
+    ab.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats (sqlite, PostgreSQL)")
+    ab.add_argument("--wait-timeout", default="3600", help="seconds to wait for cells held by other workers")
     ab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every arm (e.g. ppo.n_steps=64)")
     ab.add_argument("--register", nargs="?", const="true", default="true",
@@ -57,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--study", required=True)
     worker.add_argument("--storage", required=True, help="the study's Optuna storage URL (PostgreSQL or journal)")
     worker.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats")
+    worker.add_argument("--wait-timeout", default="3600", help="seconds to wait for cells held by other workers "
+                                                               "(then exit 3; re-run to resume)")
 
     promote = sub.add_parser("promote", help="move the registry's `champion` alias to the challenger on evidence")
     promote.add_argument("--registry-name", default="convopt-ensemble", help="registered model name")
@@ -79,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--pruner", default="median", help="median (in-training evals) or wilcoxon (walk-forward folds)")
     tune.add_argument("--folds", default="5", help="walk-forward folds per trial with --pruner wilcoxon")
     tune.add_argument("--workers", default="1", help="worker processes on this machine (PostgreSQL or journal storage)")
-    tune.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats (PostgreSQL)")
+    tune.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats (sqlite, PostgreSQL)")
 
     data = sub.add_parser("data", help="market data tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="validate a data source and summarise it")
@@ -109,9 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     dashboard = sub.add_parser("dashboard", help="live dashboard of runs, A/B studies and the registry (read-only)")
     dashboard.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: MLflow's own resolution)")
     dashboard.add_argument("--storage", default="", help="Optuna storage URL of the A/B studies to follow")
-    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind; any non-local one needs --token")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     dashboard.add_argument("--port", default="8050", help="port to listen on")
-    dashboard.add_argument("--token", default="", help="required on every request (default $CONVOPT_DASHBOARD_TOKEN)")
+    dashboard.add_argument("--token-file", default="", help="file holding the token every request needs (default: "
+                                                            "$CONVOPT_DASHBOARD_TOKEN, else one is generated and printed)")
+    dashboard.add_argument("--token", default="", help="the token itself (discouraged: `ps` shows it; use the "
+                                                       "environment or --token-file)")
+    dashboard.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                           help="another Host name to answer (e.g. an HTTPS proxy's); repeatable")
     return parser
 
 
@@ -123,7 +131,8 @@ def _dashboard(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UserError(f"the live dashboard is not installed with this package ({exc})") from None
     serve(args.tracking_uri or resolve_tracking_uri(), storage=args.storage or None, host=args.host,
-          port=_number("--port", args.port, int), token=args.token or None)
+          port=_number("--port", args.port, int), token=args.token or None, token_file=args.token_file or None,
+          allow_hosts=args.allow_host)
     return 0
 
 
@@ -210,7 +219,8 @@ def _ab_test(args: argparse.Namespace) -> int:
     result = run_ab_test(spec, study_name=name, storage=args.storage or None,
                          workers=_number("--workers", args.workers, int), experiment=args.experiment or None,
                          heartbeat_interval=_number("--heartbeat-interval", args.heartbeat_interval, int),
-                         registry_name=args.registry_name if register else None)
+                         registry_name=args.registry_name if register else None,
+                         wait_timeout_s=_number("--wait-timeout", args.wait_timeout))
     print(f"convopt: A/B parent run {result.parent_run_id} (study {name}): {result.report['verdict']}",
           file=sys.stderr)
     registration = result.registration
@@ -271,8 +281,9 @@ def _tune(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from .experiments.worker import work
 
-    done = work(args.study, args.storage, heartbeat_interval=_number("--heartbeat-interval",
-                                                                     args.heartbeat_interval, int), workers=2)
+    done = work(args.study, args.storage, workers=2,
+                heartbeat_interval=_number("--heartbeat-interval", args.heartbeat_interval, int),
+                wait_timeout_s=_number("--wait-timeout", args.wait_timeout))
     print(f"convopt worker: study {args.study} has {done} complete cell(s)", file=sys.stderr)
     return 0
 

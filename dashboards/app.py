@@ -9,64 +9,33 @@ Endpoints (all GET, all read-only):
 - ``/api/studies``, ``/api/study/{name}``: A/B progress from the Optuna storage;
 - ``/api/registry?name=N``: versions of the registered model, aliases and evidence.
 
-Security: it binds 127.0.0.1 by default. Any other bind needs a token; then every
-request must carry it (``Authorization: Bearer T``, ``?token=T``, or the cookie the
-page sets from ``?token=T``), else 401.
+Security (:mod:`dashboards.security`): every request needs the token, which is generated
+and printed once when none is given; a foreign ``Host`` header gets 403; the token moves
+from the URL into an HttpOnly, SameSite=Strict cookie; every response says
+``Referrer-Policy: no-referrer``. It binds 127.0.0.1 by default.
 """
 from __future__ import annotations
 
-import hmac
-import re
 import json
-import os
+import re
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import plotly
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from convopt_mlflow.errors import UserError
+from dashboards.security import LOCAL_HOSTS, TOKEN_ENV, WILDCARD_BINDS, Gate, allowed_hosts, resolve_token
 
 __all__ = ["LOCAL_HOSTS", "TOKEN_ENV", "create_app", "serve"]
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-TOKEN_ENV = "CONVOPT_DASHBOARD_TOKEN"
 _STATIC = Path(__file__).parent / "static"
 _PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-_COOKIE = "convopt_dashboard_token"
-
-
-class TokenGate:
-    """ASGI middleware: 401 for a request without the token (when one is set)."""
-
-    def __init__(self, app, token: str | None):
-        self.app, self.token = app, token
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not self.token:
-            return await self.app(scope, receive, send)
-        request = Request(scope)
-        given = request.query_params.get("token") or request.cookies.get(_COOKIE) or ""
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
-            response = PlainTextResponse("401: this dashboard needs its token (?token=... or "
-                                         "Authorization: Bearer ...)", status_code=401)
-            return await response(scope, receive, send)
-        if request.query_params.get("token"):  # the page's later requests carry it as a cookie
-            async def send_with_cookie(message):
-                if message["type"] == "http.response.start":
-                    cookie = f"{_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
-                    message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie.encode())]
-                await send(message)
-            return await self.app(scope, receive, send_with_cookie)
-        return await self.app(scope, receive, send)
 
 
 def _json(data: Any) -> Response:
@@ -79,9 +48,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def create_app(tracking_uri: str, *, storage: str | None = None, token: str | None = None,
-               registry_name: str = "convopt-ensemble", max_points: int = 2000) -> Starlette:
+def create_app(tracking_uri: str, *, token: str, storage: str | None = None, host: str = "127.0.0.1",
+               allow_hosts: Iterable[str] = (), registry_name: str = "convopt-ensemble",
+               max_points: int = 2000) -> Starlette:
     """The dashboard app for ``tracking_uri`` (and A/B studies in ``storage``), gated by ``token``.
+
+    ``host`` is the address it is bound to; it and ``allow_hosts`` are the ``Host`` names it
+    answers besides the local ones (:func:`dashboards.security.allowed_hosts`).
 
     ``max_points``: each curve of a run's figure is thinned to at most this many points
     (the store keeps them all; the page stays light with 100k points in a run).
@@ -154,25 +127,33 @@ def create_app(tracking_uri: str, *, storage: str | None = None, token: str | No
               Route("/api/experiments", experiments), Route("/api/runs", runs), Route("/api/run/{run_id}", run),
               Route("/api/studies", studies), Route("/api/study/{name:path}", study),
               Route("/api/registry", registry), Route("/api/stats", stats)]
-    return Starlette(routes=routes, middleware=[Middleware(TokenGate, token=token or None)])
-
-
-def check_bind(host: str, token: str | None) -> None:
-    """UserError unless ``host`` is local or a token protects it."""
-    if host not in LOCAL_HOSTS and not token:
-        raise UserError(f"--host {host} exposes the dashboard beyond this machine: give --token T "
-                        f"(or set {TOKEN_ENV}); requests without it get 401")
+    return Starlette(routes=routes, middleware=[Middleware(Gate, token=token,
+                                                           hosts=allowed_hosts(host, allow_hosts))])
 
 
 def serve(tracking_uri: str, *, storage: str | None = None, host: str = "127.0.0.1", port: int = 8050,
-          token: str | None = None) -> None:
-    """Run the dashboard until interrupted. ``token`` defaults to ``$CONVOPT_DASHBOARD_TOKEN``."""
+          token: str | None = None, token_file: str | None = None, allow_hosts: Iterable[str] = ()) -> None:
+    """Run the dashboard until interrupted.
+
+    The token comes from ``token_file``, else ``$CONVOPT_DASHBOARD_TOKEN``, else ``token``
+    (warned: ``ps`` shows it), else it is generated; a generated one is printed once, in the
+    URL to open, as Jupyter does.
+    """
     import uvicorn
 
-    token = token or os.environ.get(TOKEN_ENV) or None
-    check_bind(host, token)
-    app = create_app(tracking_uri, storage=storage, token=token)
-    where = f"http://{host}:{port}/" + ("?token=..." if token else "")
+    token, source = resolve_token(token, token_file)
+    app = create_app(tracking_uri, storage=storage, token=token, host=host, allow_hosts=allow_hosts)
     shown = re.sub(r"//[^/@]*@", "//***@", tracking_uri)  # no credentials on the console
-    print(f"convopt dashboard: {where} (tracking {shown})", flush=True)
+    names = [socket.gethostname(), "127.0.0.1"] if host.strip() in WILDCARD_BINDS else [host]
+    urls = [f"http://{f'[{n}]' if ':' in n else n}:{port}/" for n in names]
+    if source == "generated":
+        urls = [f"{u}?token={token}" for u in urls]
+        print(f"convopt dashboard: open {' or '.join(urls)} (tracking {shown}); the token was generated for "
+              f"this session: set ${TOKEN_ENV} or --token-file to choose one", flush=True)
+    else:
+        print(f"convopt dashboard: open {' or '.join(u + '?token=<your token>' for u in urls)} "
+              f"(tracking {shown}; token from the {source})", flush=True)
+    if host.strip() not in LOCAL_HOSTS:
+        print("convopt dashboard: warning: plain HTTP beyond this machine; anyone on the network path can read the "
+              "token: put an HTTPS proxy in front (and --allow-host its name) or use an SSH tunnel", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -3,7 +3,8 @@
 Optuna is the ledger and the scheduler. The study's ``GridSampler`` declares the grid
 (``arm`` x ``seed``) and hands out fresh cells; a cell that must run again (a failed
 training, a sequential round) is enqueued explicitly; a trial whose worker died is failed
-by RDB heartbeats and re-queued by ``RetryHeartbeatStaleTrialCallback``. No trial is
+(by its pid when that worker ran on this host, else by RDB heartbeats: see
+:mod:`.liveness`) and re-queued by ``RetryHeartbeatStaleTrialCallback``. No trial is
 pruned: pruning biases an A/B comparison. ``MaxTrialsCallback`` keeps the study-wide
 budget of one COMPLETE trial per cell, and a trial that finds its cell already held stands
 down (:func:`~convopt_mlflow.experiments.trial.duplicate_of`), so no cell trains twice,
@@ -31,6 +32,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from ..errors import UserError
+from .liveness import DEFAULT_WAIT_TIMEOUT_S, RecordsWorker, Wait, describe_holder, fail_dead_trials
 from .spec import StudySpec
 from .trial import DuplicateCell, TrialFailed, TrialRunner, cell_of
 
@@ -44,8 +46,12 @@ class StudyNotFound(UserError):
     """``convopt worker`` named a study that no ``convopt ab-test`` has created."""
 
 
+class WorkerGridSampler(RecordsWorker, GridSampler):
+    """The study's grid sampler; each trial records its worker's ``host:pid`` when claimed."""
+
+
 def _sampler(spec: StudySpec) -> GridSampler:
-    return GridSampler({"arm": list(spec.arms), "seed": list(spec.seeds)}, seed=0)
+    return WorkerGridSampler({"arm": list(spec.arms), "seed": list(spec.seeds)}, seed=0)
 
 
 def open_study(spec: StudySpec, storage: BaseStorage, name: str) -> optuna.Study:
@@ -86,6 +92,8 @@ class Ledger:
 
     complete: dict[tuple[str, int], optuna.trial.FrozenTrial] = field(default_factory=dict)
     busy: set[tuple[str, int]] = field(default_factory=set)
+    holders: dict[tuple[str, int], optuna.trial.FrozenTrial] = field(default_factory=dict)
+    """The RUNNING trial of each busy cell (what a waiting worker names)."""
     waiting: set[tuple[str, int]] = field(default_factory=set)
     touched: set[tuple[str, int]] = field(default_factory=set)
     failures: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -105,6 +113,8 @@ class Ledger:
                 ledger.complete.setdefault(cell, trial)  # the first COMPLETE trial is the cell's result
             elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
                 ledger.busy.add(cell)
+                if trial.state == TrialState.RUNNING:
+                    ledger.holders[cell] = trial
                 if trial.state == TrialState.WAITING:
                     ledger.waiting.add(cell)
             elif trial.state == TrialState.FAIL and _counts_as_failure(trial):
@@ -121,29 +131,39 @@ def _counts_as_failure(trial: optuna.trial.FrozenTrial) -> bool:
 
 
 def run_cells(study: optuna.Study, spec: StudySpec, parent_run_id: str, *, seeds: Sequence[int] | None = None,
-              checkpoint_root: str | None = None, poll_s: float = 1.0) -> Ledger:
+              checkpoint_root: str | None = None, poll_s: float = 1.0,
+              wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> Ledger:
     """Train the study's cells (those of ``seeds``, default all) until each is COMPLETE or given up.
 
-    Safe to run in any number of processes on one study. While every open cell is held by
-    another worker it waits, failing stale trials so that a dead worker's cell is retried.
+    Safe to run in any number of processes on one study. Before each claim it fails the
+    trials of dead workers (by pid on this host, by heartbeat on RDB storages) so that their
+    cells are retried. While every open cell is held by another worker it waits, naming the
+    trials it waits for on stderr, and raises
+    :class:`~convopt_mlflow.experiments.liveness.WaitTimeout` after ``wait_timeout_s``.
     """
     scope = [c for c in spec.cells if seeds is None or c[1] in set(seeds)]
     runner = TrialRunner(spec, parent_run_id, study.study_name, checkpoint_root)
     budget = MaxTrialsCallback(len(spec.cells), states=(TrialState.COMPLETE,))
     rng = random.Random()
+    wait = Wait(timeout_s=wait_timeout_s, what="cell(s)")
     logging.getLogger("optuna").setLevel(logging.WARNING)
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fail_stale_trials(study)  # a dead worker's trial is failed and re-queued
+            fail_stale_trials(study)  # heartbeat stale (RDB): failed and re-queued
+        fail_dead_trials(study)  # its worker's process is gone from this host: failed and re-queued
         ledger = Ledger.of(study)
         todo = [c for c in scope if c not in ledger.complete and not ledger.given_up(c)]
         if not todo:
             return ledger
         free = [c for c in todo if c not in ledger.busy]
-        if not free and not ledger.waiting.intersection(todo):
-            time.sleep(poll_s * (0.5 + rng.random()))  # other workers hold every open cell
+        if not free and not ledger.waiting.intersection(todo):  # other workers hold every open cell
+            wait.check([f"({arm}, seed {seed}) " + (describe_holder(ledger.holders[(arm, seed)])
+                                                    if (arm, seed) in ledger.holders else "queued")
+                        for arm, seed in todo])
+            time.sleep(poll_s * (0.5 + rng.random()))
             continue
+        wait.reset()
         if ledger.waiting.intersection(todo):
             pass  # optimize() runs the waiting trial first (a retried or enqueued cell)
         elif len(scope) < len(spec.cells) or ledger.ungridded or ledger.touched.intersection(free):

@@ -19,17 +19,33 @@ from optuna.trial import TrialState
 from .abtest import SPEC_ATTR, PARENT_ATTR, completed_trials
 from .report import analyze
 from .spec import StudySpec
-from .storage import get_storage, storage_kind
+from .storage import StorageError, get_storage, psycopg2_url, redact, storage_kind
 from .trial import cell_of
 
 __all__ = ["list_studies", "open_read_only", "study_progress"]
 
 
 def open_read_only(url: str) -> BaseStorage:
-    """The storage at ``url``; an RDB one without table creation or schema checks (a reader writes nothing)."""
-    if storage_kind(url) == "journal":
+    """The storage at ``url``; an RDB one without table creation or schema checks (a reader writes nothing).
+
+    A bare ``postgresql://`` gets the same psycopg2 driver as :func:`get_storage` gives it.
+
+    Raises:
+        StorageError: an unsupported URL, a missing driver, or a database that cannot be reached.
+    """
+    kind = storage_kind(url)
+    if kind == "journal":
         return get_storage(url)
-    return optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
+    engine = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}} if kind == "postgresql" else {}
+    try:
+        return optuna.storages.RDBStorage(psycopg2_url(url.strip()), skip_table_creation=True,
+                                          skip_compatibility_check=True, engine_kwargs=engine)
+    except ImportError:
+        raise StorageError(f"--storage {redact(url)!r} needs the PostgreSQL driver: "
+                           "pip install 'convopt-mlflow[postgresql]' (psycopg2-binary)") from None
+    except Exception as exc:  # sqlalchemy/driver/OS errors: a URL the user can fix
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"cannot open --storage {redact(url)!r}: {redact(detail)}") from None
 
 
 def list_studies(storage: BaseStorage) -> list[str]:

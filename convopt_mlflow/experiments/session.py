@@ -17,7 +17,8 @@ import numpy as np
 
 from ..errors import UserError
 from . import render
-from .abtest import PARENT_ATTR, completed_trials, open_study, run_cells
+from .abtest import PARENT_ATTR, Ledger, completed_trials, open_study, run_cells
+from .liveness import DEFAULT_WAIT_TIMEOUT_S
 from .registration import Registration, register_winner
 from .report import Winner, analyze, headline_metrics, paired_scores, winner_of
 from .spec import StudySpec
@@ -53,7 +54,8 @@ def validate(spec: StudySpec, storage: str | None, workers: int) -> None:
 def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None, workers: int = 1,
                 experiment: str | None = None, heartbeat_interval: int = 30,
                 checkpoint_root: str | None = None, console: bool = True,
-                registry_name: str | None = "convopt-ensemble") -> ABResult:
+                registry_name: str | None = "convopt-ensemble",
+                wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> ABResult:
     """Run (or resume) the study and log its report on the parent run.
 
     With ``registry_name`` (None: don't register), a significant, registrable winner is
@@ -75,8 +77,8 @@ def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None,
                            "alpha": spec.alpha, "sequential": spec.sequential, "study": study_name,
                            "storage": redact(storage or "sqlite:///optuna.db"), "workers": workers,
                            **{f"common.{k}": v for k, v in spec.common.items()}})
-        sequential = _train(study, spec, parent.run_id, study_name, storage, workers, heartbeat_interval,
-                            checkpoint_root)
+        sequential = _train(study, spec, parent.run_id, study_name, storage, workers,
+                            (heartbeat_interval, wait_timeout_s), checkpoint_root)
         result = _report(study, spec, parent, study_name, sequential, console)
         if registry_name:
             registration = register_winner(result.winner, parent_run_id=parent.run_id, study=study_name,
@@ -97,29 +99,33 @@ def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None,
     return result
 
 
-def _train_round(study, spec, parent_id, study_name, storage, workers, heartbeat, ckpt, seeds):
+def _train_round(study, spec, parent_id, study_name, storage, workers, timing, ckpt, seeds):
+    heartbeat, wait_timeout_s = timing
     if workers == 1:
-        run_cells(study, spec, parent_id, seeds=seeds, checkpoint_root=ckpt)
+        run_cells(study, spec, parent_id, seeds=seeds, checkpoint_root=ckpt, wait_timeout_s=wait_timeout_s)
         return
     codes = run_local_workers(study_name, storage, workers, seeds=seeds, heartbeat_interval=heartbeat,
-                              checkpoint_root=ckpt)
-    if any(codes):
+                              checkpoint_root=ckpt, wait_timeout_s=wait_timeout_s)
+    scope = [c for c in spec.cells if seeds is None or c[1] in set(seeds)]
+    ledger = Ledger.of(study)
+    if any(codes) and any(c not in ledger.complete and not ledger.given_up(c) for c in scope):
+        # a worker that gave up waiting (exit 3) is harmless when its siblings finished the cells
         raise RuntimeError(f"worker processes exited with codes {codes}")
 
 
-def _train(study, spec: StudySpec, parent_id: str, study_name: str, storage, workers: int, heartbeat: int,
-           ckpt) -> dict[str, Any] | None:
+def _train(study, spec: StudySpec, parent_id: str, study_name: str, storage, workers: int,
+           timing: tuple[int, float], ckpt) -> dict[str, Any] | None:
     """Train every cell, or, with ``--sequential``, round by round until the evidence is decisive."""
     from .. import stats
 
     if not spec.sequential:
-        _train_round(study, spec, parent_id, study_name, storage, workers, heartbeat, ckpt, None)
+        _train_round(study, spec, parent_id, study_name, storage, workers, timing, ckpt, None)
         return None
     looks, others = spec.looks(), [a for a in spec.arms if a != spec.baseline]
     alpha_each = spec.alpha / len(others)  # Bonferroni across the arms compared with the baseline
     rounds = []
     for k, n in enumerate(looks):
-        _train_round(study, spec, parent_id, study_name, storage, workers, heartbeat, ckpt, spec.seeds[:n])
+        _train_round(study, spec, parent_id, study_name, storage, workers, timing, ckpt, spec.seeds[:n])
         records = [r.__dict__ for r in completed_trials(study, spec) if r.seed in spec.seeds[:n]]
         decisions = {}
         for arm in others:

@@ -3,11 +3,16 @@
 - ``None`` or ``""``: the sqlite file ``optuna.db`` in the working directory, for one worker.
 - ``sqlite:///path.db``: sqlite, for one worker. Several workers on sqlite are refused:
   sqlite serializes writers and its locks are unreliable on network file systems.
-- ``postgresql://user@host/db`` (or ``postgresql+psycopg2://``): RDB storage with heartbeats;
-  a trial whose worker stops beating is failed, retried by ``RetryHeartbeatStaleTrialCallback``,
-  and its MLflow child run is ended KILLED. Any number of workers, on any machines.
+- ``postgresql://user@host/db`` (or ``postgresql+psycopg2://``): any number of workers, on
+  any machines.
 - ``journal:///path.log`` or a path ending in ``.log``: a ``JournalFileBackend`` journal,
   for several workers on one machine.
+
+sqlite and PostgreSQL are RDB storages with heartbeats: a trial whose worker stops beating
+for ``grace_period`` seconds is failed, retried by ``RetryHeartbeatStaleTrialCallback``, and
+its MLflow child run is ended KILLED (:class:`StaleTrialCallback`). A journal keeps no
+heartbeats; there a dead worker on this host is found by its pid
+(:func:`~convopt_mlflow.experiments.liveness.fail_dead_trials`), which every storage uses.
 
 The password belongs in the environment (``PGPASSWORD``, read by libpq, or ``~/.pgpass``),
 never in a logged parameter; :func:`redact` hides one given in the URL anyway.
@@ -29,7 +34,7 @@ from optuna.storages.journal import JournalFileBackend
 
 from ..errors import UserError
 
-__all__ = ["DEFAULT_STORAGE", "StaleTrialCallback", "get_storage", "redact", "storage_kind"]
+__all__ = ["DEFAULT_STORAGE", "StaleTrialCallback", "get_storage", "psycopg2_url", "redact", "storage_kind"]
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 _ALTERNATIVES = ("use PostgreSQL (--storage postgresql://user@host/db, password in PGPASSWORD), "
@@ -81,8 +86,9 @@ class StaleTrialCallback:
         self.retry(study, trial)
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id:
+            why = trial.user_attrs.get("convopt.stale_reason") or "its worker stopped sending heartbeats"
             self.end_run(run_id, f"optuna trial {trial.number} of study {study.study_name} went stale "
-                                 f"(its worker stopped sending heartbeats); the cell is retried")
+                                 f"({why}); the cell is retried")
 
 
 def _end_mlflow_run(run_id: str, reason: str) -> None:
@@ -91,7 +97,7 @@ def _end_mlflow_run(run_id: str, reason: str) -> None:
     end_run_if_running(run_id, "KILLED", reason=reason)
 
 
-def _psycopg2_url(url: str) -> str:
+def psycopg2_url(url: str) -> str:
     """SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; we ship psycopg2."""
     scheme, rest = url.split("://", 1)
     return f"postgresql+psycopg2://{rest}" if scheme in ("postgresql", "postgres") else url
@@ -104,7 +110,7 @@ def get_storage(url: str | BaseStorage | None = None, *, workers: int = 1, heart
     Args:
         url: None/"" (``optuna.db`` here), a storage URL (see the module doc) or a storage.
         workers: processes that will share it; more than one on sqlite is refused.
-        heartbeat_interval: seconds between a PostgreSQL trial's heartbeats.
+        heartbeat_interval: seconds between a trial's heartbeats (sqlite and PostgreSQL).
         grace_period: seconds without a heartbeat before a trial is stale (default 2 x interval).
 
     Raises:
@@ -123,13 +129,12 @@ def get_storage(url: str | BaseStorage | None = None, *, workers: int = 1, heart
             path = text.split("://", 1)[1] if "://" in text else text
             path = path[1:] if path.startswith("//") else path
             return JournalStorage(JournalFileBackend(path))
-        if kind == "sqlite":
-            return RDBStorage(text, engine_kwargs={"connect_args": {"timeout": 60}})
+        engine = {"connect_args": {"timeout": 60}} if kind == "sqlite" else \
+            {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and relied on here
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(_psycopg2_url(text), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                              heartbeat_stale_trial_callback=StaleTrialCallback(),
-                              engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}})
+            return RDBStorage(psycopg2_url(text), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                              heartbeat_stale_trial_callback=StaleTrialCallback(), engine_kwargs=engine)
     except UserError:
         raise
     except ImportError:

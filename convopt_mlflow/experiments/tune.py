@@ -37,6 +37,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from ..config.search_spaces import Choice, Range, search_space
 from ..errors import UserError
+from .liveness import RecordsWorker, fail_dead_trials, worker_id
 from .storage import get_storage, redact
 
 VAL_PNL_ARTIFACT = "tune/val_pnl.json"
@@ -143,13 +144,6 @@ class TuneObjective:
         log_val_pnl(child, val_pnl(cfg, model), trial)
 
 
-def worker_id() -> str:
-    """``host:pid`` of the process running a trial."""
-    import socket
-
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def val_pnl(cfg: Any, model: Any) -> np.ndarray:
     """The shipped policy's per-bar net log returns ``(bars,)`` over the validation split of ``cfg``."""
     from ..evaluation import net_log_pnl
@@ -214,8 +208,12 @@ def ab_command(spec: TuneSpec, params: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+class WorkerTPESampler(RecordsWorker, optuna.samplers.TPESampler):
+    """Multivariate TPE; each trial records its worker's ``host:pid`` when claimed."""
+
+
 def _open_study(spec: TuneSpec, storage: Any, study_name: str) -> optuna.Study:
-    sampler = optuna.samplers.TPESampler(multivariate=True, seed=spec.seed)
+    sampler = WorkerTPESampler(multivariate=True, seed=spec.seed)
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=sampler,
                                 pruner=spec.make_pruner(), load_if_exists=True)
     stored = study.user_attrs.get("convopt.pruner")
@@ -240,16 +238,19 @@ def optimize(study: optuna.Study, spec: TuneSpec, parent_run_id: str) -> None:
 
     The budget is the study's, shared by every process: counting the trials other workers are
     running keeps it from being overshot, except when two workers finish at the same moment
-    (then by at most one trial per extra worker). A dead worker's RUNNING trial is failed by
-    its stopped heartbeat and stops counting.
+    (then by at most one trial per extra worker). A dead worker's RUNNING trial stops counting
+    once it is failed: by its pid on this host (before the first trial and after each), or by
+    its stopped heartbeat (sqlite, PostgreSQL); it is then retried with the same params.
     """
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    fail_dead_trials(study)
     left = spec.n_trials - len(study.get_trials(deepcopy=False, states=states))
     if left <= 0:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(_objective(spec, parent_run_id, study.study_name), n_trials=left, catch=(RuntimeError,),
-                   callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=states)], gc_after_trial=False)
+                   callbacks=[lambda s, _t: fail_dead_trials(s),
+                              optuna.study.MaxTrialsCallback(spec.n_trials, states=states)], gc_after_trial=False)
 
 
 def _worker_main(spec: TuneSpec, study_name: str, storage: str | None, parent_run_id: str, workers: int,

@@ -3,12 +3,15 @@
 A paced tiny training run (``slow_run.py``, a subprocess) and the dashboard (``convopt
 dashboard``, a subprocess) share a fresh sqlite store. The page must list the run, draw
 its convergence chart, grow it while the run trains, and show the forced intervention's
-marker. A dashboard bound to a non-local address refuses requests without its token.
+marker. The dashboard is started without a token, so it generates one and prints the URL
+with it; the browser opens that URL once, the token moves into a cookie and leaves the
+address bar. A dashboard bound to a non-local address refuses requests without its token.
 The screenshot lands in ``$CONVOPT_TEST_ARTIFACTS`` (default: the test's tmp dir).
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -36,26 +39,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env(uri: str) -> dict[str, str]:
+def _env(uri: str, token: str = "") -> dict[str, str]:
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get(
-        "PYTHONPATH", "")]), CONVOPT_DASHBOARD_TOKEN="")
+        "PYTHONPATH", "")]), CONVOPT_DASHBOARD_TOKEN=token)
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(name, None)
     return env
 
 
-def _dashboard(tmp_path: Path, uri: str, *args: str) -> tuple[subprocess.Popen, int]:
+def _dashboard(tmp_path: Path, uri: str, *args: str, token: str = "") -> tuple[subprocess.Popen, int, str]:
+    """The dashboard process, its port, and the first line it printed (the URL to open)."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "convopt_mlflow.cli", "dashboard", "--tracking-uri", uri,
-                             "--port", str(port), *args], cwd=tmp_path, env=_env(uri),
+                             "--port", str(port), *args], cwd=tmp_path, env=_env(uri, token),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = ""
+    while not line.startswith("convopt dashboard: open"):
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"dashboard exited {proc.wait()} before printing its URL")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"dashboard exited {proc.returncode}: {proc.stdout.read()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc, port
+                return proc, port, line
         except OSError:
             time.sleep(0.3)
     proc.kill()
@@ -118,9 +127,18 @@ def test_live_dashboard_follows_a_training_run_in_chromium(tmp_path):
         _wait(lambda: trainer.poll() is not None or _has_run(uri), 180,
               "the training run to start")
         assert trainer.poll() is None, trainer.stdout.read()[-3000:]
-        dashboard, port = _dashboard(tmp_path, uri)
+        dashboard, port, line = _dashboard(tmp_path, uri)  # no token given: one is generated and printed
+        url = re.search(rf"http://127\.0\.0\.1:{port}/\?token=[A-Za-z0-9_-]+", line)
+        assert url, line
         browser = _browser()
         browser.get(f"http://127.0.0.1:{port}/")
+        assert "401" in browser.find_element("tag name", "body").text  # no token, no page
+        browser.get(url.group(0))
+        _wait(lambda: "token=" not in browser.current_url, 30, "the token to leave the address bar")
+        assert browser.current_url == f"http://127.0.0.1:{port}/"
+        (cookie,) = browser.get_cookies()
+        assert cookie["name"] == f"convopt_dashboard_{port}" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert browser.execute_script("return document.cookie") == ""  # HttpOnly: no script can read it
         row = _wait(lambda: browser.find_elements("css selector", "#runs-table tr.run"), 120, "the run in the list")
         assert row[0].find_element("css selector", "td").text == "full-s0"
         chart = browser.find_element("id", "convergence")
@@ -146,13 +164,10 @@ def test_live_dashboard_follows_a_training_run_in_chromium(tmp_path):
                 _stop(proc)
 
 
-def test_a_non_local_bind_needs_the_token_and_refuses_requests_without_it(tmp_path):
+def test_a_non_local_bind_refuses_requests_without_its_token(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    refused = subprocess.run([sys.executable, "-m", "convopt_mlflow.cli", "dashboard", "--tracking-uri", uri,
-                              "--host", "0.0.0.0"], cwd=tmp_path, env=_env(uri), capture_output=True, text=True,
-                             timeout=120)
-    assert refused.returncode == 2 and "--token" in refused.stderr and "Traceback" not in refused.stderr
-    dashboard, port = _dashboard(tmp_path, uri, "--host", "0.0.0.0", "--token", "s3cret")
+    dashboard, port, line = _dashboard(tmp_path, uri, "--host", "0.0.0.0", token="s3cret")
+    assert "token from the environment" in line and "s3cret" not in line
     try:
         for path in ("/", "/api/runs", "/static/plotly.min.js"):
             with pytest.raises(urllib.error.HTTPError) as denied:
@@ -166,6 +181,7 @@ def test_a_non_local_bind_needs_the_token_and_refuses_requests_without_it(tmp_pa
         with urllib.request.urlopen(request, timeout=30) as ok:
             assert ok.status == 200 and b'"runs"' in ok.read()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/?token=s3cret", timeout=30) as page:
-            assert page.status == 200 and "convopt_dashboard_token=" in page.headers.get("set-cookie", "")
+            assert page.status == 200 and f"convopt_dashboard_{port}=s3cret" in page.headers.get("set-cookie", "")
+            assert page.headers.get("referrer-policy") == "no-referrer"
     finally:
         _stop(dashboard)
