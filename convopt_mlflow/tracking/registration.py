@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from convopt_mlflow.errors import ConfigError
 from convopt_mlflow.tracking.integrity import ModelIntegrityError
 from convopt_mlflow.tracking.model import FEATURE_KEYS, POLICY_FILE, log_policy_model
-from convopt_mlflow.tracking.registry import ModelNotFoundError, _download_verified, resolve_model
+from convopt_mlflow.tracking.registry import ModelNotFoundError, _download_verified, private_dir, resolve_model
 
 __all__ = ["ModelMembers", "alias_version", "ensemble_sources", "get_version", "register_ensemble",
            "register_members", "set_alias", "set_version_tags", "verified_members"]
@@ -58,8 +57,8 @@ def verified_members(model_uri: str, client: MlflowClient | None = None) -> Mode
         ModelIntegrityError: missing hashes or a changed, missing or added file.
     """
     resolved = resolve_model(model_uri, client)
-    with tempfile.TemporaryDirectory(prefix="convopt-members-") as tmp:
-        local = Path(_download_verified(resolved, Path(tmp)))  # nothing is read before this passes
+    with private_dir("convopt-members-") as tmp:
+        local = Path(_download_verified(resolved, tmp))  # nothing is read before this passes
         try:
             description = json.loads((local / "artifacts" / POLICY_FILE).read_text(encoding="utf-8"))
             files = [local / "artifacts" / entry["file"] for entry in description["members"]]
