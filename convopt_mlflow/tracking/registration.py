@@ -45,7 +45,9 @@ from convopt_mlflow.tracking.locks import Claim, release, try_claim
 from convopt_mlflow.tracking.registry import (
     ModelNotFoundError,
     _download_verified,
+    NO_EDGE_TAG,
     is_not_found,
+    no_edge_of_runs,
     private_dir,
     read_error,
     resolve_model,
@@ -55,7 +57,6 @@ __all__ = ["AliasMove", "ModelMembers", "alias_version", "ensemble_sources", "ge
            "no_edge_of_runs", "register_ensemble", "register_members", "set_alias", "set_version_tags",
            "study_version", "verified_members"]
 
-NO_EDGE_TAG = "convopt.no_edge"
 STUDY_PARENT_TAG = "convopt.ab_parent_run"
 #: Seconds an alias move waits for another holder of the lock before giving up.
 LOCK_WAIT_S = 30.0
@@ -152,23 +153,6 @@ def register_members(run_id: str, sources: Sequence[ModelMembers], *, name: str,
 
 def _tag_runs(value: str) -> list[str]:
     return [run_id for run_id in value.split(",") if run_id]
-
-
-def no_edge_of_runs(run_ids: Sequence[str], client: MlflowClient | None = None) -> bool:
-    """Whether any of ``run_ids`` is tagged ``convopt.no_edge=true`` (no edge over flat on validation).
-
-    Raises:
-        RegistryReadError: a run cannot be read (a missing run raises too: it cannot vouch).
-    """
-    client = client or MlflowClient()
-    for run_id in dict.fromkeys(run_ids):
-        try:
-            tags = client.get_run(run_id).data.tags
-        except MlflowException as exc:
-            raise read_error(exc, f"source run {run_id!r}") from None
-        if tags.get(NO_EDGE_TAG) == "true":
-            return True
-    return False
 
 
 def study_version(name: str, parent_run_id: str, client: MlflowClient | None = None) -> str | None:

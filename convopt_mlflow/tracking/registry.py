@@ -28,7 +28,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import mlflow
 import pandas as pd
@@ -47,12 +47,14 @@ from convopt_mlflow.tracking.integrity import (
 )
 
 __all__ = ["ModelNotFoundError", "RegistryReadError", "is_not_found", "load_model", "load_verified_copy",
-           "predict_bars", "private_dir", "register_verified_model", "resolve_model"]
+           "no_edge_of_runs", "predict_bars", "private_dir", "register_verified_model", "resolve_model"]
 
 _RUNS = re.compile(r"^runs:/(?P<run_id>[^/]+)/(?P<name>[^/].*?)/?$")
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
 _VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)/?$")
 _LOGGED = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]+)/?$")
+NO_EDGE_TAG = "convopt.no_edge"
+"""``"true"`` on a run (and every version registered from it) without an edge over flat on validation."""
 _FORMS = "runs:/<run_id>/model, models:/<name>@<alias>, models:/<name>/<version> or models:/<model_id>"
 
 
@@ -224,7 +226,9 @@ def register_verified_model(model_uri: str, name: str, tags: Mapping[str, str] |
     The artifact is downloaded and verified against the training run's record first, so
     a modified model is never registered. The version's tags are ``tags`` plus
     ``convopt.model_files_sha256`` (the record :func:`load_model` checks for ``models:/``
-    URIs). The registered model is created if it does not exist.
+    URIs) and ``convopt.no_edge`` (unless ``tags`` sets it: ``"true"`` when the run that
+    logged the model, or any run of ``tags["convopt.source_runs"]``, has it). The
+    registered model is created if it does not exist.
 
     Args:
         model_uri: ``runs:/<run_id>/<name>``, ``models:/<model_id>``, or an existing version
@@ -234,13 +238,34 @@ def register_verified_model(model_uri: str, name: str, tags: Mapping[str, str] |
 
     Raises:
         ModelNotFoundError, ModelIntegrityError: as in :func:`load_model`.
+        RegistryReadError: a source run cannot be read.
     """
     resolved = resolve_model(model_uri)
     with private_dir("convopt-verified-") as tmp:
         _download_verified(resolved, tmp)
     version_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    if NO_EDGE_TAG not in version_tags:
+        runs = [resolved.source_run_id or ""] + version_tags.get("convopt.source_runs", "").split(",")
+        version_tags[NO_EDGE_TAG] = str(no_edge_of_runs([r for r in runs if r])).lower()
     version_tags.update(encode_hashes(MODEL_HASHES_TAG, resolved.model_id, resolved.files))
     return mlflow.register_model(f"models:/{resolved.model_id}", name, tags=version_tags)
+
+
+def no_edge_of_runs(run_ids: Sequence[str], client: MlflowClient | None = None) -> bool:
+    """Whether any of ``run_ids`` is tagged ``convopt.no_edge=true`` (no edge over flat on validation).
+
+    Raises:
+        RegistryReadError: a run cannot be read (a missing run raises too: it cannot vouch).
+    """
+    client = client or MlflowClient()
+    for run_id in dict.fromkeys(run_ids):
+        try:
+            tags = client.get_run(run_id).data.tags
+        except MlflowException as exc:
+            raise read_error(exc, f"source run {run_id!r}") from None
+        if tags.get(NO_EDGE_TAG) == "true":
+            return True
+    return False
 
 
 def predict_bars(model: mlflow.pyfunc.PyFuncModel, frame: pd.DataFrame, source: str) -> pd.DataFrame:
