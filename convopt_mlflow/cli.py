@@ -224,7 +224,13 @@ def _ab_test(args: argparse.Namespace) -> int:
     print(f"convopt: A/B parent run {result.parent_run_id} (study {name}): {result.report['verdict']}",
           file=sys.stderr)
     registration = result.registration
-    if registration is not None and registration.version is not None:
+    if registration is not None and registration.reused:
+        print(f"convopt: study {name} registered {args.registry_name} version {registration.version} before; "
+              f"nothing registered again and 'challenger' not moved", file=sys.stderr)
+    elif registration is not None and registration.alias_refused:
+        print(f"convopt: registered {args.registry_name} version {registration.version}, but 'challenger' was not "
+              f"moved: {registration.alias_refused}", file=sys.stderr)
+    elif registration is not None and registration.version is not None:
         print(f"convopt: registered {args.registry_name} version {registration.version} as 'challenger'; "
               f"run `convopt promote --registry-name {args.registry_name}` to compare it with the champion",
               file=sys.stderr)

@@ -9,6 +9,10 @@ the validation split, then the ensemble is backtested on val and test next to ea
 an ensemble whose validation Sharpe is not above flat's (0) is not registered either. The
 version carries its evidence as tags (:func:`evidence_tags`), the chosen combination, and
 the data source and split config of its runs, which ``convopt promote`` re-walks.
+
+A study registers once: when a version tagged with the study's parent run
+(``convopt.ab_parent_run``) exists, a re-run reuses it, registers nothing and leaves
+``challenger`` where it is (a newer challenger may be there).
 """
 from __future__ import annotations
 
@@ -35,11 +39,16 @@ class Registration:
     """The winner's ensemble backtest (``winner/...``), for the parent run; empty when none was built."""
     decision: Mapping[str, Any] = field(default_factory=dict)
     """The combination chosen on validation (method, weights, scores per method, reason)."""
+    reused: bool = False
+    """True when the study had registered ``version`` before (a re-run): nothing new was registered."""
+    alias_refused: str = ""
+    """Why ``challenger`` was not moved to a new ``version`` ("" when it was)."""
 
     def run_tags(self) -> dict[str, str]:
         """Tags for the A/B parent run."""
         if self.version is not None:
-            return {"convopt.registered_version": self.version}
+            return {"convopt.registered_version": self.version,
+                    **({"convopt.registration_reused": "true"} if self.reused else {})}
         return {"convopt.registration_skipped": str(self.skipped)[:5000]}
 
 
@@ -113,7 +122,9 @@ def register_winner(winner: Winner | None, *, parent_run_id: str, study: str, ve
 
     Nothing is registered when there is no significant winner (``verdict``, which states the
     minimum detectable effect, is the reason), when a seed model has ``convopt.no_edge``, or
-    when the combined ensemble's validation Sharpe is not above 0.
+    when the combined ensemble's validation Sharpe is not above 0. A study that already
+    registered a version (tagged with ``parent_run_id``) gets that version back, marked
+    ``reused``; ``challenger`` is not moved.
     """
     if winner is None:
         return Registration(None, f"no significant winner: {verdict}")
@@ -123,8 +134,12 @@ def register_winner(winner: Winner | None, *, parent_run_id: str, study: str, ve
                                   f"validation (convopt.no_edge: {runs}); a no-edge model is never registered")
     from .. import config as cfgmod
     from ..tracking import get_run_tags
-    from ..tracking.registration import ensemble_sources, register_members
+    from ..tracking.registration import ensemble_sources, register_members, study_version
     from ..tracking.runs import get_run_config
+
+    existing = study_version(registry_name, parent_run_id)
+    if existing is not None:
+        return Registration(existing, reused=True)
 
     run_tags = get_run_tags(winner.run_ids[0])
     cfg = cfgmod.from_dict(get_run_config(winner.run_ids[0]))
@@ -146,4 +161,5 @@ def register_winner(winner: Winner | None, *, parent_run_id: str, study: str, ve
                  **{f"convopt.{key.replace('/', '.')}": _text(float(v)) for key, v in summary.items()}})
     version = register_members(parent_run_id, sources, name=registry_name, tags=tags,
                                combination=decision.combination(), alias=CHALLENGER)
-    return Registration(str(version.version), None, metrics, chosen)
+    return Registration(str(version.version), None, metrics, chosen,
+                        alias_refused=version.tags.get("convopt.registration.alias_refused", ""))

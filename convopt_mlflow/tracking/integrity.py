@@ -14,11 +14,19 @@ One file is not part of the model: ``registered_model_meta`` at the root, a note
 (registered name and version) that MLflow writes into whatever it downloads or loads
 through a ``models:/`` URI; on a local store that is the stored artifact itself. Nothing
 reads it; it is neither hashed nor kept in a verified copy (:data:`UNHASHED`).
+
+Verification is an allow-list: after :func:`verify_artifact` the copy holds exactly the
+recorded files. Compiled bytecode (every ``__pycache__`` directory and ``.pyc`` file) is
+never recorded and is *deleted* from the copy first: Python's import system would run an
+unchecked-hash ``.pyc`` instead of the verified ``model_code.py`` without comparing the
+two. Any other file that was not recorded makes the whole artifact refused, with every
+such file named.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Mapping
 
@@ -30,6 +38,7 @@ __all__ = [
     "ModelIntegrityError",
     "artifact_hashes",
     "decode_hashes",
+    "strip_bytecode",
     "encode_hashes",
     "file_sha256",
     "hashes_tag",
@@ -55,16 +64,44 @@ def hashes_tag(name: str = "model") -> str:
     return MODEL_HASHES_TAG if name == "model" else f"{MODEL_HASHES_TAG}.{name}"
 
 
+def _is_bytecode(relative: Path) -> bool:
+    return "__pycache__" in relative.parts or relative.suffix == ".pyc"
+
+
+def _files(root: Path) -> list[Path]:
+    """Every file under ``root``, as paths relative to it, sorted."""
+    return sorted(path.relative_to(root) for path in root.rglob("*") if path.is_file() or path.is_symlink())
+
+
 def artifact_hashes(root: str | os.PathLike) -> dict[str, str]:
-    """``{posix relative path: sha256}`` of every file under ``root`` (``__pycache__`` and
-    :data:`UNHASHED` skipped)."""
+    """``{posix relative path: sha256}`` of every file under ``root`` to record at logging time.
+
+    Compiled bytecode (``__pycache__``, ``.pyc``) and :data:`UNHASHED` are not part of a
+    model and are never recorded (a verified copy deletes them, :func:`strip_bytecode`).
+    """
     root = Path(root)
     return {
-        path.relative_to(root).as_posix(): file_sha256(path)
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.relative_to(root).parts
-        and path.relative_to(root).as_posix() not in UNHASHED
+        relative.as_posix(): file_sha256(root / relative)
+        for relative in _files(root)
+        if not _is_bytecode(relative) and relative.as_posix() not in UNHASHED
     }
+
+
+def strip_bytecode(root: str | os.PathLike) -> list[str]:
+    """Delete every ``__pycache__`` directory and ``.pyc`` file under ``root``; return what went (sorted).
+
+    Only for a copy the caller owns: an artifact's bytecode is never imported.
+    """
+    root = Path(root)
+    removed = [relative.as_posix() for relative in _files(root) if _is_bytecode(relative)]
+    for folder in sorted(root.rglob("__pycache__"), key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        else:
+            folder.unlink(missing_ok=True)
+    for path in root.rglob("*.pyc"):
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def encode_hashes(key: str, model_id: str, files: Mapping[str, str]) -> dict[str, str]:
@@ -105,21 +142,32 @@ def decode_hashes(tags: Mapping[str, str], key: str, where: str) -> tuple[str, d
 def verify_artifact(root: str | os.PathLike, expected: Mapping[str, str], what: str) -> None:
     """Check that ``root`` holds exactly the files of ``expected``, each with its sha256.
 
-    Reads bytes only; nothing under ``root`` is imported or unpickled. The :data:`UNHASHED`
-    files are deleted from ``root`` (a copy the caller owns) so that none is left unchecked.
+    Reads bytes only; nothing under ``root`` is imported or unpickled. ``root`` must be a
+    copy the caller owns: the :data:`UNHASHED` files and all compiled bytecode
+    (:func:`strip_bytecode`) are deleted from it first, so that afterwards it holds exactly
+    the recorded files or this raises.
 
     Raises:
-        ModelIntegrityError: naming the first file (sorted) that is changed, missing or unrecorded.
+        ModelIntegrityError: naming every file that is in the artifact but was never
+            recorded; else the first file (sorted) that is missing or changed.
     """
     for name in UNHASHED:
         Path(root, name).unlink(missing_ok=True)
-    actual = artifact_hashes(root)
-    for path in sorted(set(expected) | set(actual)):
+    strip_bytecode(root)
+    present = [relative.as_posix() for relative in _files(Path(root))]
+    extra = [path for path in present if path not in expected]
+    if extra:
+        named = ", ".join(repr(path) for path in extra)
+        raise ModelIntegrityError(
+            f"{what}: file {named} is in the artifact but its sha256 was never recorded; refusing to load a "
+            f"modified model" if len(extra) == 1 else
+            f"{what}: files {named} are in the artifact but their sha256 were never recorded; refusing to load "
+            f"a modified model"
+        )
+    actual = {path: file_sha256(Path(root, path)) for path in present}
+    for path in sorted(expected):
         if path not in actual:
             raise ModelIntegrityError(f"{what}: file {path!r} is recorded but missing from the artifact")
-        if path not in expected:
-            raise ModelIntegrityError(f"{what}: file {path!r} is in the artifact but its sha256 was never recorded; "
-                                      f"refusing to load a modified model")
         if actual[path] != expected[path]:
             raise ModelIntegrityError(
                 f"{what}: sha256 mismatch for {path!r}: recorded {expected[path]}, the file has {actual[path]}. "

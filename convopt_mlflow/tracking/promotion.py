@@ -11,8 +11,15 @@
    Of two concurrent promotions exactly one moves the alias; the other raises
    :class:`PromotionConflict` naming what changed (old version -> new version).
 
-A process killed between claim and release leaves the lock behind; the refusal names it
-and says how to remove it.
+The lock is the one every alias move takes (:mod:`.locks`; ``challenger`` moves under it
+too). A lock left behind by a process killed between claim and release is taken over when
+its holder is dead (same host, pid gone), and the takeover is recorded on the version and
+the run (``convopt.promotion.lock_takeover``); a lock held on another host is not taken
+over automatically, and the refusal names it and says how to remove it.
+
+A challenger without an edge over flat is refused before any comparison: its version tag
+``convopt.no_edge``, or, for a version registered without that tag, its source runs'.
+A registry read that fails (a timeout, a 403) is an error (exit 2), never "no champion".
 
 Every attempt that gets as far as comparing is also an MLflow run (``convopt.role=promotion``;
 under ``mlflow run -e promote`` the project's run): params name the model, both versions,
@@ -26,18 +33,24 @@ edge) is refused before any run exists.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from convopt_mlflow.errors import UserError
 from convopt_mlflow.evaluation.promotion import PromotionDecision, decide_promotion
-from convopt_mlflow.tracking.registration import alias_version, get_version, set_alias, set_version_tags
+from convopt_mlflow.tracking.locks import Claim, Held, release, try_claim
+from convopt_mlflow.tracking.registration import (
+    NO_EDGE_TAG,
+    alias_version,
+    get_version,
+    no_edge_of_runs,
+    set_alias,
+    set_version_tags,
+)
 
 __all__ = ["CHAMPION", "PromotionConflict", "PromotionOutcome", "promote", "walk_test_returns"]
 
@@ -65,14 +78,24 @@ class PromotionOutcome:
     """The ``convopt.role=promotion`` run that recorded this attempt."""
 
 
+def _source_runs(version) -> list[str]:
+    return [r for r in version.tags.get("convopt.source_runs", "").split(",") if r] or [version.run_id]
+
+
+def _no_edge(version, client: MlflowClient) -> bool:
+    """The version's ``convopt.no_edge`` tag; without one, whether any source run has no edge."""
+    if NO_EDGE_TAG in version.tags:
+        return version.tags[NO_EDGE_TAG] == "true"
+    return no_edge_of_runs(_source_runs(version), client)
+
+
 def _market(version, data: str | None):
     """The market of the challenger's runs (config of its first source run), or ``data``'s bars with its splits."""
     from convopt_mlflow import config as cfgmod
     from convopt_mlflow.tracking.runs import get_run_config
     from convopt_mlflow.training.setup import load_market
 
-    source_runs = [r for r in version.tags.get("convopt.source_runs", "").split(",") if r] or [version.run_id]
-    cfg = cfgmod.from_dict(get_run_config(source_runs[0]))
+    cfg = cfgmod.from_dict(get_run_config(_source_runs(version)[0]))
     if data:
         cfg = cfgmod.apply_values(cfg, {"data.source": data})
     return cfg, load_market(cfg)
@@ -133,7 +156,7 @@ def promote(name: str, *, alpha: float = 0.05, data: str | None = None, challeng
     champion_v0 = alias_version(name, CHAMPION, client)
     if champion_v0 == v:
         raise UserError(f"version {v} of {name!r} is already the champion; nothing to compare")
-    if version.tags.get("convopt.no_edge") == "true":
+    if _no_edge(version, client):
         raise UserError(f"version {v} of {name!r} found no edge over flat (convopt.no_edge); it is never promoted")
     cfg, market = _market(version, data)
     run = open_run(experiment=experiment, run_id=os.environ.get("MLFLOW_RUN_ID") or None, client=client,
@@ -183,24 +206,22 @@ def _compare(client: MlflowClient, name: str, v: str, champion_v0: str | None, c
     if not decision.promote:
         return outcome
     _wait_at_barrier()
-    _compare_and_set(client, name, v, champion_v0)
+    took_over = _compare_and_set(client, name, v, champion_v0)
+    if took_over:
+        run.set_tags({"convopt.promotion.lock_takeover": took_over})
     return outcome
 
 
-def _lock_name(name: str) -> str:
-    return f"{name}.promotion-lock"
-
-
-def _compare_and_set(client: MlflowClient, name: str, version: str, expected: str | None) -> None:
-    lock = _lock_name(name)
-    holder = f"{socket.gethostname()}:{os.getpid()}"
-    try:
-        client.create_registered_model(lock, tags={"convopt.lock.challenger": version,
-                                                   "convopt.lock.from": expected or "none",
-                                                   "convopt.lock.holder": holder},
-                                       description=f"held while `convopt promote` moves {name}@{CHAMPION}")
-    except MlflowException:
-        _refuse_claimed(client, name, version, expected, lock)
+def _compare_and_set(client: MlflowClient, name: str, version: str, expected: str | None) -> str:
+    """Move the champion under the lock if it is still ``expected``; return the takeover record ("" if none)."""
+    tags = {"convopt.lock.alias": CHAMPION, "convopt.lock.to": version, "convopt.lock.from": expected or "none"}
+    claim = try_claim(client, name, tags, f"held while `convopt promote` moves {name}@{CHAMPION}")
+    if isinstance(claim, Held):
+        claim = _wait_for_claim(client, name, version, expected, tags, claim)
+    took_over = ""
+    if claim.took_over:
+        took_over = f"took over {claim.lock!r} from {claim.took_over}, a dead process on this host"
+        set_version_tags(name, version, {"convopt.promotion.lock_takeover": took_over}, client)
     try:
         current = alias_version(name, CHAMPION, client)  # the final re-read, under the claim
         if current != expected:
@@ -208,29 +229,26 @@ def _compare_and_set(client: MlflowClient, name: str, version: str, expected: st
         set_alias(name, CHAMPION, version, client)
         set_version_tags(name, version, {"convopt.promotion.decision": "promoted"}, client)
     finally:
-        try:
-            client.delete_registered_model(lock)
-        except MlflowException:
-            pass
+        release(client, claim)
+    return took_over
 
 
-def _refuse_claimed(client, name: str, version: str, expected: str | None, lock: str) -> None:
-    """Another promotion holds the claim: wait for it to move the champion, then name the change."""
+def _wait_for_claim(client, name: str, version: str, expected: str | None, tags, held: Held) -> Claim:
+    """Another process holds the lock: wait for it to move the champion (then name the change) or let go."""
     deadline = time.monotonic() + _CONFLICT_WAIT_S
     while time.monotonic() < deadline:
         current = alias_version(name, CHAMPION, client)
         if current != expected:
             _refuse(client, name, version, expected, current)
-        try:
-            client.get_registered_model(lock)
-        except MlflowException:  # released without a move (that promotion refused): the champion is unchanged
-            break
+        claim = try_claim(client, name, tags, f"held while `convopt promote` moves {name}@{CHAMPION}")
+        if isinstance(claim, Claim):  # released without a move (that promotion refused), or taken over
+            return claim
+        held = claim
         time.sleep(0.2)
     current = alias_version(name, CHAMPION, client)
     if current != expected:
         _refuse(client, name, version, expected, current)
-    reason = (f"another promotion holds {lock!r} for {name}@{CHAMPION} (still version {expected or 'none'}); "
-              f"re-run when it is done, or delete that registered model if no promotion is running")
+    reason = f"{name}@{CHAMPION} is still version {expected or 'none'}, but {held.describe()}"
     set_version_tags(name, version, {"convopt.promotion.decision": "refused",
                                      "convopt.promotion.refusal": reason}, client)
     raise PromotionConflict(reason)

@@ -7,6 +7,16 @@ them with ``torch.load(weights_only=True)``: tensors, never pickled Python objec
 :func:`~convopt_mlflow.tracking.registry.register_verified_model` and points an alias at
 the new version.
 
+Guards:
+
+- an alias moves only by compare-and-set under the registered model's lock
+  (:mod:`.locks`), the same for ``challenger`` as for ``champion`` (:func:`move_alias`);
+- every registered version carries ``convopt.no_edge`` from its source runs;
+- :func:`study_version` finds the version an A/B study already registered, so that a
+  re-run study reuses it instead of registering its winner again;
+- a failed registry read (a timeout, a 403) is an error, never "no alias"
+  (:class:`~convopt_mlflow.tracking.registry.RegistryReadError`).
+
 Example:
     >>> version = register_ensemble(parent_run_id, ["runs:/<a>/model", "runs:/<b>/model"],
     ...     name="convopt-ensemble", tags={"convopt.arm": "full"},
@@ -17,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import json
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,10 +41,25 @@ from mlflow.tracking import MlflowClient
 from convopt_mlflow.errors import ConfigError
 from convopt_mlflow.tracking.integrity import ModelIntegrityError
 from convopt_mlflow.tracking.model import FEATURE_KEYS, POLICY_FILE, log_policy_model
-from convopt_mlflow.tracking.registry import ModelNotFoundError, _download_verified, resolve_model
+from convopt_mlflow.tracking.locks import Claim, release, try_claim
+from convopt_mlflow.tracking.registry import (
+    ModelNotFoundError,
+    _download_verified,
+    NO_EDGE_TAG,
+    is_not_found,
+    no_edge_of_runs,
+    private_dir,
+    read_error,
+    resolve_model,
+)
 
-__all__ = ["ModelMembers", "alias_version", "ensemble_sources", "get_version", "register_ensemble",
-           "register_members", "set_alias", "set_version_tags", "verified_members"]
+__all__ = ["AliasMove", "ModelMembers", "alias_version", "ensemble_sources", "get_version", "move_alias",
+           "no_edge_of_runs", "register_ensemble", "register_members", "set_alias", "set_version_tags",
+           "study_version", "verified_members"]
+
+STUDY_PARENT_TAG = "convopt.ab_parent_run"
+#: Seconds an alias move waits for another holder of the lock before giving up.
+LOCK_WAIT_S = 30.0
 
 ENSEMBLE_NAME = "ensemble"
 """Name of the ensemble model logged on the A/B parent run (``runs:/<parent>/ensemble``)."""
@@ -48,6 +73,8 @@ class ModelMembers:
     spec: dict
     feature_config: dict
     input_example: Any
+    source_run_id: str | None = None
+    """The run that logged the model (its ``convopt.no_edge`` tag goes onto registered versions)."""
 
 
 def verified_members(model_uri: str, client: MlflowClient | None = None) -> ModelMembers:
@@ -58,8 +85,8 @@ def verified_members(model_uri: str, client: MlflowClient | None = None) -> Mode
         ModelIntegrityError: missing hashes or a changed, missing or added file.
     """
     resolved = resolve_model(model_uri, client)
-    with tempfile.TemporaryDirectory(prefix="convopt-members-") as tmp:
-        local = Path(_download_verified(resolved, Path(tmp)))  # nothing is read before this passes
+    with private_dir("convopt-members-") as tmp:
+        local = Path(_download_verified(resolved, tmp))  # nothing is read before this passes
         try:
             description = json.loads((local / "artifacts" / POLICY_FILE).read_text(encoding="utf-8"))
             files = [local / "artifacts" / entry["file"] for entry in description["members"]]
@@ -69,7 +96,7 @@ def verified_members(model_uri: str, client: MlflowClient | None = None) -> Mode
         example = Model.load(str(local)).load_input_example(str(local))
     features = {key: description["features"][key] for key in FEATURE_KEYS if key in description["features"]}
     features.setdefault("observation", "window")  # format /1 models observed raw windows
-    return ModelMembers(members, description["spec"], features, example)
+    return ModelMembers(members, description["spec"], features, example, resolved.source_run_id)
 
 
 def ensemble_sources(model_uris: Sequence[str], client: MlflowClient | None = None) -> list[ModelMembers]:
@@ -97,19 +124,92 @@ def register_members(run_id: str, sources: Sequence[ModelMembers], *, name: str,
     """Log every member of ``sources`` (from :func:`ensemble_sources`) as one model on ``run_id`` and register it.
 
     The model is ``runs:/<run_id>/ensemble``, registered as a new version of ``name`` with
-    ``tags`` (plus the file hashes); ``alias`` is pointed at it.
+    ``tags`` plus the file hashes and ``convopt.no_edge`` (``"true"`` when any source run
+    has it, see :func:`no_edge_of_runs`). ``alias`` is then moved to it by compare-and-set
+    (:func:`move_alias`) against its version read before registering: if it moved meanwhile,
+    or the lock stays held, it is left alone and the version records why in
+    ``convopt.registration.alias_refused``.
     """
     from convopt_mlflow.tracking.registry import register_verified_model
 
+    client = client or MlflowClient()
+    expected = alias_version(name, alias, client) if alias else None
     first = sources[0]
     members = [state for source in sources for state in source.members]
     uri = log_policy_model(run_id, name=ENSEMBLE_NAME, members=members, spec=first.spec,
                            feature_config=first.feature_config, input_example=first.input_example,
                            combination=combination)
-    version = register_verified_model(uri, name, tags=tags)
+    runs = [s.source_run_id for s in sources if s.source_run_id] + _tag_runs(tags.get("convopt.source_runs", ""))
+    no_edge = no_edge_of_runs(runs, client)
+    version = register_verified_model(uri, name, tags={**tags, NO_EDGE_TAG: str(no_edge).lower()})
     if alias:
-        set_alias(name, alias, version.version, client)
-    return version
+        move = move_alias(name, alias, str(version.version), expected, client)
+        notes = {"convopt.registration.alias_refused": move.refusal} if move.refusal else {}
+        if move.took_over:
+            notes["convopt.registration.lock_takeover"] = move.took_over
+        set_version_tags(name, str(version.version), notes, client)
+    return client.get_model_version(name, str(version.version))  # with every tag set here
+
+
+def _tag_runs(value: str) -> list[str]:
+    return [run_id for run_id in value.split(",") if run_id]
+
+
+def study_version(name: str, parent_run_id: str, client: MlflowClient | None = None) -> str | None:
+    """The version of ``name`` that the A/B study with parent run ``parent_run_id`` registered, if any.
+
+    Found by the version tag ``convopt.ab_parent_run``; the oldest when there are several.
+
+    Raises:
+        RegistryReadError: the registry fails the search.
+    """
+    client = client or MlflowClient()
+    query = f"name = '{name}' and tags.`{STUDY_PARENT_TAG}` = '{parent_run_id}'"
+    try:
+        versions = client.search_model_versions(query)
+    except MlflowException as exc:
+        if is_not_found(exc):
+            return None
+        raise read_error(exc, f"the versions of {name!r} registered by run {parent_run_id}") from None
+    return str(min(int(v.version) for v in versions)) if versions else None
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """What :func:`move_alias` did: ``refusal`` is "" when the alias moved; ``took_over`` a dead lock holder."""
+
+    refusal: str = ""
+    took_over: str = ""
+
+
+def move_alias(name: str, alias: str, version: str, expected: str | None,
+               client: MlflowClient | None = None) -> AliasMove:
+    """Point ``name@alias`` at ``version`` if it still points at ``expected`` (None: unset), under the lock.
+
+    Waits up to :data:`LOCK_WAIT_S` for another holder of the lock; a dead holder's lock
+    is taken over (:func:`~convopt_mlflow.tracking.locks.try_claim`).
+    """
+    client = client or MlflowClient()
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        claim = try_claim(client, name, {"convopt.lock.alias": alias, "convopt.lock.to": version,
+                                         "convopt.lock.from": expected or "none"},
+                          f"held while convopt moves {name}@{alias}")
+        if isinstance(claim, Claim):
+            break
+        if time.monotonic() > deadline:
+            return AliasMove(f"{name}@{alias} not moved to version {version}: {claim.describe()}")
+        time.sleep(0.2)
+    try:
+        current = alias_version(name, alias, client)
+        if current != expected:
+            return AliasMove(f"{name}@{alias} moved from version {expected or 'none'} to version {current or 'none'} "
+                             f"while version {version} was registered; left at version {current or 'none'}",
+                             claim.took_over)
+        set_alias(name, alias, version, client)
+        return AliasMove("", claim.took_over)
+    finally:
+        release(client, claim)
 
 
 def register_ensemble(run_id: str, model_uris: Sequence[str], *, name: str, tags: Mapping[str, str],
@@ -130,12 +230,23 @@ def register_ensemble(run_id: str, model_uris: Sequence[str], *, name: str, tags
 
 
 def alias_version(name: str, alias: str, client: MlflowClient | None = None) -> str | None:
-    """The version ``alias`` of registered model ``name`` points at; None when unset (or no model)."""
+    """The version ``alias`` of registered model ``name`` points at; None when unset (or no model).
+
+    "Unset" is established by a successful read (the model's aliases lack ``alias``) or by
+    ``RESOURCE_DOES_NOT_EXIST`` for the model, nothing else.
+
+    Raises:
+        RegistryReadError: any other failure (a timeout, a 403, a server error).
+    """
     client = client or MlflowClient()
     try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as exc:
+        if is_not_found(exc):
+            return None
+        raise read_error(exc, f"alias {alias!r} of registered model {name!r}") from None
+    version = dict(aliases or {}).get(alias)
+    return None if version is None else str(version)
 
 
 def get_version(name: str, ref: str, client: MlflowClient | None = None) -> ModelVersion:
@@ -145,15 +256,19 @@ def get_version(name: str, ref: str, client: MlflowClient | None = None) -> Mode
         ModelNotFoundError: naming the missing model, version or alias.
     """
     client = client or MlflowClient()
+    what = f"version {ref}" if str(ref).isdigit() else f"alias {ref!r}"
     try:
         if str(ref).isdigit():
             return client.get_model_version(name, str(ref))
         return client.get_model_version_by_alias(name, ref)
-    except MlflowException:
-        what = f"version {ref}" if str(ref).isdigit() else f"alias {ref!r}"
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # a missing alias is the latter
+            raise read_error(exc, f"{what} of registered model {name!r}") from None
         try:
             client.get_registered_model(name)
-        except MlflowException:
+        except MlflowException as exc:
+            if not is_not_found(exc):
+                raise read_error(exc, f"registered model {name!r}") from None
             raise ModelNotFoundError(f"no registered model {name!r} in the tracking store; "
                                      f"register one with `convopt ab-test` (a significant winner)") from None
         raise ModelNotFoundError(f"registered model {name!r} has no {what}") from None

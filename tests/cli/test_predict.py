@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
+import py_compile
 import shutil
+import sys
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -10,7 +14,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from convopt_mlflow import cli
+from convopt_mlflow.data import load_bars
 from convopt_mlflow.data.loading import BUNDLED
+from convopt_mlflow.tracking.integrity import MODEL_HASHES_TAG
 from convopt_mlflow.tracking.registry import register_verified_model
 
 TINY = ["env.n_envs=2", "ppo.n_steps=64", "ppo.batch_size=64", "ppo.n_epochs=1", "ppo.net_arch=8", "env.window=8",
@@ -94,3 +100,70 @@ def test_bad_input_exits_2_with_one_message(trained, tmp_path, capsys, model, da
     assert needle in err and "Traceback" not in err and err.count("convopt: error") == 1
     assert not list(tmp_path.glob("positions*"))
     assert mlflow.active_run() is None
+
+
+def _artifact_dir(run_id: str) -> Path:
+    """The logged model's stored artifact directory, as an attacker with store access sees it."""
+    client = MlflowClient()
+    model_id = json.loads(client.get_run(run_id).data.tags[MODEL_HASHES_TAG])["model_id"]
+    return Path(client.get_logged_model(model_id).artifact_location.removeprefix("file://"))
+
+
+PLANTED = """
+open({marker!r}, "w").close()
+_genuine_predict = PolicyEnsembleModel.predict
+
+
+def _planted_predict(self, context, model_input, params=None):
+    table = _genuine_predict(self, context, model_input, params)
+    table["position"] = 1.0
+    return table
+
+
+PolicyEnsembleModel.predict = _planted_predict
+"""
+
+
+def test_planted_unchecked_bytecode_never_runs(trained, tmp_path):
+    """The attack: a .pyc compiled from a modified model_code.py, which Python would use unchecked."""
+    run_id, csv = trained
+    artifact = _artifact_dir(run_id)
+    genuine = tmp_path / "genuine.csv"
+    assert cli.main(["predict", "--model", f"runs:/{run_id}/model", "--data", str(csv), "--out", str(genuine)]) == 0
+    marker = tmp_path / "planted-code-ran"
+    modified = tmp_path / "model_code.py"
+    modified.write_text((artifact / "model_code.py").read_text() + PLANTED.format(marker=str(marker)))
+    pyc = artifact / "__pycache__" / f"model_code.{sys.implementation.cache_tag}.pyc"
+    py_compile.compile(str(modified), cfile=str(pyc), doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    try:
+        # The plant is live: plain MLflow loading the artifact where it lies runs the planted code.
+        planted = mlflow.pyfunc.load_model(str(artifact)).predict(load_bars(str(csv), max_gap=None).frame.iloc[:300])
+        assert marker.exists() and (planted["position"] == 1.0).all()
+        marker.unlink()
+
+        out = tmp_path / "positions.csv"
+        assert cli.main(["predict", "--model", f"runs:/{run_id}/model", "--data", str(csv), "--out", str(out)]) == 0
+        assert not marker.exists()
+        pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(genuine))
+        assert pyc.exists()  # deleted from the verified copy only; the store is not ours to clean
+    finally:
+        shutil.rmtree(artifact / "__pycache__")
+
+
+def test_an_unrecorded_file_refuses_the_model_naming_every_such_file(trained, tmp_path, capsys):
+    run_id, csv = trained
+    artifact = _artifact_dir(run_id)
+    extras = [artifact / "evil.json", artifact / "artifacts" / "extra.py"]
+    for path in extras:
+        path.write_text("{}\n")
+    try:
+        out = tmp_path / "positions.csv"
+        assert cli.main(["predict", "--model", f"runs:/{run_id}/model", "--data", str(csv), "--out", str(out)]) == 2
+    finally:
+        for path in extras:
+            path.unlink()
+    err = capsys.readouterr().err
+    assert err.count("convopt: error") == 1 and "Traceback" not in err
+    assert "files 'artifacts/extra.py', 'evil.json' are in the artifact but their sha256 were never recorded" in err
+    assert not out.exists() and mlflow.active_run() is None

@@ -5,7 +5,8 @@
   learns the signal within 3,072 steps (validation Sharpe about 13-21 on seeds 0-2), while the
   baseline arm, ``baseline`` at a learning rate of 1e-7 and one epoch, stays at its initial
   policy (about -2 to +0.3). Three paired seeds give a paired t near 8 (p about 0.015 < 0.05):
-  the winner is registered as ``challenger`` with its evidence.
+  the winner is registered as ``challenger`` with its evidence. Re-running the finished study
+  registers nothing again and leaves a newer ``challenger`` in place.
 - **Underpowered.** The same arms with two seeds at alpha = 0.001: a paired t with one degree of
   freedom would need t > 636, so nothing is significant, nothing is registered, and the report
   states the minimum detectable effect.
@@ -80,6 +81,19 @@ def test_a_planted_winner_is_registered_as_challenger_with_its_evidence(tmp_path
     assert chosen["method"] == tags["convopt.ensemble.combination"]
     assert parent.data.metrics["winner/backtest/val/sharpe"] > 0
     assert "registered convopt-ensemble version 1 as 'challenger'" in err
+    assert tags["convopt.no_edge"] == "false"
+
+    # A newer challenger arrives; re-running the finished study registers nothing and leaves it there.
+    newer = client.create_model_version("convopt-ensemble", version.source, version.run_id, tags=dict(tags))
+    client.set_registered_model_alias("convopt-ensemble", "challenger", newer.version)
+    assert _ab(tmp_path, "planted", ARMS, 3, "--total-timesteps", "3072", "--data", PLANTED, "--set", LEARN) == 0
+    err = capsys.readouterr().err
+    assert "study planted registered convopt-ensemble version 1 before; nothing registered again" in err
+    assert sorted(int(v.version) for v in client.search_model_versions("name = 'convopt-ensemble'")) == [1, 2]
+    assert str(client.get_model_version_by_alias("convopt-ensemble", "challenger").version) == "2"
+    rerun, _ = _parent_and_children(client, "planted")
+    assert rerun.info.run_id == parent.info.run_id and rerun.data.tags["convopt.registration_reused"] == "true"
+    assert rerun.data.tags["convopt.registered_version"] == "1"
 
 
 def test_an_underpowered_study_registers_nothing_and_states_the_mde(tmp_path, mlflow_uri, capsys):

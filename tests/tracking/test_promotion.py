@@ -4,6 +4,7 @@ Three real tiny PPO runs on a synthetic market with a strong planted signal: two
 learn it (far above buy-and-hold on test) and one that cannot learn (learning rate 1e-7).
 """
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,10 @@ from convopt_mlflow.config import build_config
 from convopt_mlflow.experiments.registration import register_winner
 from convopt_mlflow.experiments.report import Winner
 from convopt_mlflow.tracking import load_model, open_run
+from convopt_mlflow.tracking import promotion, registration
+from convopt_mlflow.tracking.locks import HOLDER_TAG, this_holder
 from convopt_mlflow.tracking.registration import register_ensemble
+from convopt_mlflow.tracking.registry import register_verified_model
 from convopt_mlflow.training.coordinator import train
 
 DATA = "synthetic:n_bars=3000,seed=1,signal_ic=0.3"
@@ -71,6 +75,7 @@ def test_winner_is_registered_as_challenger_with_its_evidence(models):
     assert tags["convopt.data.source"] == DATA
     assert tags["convopt.data.digest"] == client.get_run(models["good0"]).data.tags["convopt.data.digest"]
     assert "convopt.version" in tags and "convopt.model_files_sha256" in tags
+    assert tags["convopt.no_edge"] == "false"  # from the source runs, for `promote` to read
     assert tags["convopt.source_runs"] == f"{models['good0']},{models['good1']}"
     assert client.get_run(parent.run_id).data.tags["convopt.registered_version"] == "1"
     model = load_model(f"models:/{NAME}@challenger")  # verified against the version's hashes
@@ -114,8 +119,8 @@ def test_first_champion_then_a_refused_weaker_challenger(models, capsys):
     assert first.data.metrics["promotion/p_value"] == pytest.approx(float(tags["convopt.promotion.p_value"]), rel=1e-5)
 
     parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "ab-parent"})
-    register_ensemble(parent.run_id, [f"runs:/{models['weak']}/model"], name=NAME, combination=None,
-                      tags={"convopt.source_runs": models["weak"]}, alias="challenger")
+    register_ensemble(parent.run_id, [f"runs:/{models['good1']}/model"], name=NAME, combination=None,
+                      tags={"convopt.source_runs": models["good1"]}, alias="challenger")
     parent.end("FINISHED")
     assert cli.main(["promote", "--registry-name", NAME]) == 0
     err = capsys.readouterr().err
@@ -174,3 +179,97 @@ def test_of_two_concurrent_promotions_exactly_one_moves_the_champion(models, mod
     assert runs[loser].info.status == "FAILED" and runs[loser].data.tags["convopt.promotion.decision"] == "refused"
     assert "changed while this promotion compared" in runs[loser].data.tags["convopt.promotion.refusal"]
     assert not client.search_registered_models("name = 'race.promotion-lock'")
+
+
+def _dead_holder() -> str:
+    """``host:pid`` of a process of this host that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return f"{socket.gethostname()}:{proc.pid}"
+
+
+def _plant_lock(client, name: str, holder: str) -> None:
+    client.create_registered_model(f"{name}.promotion-lock", tags={HOLDER_TAG: holder})
+
+
+def test_a_no_edge_challenger_is_refused_from_its_tag_or_its_source_runs(models, capsys):
+    client = MlflowClient()
+    assert client.get_run(models["weak"]).data.tags["convopt.no_edge"] == "true"
+    version = register_ensemble(models["weak"], [f"runs:/{models['weak']}/model"], name="noedge", combination=None,
+                                tags={}, alias="challenger")
+    assert version.tags["convopt.no_edge"] == "true"  # copied from the source run onto the version
+    plain = register_verified_model(f"runs:/{models['weak']}/model", "noedge-plain")
+    assert plain.tags["convopt.no_edge"] == "true"  # any registration writes it
+    # a version registered without the tag (older code): promote reads the source runs
+    client.delete_model_version_tag("noedge-plain", plain.version, "convopt.no_edge")
+    assert "convopt.no_edge" not in client.get_model_version("noedge-plain", plain.version).tags
+    for argv in (["--registry-name", "noedge"], ["--registry-name", "noedge-plain", "--challenger", "1"]):
+        assert cli.main(["promote", *argv]) == 2
+        err = capsys.readouterr().err
+        assert "found no edge over flat (convopt.no_edge); it is never promoted" in err and "Traceback" not in err
+    assert not _promotion_runs(client, "noedge") and not _promotion_runs(client, "noedge-plain")
+    assert not client.get_registered_model("noedge").aliases.get("champion")
+
+
+def test_a_rerun_study_reuses_its_version_and_leaves_a_newer_challenger(models):
+    client = MlflowClient()
+    parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "ab-parent"})
+    winner = _winner([models["good0"]])
+    first = register_winner(winner, parent_run_id=parent.run_id, study="again", verdict="", registry_name="rerun")
+    assert (first.version, first.reused) == ("1", False)
+    register_ensemble(models["good1"], [f"runs:/{models['good1']}/model"], name="rerun", combination=None,
+                      tags={}, alias="challenger")  # a newer study's winner
+    again = register_winner(winner, parent_run_id=parent.run_id, study="again", verdict="", registry_name="rerun")
+    parent.end("FINISHED")
+    assert (again.version, again.reused) == ("1", True)
+    assert again.run_tags() == {"convopt.registered_version": "1", "convopt.registration_reused": "true"}
+    assert sorted(int(v.version) for v in client.search_model_versions("name = 'rerun'")) == [1, 2]
+    assert str(client.get_model_version_by_alias("rerun", "challenger").version) == "2"
+
+
+def test_challenger_moves_only_under_the_lock_and_takes_over_a_dead_holders(models, monkeypatch):
+    client = MlflowClient()
+    monkeypatch.setattr(registration, "LOCK_WAIT_S", 0.5)
+    source = [f"runs:/{models['good0']}/model"]
+    _plant_lock(client, "held", this_holder())  # a live holder (this process) is mid-move
+    first = register_ensemble(models["good0"], source, name="held", combination=None, tags={}, alias="challenger")
+    assert "challenger" not in client.get_registered_model("held").aliases
+    refusal = first.tags["convopt.registration.alias_refused"]
+    assert "'held.promotion-lock' is held by" in refusal and this_holder() in refusal
+    client.delete_registered_model("held.promotion-lock")
+
+    dead = _dead_holder()
+    _plant_lock(client, "held", dead)
+    second = register_ensemble(models["good0"], source, name="held", combination=None, tags={}, alias="challenger")
+    assert str(client.get_model_version_by_alias("held", "challenger").version) == str(second.version) == "2"
+    assert second.tags["convopt.registration.lock_takeover"] == dead
+    assert not client.search_registered_models("name = 'held.promotion-lock'")
+
+
+def test_a_dead_holders_promotion_lock_is_taken_over_and_recorded(models, capsys):
+    client = MlflowClient()
+    register_ensemble(models["good0"], [f"runs:/{models['good0']}/model"], name="stale", combination=None,
+                      tags={}, alias=None)
+    dead = _dead_holder()
+    _plant_lock(client, "stale", dead)
+    assert cli.main(["promote", "--registry-name", "stale", "--challenger", "1"]) == 0
+    assert "promoted" in capsys.readouterr().err
+    assert str(client.get_model_version_by_alias("stale", "champion").version) == "1"
+    record = client.get_model_version("stale", "1").tags["convopt.promotion.lock_takeover"]
+    assert record == f"took over 'stale.promotion-lock' from {dead}, a dead process on this host"
+    (run,) = _promotion_runs(client, "stale")
+    assert run.data.tags["convopt.promotion.lock_takeover"] == record
+    assert not client.search_registered_models("name = 'stale.promotion-lock'")
+
+
+def test_a_lock_held_on_another_host_is_not_taken_over(models, capsys, monkeypatch):
+    client = MlflowClient()
+    monkeypatch.setattr(promotion, "_CONFLICT_WAIT_S", 0.5)
+    register_ensemble(models["good0"], [f"runs:/{models['good0']}/model"], name="remote", combination=None,
+                      tags={}, alias=None)
+    _plant_lock(client, "remote", "elsewhere.example:4242")
+    assert cli.main(["promote", "--registry-name", "remote", "--challenger", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "held by elsewhere.example:4242 on another host" in err and "never taken over automatically" in err
+    assert "champion" not in client.get_registered_model("remote").aliases
+    assert client.get_registered_model("remote.promotion-lock").tags[HOLDER_TAG] == "elsewhere.example:4242"

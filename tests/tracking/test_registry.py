@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -24,9 +26,15 @@ import convopt_mlflow
 from convopt_mlflow.data import compute_features, generate_market
 from convopt_mlflow.env import MarketCore, TradingVecEnv
 from convopt_mlflow.errors import UserError
-from convopt_mlflow.tracking.integrity import MODEL_HASHES_TAG, ModelIntegrityError, artifact_hashes
+from convopt_mlflow.tracking.integrity import MODEL_HASHES_TAG, ModelIntegrityError, artifact_hashes, verify_artifact
 from convopt_mlflow.tracking.model import log_policy_model, policy_spec
-from convopt_mlflow.tracking.registry import ModelNotFoundError, load_model, register_verified_model
+from convopt_mlflow.tracking.registry import (
+    ModelNotFoundError,
+    load_model,
+    load_verified_copy,
+    private_dir,
+    register_verified_model,
+)
 
 WINDOW, VOL_WINDOW, N_BARS = 4, 4, 120
 NAME = "convopt-ensemble"
@@ -156,6 +164,37 @@ def test_added_or_removed_files_are_refused(logged):
         requirements.unlink()
         with pytest.raises(ModelIntegrityError, match="'requirements.txt' is recorded but missing"):
             load_model(f"runs:/{run_id}/model")
+
+
+def test_bytecode_is_deleted_from_a_verified_copy_and_never_recorded(logged, tmp_path):
+    run_id, _, location = logged
+    files = json.loads(mlflow.MlflowClient().get_run(run_id).data.tags[MODEL_HASHES_TAG])["files"]
+    copy = tmp_path / "copy"
+    shutil.copytree(location, copy)
+    for planted in ("__pycache__/model_code.cpython-311.pyc", "artifacts/__pycache__/x.cpython-311.pyc",
+                    "model_code.pyc", "artifacts/__pycache__/deeper/readme.txt"):
+        (copy / planted).parent.mkdir(parents=True, exist_ok=True)
+        (copy / planted).write_bytes(b"planted")
+    assert artifact_hashes(copy) == files  # bytecode is never part of the record
+    verify_artifact(copy, files, "copy")
+    assert not list(copy.rglob("__pycache__")) and not list(copy.rglob("*.pyc"))
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == sorted(files)
+
+
+def test_the_verified_copy_is_private_and_loading_writes_no_bytecode(logged, tmp_path, monkeypatch):
+    run_id, _, location = logged
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # Python's default (this machine sets PYTHONDONTWRITEBYTECODE)
+    with private_dir("convopt-test-") as folder:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and folder.stat().st_uid == os.getuid()
+    assert not folder.exists()
+    for loader in (load_verified_copy, mlflow.pyfunc.load_model):
+        copy = tmp_path / loader.__name__
+        shutil.copytree(location, copy)
+        before = sys.dont_write_bytecode
+        loader(str(copy))
+        assert sys.dont_write_bytecode is before is False
+        # plain MLflow leaves model_code's bytecode beside it; the verified loader writes none
+        assert bool(list(copy.rglob("*.pyc"))) == (loader is mlflow.pyfunc.load_model)
 
 
 def test_missing_hashes_are_refused(store, logged, version):

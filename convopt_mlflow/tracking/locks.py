@@ -1,0 +1,151 @@
+"""The registry lock that every alias move of a registered model takes (``champion`` and ``challenger``).
+
+The lock of registered model ``<name>`` is the registered model ``<name>.promotion-lock``:
+MLflow refuses a second one atomically (one SQL insert), so at most one process holds it.
+Its tag ``convopt.lock.holder`` is ``<host>:<pid>`` of the holder.
+
+A holder killed between claim and release leaves the lock behind. :func:`try_claim` takes
+such a lock over when its holder is *dead*: on this host and its pid gone
+(``os.kill(pid, 0)`` raises ``ProcessLookupError``). The new lock records the dead holder
+in ``convopt.lock.took_over_from``, and the :class:`Claim` carries it so that the caller
+records the takeover where it lasts (the promotion's version and run tags, or the
+registered version's). A lock held on another host is never taken over automatically:
+this process cannot tell whether its holder is alive.
+
+Example:
+    >>> claim = try_claim(client, "convopt-ensemble", {"convopt.lock.alias": "champion"}, "moving champion")  # doctest: +SKIP
+    >>> if isinstance(claim, Claim):                                                                        # doctest: +SKIP
+    ...     try:
+    ...         ...  # re-read the alias, compare, set
+    ...     finally:
+    ...         release(client, claim)
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Mapping
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from convopt_mlflow.tracking.registry import RegistryReadError, is_not_found, read_error
+
+__all__ = ["HOLDER_TAG", "TOOK_OVER_TAG", "Claim", "Held", "holder_state", "lock_name", "release", "this_holder",
+           "try_claim"]
+
+HOLDER_TAG = "convopt.lock.holder"
+TOOK_OVER_TAG = "convopt.lock.took_over_from"
+_ATTEMPTS = 4
+
+
+def lock_name(name: str) -> str:
+    """The registered model that serves as ``name``'s alias lock."""
+    return f"{name}.promotion-lock"
+
+
+def this_holder() -> str:
+    """``<host>:<pid>`` of this process, as recorded on a lock it holds."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def holder_state(holder: str) -> str:
+    """``"alive"``, ``"dead"`` (this host, pid gone), ``"other-host"`` or ``"unknown"`` (no readable holder)."""
+    host, _, pid = holder.rpartition(":")
+    if not host or not pid.isdigit():
+        return "unknown"
+    if host != socket.gethostname():
+        return "other-host"
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return "dead"
+    except PermissionError:  # another user's live process
+        return "alive"
+    return "alive"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A lock this process holds; ``took_over`` names the dead holder it replaced ("" if none)."""
+
+    lock: str
+    holder: str
+    took_over: str = ""
+
+
+@dataclass(frozen=True)
+class Held:
+    """A lock another process holds: its holder (``host:pid``) and :func:`holder_state`."""
+
+    lock: str
+    holder: str
+    state: str
+
+    def describe(self) -> str:
+        if self.state == "other-host":
+            return (f"{self.lock!r} is held by {self.holder} on another host; a lock on another host is never taken "
+                    f"over automatically. If no promotion or registration is running there, delete the registered "
+                    f"model {self.lock!r}")
+        return (f"{self.lock!r} is held by {self.holder or 'an unknown holder'} ({self.state}); re-run when it is "
+                f"done, or delete the registered model {self.lock!r} if nothing is running")
+
+
+def try_claim(client: MlflowClient, name: str, tags: Mapping[str, str], purpose: str) -> Claim | Held:
+    """Claim ``name``'s lock once: a :class:`Claim`, or the :class:`Held` lock of a live or remote holder.
+
+    A lock whose holder is dead is taken over (see the module docstring); only the lock as
+    it was read (same creation time and holder) is deleted, so two processes taking over
+    at once cannot both succeed.
+
+    Raises:
+        RegistryReadError: the registry fails a read or write for another reason.
+    """
+    lock, mine = lock_name(name), this_holder()
+    took_over, failure = "", None
+    for _ in range(_ATTEMPTS):
+        try:
+            client.create_registered_model(lock, tags={**tags, HOLDER_TAG: mine,
+                                                       **({TOOK_OVER_TAG: took_over} if took_over else {})},
+                                           description=purpose)
+            return Claim(lock, mine, took_over)
+        except MlflowException as exc:  # taken (RESOURCE_ALREADY_EXISTS), or a failure: look at the lock
+            failure = exc
+        held = _read_lock(client, lock)
+        if held is None:  # released meanwhile
+            continue
+        holder = held.tags.get(HOLDER_TAG, "")
+        state = holder_state(holder)
+        if state != "dead":
+            return Held(lock, holder, state)
+        again = _read_lock(client, lock)
+        if again is None or (again.creation_timestamp, again.tags.get(HOLDER_TAG)) != (held.creation_timestamp, holder):
+            continue  # someone else replaced it first
+        try:
+            client.delete_registered_model(lock)
+        except MlflowException as exc:
+            if not is_not_found(exc):
+                raise read_error(exc, f"the stale lock {lock!r}") from None
+        took_over = holder
+    raise RegistryReadError(f"could not claim {lock!r} in {_ATTEMPTS} attempts"
+                            + (f": {failure.error_code}: {failure.message.splitlines()[0]}" if failure else ""))
+
+
+def _read_lock(client: MlflowClient, lock: str):
+    try:
+        return client.get_registered_model(lock)
+    except MlflowException as exc:
+        if is_not_found(exc):
+            return None
+        raise read_error(exc, f"the lock {lock!r}") from None
+
+
+def release(client: MlflowClient, claim: Claim) -> None:
+    """Drop ``claim``'s lock, unless it is no longer this process's (best effort)."""
+    try:
+        held = client.get_registered_model(claim.lock)
+        if held.tags.get(HOLDER_TAG) == claim.holder:
+            client.delete_registered_model(claim.lock)
+    except MlflowException:
+        pass
