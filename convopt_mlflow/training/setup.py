@@ -55,6 +55,12 @@ class Market:
         return frame["feat_signal"].to_numpy(dtype=np.float64)
 
     @cached_property
+    def expected_next_returns(self) -> np.ndarray | None:
+        """``E[r[t+1] | the generator's state at bar t]`` per bar (float64, log return) of a synthetic
+        market, what the true oracle trades on; None on real data."""
+        return self._generated.expected_next_return if self.bars.name == SYNTHETIC_PREFIX else None
+
+    @cached_property
     def regimes(self) -> np.ndarray | None:
         """The regime of each bar (int8: 0 trend, 1 mean reversion, 2 high vol) of a synthetic market, else None."""
         return self._generated.regimes if self.bars.name == SYNTHETIC_PREFIX else None
