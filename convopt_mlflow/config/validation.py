@@ -176,6 +176,9 @@ def problems(cfg: Any) -> Iterator[str]:
     if cfg.replay_enabled and cfg.replay_mode == "transition" and cfg.replay_ratio > 0.9:
         yield (f"replay_ratio={cfg.replay_ratio!r}: transition replay adds replay_ratio / (1 - replay_ratio) "
                "replayed samples per fresh one, so it must be at most 0.9")
+    if cfg.counterfactual.enabled and cfg.replay_enabled:
+        yield ("counterfactual.enabled=true with replay_enabled=true: both replace PPO's update and cannot be "
+               "combined; set one of them to false")
     if cfg.meta_enabled and cfg.run.eval_freq <= 0:
         yield (f"run.eval_freq={cfg.run.eval_freq}: meta_enabled needs validation evaluations (run.eval_freq > 0): "
                "the controller learns from the change of the validation score")

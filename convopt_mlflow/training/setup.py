@@ -23,6 +23,7 @@ from ..env import MarketCore, TradingVecEnv
 from .augment import augmented_env
 from .guards import FiniteGuard
 from .ppo import ConvoptPPO
+from .counterfactual import CounterfactualPPO
 from .replay import ReplayPPO
 
 _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
@@ -140,7 +141,8 @@ def make_model(cfg: OptimizedTrainingConfig, env: Any) -> ConvoptPPO:
     }
     if cfg.ppo.weight_decay > 0:
         policy_kwargs["optimizer_kwargs"] = {"weight_decay": cfg.ppo.weight_decay}
-    ppo_class = ReplayPPO if cfg.replay_enabled else ConvoptPPO  # no replay: not one line of it runs
+    # neither component on: not one line of either runs
+    ppo_class = CounterfactualPPO if cfg.counterfactual.enabled else ReplayPPO if cfg.replay_enabled else ConvoptPPO
     return ppo_class(
         "MlpPolicy", env, learning_rate=cfg.base_learning_rate, n_steps=cfg.ppo.n_steps,
         batch_size=cfg.ppo.batch_size, n_epochs=cfg.ppo.n_epochs, gamma=cfg.ppo.gamma,
