@@ -50,6 +50,32 @@ MAX_SIGNAL_IC = 0.5
 _SECONDS_PER_YEAR = 365.25 * 86_400.0
 
 
+@dataclass(frozen=True)
+class MarketDynamics:
+    """What the generator knows about how its state moves: the model the true oracle plans with.
+
+    The expected next log return at a bar in regime g is ``a + b * z[t] + c * e[t]`` with the
+    coefficients of :meth:`coefficients`; between bars the regime ends with probability
+    ``hazard[g]`` (then moves to one of the other two at random; a new trend segment draws its
+    drift sign at random), ``z`` follows its AR(1) with coefficient ``rho``, and ``e`` is iid N(0, 1).
+
+    Attributes:
+        vol: ``(3,)`` per-bar volatility of each regime.
+        hazard: ``(3,)`` probability per bar that a regime's segment ends.
+        drift: size of a trend segment's drift per bar (log return; its sign is per segment).
+        reversal: coefficient of ``e[t]`` in ``r[t+1]`` when bar t+1 is mean-reverting.
+        signal_coef: ``(3,)`` coefficient of ``z[t]`` in ``r[t+1]`` when bar t+1 is in regime k (0 without signal).
+        rho: AR(1) coefficient of the signal (0 without signal).
+    """
+
+    vol: tuple[float, float, float]
+    hazard: tuple[float, float, float]
+    drift: float
+    reversal: float
+    signal_coef: tuple[float, float, float]
+    rho: float
+
+
 @dataclass(frozen=True, eq=False)
 class SyntheticMarket:
     """A generated market.
@@ -64,6 +90,8 @@ class SyntheticMarket:
             regime of bar t: ``L[regime[t]] * z[t]`` (equals ``signal`` without ``signal_regimes``).
         expected_next_return: ``float64[n_bars]``, the true conditional expected next log
             return ``E[r[t+1] | state at bar t]`` (see :func:`expected_next_returns`); 0 at the last bar.
+        trend_direction: ``int8[n_bars]``, the drift sign (+1/-1) of a trend bar's segment, 0 elsewhere.
+        dynamics: how the state moves (:class:`MarketDynamics`).
     """
 
     frame: pd.DataFrame
@@ -71,6 +99,8 @@ class SyntheticMarket:
     signal: np.ndarray | None
     effective_signal: np.ndarray | None = None
     expected_next_return: np.ndarray | None = None
+    trend_direction: np.ndarray | None = None
+    dynamics: MarketDynamics | None = None
 
 
 def generate_market(
@@ -127,8 +157,15 @@ def generate_market(
     frame = _bars(index, returns, vol, regimes, rng)
     if signal is not None:
         frame["feat_signal"] = signal
+    vol_k = base_vol * VOL_MULTIPLIER
+    dynamics = MarketDynamics(
+        vol=tuple(vol_k.tolist()), hazard=tuple((1.0 / MEAN_DURATION).tolist()), drift=TREND_DRIFT * float(vol_k[0]),
+        reversal=-MEAN_REVERSION * float(vol_k[1]) / float(np.hypot(1.0, MEAN_REVERSION)),
+        signal_coef=tuple((vol_k * coefficient * loadings).tolist()),
+        rho=0.5 ** (1.0 / signal_halflife) if signal is not None else 0.0)
+    direction = np.sign(drift).astype(np.int8)
     return SyntheticMarket(frame=frame, regimes=regimes, signal=signal, effective_signal=effective,
-                           expected_next_return=expected)
+                           expected_next_return=expected, trend_direction=direction, dynamics=dynamics)
 
 
 def expected_next_returns(regimes: np.ndarray, drift: np.ndarray, innovations: np.ndarray, base_vol: float, *,

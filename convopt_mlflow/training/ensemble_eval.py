@@ -147,7 +147,7 @@ def _split_report(report: EnsembleReport, t: SplitTables, decision: Any, indices
     bench = benchmark_metrics(t.returns, cost_bps=cost_bps, periods_per_year=ppy)
     curves["buy_and_hold"] = equity_curve(np.ones_like(t.returns), t.returns, cost_bps=cost_bps)
     curves["flat"] = equity_curve(np.zeros_like(t.returns), t.returns, cost_bps=cost_bps)
-    for name, oracle_pos in benchmark_positions(market, t.bars, cost_bps=cost_bps, rule=oracle).items():
+    for name, oracle_pos in benchmark_positions(market, t.bars, rule=oracle).items():
         bench[name] = trading_metrics(oracle_pos, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
         curves[name] = equity_curve(oracle_pos, t.returns, cost_bps=cost_bps)
     if "oracle" in bench:  # the true oracle (every synthetic market)

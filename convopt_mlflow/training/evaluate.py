@@ -10,7 +10,6 @@ from ..env import deterministic_positions
 from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
 from ..evaluation.metrics import per_regime_metrics
 from ..evaluation.oracle import OracleRule, fit_oracle
-from ..evaluation.true_oracle import optimal_positions
 from .setup import Market, next_log_returns
 
 
@@ -49,21 +48,19 @@ def fit_market_oracle(market: Market, *, cost_bps: float, long_only: bool) -> Or
                       periods_per_year=market.bars.periods_per_year, long_only=long_only)
 
 
-def benchmark_positions(market: Market, bars: np.ndarray, *, cost_bps: float,
-                        rule: OracleRule | None = None) -> dict[str, np.ndarray]:
+def benchmark_positions(market: Market, bars: np.ndarray, rule: OracleRule | None = None) -> dict[str, np.ndarray]:
     """The oracles' positions on decision ``bars`` (a contiguous walk starting flat), by benchmark name.
 
-    ``oracle``: the true oracle, the exact optimum of expected net PnL given the synthetic market's
-    true expected next returns (:mod:`~convopt_mlflow.evaluation.true_oracle`); every synthetic market
-    has it. ``signal_rule``: the threshold ``rule`` on the planted signal, when given. Real data: none.
+    ``oracle``: the true oracle, the causal optimum of expected net PnL knowing the synthetic market's
+    state (:mod:`~convopt_mlflow.evaluation.true_oracle`); every synthetic market has it (at the env's
+    cost). ``signal_rule``: the threshold ``rule`` on the planted signal, when given. Real data: none.
     """
     out: dict[str, np.ndarray] = {}
     if rule is not None:
         out["signal_rule"] = rule.positions(market.planted_signal[bars])
-    expected = market.expected_next_returns
-    if expected is not None:
-        out["oracle"] = optimal_positions(expected[bars], cost=cost_bps * 1e-4,
-                                          levels=tuple(market.cores["train"].position_levels.tolist()))
+    positions = market.oracle_positions(bars)
+    if positions is not None:
+        out["oracle"] = positions
     return out
 
 
@@ -83,7 +80,7 @@ def backtest_split(policy: Any, market: Market, split: str, *, cost_bps: float,
         "buy_and_hold": equity_curve(np.ones_like(returns), returns, cost_bps=cost_bps),
         "flat": equity_curve(np.zeros_like(returns), returns, cost_bps=cost_bps),
     }
-    oracles = benchmark_positions(market, path.bars, cost_bps=cost_bps, rule=oracle)
+    oracles = benchmark_positions(market, path.bars, rule=oracle)
     for name, positions in oracles.items():
         bench[name] = trading_metrics(positions, returns, cost_bps=cost_bps, periods_per_year=ppy)
         curves[name] = equity_curve(positions, returns, cost_bps=cost_bps)

@@ -20,6 +20,7 @@ from ..data.features import observation_features
 from ..data.loading import SYNTHETIC_PREFIX, parse_synthetic_spec
 from ..data.synthetic import UNIFORM_LOADINGS, generate_market
 from ..env import MarketCore, TradingVecEnv
+from ..evaluation.true_oracle import causal_positions, discrete_states, solve_plan
 from .augment import augmented_env
 from .guards import FiniteGuard
 from .ppo import ConvoptPPO
@@ -56,10 +57,22 @@ class Market:
         return frame["feat_signal"].to_numpy(dtype=np.float64)
 
     @cached_property
-    def expected_next_returns(self) -> np.ndarray | None:
-        """``E[r[t+1] | the generator's state at bar t]`` per bar (float64, log return) of a synthetic
-        market, what the true oracle trades on; None on real data."""
-        return self._generated.expected_next_return if self.bars.name == SYNTHETIC_PREFIX else None
+    def oracle_plan(self) -> Any:
+        """The true oracle's solved plan for this market's dynamics and cost (None on real data)."""
+        if self.bars.name != SYNTHETIC_PREFIX:
+            return None
+        core = self.cores["train"]
+        return solve_plan(self._generated.dynamics, cost=core.cost_rate, levels=tuple(core.position_levels.tolist()))
+
+    def oracle_positions(self, bars: np.ndarray) -> np.ndarray | None:
+        """The true oracle's positions on consecutive decision ``bars`` (starting flat); None on real data."""
+        plan = self.oracle_plan
+        if plan is None:
+            return None
+        truth = self._generated
+        return causal_positions(truth.expected_next_return[bars],
+                                discrete_states(truth.regimes[bars], truth.trend_direction[bars]),
+                                None if truth.signal is None else truth.signal[bars], plan, cost=self.cores["train"].cost_rate)
 
     @cached_property
     def regimes(self) -> np.ndarray | None:

@@ -48,3 +48,71 @@ def test_never_below_the_signal_rule_in_expected_pnl():
     for theta in (rule.theta, 0.0, 0.5, 1.0, 2.0):
         assert oracle >= expected_net_pnl(threshold_positions(z, theta), mu, cost=cost) - 1e-12
     assert oracle > 0
+
+
+# ----------------------------------------------------------------------------- the causal oracle
+from convopt_mlflow.evaluation.metrics import net_log_pnl  # noqa: E402
+from convopt_mlflow.evaluation.true_oracle import causal_positions, discrete_states, solve_plan  # noqa: E402
+
+COST = 1e-4
+
+
+@pytest.fixture(scope="module")
+def planted():
+    market = generate_market(100_000, seed=12, signal_ic=0.05)
+    plan = solve_plan(market.dynamics, cost=COST)
+    states = discrete_states(market.regimes, market.trend_direction)
+    mu = market.expected_next_return[:-1]
+    positions = causal_positions(mu, states[:-1], market.signal[:-1], plan, cost=COST)
+    returns = np.diff(np.log(market.frame["close"].to_numpy()))
+    return market, plan, states, mu, positions, returns
+
+
+def _myopic(mu: np.ndarray) -> np.ndarray:
+    held, out = 0.0, []
+    for x in mu:
+        held = max((-1.0, 0.0, 1.0), key=lambda q: q * x - COST * abs(q - held))
+        out.append(held)
+    return np.array(out)
+
+
+def test_causal_oracle_beats_every_causal_rule_in_expectation(planted):
+    market, _, _, mu, positions, returns = planted
+    oracle = expected_net_pnl(positions, mu, cost=COST)
+    rule = fit_oracle(market.signal[:-1], returns, cost_bps=1.0, periods_per_year=8766.0)
+    assert oracle > expected_net_pnl(rule.positions(market.signal[:-1]), mu, cost=COST) + 1.0
+    assert oracle > expected_net_pnl(_myopic(mu), mu, cost=COST)  # planning ahead pays beyond one-bar greed
+    assert oracle > expected_net_pnl(np.sign(mu), mu, cost=COST)
+    # planning over the known mu sequence is an upper bound of J on this sample, not a causal policy
+    assert expected_net_pnl(optimal_positions(mu, cost=COST), mu, cost=COST) >= oracle
+
+
+def test_causal_oracle_earns_what_it_expects_and_hindsight_planning_does_not(planted):
+    _, _, _, mu, positions, returns = planted
+    realized = net_log_pnl(positions, returns, cost_bps=1.0)
+    noise = realized.std() * np.sqrt(realized.size)
+    assert abs(realized.sum() - expected_net_pnl(positions, mu, cost=COST)) < 4 * noise
+    hindsight = optimal_positions(mu, cost=COST)  # decides bar t knowing mu[t+1], which holds e[t+1]
+    shortfall = expected_net_pnl(hindsight, mu, cost=COST) - net_log_pnl(hindsight, returns, cost_bps=1.0).sum()
+    assert shortfall > 4 * noise
+
+
+def test_causal_oracle_never_looks_ahead(planted):
+    market, plan, states, mu, positions, _ = planted
+    cut = 5_000
+    future = mu.copy()
+    future[cut:] = -future[cut:]  # another future
+    prefix = causal_positions(future, states[:-1], market.signal[:-1], plan, cost=COST)
+    np.testing.assert_array_equal(prefix[:cut], positions[:cut])
+    assert not np.array_equal(prefix[cut:], positions[cut:])
+
+
+def test_causal_oracle_long_only_and_without_signal():
+    market = generate_market(20_000, seed=13)
+    assert market.dynamics.rho == 0.0 and market.signal is None
+    plan = solve_plan(market.dynamics, cost=COST, levels=LEVELS_LONG_ONLY)
+    assert plan.z_grid.size == 1
+    mu = market.expected_next_return[:-1]
+    positions = causal_positions(mu, discrete_states(market.regimes, market.trend_direction)[:-1], None, plan, cost=COST)
+    assert set(np.unique(positions)) <= {0.0, 1.0}
+    assert expected_net_pnl(positions, mu, cost=COST) > max(0.0, expected_net_pnl(np.ones_like(mu), mu, cost=COST))
