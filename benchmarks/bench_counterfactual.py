@@ -6,14 +6,22 @@ the planted market, default env/PPO settings: n_envs 8, n_steps 256, batch 256, 
 (``make_env``, ``make_model``, ``attach_counterfactual``), times ``model.learn(T)`` alone
 (perf_counter around it: rollouts + updates; no callbacks, SB3's default logger), then scores
 the greedy policy on the validation split (``validation_scorer``, as in-training evaluation does)
-and reports the two oracles' validation Sharpe next to it.
+and reports the two oracles' validation Sharpe next to it. With ``--rounds R`` the arms run R times,
+interleaved, the order rotating each round (A B, B A, ...); ``ratio_learn_time`` is each later arm's
+learn time over the first arm's within a round (median, min, max over rounds): on a shared machine
+the load drifts, so only paired, interleaved ratios mean anything.
 
-    python benchmarks/bench_counterfactual.py --arms baseline,counterfactual --seeds 0 --timesteps 20000
+    python benchmarks/bench_counterfactual.py --arms baseline,counterfactual --seeds 0 --timesteps 20000 --rounds 3
     python benchmarks/bench_counterfactual.py --arms baseline-3e-5,counterfactual --seeds 0,1 --timesteps 30000
+    python benchmarks/bench_counterfactual.py --arms baseline-3e-5,counterfactual@base_learning_rate=3e-5 --seeds 0,1 \
+        --timesteps 30000
+
+An arm is a preset, optionally with ``@key=value`` overrides.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,28 +45,39 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--timesteps", type=int, default=20_000)
     parser.add_argument("--data", default=DATA)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     market = None
     rows = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        for arm in args.arms.split(","):
-            cfg = build_config(arm, [f"data.source={args.data}", f"run.seed={seed}"])
-            market = market or load_market(cfg)
-            guard = ComponentGuard()
-            model = make_model(cfg, make_env(cfg, market))
-            attach_counterfactual(model, cfg, guard)
-            start = time.perf_counter()
-            model.learn(args.timesteps)
-            learn_s = time.perf_counter() - start
-            val = validation_scorer(market, cost_bps=cfg.env.cost_bps)(model.policy)
-            rows.append({"arm": arm, "seed": seed, "steps": model.num_timesteps, "learn_s": learn_s,
-                         "learn_us_per_step": 1e6 * learn_s / model.num_timesteps, "val_sharpe": val["score"],
-                         "val_turnover": val.get("turnover"), "disabled": dict(guard.disabled)})
-            print(rows[-1], flush=True)
+    arms = args.arms.split(",")
+    runs = [(r, seed, arms[(i + r) % len(arms)]) for r in range(args.rounds)
+            for seed in [int(s) for s in args.seeds.split(",")] for i in range(len(arms))]
+    for round_, seed, arm in runs:
+        preset, *overrides = arm.split("@")  # e.g. counterfactual@base_learning_rate=3e-5
+        cfg = build_config(preset, [f"data.source={args.data}", f"run.seed={seed}", *overrides])
+        market = market or load_market(cfg)
+        guard = ComponentGuard()
+        model = make_model(cfg, make_env(cfg, market))
+        attach_counterfactual(model, cfg, guard)
+        start = time.perf_counter()
+        model.learn(args.timesteps)
+        learn_s = time.perf_counter() - start
+        val = validation_scorer(market, cost_bps=cfg.env.cost_bps)(model.policy)
+        rows.append({"round": round_, "arm": arm, "seed": seed, "steps": model.num_timesteps, "learn_s": learn_s,
+                     "learn_us_per_step": 1e6 * learn_s / model.num_timesteps, "val_sharpe": val["score"],
+                     "val_turnover": val.get("turnover"), "disabled": dict(guard.disabled)})
+        print(rows[-1], flush=True)
     rule = fit_market_oracle(market, cost_bps=1.0, long_only=False)
     bench = backtest_split(model.policy, market, "val", cost_bps=1.0, oracle=rule)["benchmarks"]
-    doc = {"data": args.data, "timesteps": args.timesteps, "runs": rows,
+    ratios = {}
+    for arm in arms[1:]:
+        paired = [next(r["learn_s"] for r in rows if r["arm"] == arm and r["round"] == k and r["seed"] == s)
+                  / next(r["learn_s"] for r in rows if r["arm"] == arms[0] and r["round"] == k and r["seed"] == s)
+                  for k in range(args.rounds) for s in {r["seed"] for r in rows}]
+        ratios[arm] = {"median": statistics.median(paired), "min": min(paired), "max": max(paired), "n": len(paired)}
+    doc = {"data": args.data, "timesteps": args.timesteps, "rounds": args.rounds, "ratio_learn_time": ratios,
+           "runs": rows,
            "val_oracle_sharpe": bench["oracle"]["sharpe"], "val_signal_rule_sharpe": bench["signal_rule"]["sharpe"],
            "machine": machine_info()}
     print({k: v for k, v in doc.items() if k != "runs"})
