@@ -31,6 +31,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +157,7 @@ def _signal_kernel(rho: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     return grid, np.diff(cdf, axis=1)
 
 
+@functools.lru_cache(maxsize=8)
 def solve_plan(dynamics: Any, *, cost: float, levels=LEVELS_LONG_SHORT, grid_size: int = 61,
                quadrature: int = 15, tol: float = 1e-10, max_iterations: int = 50_000) -> Plan:
     """Relative value iteration of the average-reward Bellman equation of expected net PnL.
@@ -163,7 +165,9 @@ def solve_plan(dynamics: Any, *, cost: float, levels=LEVELS_LONG_SHORT, grid_siz
     ``W(p, s, z, e) = max_q [l_q * mu(s, z, e) - cost * |l_q - p| + C(q, s, z)]`` and
     ``C(q, s, z) = E[W(q, s', z', e') | s, z]`` (minus a constant each sweep), with ``e`` integrated by
     Gauss-Hermite quadrature and ``z`` on a grid of ``grid_size`` cells. Iterates until the largest
-    change of ``C`` is below ``tol`` (log return units).
+    change of ``C`` is below ``tol`` (log return units). About 3,400 sweeps on the planted market
+    (1-3 s here); cached per process by ``(dynamics, cost, levels, ...)``, all hashable, so the trials
+    of a long-lived worker on one market solve it once. Treat the returned plan as read-only.
     """
     a, b, c, moves = _model(dynamics)
     grid, kernel = _signal_kernel(float(dynamics.rho), grid_size)
@@ -184,6 +188,8 @@ def solve_plan(dynamics: Any, *, cost: float, levels=LEVELS_LONG_SHORT, grid_siz
         cont = new
         if change < tol:
             break
+    for array in (cont, grid, lv):  # the plan is shared through the cache
+        array.flags.writeable = False
     return Plan(cont, grid, lv, iteration)
 
 
