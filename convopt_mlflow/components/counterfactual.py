@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["action_advantages", "expected_targets", "held_reward_table", "held_variants"]
+__all__ = ["action_advantages", "centre_on_policy", "expected_targets", "held_reward_table", "held_variants"]
 
 
 def action_advantages(rewards: Any, next_values: Any, values: Any, *, gamma: float,
@@ -35,6 +35,13 @@ def action_advantages(rewards: Any, next_values: Any, values: Any, *, gamma: flo
     """
     bootstrap = gamma * next_values if terminated is None else gamma * next_values * (1 - terminated)[:, None]
     return rewards + bootstrap - values[:, None]
+
+
+def centre_on_policy(advantages: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """``A(s, a) - sum_b pi(b|s) A(s, b)``, ``(N, K)``: the same action values measured from the policy's
+    own expected value instead of ``V(s)``, so the critic's error at s cancels. The expected gradient
+    ``sum_a grad pi(a|s) A(s, a)`` is unchanged, since ``sum_a grad pi(a|s) = 0``."""
+    return advantages - np.sum(probs * advantages, axis=1, keepdims=True)
 
 
 def held_reward_table(rewards: np.ndarray, held: np.ndarray, levels: np.ndarray, cost: float) -> np.ndarray:

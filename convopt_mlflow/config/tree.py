@@ -198,6 +198,9 @@ class CounterfactualConfig:
     critic_positions: bool = True
     """The critic also learns, at every visited bar, the value of holding each position not held there
     (one-step expected target under the rollout policy)."""
+    baseline: str = "critic"
+    """What the all-action advantages subtract: critic (V(s)) or policy_mean (sum_a pi_k(a|s) Q(s,a),
+    so they average to 0 under the rollout policy whatever the critic's error at s)."""
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ RULES: dict[str, Range | tuple[str, ...]] = {
     "replay_mode": REPLAY_MODES, "priority_strategy": PRIORITY_STRATEGIES, "replay_beta0": PROBABILITY,
     "curriculum.triggers": ("steps", "performance", "monitor"), "curriculum.min_stage_fraction": Range(0, 1, high_open=True),
     "curriculum.collapse_margin": POSITIVE, "curriculum.max_step_backs": NON_NEGATIVE,
+    "counterfactual.baseline": ("critic", "policy_mean"),
     "augment.synthetic_prob": PROBABILITY, "augment.noise_level": NON_NEGATIVE,
     "augment.warp_factor": Range(0, 1, high_open=True), "augment.dropout_rate": UNIT, "augment.block_length": AT_LEAST_1,
 }

@@ -53,7 +53,8 @@ import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.utils import explained_variance
 
-from ..components.counterfactual import action_advantages, expected_targets, held_reward_table, held_variants
+from ..components.counterfactual import (action_advantages, centre_on_policy, expected_targets, held_reward_table,
+                                         held_variants)
 from .control import ComponentGuard
 from .ppo import ConvoptPPO
 
@@ -108,11 +109,15 @@ class CounterfactualPPO(ConvoptPPO):
         self.guard = ComponentGuard()
         self.attached = False
         self.critic_positions = True
+        self.policy_baseline = False
         self.levels = np.zeros(0)
         self.cost = 0.0
 
-    def attach_counterfactual(self, *, guard: ComponentGuard | None = None, critic_positions: bool = True) -> None:
-        """Record every action's outcome from the next rollout on; failures go to ``guard``."""
+    def attach_counterfactual(self, *, guard: ComponentGuard | None = None, critic_positions: bool = True,
+                              baseline: str = "critic") -> None:
+        """Record every action's outcome from the next rollout on; failures go to ``guard``.
+        ``baseline``: critic (``V(s)``) or policy_mean (see ``components.counterfactual.centre_on_policy``)."""
+        self.policy_baseline = baseline == "policy_mean"
         self.guard = guard or self.guard
         venv = self.env.unwrapped
         core = venv.core
@@ -158,6 +163,8 @@ class CounterfactualPPO(ConvoptPPO):
             probs = self._probs(variants.reshape(n * k, -1)).reshape(n, k, k)  # pi_k(a | w, p')
         advantages = action_advantages(rewards, next_values, values, gamma=self.gamma)
         held_index = np.searchsorted(self.levels, held)
+        if self.policy_baseline:
+            advantages = centre_on_policy(advantages, probs[np.arange(n), held_index])
         targets = expected_targets(probs, held_reward_table(rewards, held, self.levels, self.cost), next_values,
                                    gamma=self.gamma)
         targets[np.arange(n), held_index] = returns  # the held position keeps SB3's GAE return
@@ -262,4 +269,4 @@ def attach_counterfactual(model: Any, cfg: Any, guard: ComponentGuard) -> None:
         guard.fail(NAME, TypeError(f"{type(model).__name__} cannot learn from counterfactuals"), model.num_timesteps)
         return
     guard.call(NAME, model.attach_counterfactual, guard=guard, critic_positions=cfg.counterfactual.critic_positions,
-               fallback=None, step=model.num_timesteps)
+               baseline=cfg.counterfactual.baseline, fallback=None, step=model.num_timesteps)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convopt_mlflow.components.counterfactual import (action_advantages, expected_targets, held_reward_table,
-                                                      held_variants)
+from convopt_mlflow.components.counterfactual import (action_advantages, centre_on_policy, expected_targets,
+                                                      held_reward_table, held_variants)
 from convopt_mlflow.env import MarketCore
 
 LEVELS = np.array([-1.0, 0.0, 1.0])
@@ -52,3 +52,13 @@ def test_held_variants_replace_only_the_position():
     assert variants.shape == (2, 3, 3) and variants.dtype == np.float32
     np.testing.assert_array_equal(variants[1], [[3, 4, -1], [3, 4, 0], [3, 4, 1]])
     np.testing.assert_array_equal(obs[:, -1], [0.0, -1.0])  # the input is not changed
+
+
+def test_centring_on_the_policy_by_hand():
+    advantages = np.array([[1.0, 2.0, 4.0]])
+    probs = np.array([[0.5, 0.25, 0.25]])  # expected advantage 0.5 + 0.5 + 1.0 = 2.0
+    centred = centre_on_policy(advantages, probs)
+    np.testing.assert_allclose(centred, [[-1.0, 0.0, 2.0]])
+    assert float(np.sum(probs * centred)) == pytest.approx(0.0)
+    # a critic error at s shifts every action alike and cancels
+    np.testing.assert_allclose(centre_on_policy(advantages + 7.0, probs), centred)
