@@ -38,6 +38,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "replay_enabled": True, "replay_mode": "scenario", "replay_ratio": 0.5, "priority_alpha": 0.6,
         "priority_strategy": "learning_difficulty",
     },
+    # Baseline (SB3's LR 3e-4) + counterfactual PPO: every visited bar prices all three positions
+    # (all-action advantages for the policy, every held position for the critic).
+    "counterfactual": {
+        "base_learning_rate": 3e-4, "max_learning_rate": 3e-4, "scheduler_enabled": False, "monitor.enabled": False,
+        "counterfactual.enabled": True,
+    },
     # `lr` + the meta-learning controller (regime detection, per-regime bandit over LR/entropy/clip
     # multipliers); a small entropy bonus so the entropy multiplier has something to scale.
     "meta": {

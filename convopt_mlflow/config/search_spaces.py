@@ -56,6 +56,7 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
     "replay": {**_PPO, "replay_mode": Choice(("scenario", "transition")), "replay_ratio": Range(0.1, 0.75),
                "priority_alpha": Range(0.2, 1.0),
                "priority_strategy": Choice(("pnl_impact", "rare_events", "learning_difficulty", "regime_transitions"))},
+    "counterfactual": dict(_PPO),
     "meta": {**_PPO, **_SCHEDULE, "meta_learning_rate": Range(1e-4, 0.5, log=True)},
     "curriculum": {**_PPO, "stage_progression_threshold": Range(0.0, 2.0), "curriculum_stages": Choice((3, 5))},
     "augment": {**_PPO, "noise_injection_prob": Range(0.0, 0.6), "time_warp_prob": Range(0.0, 0.6),

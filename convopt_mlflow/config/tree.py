@@ -189,6 +189,21 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class CounterfactualConfig:
+    """Counterfactual PPO: learn from the reward of every action at every visited bar (see
+    training/counterfactual.py). The market is exogenous, so those rewards are exact."""
+
+    enabled: bool = False
+    """Use all-action advantages in the policy loss (off: plain PPO, none of its code runs)."""
+    critic_positions: bool = True
+    """The critic also learns, at every visited bar, the value of holding each position not held there
+    (one-step expected target under the rollout policy)."""
+    baseline: str = "critic"
+    """What the all-action advantages subtract: critic (V(s)) or policy_mean (sum_a pi_k(a|s) Q(s,a),
+    so they average to 0 under the rollout policy whatever the critic's error at s)."""
+
+
+@dataclass(frozen=True)
 class OptimizedTrainingConfig:
     # --- reference design fields (names and meaning kept) ---
     base_learning_rate: float = 3e-5
@@ -264,6 +279,7 @@ class OptimizedTrainingConfig:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    counterfactual: CounterfactualConfig = field(default_factory=CounterfactualConfig)
 
     def __post_init__(self) -> None:
         problems = list(find_problems(self))

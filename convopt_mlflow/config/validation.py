@@ -81,6 +81,7 @@ RULES: dict[str, Range | tuple[str, ...]] = {
     "replay_mode": REPLAY_MODES, "priority_strategy": PRIORITY_STRATEGIES, "replay_beta0": PROBABILITY,
     "curriculum.triggers": ("steps", "performance", "monitor"), "curriculum.min_stage_fraction": Range(0, 1, high_open=True),
     "curriculum.collapse_margin": POSITIVE, "curriculum.max_step_backs": NON_NEGATIVE,
+    "counterfactual.baseline": ("critic", "policy_mean"),
     "augment.synthetic_prob": PROBABILITY, "augment.noise_level": NON_NEGATIVE,
     "augment.warp_factor": Range(0, 1, high_open=True), "augment.dropout_rate": UNIT, "augment.block_length": AT_LEAST_1,
 }
@@ -176,6 +177,9 @@ def problems(cfg: Any) -> Iterator[str]:
     if cfg.replay_enabled and cfg.replay_mode == "transition" and cfg.replay_ratio > 0.9:
         yield (f"replay_ratio={cfg.replay_ratio!r}: transition replay adds replay_ratio / (1 - replay_ratio) "
                "replayed samples per fresh one, so it must be at most 0.9")
+    if cfg.counterfactual.enabled and cfg.replay_enabled:
+        yield ("counterfactual.enabled=true with replay_enabled=true: both replace PPO's update and cannot be "
+               "combined; set one of them to false")
     if cfg.meta_enabled and cfg.run.eval_freq <= 0:
         yield (f"run.eval_freq={cfg.run.eval_freq}: meta_enabled needs validation evaluations (run.eval_freq > 0): "
                "the controller learns from the change of the validation score")

@@ -23,6 +23,10 @@ The log return of bar t (``r[t] = log(close[t] / close[t-1])``) is
   momentum-like in trend regimes, reversed in mean-reverting ones and useless in
   high volatility. The agent sees ``z`` but not the regime, so it must infer the
   regime from price history; the oracle knows it (``effective_signal``).
+
+``expected_next_return[t]`` is ``E[r[t+1] | state at the close of bar t]``: what the generator
+itself can predict of the next bar (see :func:`expected_next_returns`). The true oracle
+(``evaluation/true_oracle.py``) trades on it.
 """
 from __future__ import annotations
 
@@ -46,6 +50,32 @@ MAX_SIGNAL_IC = 0.5
 _SECONDS_PER_YEAR = 365.25 * 86_400.0
 
 
+@dataclass(frozen=True)
+class MarketDynamics:
+    """What the generator knows about how its state moves: the model the true oracle plans with.
+
+    The expected next log return at a bar in regime g is ``a + b * z[t] + c * e[t]`` with the
+    coefficients of :meth:`coefficients`; between bars the regime ends with probability
+    ``hazard[g]`` (then moves to one of the other two at random; a new trend segment draws its
+    drift sign at random), ``z`` follows its AR(1) with coefficient ``rho``, and ``e`` is iid N(0, 1).
+
+    Attributes:
+        vol: ``(3,)`` per-bar volatility of each regime.
+        hazard: ``(3,)`` probability per bar that a regime's segment ends.
+        drift: size of a trend segment's drift per bar (log return; its sign is per segment).
+        reversal: coefficient of ``e[t]`` in ``r[t+1]`` when bar t+1 is mean-reverting.
+        signal_coef: ``(3,)`` coefficient of ``z[t]`` in ``r[t+1]`` when bar t+1 is in regime k (0 without signal).
+        rho: AR(1) coefficient of the signal (0 without signal).
+    """
+
+    vol: tuple[float, float, float]
+    hazard: tuple[float, float, float]
+    drift: float
+    reversal: float
+    signal_coef: tuple[float, float, float]
+    rho: float
+
+
 @dataclass(frozen=True, eq=False)
 class SyntheticMarket:
     """A generated market.
@@ -58,12 +88,19 @@ class SyntheticMarket:
         signal: ``float64[n_bars]``, the planted signal (same as ``feat_signal``), or None.
         effective_signal: ``float64[n_bars]``, what ``z[t]`` means for ``r[t+1]`` given the
             regime of bar t: ``L[regime[t]] * z[t]`` (equals ``signal`` without ``signal_regimes``).
+        expected_next_return: ``float64[n_bars]``, the true conditional expected next log
+            return ``E[r[t+1] | state at bar t]`` (see :func:`expected_next_returns`); 0 at the last bar.
+        trend_direction: ``int8[n_bars]``, the drift sign (+1/-1) of a trend bar's segment, 0 elsewhere.
+        dynamics: how the state moves (:class:`MarketDynamics`).
     """
 
     frame: pd.DataFrame
     regimes: np.ndarray
     signal: np.ndarray | None
     effective_signal: np.ndarray | None = None
+    expected_next_return: np.ndarray | None = None
+    trend_direction: np.ndarray | None = None
+    dynamics: MarketDynamics | None = None
 
 
 def generate_market(
@@ -105,19 +142,64 @@ def generate_market(
 
     regimes, segment = _regimes(n_bars, rng)
     vol = base_vol * VOL_MULTIPLIER[regimes]
-    returns = _returns_without_signal(regimes, segment, vol, base_vol, rng)
+    returns, drift, innovations = _returns_without_signal(regimes, segment, vol, base_vol, rng)
     signal = effective = None
+    coefficient = 0.0
     if signal_ic > 0:
         signal = _ar1(n_bars, 0.5 ** (1.0 / signal_halflife), rng)
-        loading = _signal_loading(returns[1:], vol[1:], signal_ic) * loadings[regimes[1:]]
-        returns[1:] += loading * vol[1:] * signal[:-1]
+        coefficient = _signal_loading(returns[1:], vol[1:], signal_ic)
+        returns[1:] += coefficient * loadings[regimes[1:]] * vol[1:] * signal[:-1]
         effective = loadings[regimes] * signal
     returns[0] = 0.0
+    expected = expected_next_returns(regimes, drift, innovations, base_vol,
+                                     signal=signal, signal_loadings=coefficient * loadings)
 
     frame = _bars(index, returns, vol, regimes, rng)
     if signal is not None:
         frame["feat_signal"] = signal
-    return SyntheticMarket(frame=frame, regimes=regimes, signal=signal, effective_signal=effective)
+    vol_k = base_vol * VOL_MULTIPLIER
+    dynamics = MarketDynamics(
+        vol=tuple(vol_k.tolist()), hazard=tuple((1.0 / MEAN_DURATION).tolist()), drift=TREND_DRIFT * float(vol_k[0]),
+        reversal=-MEAN_REVERSION * float(vol_k[1]) / float(np.hypot(1.0, MEAN_REVERSION)),
+        signal_coef=tuple((vol_k * coefficient * loadings).tolist()),
+        rho=0.5 ** (1.0 / signal_halflife) if signal is not None else 0.0)
+    direction = np.sign(drift).astype(np.int8)
+    return SyntheticMarket(frame=frame, regimes=regimes, signal=signal, effective_signal=effective,
+                           expected_next_return=expected, trend_direction=direction, dynamics=dynamics)
+
+
+def expected_next_returns(regimes: np.ndarray, drift: np.ndarray, innovations: np.ndarray, base_vol: float, *,
+                          signal: np.ndarray | None = None, signal_loadings: np.ndarray | None = None) -> np.ndarray:
+    """``E[r[t+1] | state at the close of bar t]`` per bar (float64 ``(n_bars,)``, log return per bar).
+
+    The state is what the generator holds at bar t: the regime ``g = regimes[t]``, the trend
+    segment's drift ``drift[t]``, the noise innovation ``e[t]`` (``innovations``) and the signal
+    ``z[t]``. What it cannot know is drawn after t: whether the regime ends (hazard
+    ``p = 1 / MEAN_DURATION[g]`` per bar, memoryless), the next segment's drift sign (+-1 at
+    random, mean 0), the next innovation and jumps (mean 0). So, with ``s_k`` the volatility of
+    regime k and ``P(k | g)`` = ``1 - p`` for k = g, ``p / 2`` for each other regime,
+
+        E[r[t+1]] = sum_k P(k | g) * ( [k = g] drift[t]
+                                       - [k = 1] s_k * MEAN_REVERSION * e[t] / hypot(1, MEAN_REVERSION)
+                                       + c_k * s_k * z[t] )
+
+    where ``c_k = signal_loadings[k]`` (the solved loading times the regime's loading). The last
+    bar has no next return: 0.
+    """
+    regimes = np.asarray(regimes, dtype=np.intp)
+    n_bars = regimes.size
+    hazard = 1.0 / MEAN_DURATION[regimes]
+    stay = 1.0 - hazard
+    vol = base_vol * VOL_MULTIPLIER  # (3,) per regime
+    reversal = -MEAN_REVERSION * np.asarray(innovations, dtype=np.float64) / np.hypot(1.0, MEAN_REVERSION)
+    z = np.zeros(n_bars) if signal is None else np.asarray(signal, dtype=np.float64)
+    loads = np.zeros(3) if signal_loadings is None else np.asarray(signal_loadings, dtype=np.float64)
+    expected = stay * np.asarray(drift, dtype=np.float64)
+    for k in range(3):  # the next bar's regime k
+        prob = np.where(regimes == k, stay, hazard / 2.0)
+        expected += prob * (vol[k] * loads[k] * z + (vol[k] * reversal if k == 1 else 0.0))
+    expected[-1] = 0.0
+    return expected
 
 
 def parse_loadings(text: str) -> np.ndarray:
@@ -206,15 +288,16 @@ def _regimes(n_bars: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     return states[segment].astype(np.int8), segment
 
 
-def _returns_without_signal(regimes, segment, vol, base_vol, rng) -> np.ndarray:
+def _returns_without_signal(regimes, segment, vol, base_vol, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns, the trend drift per bar and the raw noise innovations ``e`` (what the state knows)."""
     n_bars = regimes.size
     direction = rng.choice([-1.0, 1.0], size=int(segment[-1]) + 1)
     drift = np.where(regimes == 0, TREND_DRIFT * vol * direction[segment], 0.0)
-    noise = rng.standard_normal(n_bars)
-    reverting = (noise - MEAN_REVERSION * np.concatenate([[0.0], noise[:-1]])) / np.hypot(1.0, MEAN_REVERSION)
-    noise = np.where(regimes == 1, reverting, noise)
+    innovations = rng.standard_normal(n_bars)
+    reverting = (innovations - MEAN_REVERSION * np.concatenate([[0.0], innovations[:-1]])) / np.hypot(1.0, MEAN_REVERSION)
+    noise = np.where(regimes == 1, reverting, innovations)
     jumps = (rng.random(n_bars) < JUMP_PROB[regimes]) * rng.standard_normal(n_bars) * JUMP_SCALE * base_vol
-    return drift + vol * noise + jumps
+    return drift + vol * noise + jumps, drift, innovations
 
 
 def _ar1(n_bars: int, rho: float, rng: np.random.Generator) -> np.ndarray:

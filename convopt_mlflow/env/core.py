@@ -220,6 +220,25 @@ class MarketCore:
         scratch *= self.cost_rate
         out -= scratch
 
+    def action_rewards(self, next_bar: np.ndarray, prev_position: np.ndarray) -> np.ndarray:
+        """The reward of every action, float64 ``(n, n_actions)``, for valid ``next_bar = t + 1``.
+
+        Column a is what :meth:`step` would return for action a: the market is exogenous, so
+        one bar's return prices every action. ``prev_position`` may be ``(n,)`` or ``(n, 1)``.
+        """
+        returns = self.log_returns.take(np.asarray(next_bar, dtype=np.intp).reshape(-1, 1), mode="clip")
+        held = np.asarray(prev_position, dtype=np.float64).reshape(-1, 1)
+        return returns * self._levels - self.cost_rate * np.abs(self._levels - held)
+
+    def action_observations(self, rows: np.ndarray) -> np.ndarray:
+        """The next observation under every action, float32 ``(n, n_actions, observation_size)``,
+        for valid window rows ``rows = t + 1 - window + 1`` of the next bar: one window, each position level."""
+        rows = np.asarray(rows, dtype=np.intp).reshape(-1)
+        out = np.empty((rows.size, self.n_actions, self.observation_size), dtype=np.float32)
+        out[:, :, : self.window_size] = self.windows[rows][:, None, :]
+        out[:, :, self.window_size] = self._levels
+        return out
+
     def sample_starts(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` episode start bars drawn uniformly from :attr:`start_bounds` (int64)."""
         lo, hi = self._start_bounds

@@ -65,6 +65,20 @@ class TradingEnv(gym.Env):
         """Position held coming into the next decision."""
         return float(self._pos[0])
 
+    def counterfactual_rewards(self) -> np.ndarray:
+        """The reward each action would earn at the current decision bar, float64 ``(n_actions,)``."""
+        self._check_live()
+        return self.core.action_rewards(self._next, self._pos)[0]
+
+    def counterfactual_next_observations(self) -> np.ndarray:
+        """The observation ``step`` would return under each action, float32 ``(n_actions, obs_size)``."""
+        self._check_live()
+        return self.core.action_observations(self._row + 1)[0]
+
+    def _check_live(self) -> None:
+        if self._steps_left <= 0:
+            raise RuntimeError("TradingEnv has no current decision: reset() first (or after truncation)")
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if options and "start" in options:

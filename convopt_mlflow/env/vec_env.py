@@ -123,6 +123,26 @@ class TradingVecEnv(VecEnv):
         """Use ``fn(rng, k)`` for every later episode start (``None``: uniform default)."""
         self._start_sampler = fn or self.core.sample_starts
 
+    # -------------------------------------------------------- counterfactuals
+    def counterfactual_rewards(self) -> np.ndarray:
+        """The reward each action would earn at every env's current decision bar, float32
+        ``(n_envs, n_actions)`` (times ``reward_scale``, like :meth:`step`'s rewards).
+
+        Exact, not estimated: the market is exogenous, so the next bar's return prices every
+        action. Computed only when called, from the arrays the env holds; ``step`` never pays for it.
+        Call it between steps (before ``step`` with the action it would price).
+        """
+        rewards = self.core.action_rewards(self._next, self._pos)
+        return np.multiply(rewards, self.reward_scale, out=np.empty(rewards.shape, np.float32))
+
+    def counterfactual_next_observations(self) -> np.ndarray:
+        """The observation ``step`` would return under each action, float32 ``(n_envs, n_actions, obs_size)``.
+
+        They differ only in the position feature (the last element). For an env whose episode
+        ends at this step it is the ``terminal_observation`` (SB3 bootstraps from it).
+        """
+        return self.core.action_observations(self._rows + 1)
+
     # ------------------------------------------------------------- stepping
     def reset(self) -> VecEnvObs:
         if self._seeds[0] is not None:

@@ -36,7 +36,8 @@ _INTERVENTION_TITLE = "Interventions"
 _PLATEAU_COLOR = "rgba(255, 165, 0, 0.15)"
 _BAND_COLORS = ("rgba(31, 119, 180, 0.07)", "rgba(148, 103, 189, 0.12)")
 _PALETTE = plotly.colors.qualitative.Plotly
-_KNOWN_CURVE_COLORS = {"policy": "#1f77b4", "buy_and_hold": "#7f7f7f", "flat": "#bcbd22", "oracle": "#2ca02c"}
+_KNOWN_CURVE_COLORS = {"policy": "#1f77b4", "buy_and_hold": "#7f7f7f", "flat": "#bcbd22", "oracle": "#2ca02c",
+                       "signal_rule": "#98df8a"}
 
 
 def equity_figure(timestamps: Sequence[Any], curves: Mapping[str, np.ndarray], *, title: str) -> go.Figure:

@@ -30,6 +30,7 @@ from .augment import AugmentCallback, build_augmentation
 from .callbacks import CheckpointCallback, ConvergenceCallback, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest
+from .counterfactual import attach_counterfactual
 from .curriculum import CurriculumCallback, build_curriculum, start_curriculum
 from .evaluate import validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
@@ -164,6 +165,7 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     model = make_model(cfg, env)
     if comps.replay is not None:
         _attach_replay(model, comps.replay, cfg, guard)
+    attach_counterfactual(model, cfg, guard)
     curriculum = start_curriculum(comps.curriculum, cfg, market, env.unwrapped, guard)
     _share_start_pools(model, curriculum, cfg, market)
     actuator = InterventionActuator(scheduler=comps.scheduler, regularization=comps.regularization, store=store,

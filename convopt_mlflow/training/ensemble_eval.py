@@ -20,7 +20,7 @@ from ..components.ensemble import (METHODS, EnsembleLearningFramework, combine_p
 from ..env.rollout import follow_choices, policy_table
 from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
 from ..evaluation.metrics import net_log_pnl
-from .evaluate import fit_market_oracle
+from .evaluate import benchmark_positions, fit_market_oracle
 from .reporting import SPLITS, oracle_fraction
 from .setup import Market, next_log_returns
 
@@ -147,10 +147,10 @@ def _split_report(report: EnsembleReport, t: SplitTables, decision: Any, indices
     bench = benchmark_metrics(t.returns, cost_bps=cost_bps, periods_per_year=ppy)
     curves["buy_and_hold"] = equity_curve(np.ones_like(t.returns), t.returns, cost_bps=cost_bps)
     curves["flat"] = equity_curve(np.zeros_like(t.returns), t.returns, cost_bps=cost_bps)
-    if oracle is not None:
-        oracle_pos = oracle.positions(market.planted_signal[t.bars])
-        bench["oracle"] = trading_metrics(oracle_pos, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
-        curves["oracle"] = equity_curve(oracle_pos, t.returns, cost_bps=cost_bps)
+    for name, oracle_pos in benchmark_positions(market, t.bars, rule=oracle).items():
+        bench[name] = trading_metrics(oracle_pos, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
+        curves[name] = equity_curve(oracle_pos, t.returns, cost_bps=cost_bps)
+    if "oracle" in bench:  # the true oracle (every synthetic market)
         out[f"backtest/{split}/oracle_fraction"] = oracle_fraction(metrics["sharpe"], bench["oracle"]["sharpe"])
     for name, values in bench.items():
         out.update({f"benchmark/{split}/{name}/{k}": float(v) for k, v in values.items()})

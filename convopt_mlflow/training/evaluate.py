@@ -48,12 +48,29 @@ def fit_market_oracle(market: Market, *, cost_bps: float, long_only: bool) -> Or
                       periods_per_year=market.bars.periods_per_year, long_only=long_only)
 
 
+def benchmark_positions(market: Market, bars: np.ndarray, rule: OracleRule | None = None) -> dict[str, np.ndarray]:
+    """The oracles' positions on decision ``bars`` (a contiguous walk starting flat), by benchmark name.
+
+    ``oracle``: the true oracle, the causal optimum of expected net PnL knowing the synthetic market's
+    state (:mod:`~convopt_mlflow.evaluation.true_oracle`); every synthetic market has it (at the env's
+    cost). ``signal_rule``: the threshold ``rule`` on the planted signal, when given. Real data: none.
+    """
+    out: dict[str, np.ndarray] = {}
+    if rule is not None:
+        out["signal_rule"] = rule.positions(market.planted_signal[bars])
+    positions = market.oracle_positions(bars)
+    if positions is not None:
+        out["oracle"] = positions
+    return out
+
+
 def backtest_split(policy: Any, market: Market, split: str, *, cost_bps: float,
                    oracle: OracleRule | None = None) -> dict[str, Any]:
     """Positions, metrics, benchmarks and equity curves of the greedy policy on ``split``.
 
-    With ``oracle``, the benchmarks and curves include it, walked over the same decision bars.
-    On a synthetic market ``per_regime`` holds the policy's (and the oracle's) metrics per regime.
+    On a synthetic market the benchmarks and curves include the true ``oracle`` and, with the
+    fitted threshold rule ``oracle`` (argument), the ``signal_rule``, walked over the same decision
+    bars; ``per_regime`` then holds the policy's (and the oracles') metrics per regime.
     """
     path, returns, metrics = _walk(policy, market, split, cost_bps=cost_bps)
     ppy = market.bars.periods_per_year
@@ -63,19 +80,15 @@ def backtest_split(policy: Any, market: Market, split: str, *, cost_bps: float,
         "buy_and_hold": equity_curve(np.ones_like(returns), returns, cost_bps=cost_bps),
         "flat": equity_curve(np.zeros_like(returns), returns, cost_bps=cost_bps),
     }
-    if oracle is not None:
-        positions = oracle.positions(market.planted_signal[path.bars])
-        bench["oracle"] = trading_metrics(positions, returns, cost_bps=cost_bps, periods_per_year=ppy)
-        curves["oracle"] = equity_curve(positions, returns, cost_bps=cost_bps)
-    if market.regimes is not None:  # a synthetic market: how the policy (and oracle) did in each regime
+    oracles = benchmark_positions(market, path.bars, rule=oracle)
+    for name, positions in oracles.items():
+        bench[name] = trading_metrics(positions, returns, cost_bps=cost_bps, periods_per_year=ppy)
+        curves[name] = equity_curve(positions, returns, cost_bps=cost_bps)
+    per_regime = {}
+    if market.regimes is not None:  # a synthetic market: how the policy (and oracles) did in each regime
         held = market.regimes[path.bars + 1]  # the bar each position is held over
-        per_regime = {"policy": per_regime_metrics(path.positions, returns, held, cost_bps=cost_bps,
-                                                   periods_per_year=ppy)}
-        if oracle is not None:
-            per_regime["oracle"] = per_regime_metrics(oracle.positions(market.planted_signal[path.bars]), returns,
-                                                      held, cost_bps=cost_bps, periods_per_year=ppy)
-    else:
-        per_regime = {}
+        for name, positions in {"policy": path.positions, **oracles}.items():
+            per_regime[name] = per_regime_metrics(positions, returns, held, cost_bps=cost_bps, periods_per_year=ppy)
     index = market.bars.frame.index
     timestamps = index[np.concatenate([path.bars[:1], path.bars + 1])] if len(path.bars) else index[:0]
     return {"metrics": metrics, "benchmarks": bench, "curves": curves, "timestamps": timestamps, "path": path,

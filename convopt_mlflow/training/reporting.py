@@ -72,8 +72,8 @@ def model_inputs(cfg: Any, market: Any) -> tuple[dict[str, Any], Any]:
 
 def finalize_run(handle: Any, cfg: Any, market: Any, model: Any,
                  stopped: Callable[[], bool] = lambda: False) -> dict[str, float] | None:
-    """Backtest val and test (next to flat, buy-and-hold and, on a planted-signal market, the
-    oracle), log metrics + equity curves + the model; return the metrics, or None when
+    """Backtest val and test (next to flat, buy-and-hold and, on a synthetic market, the true
+    oracle and, with a planted signal, the signal rule), log metrics + equity curves + the model; return the metrics, or None when
     ``stopped()`` turned true between two steps.
 
     Idempotent, so a resume after a kill at any point finishes the job: metrics the run
@@ -86,7 +86,8 @@ def finalize_run(handle: Any, cfg: Any, market: Any, model: Any,
     metrics: dict[str, float] = {}
     oracle = fit_market_oracle(market, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only)
     if oracle is not None:
-        metrics.update({"benchmark/oracle/theta": oracle.theta, "benchmark/train/oracle/sharpe": oracle.train_sharpe})
+        metrics.update({"benchmark/signal_rule/theta": oracle.theta,
+                        "benchmark/train/signal_rule/sharpe": oracle.train_sharpe})
     with tempfile.TemporaryDirectory() as tmp:
         for split in SPLITS:
             if stopped():
@@ -99,7 +100,7 @@ def finalize_run(handle: Any, cfg: Any, market: Any, model: Any,
                 prefix = f"backtest/{split}" if who == "policy" else f"benchmark/{split}/{who}"
                 metrics.update({f"{prefix}/regime/{name}/{k}": float(v)
                                 for name, values in regimes.items() for k, v in values.items()})
-            if oracle is not None:
+            if "oracle" in result["benchmarks"]:  # the true oracle: every synthetic market
                 metrics[f"backtest/{split}/oracle_fraction"] = oracle_fraction(
                     result["metrics"]["sharpe"], result["benchmarks"]["oracle"]["sharpe"])
             fig = equity_figure(result["timestamps"], result["curves"], title=f"Equity on {split} ({market.bars.name})")

@@ -20,9 +20,11 @@ from ..data.features import observation_features
 from ..data.loading import SYNTHETIC_PREFIX, parse_synthetic_spec
 from ..data.synthetic import UNIFORM_LOADINGS, generate_market
 from ..env import MarketCore, TradingVecEnv
+from ..evaluation.true_oracle import causal_positions, discrete_states, solve_plan
 from .augment import augmented_env
 from .guards import FiniteGuard
 from .ppo import ConvoptPPO
+from .counterfactual import CounterfactualPPO
 from .replay import ReplayPPO
 
 _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
@@ -53,6 +55,24 @@ class Market:
         if parse_synthetic_spec(self.bars.source)["signal_regimes"] != UNIFORM_LOADINGS:
             return self._generated.effective_signal
         return frame["feat_signal"].to_numpy(dtype=np.float64)
+
+    @cached_property
+    def oracle_plan(self) -> Any:
+        """The true oracle's solved plan for this market's dynamics and cost (None on real data)."""
+        if self.bars.name != SYNTHETIC_PREFIX:
+            return None
+        core = self.cores["train"]
+        return solve_plan(self._generated.dynamics, cost=core.cost_rate, levels=tuple(core.position_levels.tolist()))
+
+    def oracle_positions(self, bars: np.ndarray) -> np.ndarray | None:
+        """The true oracle's positions on consecutive decision ``bars`` (starting flat); None on real data."""
+        plan = self.oracle_plan
+        if plan is None:
+            return None
+        truth = self._generated
+        return causal_positions(truth.expected_next_return[bars],
+                                discrete_states(truth.regimes[bars], truth.trend_direction[bars]),
+                                None if truth.signal is None else truth.signal[bars], plan, cost=self.cores["train"].cost_rate)
 
     @cached_property
     def regimes(self) -> np.ndarray | None:
@@ -134,7 +154,8 @@ def make_model(cfg: OptimizedTrainingConfig, env: Any) -> ConvoptPPO:
     }
     if cfg.ppo.weight_decay > 0:
         policy_kwargs["optimizer_kwargs"] = {"weight_decay": cfg.ppo.weight_decay}
-    ppo_class = ReplayPPO if cfg.replay_enabled else ConvoptPPO  # no replay: not one line of it runs
+    # neither component on: not one line of either runs
+    ppo_class = CounterfactualPPO if cfg.counterfactual.enabled else ReplayPPO if cfg.replay_enabled else ConvoptPPO
     return ppo_class(
         "MlpPolicy", env, learning_rate=cfg.base_learning_rate, n_steps=cfg.ppo.n_steps,
         batch_size=cfg.ppo.batch_size, n_epochs=cfg.ppo.n_epochs, gamma=cfg.ppo.gamma,

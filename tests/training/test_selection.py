@@ -81,6 +81,9 @@ def test_planted_signal_run_logs_the_oracle(tracked):
         shares = [v for k, v in metrics.items() if k.startswith(f"backtest/{split}/regime/") and k.endswith("/share")]
         assert shares and sum(shares) == pytest.approx(1.0)
         assert any(k.startswith(f"benchmark/{split}/oracle/regime/") for k in metrics)
-    assert metrics["benchmark/oracle/theta"] >= 0
-    html = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/backtest/equity_test.html")
-    assert '"name":"oracle"' in open(html).read()
+        # the true oracle (DP on the true expected returns) next to the threshold rule on the signal
+        assert metrics[f"benchmark/{split}/signal_rule/sharpe"] > 0
+    assert metrics["benchmark/signal_rule/theta"] >= 0
+    assert "benchmark/oracle/theta" not in metrics
+    html = open(mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/backtest/equity_test.html")).read()
+    assert '"name":"oracle"' in html and '"name":"signal_rule"' in html
