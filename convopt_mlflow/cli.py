@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--workers", default="1", help="worker processes on this machine")
     ab.add_argument("--sequential", nargs="?", const="true", default="false",
                     help="add seeds in rounds and stop when decisive (group-sequential)")
-    ab.add_argument("--on-failure", default="refuse", choices=("refuse", "worst"),
+    ab.add_argument("--on-failure", default="refuse",
                     help="a failed cell (arm, seed) is an outcome: `refuse` never registers an arm with one (the "
                          "default); `worst` scores it as the worst value observed in the study, keeping its pairs")
     ab.add_argument("--experiment", default="", help="MLflow experiment of the parent run")
