@@ -124,7 +124,7 @@ def analyze(records: Sequence[Mapping[str, Any]], *, arms: Sequence[str], metric
         report["winner"] = top["arm"]
         report["verdict"] = _win_sentence(top, baseline, metric, len(shared)) + note
     else:
-        report["verdict"] = _no_win_sentence(report, baseline, metric, alpha, len(shared)) + note
+        report["verdict"] = _no_win_sentence(report, baseline, metric, alpha) + note
     return report
 
 
@@ -198,7 +198,7 @@ def _win_sentence(top: Mapping[str, Any], baseline: str, metric: str, n: int) ->
                    f"n = {n} paired seeds.")
 
 
-def _no_win_sentence(report: Mapping[str, Any], baseline: str, metric: str, alpha: float, n: int) -> str:
+def _no_win_sentence(report: Mapping[str, Any], baseline: str, metric: str, alpha: float) -> str:
     worst = max(c["mde_difference"] for c in report["comparisons"])
     worse = [c["arm"] for c in report["comparisons"] if c["significant"]]  # significant, and below the baseline
     rule = "group-sequential, Bonferroni over the arms" if report.get("sequential") else "Holm-corrected"
