@@ -199,13 +199,14 @@ def _win_sentence(top: Mapping[str, Any], baseline: str, metric: str, n: int) ->
 
 
 def _no_win_sentence(report: Mapping[str, Any], baseline: str, metric: str, alpha: float) -> str:
-    worst = max(c["mde_difference"] for c in report["comparisons"])
+    m = report["mde"]  # in metric units: the verdict-level MDE times each arm's sd of differences
+    worst = max(m["standardized"] * c["mde_difference"] / c["mde"] if c["mde"] > 0 else float("nan")
+                for c in report["comparisons"])
     worse = [c["arm"] for c in report["comparisons"] if c["significant"]]  # significant, and below the baseline
     rule = "group-sequential, Bonferroni over the arms" if report.get("sequential") else "Holm-corrected"
     head = (f"no arm beats {baseline} significantly on {metric} at alpha = {alpha} ({rule}; "
             f"significantly worse: {', '.join(worse)})" if worse else
             f"no arm differs significantly from {baseline} on {metric} at alpha = {alpha} ({rule})")
-    m = report["mde"]
     return (f"{head}. With {m['n_pairs']} paired seeds, at the level of this verdict ({m['comparisons']} "
             f"comparison(s), each at {m['level']:.3g}), the test detects, with 80% power, "
             f"a standardized effect of d_z = {m['standardized']:.3g} "
