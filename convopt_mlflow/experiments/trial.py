@@ -117,8 +117,10 @@ class TrialRunner:
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("no_edge", bool(result.no_edge))
         if self.spec.metric not in metrics:  # a failure of this cell, not a gap: retrying would repeat it
+            reason = f"run FINISHED without a finite {self.spec.metric!r}"
             trial.set_user_attr("convopt.status", NO_METRIC)
-            trial.set_user_attr("convopt.failure_reason", f"run FINISHED without a finite {self.spec.metric!r}")
+            trial.set_user_attr("convopt.failure_reason", reason)
+            child.set_tags({"convopt.ab.cell_failed": reason})  # the run is fine; its A/B cell is not
             raise TrialFailed(f"run {result.run_id} has no metric {self.spec.metric!r}")
         return metrics[self.spec.metric]
 

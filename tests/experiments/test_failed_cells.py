@@ -4,6 +4,7 @@ Real Optuna storage (in memory, and one real tiny trial on sqlite); trials' outc
 written the way :class:`~convopt_mlflow.experiments.trial.TrialRunner` writes them.
 """
 import optuna
+from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -63,3 +64,5 @@ def test_a_real_trial_without_the_decision_metric_fails_its_cell_once(tmp_path, 
     assert Ledger.of(study).given_up(("lr", 1))
     (cell,) = failed_cells(study, spec)
     assert (cell.arm, cell.seed) == ("lr", 1) and "no/such/metric" in cell.reason
+    run = MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and "no/such/metric" in run.data.tags["convopt.ab.cell_failed"]
