@@ -15,7 +15,7 @@ import scipy.stats
 from .. import stats
 from .pairing import Pairing, describe_failures, failure_summary, paired_scores
 
-__all__ = ["SECONDARY", "Winner", "analyze", "headline_metrics", "paired_scores", "winner_of"]
+__all__ = ["SECONDARY", "Winner", "analyze", "headline_metrics", "paired_scores", "sequential_look", "winner_of"]
 
 #: Secondary metrics summarized per arm: key in the trial's metrics -> label.
 SECONDARY = {
@@ -242,6 +242,37 @@ def winner_of(report: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -
     refusal = (report.get("unregistrable") or {}).get(arm, "")
     return Winner(arm, tuple(r["run_id"] for r in mine), tuple(int(r["seed"]) for r in mine), evidence,
                   registrable=not no_edge and not refusal, refusal=refusal)
+
+
+def sequential_look(decided: Mapping[str, Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
+                    failed: Sequence[Mapping[str, Any]], *, arms: Sequence[str], looks: Sequence[int], n: int,
+                    alpha: float, rule: str = "refuse") -> dict[str, dict[str, Any]]:
+    """Decisions after the look at ``n`` seeds: ``decided`` plus the arms whose test stopped now.
+
+    An arm in ``decided`` keeps its decision whatever the later seeds say: an interim
+    rejection or futility stop is never revisited. Each other arm's seed-paired differences
+    (failed cells under ``rule``, :func:`.pairing.paired_scores`) go to
+    :func:`~convopt_mlflow.stats.sequential_test` at ``alpha`` (already split over the arms).
+
+    Example:
+        >>> base = [{"arm": "b", "seed": s, "value": 0.0} for s in range(3)]
+        >>> lr = [{"arm": "lr", "seed": s, "value": v} for s, v in enumerate([5.0, 5.1, 4.9])]
+        >>> sequential_look({}, base + lr, [], arms=["b", "lr"], looks=[3, 5], n=3, alpha=0.05)["lr"]["decision"]
+        'reject'
+        >>> sequential_look({"lr": {"decision": "reject"}}, base, [], arms=["b", "lr"], looks=[3, 5], n=5,
+        ...                 alpha=0.05)["lr"]["decision"]
+        'reject'
+    """
+    out = {arm: dict(d) for arm, d in decided.items()}
+    for arm in (a for a in arms[1:] if a not in decided):
+        pairing = paired_scores(records, [arms[0], arm], failed, rule=rule)
+        diffs = pairing.scores[arm] - pairing.scores[arms[0]]  # seed-paired: common random numbers
+        if len(diffs) >= looks[0]:
+            result = stats.sequential_test(diffs[:n], looks, alpha=alpha)
+            if result.decision != "continue":
+                out[arm] = {"decision": result.decision, "look": result.look, "n": result.n, "z": result.z,
+                            "boundary": result.boundary}
+    return out
 
 
 def headline_metrics(report: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, float]:

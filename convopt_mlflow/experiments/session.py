@@ -19,8 +19,7 @@ from ..errors import UserError
 from . import render
 from .abtest import PARENT_ATTR, completed_trials, failed_cells, open_study, run_cells
 from .registration import Registration, register_winner
-from .pairing import paired_scores
-from .report import Winner, analyze, headline_metrics, winner_of
+from .report import Winner, analyze, headline_metrics, sequential_look, winner_of
 from .spec import StudySpec
 from .storage import get_storage, redact, storage_kind
 from .trial import PNL_ARTIFACT
@@ -115,10 +114,8 @@ def _train(study, spec: StudySpec, parent_id: str, study_name: str, storage, wor
     """Train every cell, or, with ``--sequential``, round by round until the evidence is decisive.
 
     A sequential comparison's decision is final once it is not ``continue``: an interim
-    rejection (or futility stop) is never revisited at a later look.
+    rejection (or futility stop) is never revisited at a later look (:func:`.report.sequential_look`).
     """
-    from .. import stats
-
     if not spec.sequential:
         _train_round(study, spec, parent_id, study_name, storage, workers, heartbeat, ckpt, None)
         return None
@@ -130,14 +127,8 @@ def _train(study, spec: StudySpec, parent_id: str, study_name: str, storage, wor
         scope = set(spec.seeds[:n])
         records = [r.__dict__ for r in completed_trials(study, spec) if r.seed in scope]
         failed = [f.__dict__ for f in failed_cells(study, spec) if f.seed in scope]
-        for arm in (a for a in others if a not in decided):
-            pairing = paired_scores(records, [spec.baseline, arm], failed, rule=spec.on_failure)
-            diffs = pairing.scores[arm] - pairing.scores[spec.baseline]  # seed-paired: common random numbers
-            if len(diffs) >= looks[0]:
-                result = stats.sequential_test(diffs[:n], looks, alpha=alpha_each)
-                if result.decision != "continue":
-                    decided[arm] = {"decision": result.decision, "look": result.look, "n": result.n,
-                                    "z": result.z, "boundary": result.boundary}
+        decided = sequential_look(decided, records, failed, arms=spec.arms, looks=looks, n=n, alpha=alpha_each,
+                                  rule=spec.on_failure)
         rounds.append({"look": k + 1, "seeds": n,
                        "decisions": {a: decided[a]["decision"] if a in decided else "continue" for a in others}})
         if len(decided) == len(others):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from convopt_mlflow.experiments.pairing import paired_scores
-from convopt_mlflow.experiments.report import analyze, headline_metrics, winner_of
+from convopt_mlflow.experiments.report import analyze, headline_metrics, sequential_look, winner_of
 
 ARMS = ["baseline", "lr"]
 BASE = [1.0, 1.1, 0.9, 1.05, 0.95]
@@ -115,3 +115,20 @@ def test_the_power_statement_is_at_the_holm_level():
     assert report["mde"]["comparisons"] == 3 and report["mde"]["level"] == pytest.approx(0.05 / 3)
     assert report["mde"]["standardized"] == pytest.approx(2.2916, abs=1e-3)  # not 1.68, the unadjusted value
     assert "each at 0.0167" in report["verdict"]
+
+
+def test_an_interim_sequential_decision_is_never_revisited_at_a_later_look():
+    # look 1 (3 seeds): the baseline failed seed 2; under `worst` it scores the worst value so far (0.0),
+    # and lr's near-constant lead crosses the boundary
+    look1 = _records({"baseline": [0.0, 0.1], "lr": [5.0, 5.1, 5.05]})
+    failed = [{"arm": "baseline", "seed": 2, "reason": "diverged"}]
+    options = dict(arms=ARMS, looks=[3, 5], alpha=0.05, rule="worst")
+    decided = sequential_look({}, look1, failed, n=3, **options)
+    assert decided["lr"]["decision"] == "reject" and decided["lr"]["look"] == 1
+    # look 2: a far worse value arrives, so the failed cell's worst-value score drops to -100
+    look2 = look1 + [{"arm": a, "seed": s, "run_id": "", "value": v, "metrics": {}, "no_edge": False}
+                     for a, s, v in [("baseline", 3, 0.0), ("lr", 3, -100.0), ("baseline", 4, 0.0), ("lr", 4, 5.0)]]
+    replayed = sequential_look({}, look2, failed, n=5, **options)
+    assert replayed["lr"]["decision"] != "reject"  # a replay from scratch would undo the interim rejection
+    kept = sequential_look(decided, look2, failed, n=5, **options)
+    assert kept["lr"] == decided["lr"]
