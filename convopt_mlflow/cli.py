@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--workers", default="1", help="worker processes on this machine")
     ab.add_argument("--sequential", nargs="?", const="true", default="false",
                     help="add seeds in rounds and stop when decisive (group-sequential)")
+    ab.add_argument("--on-failure", default="refuse",
+                    help="a failed cell (arm, seed) is an outcome: `refuse` never registers an arm with one (the "
+                         "default); `worst` scores it as the worst value observed in the study, keeping its pairs")
     ab.add_argument("--experiment", default="", help="MLflow experiment of the parent run")
     ab.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats (sqlite, PostgreSQL)")
     ab.add_argument("--wait-timeout", default="3600", help="seconds to wait for cells held by other workers")
@@ -214,7 +217,8 @@ def _ab_test(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args.arms, args.seeds, total_timesteps=args.total_timesteps, data=args.data,
                           metric=args.metric or None, alpha=_number("--alpha", args.alpha),
-                          sequential=sequential, overrides=cfgmod.parse_overrides(args.set))
+                          sequential=sequential, overrides=cfgmod.parse_overrides(args.set),
+                          on_failure=args.on_failure)
     name = args.study or "ab-" + "-".join(a.replace(":", "_") for a in spec.arms)[:80]
     result = run_ab_test(spec, study_name=name, storage=args.storage or None,
                          workers=_number("--workers", args.workers, int), experiment=args.experiment or None,

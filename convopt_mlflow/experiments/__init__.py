@@ -12,7 +12,8 @@
   evidence in version tags (no optuna).
 - :mod:`.tune`: ``convopt tune``: multivariate TPE over ``config.search_spaces``, MedianPruner.
 - :mod:`.worker`: ``convopt worker`` and local worker processes.
-- :mod:`.report`, :mod:`.render`: the statistics of the report (pure) and its views.
+- :mod:`.report`, :mod:`.render`: the statistics of the report (pure) and its views;
+  :mod:`.pairing`: seed-paired scores with failed cells as outcomes (``--on-failure``).
 
 Submodules are imported on use: importing optuna costs about a second.
 """

@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from ..errors import UserError
 from .liveness import DEFAULT_WAIT_TIMEOUT_S, RecordsWorker, Wait, describe_holder, fail_dead_trials
 from .spec import StudySpec
-from .trial import DuplicateCell, TrialFailed, TrialRunner, cell_of
+from .trial import NO_METRIC, DuplicateCell, TrialFailed, TrialRunner, cell_of
 
 SPEC_ATTR = "convopt.spec"
 PARENT_ATTR = "convopt.parent_run_id"
@@ -97,6 +97,11 @@ class Ledger:
     waiting: set[tuple[str, int]] = field(default_factory=set)
     touched: set[tuple[str, int]] = field(default_factory=set)
     failures: dict[tuple[str, int], int] = field(default_factory=dict)
+    reasons: dict[tuple[str, int], str] = field(default_factory=dict)
+    """The latest failure's reason, per cell."""
+    final: set[tuple[str, int]] = field(default_factory=set)
+    """Cells whose failure a retry would repeat: no decision metric (``NO_METRIC``). Training the same
+    deterministic seed again gives the same run, so such a cell is given up after one try."""
     ungridded: bool = False
     """Some trial was enqueued rather than drawn by GridSampler, which then can't see its cell."""
 
@@ -117,17 +122,29 @@ class Ledger:
                     ledger.holders[cell] = trial
                 if trial.state == TrialState.WAITING:
                     ledger.waiting.add(cell)
-            elif trial.state == TrialState.FAIL and _counts_as_failure(trial):
+            elif trial.state == TrialState.FAIL and (reason := _failure(trial)) is not None:
                 ledger.failures[cell] = ledger.failures.get(cell, 0) + 1
+                ledger.reasons[cell] = reason
+                if _no_metric(trial):
+                    ledger.final.add(cell)
         return ledger
 
     def given_up(self, cell: tuple[str, int]) -> bool:
-        return cell not in self.complete and self.failures.get(cell, 0) >= MAX_FAILURES_PER_CELL
+        return cell not in self.complete and (
+            cell in self.final or self.failures.get(cell, 0) >= MAX_FAILURES_PER_CELL)
 
 
-def _counts_as_failure(trial: optuna.trial.FrozenTrial) -> bool:
-    """A training that failed; not a stand-down, not a stale trial (Optuna retries those)."""
-    return trial.user_attrs.get("convopt.status") == "FAILED"
+def _no_metric(trial: optuna.trial.FrozenTrial) -> bool:
+    """The run FINISHED without the decision metric (older studies: FINISHED, metrics stored, trial FAIL)."""
+    status = trial.user_attrs.get("convopt.status")
+    return status == NO_METRIC or (status == "FINISHED" and "metrics" in trial.user_attrs)
+
+
+def _failure(trial: optuna.trial.FrozenTrial) -> str | None:
+    """Why a FAIL trial's training failed; None for a stand-down or a stale trial (Optuna retries those)."""
+    if trial.user_attrs.get("convopt.status") == "FAILED" or _no_metric(trial):
+        return str(trial.user_attrs.get("convopt.failure_reason") or trial.user_attrs.get("convopt.status"))
+    return None
 
 
 def run_cells(study: optuna.Study, spec: StudySpec, parent_run_id: str, *, seeds: Sequence[int] | None = None,
@@ -192,6 +209,23 @@ def completed_trials(study: optuna.Study, spec: StudySpec) -> list[TrialRecord]:
     return [TrialRecord(arm, seed, t.number, t.user_attrs.get("mlflow_run_id", ""), float(t.value),
                         dict(t.user_attrs.get("metrics", {})), bool(t.user_attrs.get("no_edge", False)))
             for (arm, seed) in spec.cells if (t := ledger.complete.get((arm, seed))) is not None]
+
+
+@dataclass(frozen=True)
+class FailedCell:
+    """A cell the study gave up on: a failed seed is an outcome of its arm, never a missing value."""
+
+    arm: str
+    seed: int
+    reason: str
+    attempts: int
+
+
+def failed_cells(study: optuna.Study, spec: StudySpec) -> list[FailedCell]:
+    """One record per given-up cell, in the spec's cell order."""
+    ledger = Ledger.of(study)
+    return [FailedCell(arm, seed, ledger.reasons.get((arm, seed), "failed"), ledger.failures.get((arm, seed), 0))
+            for (arm, seed) in spec.cells if ledger.given_up((arm, seed))]
 
 
 def cell_counts(study: optuna.Study) -> dict[tuple[str, int], dict[str, int]]:

@@ -16,7 +16,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from .abtest import SPEC_ATTR, PARENT_ATTR, completed_trials
+from .abtest import SPEC_ATTR, PARENT_ATTR, completed_trials, failed_cells
 from .report import analyze
 from .spec import StudySpec
 from .storage import StorageError, get_storage, psycopg2_url, redact, storage_kind
@@ -75,7 +75,8 @@ def study_progress(storage: BaseStorage, name: str) -> dict[str, Any]:
             arms[cell[0]][state] += 1
     records = [{"arm": r.arm, "seed": r.seed, "run_id": r.run_id, "value": r.value, "metrics": r.metrics,
                 "no_edge": r.no_edge} for r in completed_trials(study, spec)]
-    report = analyze(records, arms=spec.arms, metric=spec.metric, alpha=spec.alpha, planned_cells=len(spec.cells))
+    report = analyze(records, arms=spec.arms, metric=spec.metric, alpha=spec.alpha, planned_cells=len(spec.cells),
+                     failed=[f.__dict__ for f in failed_cells(study, spec)], on_failure=spec.on_failure)
     keys = ("arm", "mean_difference", "difference_ci_low", "difference_ci_high", "p_adjusted", "significant")
     return {"study": name, "parent_run_id": study.user_attrs.get(PARENT_ATTR, ""), "metric": spec.metric,
             "baseline": spec.baseline, "arms": arms, "verdict": report["verdict"],

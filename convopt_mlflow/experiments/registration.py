@@ -1,7 +1,9 @@
 """The A/B winner becomes a ``challenger``: its seed models as one ensemble in the registry.
 
-Only a significant winner (Holm-corrected, see :mod:`.report`) whose seed models all
-found an edge over flat on validation is registered; anything else is recorded on the
+Only a significant winner (Holm-corrected, or the group-sequential test's decision with
+``--sequential``, see :mod:`.report`) whose seed models all found an edge over flat on
+validation, and that no failed cell makes unregistrable under the study's failure rule
+(``--on-failure``), is registered; anything else is recorded on the
 parent run as ``convopt.registration_skipped=<reason>``. The ensemble is built as
 ``convopt train`` builds one (:func:`~convopt_mlflow.training.ensemble_eval.ensemble_report`):
 the combination (``mean_prob``, ``majority_vote`` or diversity-``weighted``) is chosen on
@@ -82,6 +84,8 @@ def evidence_tags(winner: Winner, *, study: str, parent_run_id: str, run_tags: M
         "convopt.evidence.mean_difference": e.get("mean_difference"),
         "convopt.evidence.ci_low": e.get("ci_low"), "convopt.evidence.ci_high": e.get("ci_high"),
         "convopt.evidence.n": e.get("n"), "convopt.evidence.dsr": e.get("dsr"),
+        "convopt.evidence.on_failure": e.get("on_failure", "refuse"),
+        "convopt.evidence.failed_cells": ",".join(f"{c['arm']}/{c['seed']}" for c in e.get("failed_cells") or []),
     }
     tags.update({key: run_tags[key] for key in RUN_TAGS if key in run_tags})
     return {key: _text(value) for key, value in tags.items()}
@@ -121,13 +125,16 @@ def register_winner(winner: Winner | None, *, parent_run_id: str, study: str, ve
     """Register ``winner``'s seed models as one ensemble version aliased ``challenger``, if it may be.
 
     Nothing is registered when there is no significant winner (``verdict``, which states the
-    minimum detectable effect, is the reason), when a seed model has ``convopt.no_edge``, or
+    minimum detectable effect, is the reason), when a failed cell makes the winner
+    unregistrable (``winner.refusal``), when a seed model has ``convopt.no_edge``, or
     when the combined ensemble's validation Sharpe is not above 0. A study that already
     registered a version (tagged with ``parent_run_id``) gets that version back, marked
     ``reused``; ``challenger`` is not moved.
     """
     if winner is None:
         return Registration(None, f"no significant winner: {verdict}")
+    if not winner.registrable and winner.refusal:
+        return Registration(None, f"winner {winner.arm} is not registered: {winner.refusal}")
     if not winner.registrable:
         runs = ", ".join(winner.evidence.get("no_edge_runs") or [])
         return Registration(None, f"winner {winner.arm} has seed models without an edge over flat on "

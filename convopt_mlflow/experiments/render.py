@@ -39,6 +39,11 @@ def markdown(report: Mapping[str, Any], title: str) -> str:
              f"{report['cells']['complete']} of {report['cells']['planned']} planned trials complete.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in _arm_rows(report)]
+    failures = report.get("failures") or {}
+    if failures.get("cells"):
+        lines += ["", f"**Failed cells** (rule `{failures['rule']}`): " + ", ".join(
+            f"{c['arm']} seed {c['seed']} ({c['reason']})" for c in failures["cells"]) + "; failure rate " + ", ".join(
+            f"{arm} {100 * rate:.0f}%" for arm, rate in failures["rate"].items()) + "."]
     lines += ["", "## Secondary metrics (mean ± std over seeds)", "",
               "| arm | " + " | ".join(_secondary_keys(report)) + " |", "|---|" + "---|" * len(_secondary_keys(report))]
     for arm in report["arms"]:
@@ -67,7 +72,8 @@ def power_note(report: Mapping[str, Any]) -> str:
         return "Not enough paired seeds for a power statement."
     m = report["mde"]
     diffs = ", ".join(f"{c['arm']}: {_fmt(c['mde_difference'])}" for c in report["comparisons"])
-    return (f"With {m['n_pairs']} paired seeds, the paired t test at alpha = {m['alpha']} has 80% power for a "
+    return (f"With {m['n_pairs']} paired seeds, the test at the verdict's level ({m.get('method', '')}; "
+            f"level {_fmt(m.get('level', m['alpha']))}) has 80% power for a "
             f"standardized effect d_z >= {_fmt(m['standardized'])}; in metric units ({diffs}). "
             f"A non-significant result does not rule out smaller effects.")
 

@@ -17,10 +17,10 @@ import numpy as np
 
 from ..errors import UserError
 from . import render
-from .abtest import PARENT_ATTR, Ledger, completed_trials, open_study, run_cells
+from .abtest import PARENT_ATTR, Ledger, completed_trials, failed_cells, open_study, run_cells
 from .liveness import DEFAULT_WAIT_TIMEOUT_S
 from .registration import Registration, register_winner
-from .report import Winner, analyze, headline_metrics, paired_scores, winner_of
+from .report import Winner, analyze, headline_metrics, sequential_look, winner_of
 from .spec import StudySpec
 from .storage import get_storage, redact, storage_kind
 from .trial import PNL_ARTIFACT
@@ -70,11 +70,13 @@ def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None,
     parent_id = os.environ.get("MLFLOW_RUN_ID") or study.user_attrs.get(PARENT_ATTR) or None
     parent = open_run(experiment=experiment or None, run_id=parent_id, run_name=f"ab-{study_name}",
                       tags={"convopt.role": "ab-parent", "convopt.study": study_name,
-                            "convopt.arms": ",".join(spec.arms), "convopt.baseline": spec.baseline})
+                            "convopt.arms": ",".join(spec.arms), "convopt.baseline": spec.baseline,
+                            "convopt.ab.on_failure": spec.on_failure})
     study.set_user_attr(PARENT_ATTR, parent.run_id)
     try:
         parent.log_params({"arms": ",".join(spec.arms), "seeds": len(spec.seeds), "metric": spec.metric,
-                           "alpha": spec.alpha, "sequential": spec.sequential, "study": study_name,
+                           "alpha": spec.alpha, "sequential": spec.sequential, "on_failure": spec.on_failure,
+                           "study": study_name,
                            "storage": redact(storage or "sqlite:///optuna.db"), "workers": workers,
                            **{f"common.{k}": v for k, v in spec.common.items()}})
         sequential = _train(study, spec, parent.run_id, study_name, storage, workers,
@@ -115,37 +117,42 @@ def _train_round(study, spec, parent_id, study_name, storage, workers, timing, c
 
 def _train(study, spec: StudySpec, parent_id: str, study_name: str, storage, workers: int,
            timing: tuple[int, float], ckpt) -> dict[str, Any] | None:
-    """Train every cell, or, with ``--sequential``, round by round until the evidence is decisive."""
-    from .. import stats
+    """Train every cell, or, with ``--sequential``, round by round until the evidence is decisive.
 
+    A sequential comparison's decision is final once it is not ``continue``: an interim
+    rejection (or futility stop) is never revisited at a later look (:func:`.report.sequential_look`).
+    """
     if not spec.sequential:
         _train_round(study, spec, parent_id, study_name, storage, workers, timing, ckpt, None)
         return None
     looks, others = spec.looks(), [a for a in spec.arms if a != spec.baseline]
     alpha_each = spec.alpha / len(others)  # Bonferroni across the arms compared with the baseline
-    rounds = []
+    rounds, decided = [], {}
     for k, n in enumerate(looks):
         _train_round(study, spec, parent_id, study_name, storage, workers, timing, ckpt, spec.seeds[:n])
-        records = [r.__dict__ for r in completed_trials(study, spec) if r.seed in spec.seeds[:n]]
-        decisions = {}
-        for arm in others:
-            scores, shared = paired_scores(records, [spec.baseline, arm])
-            diffs = scores[arm] - scores[spec.baseline]  # seed-paired: common random numbers
-            decisions[arm] = stats.sequential_test(diffs, looks, alpha=alpha_each).decision if len(shared) >= 2 \
-                else "continue"
-        rounds.append({"look": k + 1, "seeds": n, "decisions": decisions})
-        if all(d != "continue" for d in decisions.values()):
+        scope = set(spec.seeds[:n])
+        records = [r.__dict__ for r in completed_trials(study, spec) if r.seed in scope]
+        failed = [f.__dict__ for f in failed_cells(study, spec) if f.seed in scope]
+        decided = sequential_look(decided, records, failed, arms=spec.arms, looks=looks, n=n, alpha=alpha_each,
+                                  rule=spec.on_failure)
+        rounds.append({"look": k + 1, "seeds": n,
+                       "decisions": {a: decided[a]["decision"] if a in decided else "continue" for a in others}})
+        if len(decided) == len(others):
             break
+    for arm in others:  # failed cells left too few pairs for the last look: not significant
+        decided.setdefault(arm, {"decision": "accept", "look": len(rounds), "n": 0, "z": float("nan"),
+                                 "boundary": float("nan")})
     planned = len(spec.cells)
-    ran = len([r for r in completed_trials(study, spec)])
-    return {"looks": list(looks), "alpha_per_comparison": alpha_each, "rounds": rounds, "trials_planned": planned,
-            "trials_run": ran, "compute_saved": 1.0 - ran / planned}
+    ran = len(completed_trials(study, spec)) + len(failed_cells(study, spec))
+    return {"looks": list(looks), "alpha_per_comparison": alpha_each, "rounds": rounds, "decisions": decided,
+            "trials_planned": planned, "trials_run": ran, "compute_saved": 1.0 - ran / planned}
 
 
 def _report(study, spec: StudySpec, parent, study_name: str, sequential, console: bool) -> ABResult:
     from ..tracking import metric_history, read_json_artifact
 
     records = [r.__dict__ for r in completed_trials(study, spec)]
+    failed = [f.__dict__ for f in failed_cells(study, spec)]
     pnl = {}
     for r in records:
         data = read_json_artifact(r["run_id"], PNL_ARTIFACT, client=parent.client)
@@ -153,7 +160,7 @@ def _report(study, spec: StudySpec, parent, study_name: str, sequential, console
             pnl[r["run_id"]] = np.asarray(data["net_log_pnl"], dtype=float)
     curves = {r["run_id"]: metric_history(r["run_id"], "eval/score", client=parent.client) for r in records}
     report = analyze(records, arms=spec.arms, metric=spec.metric, alpha=spec.alpha, planned_cells=len(spec.cells),
-                     pnl=pnl, sequential=sequential)
+                     pnl=pnl, sequential=sequential, failed=failed, on_failure=spec.on_failure)
     winner = winner_of(report, records)
     report["study"] = study_name
     report["trials"] = [{k: r[k] for k in ("arm", "seed", "number", "run_id", "value", "no_edge")} for r in records]
@@ -175,7 +182,7 @@ def _report(study, spec: StudySpec, parent, study_name: str, sequential, console
 
 def spec_from_args(arms: str, seeds: int, *, total_timesteps: Any = None, data: str | None = None,
                    metric: str | None = None, alpha: float = 0.05, sequential: bool = False,
-                   overrides: Mapping[str, str] | None = None) -> StudySpec:
+                   overrides: Mapping[str, str] | None = None, on_failure: str = "refuse") -> StudySpec:
     """The study's design from CLI-style arguments (budget and data become shared overrides)."""
     from .arms import parse_arms
 
@@ -190,4 +197,4 @@ def spec_from_args(arms: str, seeds: int, *, total_timesteps: Any = None, data: 
     except ValueError:
         raise UserError(f"--seeds must be a whole number of seeds per arm; got {seeds!r}") from None
     return StudySpec(arms=names, seeds=tuple(range(n)), common=common, metric=metric or "backtest/val/sharpe",
-                     alpha=float(alpha), sequential=sequential)
+                     alpha=float(alpha), sequential=sequential, on_failure=on_failure)

@@ -10,17 +10,26 @@ from ..errors import ConfigError
 from .arms import Arm, parse_arms
 
 DEFAULT_METRIC = "backtest/val/sharpe"
+#: Rules for a failed cell: ``refuse`` (an arm with one is never registered) or ``worst``
+#: (a failed cell scores the worst primary value observed in the study, so its pairs are kept).
+ON_FAILURE = ("refuse", "worst")
+#: Seeds per arm at the first look of ``--sequential``: a t test on 2 paired seeds has 1 df.
+MIN_FIRST_LOOK = 3
 
 
 def sequential_looks(seeds: int) -> tuple[int, ...]:
-    """Cumulative seeds per arm at each look of ``--sequential``: about three rounds.
+    """Cumulative seeds per arm at each look of ``--sequential``: about three rounds, the first of at least 3.
 
     Example:
-        >>> sequential_looks(10), sequential_looks(4), sequential_looks(2)
-        ((4, 8, 10), (2, 4), (2,))
+        >>> sequential_looks(10), sequential_looks(5), sequential_looks(4), sequential_looks(3)
+        ((4, 8, 10), (3, 5), (3, 4), (3,))
     """
-    step = max(2, math.ceil(seeds / 3))
-    return tuple(sorted({min(seeds, step * i) for i in range(1, seeds // step + 2)} - {0, 1}))
+    if seeds < MIN_FIRST_LOOK:
+        raise ConfigError(f"--sequential needs at least {MIN_FIRST_LOOK} seeds per arm at its first look "
+                          f"(a paired t test on fewer has too few degrees of freedom); got --seeds {seeds}: "
+                          f"use --seeds {MIN_FIRST_LOOK} or more, or drop --sequential")
+    step = max(MIN_FIRST_LOOK, math.ceil(seeds / 3))
+    return tuple(sorted({min(seeds, step * i) for i in range(1, seeds // step + 2)} - {0}))
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,8 @@ class StudySpec:
     metric: str = DEFAULT_METRIC
     alpha: float = 0.05
     sequential: bool = False
+    on_failure: str = "refuse"
+    """What a failed cell counts as: one of :data:`ON_FAILURE`; part of the design, fixed with the study."""
 
     def __post_init__(self) -> None:
         if len(self.seeds) < 2:
@@ -45,6 +56,10 @@ class StudySpec:
             raise ConfigError(f"--alpha must lie in (0, 1); got {self.alpha}")
         if not self.metric.strip():
             raise ConfigError("--metric must name a run metric, e.g. backtest/val/sharpe")
+        if self.on_failure not in ON_FAILURE:
+            raise ConfigError(f"--on-failure must be one of {', '.join(ON_FAILURE)}; got {self.on_failure!r}")
+        if self.sequential:
+            sequential_looks(len(self.seeds))  # a design with a first look under 3 seeds is refused here
 
     @property
     def baseline(self) -> str:
@@ -70,7 +85,8 @@ class StudySpec:
     def from_json(cls, text: str) -> "StudySpec":
         data: dict[str, Any] = json.loads(text)
         return cls(arms=tuple(data["arms"]), seeds=tuple(int(s) for s in data["seeds"]), common=data["common"],
-                   metric=data["metric"], alpha=float(data["alpha"]), sequential=bool(data["sequential"]))
+                   metric=data["metric"], alpha=float(data["alpha"]), sequential=bool(data["sequential"]),
+                   on_failure=str(data.get("on_failure", "refuse")))
 
     def differences(self, other: "StudySpec") -> list[str]:
         """Fields that differ from ``other``, e.g. ``["seeds: (0, 1) != (0, 1, 2)"]``."""

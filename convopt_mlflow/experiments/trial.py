@@ -25,6 +25,8 @@ from .arms import Arm
 from .spec import StudySpec
 
 PNL_ARTIFACT = "ab/test_pnl.json"
+#: ``convopt.status`` of a trial whose run FINISHED without the decision metric.
+NO_METRIC = "NO_METRIC"
 
 
 class TrialFailed(Exception):
@@ -108,12 +110,17 @@ class TrialRunner:
         if result.status == "KILLED":
             raise WorkerStopped(f"run {result.run_id} was stopped: {result.reason}")
         if result.status != "FINISHED":
+            trial.set_user_attr("convopt.failure_reason", f"run ended {result.status}: {result.reason}"[:1000])
             raise TrialFailed(f"run {result.run_id} ended {result.status}: {result.reason}")
         secondary = self._secondary(child, cfg, keep.model, time.perf_counter() - start)
         metrics = {k: float(v) for k, v in {**result.metrics, **secondary}.items() if math.isfinite(float(v))}
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("no_edge", bool(result.no_edge))
-        if self.spec.metric not in metrics:
+        if self.spec.metric not in metrics:  # a failure of this cell, not a gap: retrying would repeat it
+            reason = f"run FINISHED without a finite {self.spec.metric!r}"
+            trial.set_user_attr("convopt.status", NO_METRIC)
+            trial.set_user_attr("convopt.failure_reason", reason)
+            child.set_tags({"convopt.ab.cell_failed": reason})  # the run is fine; its A/B cell is not
             raise TrialFailed(f"run {result.run_id} has no metric {self.spec.metric!r}")
         return metrics[self.spec.metric]
 

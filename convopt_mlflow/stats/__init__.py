@@ -25,6 +25,7 @@ from convopt_mlflow.stats._sequential import (
     SequentialDecision,
     obrien_fleming_boundaries,
     sequential_test,
+    t_boundaries,
 )
 from convopt_mlflow.stats._sharpe import (
     SharpeDifference,
@@ -59,5 +60,6 @@ __all__ = [
     "sharpe_difference_test",
     "sharpe_ratio",
     "summarize_arm",
+    "t_boundaries",
     "t_test_power",
 ]

@@ -33,8 +33,10 @@ class Comparison:
     Holm-adjusted value within the family compared together, and ``significant``
     is ``p_adjusted <= alpha``. ``paired_*`` and ``wilcoxon_*`` are NaN unless the
     arms share seeds (``paired``). ``mde`` is the standardized effect (Cohen's d,
-    or d_z when paired) that the t test would detect with 80% power at ``alpha``
-    for these run counts; ``mde_difference`` is the same in score units.
+    or d_z when paired) that the t test would detect with 80% power at the level
+    the decision uses: ``alpha`` alone, ``alpha / m`` in a Holm family of ``m``
+    (Holm's first step, so the power under Holm is at least 80%); ``mde_difference``
+    is the same in score units.
     """
 
     arm: str
@@ -185,10 +187,20 @@ def compare_arms(
     )
 
 
+def _holm_mde(c: Comparison, family: int) -> dict[str, float]:
+    """The comparison's MDE at the level of a Holm family of ``family`` (alpha / family)."""
+    mde = minimum_detectable_effect(c.runs_arm, n_other=None if c.paired else c.runs_baseline, paired=c.paired,
+                                    alpha=c.alpha, comparisons=family)
+    spread = c.mde_difference / c.mde if c.mde > 0 else _NAN
+    return {"mde": mde, "mde_difference": mde * spread}
+
+
 def _holm_family(comparisons: list[Comparison], alpha: float) -> tuple[Comparison, ...]:
     adjusted, reject = holm_bonferroni([c.p_value for c in comparisons], alpha)
+    family = len(comparisons)
     return tuple(
-        replace(c, p_adjusted=float(p), significant=bool(r)) for c, p, r in zip(comparisons, adjusted, reject)
+        replace(c, p_adjusted=float(p), significant=bool(r), **_holm_mde(c, family))
+        for c, p, r in zip(comparisons, adjusted, reject)
     )
 
 

@@ -11,16 +11,25 @@
   freedom would need t > 636, so nothing is significant, nothing is registered, and the report
   states the minimum detectable effect.
 - **Sequential.** Two arms with the same config (an A/A test) and four seeds: the paired
-  differences are exactly 0, so the first look (two seeds) stops for futility and half the
-  planned trials are never trained: ``ab/compute_saved`` is 0.5.
+  differences are exactly 0, so the first look (three seeds, the smallest first look allowed)
+  stops for futility and a quarter of the planned trials are never trained:
+  ``ab/compute_saved`` is 0.25.
+- **Identical arms.** ``baseline`` against ``baseline`` with a no-op override, four seeds:
+  nothing is registered.
+- **A failing arm.** The planted winner, with a divergence injected into its seed 3 (both
+  tries): it still beats the baseline on the three seeds it completed, but under the default
+  ``--on-failure refuse`` it is not registered, and the verdict names the failed cell.
 """
 import json
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
+from stable_baselines3.common.callbacks import BaseCallback
 
 from convopt_mlflow import cli
 from convopt_mlflow.components.combine import METHODS
+from convopt_mlflow.training import coordinator
+from convopt_mlflow.training.interventions import TrainingDiverged
 
 from .conftest import DATA, TINY
 
@@ -125,13 +134,74 @@ def test_a_sequential_a_a_study_stops_at_the_first_look_and_reports_the_compute_
     parent, children = _parent_and_children(client, "seq")
     report = _report(client, parent, tmp_path)
     seq = report["sequential"]
-    assert seq["looks"] == [2, 4] and seq["trials_planned"] == 8 and seq["trials_run"] == 4
+    assert seq["looks"] == [3, 4] and seq["trials_planned"] == 8 and seq["trials_run"] == 6
     assert [r["decisions"] for r in seq["rounds"]] == [{"baseline:ppo.ent_coef=0.0": "accept"}]
-    assert seq["compute_saved"] == 0.5 and parent.data.metrics["ab/compute_saved"] == 0.5
-    assert sorted(c.data.tags["convopt.seed"] for c in children) == ["0", "0", "1", "1"]
-    assert report["cells"] == {"planned": 8, "complete": 4} and report["winner"] is None
+    assert seq["decisions"]["baseline:ppo.ent_coef=0.0"]["look"] == 1  # the verdict is the sequential decision
+    assert seq["compute_saved"] == 0.25 and parent.data.metrics["ab/compute_saved"] == 0.25
+    assert sorted(c.data.tags["convopt.seed"] for c in children) == ["0", "0", "1", "1", "2", "2"]
+    assert report["cells"] == {"planned": 8, "complete": 6, "failed": 0} and report["winner"] is None
+    assert "group-sequential" in report["verdict"]
     md = Path(client.download_artifacts(parent.info.run_id, "ab/report.md", str(tmp_path))).read_text()
     assert "## Sequential design" in md
     html = Path(client.download_artifacts(parent.info.run_id, "ab/report.html", str(tmp_path))).read_text()
     assert "Sequential design" in html
     assert not client.search_registered_models()
+
+
+def test_two_identical_arms_register_nothing(tmp_path, mlflow_uri, capsys):
+    code = _ab(tmp_path, "aa", "baseline,baseline:ppo.ent_coef=0.0", 4, "--total-timesteps", "1024",
+               "--data", DATA, "--set", TINY)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    client = MlflowClient()
+    parent, children = _parent_and_children(client, "aa")
+    report = _report(client, parent, tmp_path)
+    assert len(children) == 8 and {c.info.status for c in children} == {"FINISHED"}
+    assert report["seeds_compared"] == [0, 1, 2, 3] and report["winner"] is None
+    assert report["comparisons"][0]["mean_difference"] == 0.0  # the same config on the same seeds
+    assert parent.data.metrics["ab/significant"] == 0.0 and parent.data.tags["convopt.ab.on_failure"] == "refuse"
+    assert parent.data.tags["convopt.registration_skipped"].startswith("no significant winner")
+    assert not client.search_registered_models() and not client.search_model_versions()
+    assert "nothing registered" in err
+
+
+class _Diverge(BaseCallback):
+    """Training diverges at its first step, as when every rollback is spent."""
+
+    def _on_step(self) -> bool:
+        raise TrainingDiverged("injected: training diverged again after 0 rollback(s)")
+
+
+def test_a_winner_with_a_failed_seed_is_named_and_not_registered(tmp_path, mlflow_uri, capsys, monkeypatch):
+    real_train = coordinator.train
+
+    def train(cfg, **kwargs):  # the planted winner (arm `baseline`) diverges on seed 3, every try
+        tags = kwargs.get("tags") or {}
+        if (tags.get("convopt.arm"), tags.get("convopt.seed")) == ("baseline", "3"):
+            kwargs["extra_callbacks"] = [*kwargs.get("extra_callbacks", ()), _Diverge()]
+        return real_train(cfg, **kwargs)
+
+    monkeypatch.setattr(coordinator, "train", train)
+    args = ("--total-timesteps", "3072", "--data", PLANTED, "--set", LEARN)
+    code = _ab(tmp_path, "failing", ARMS, 4, *args)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    client = MlflowClient()
+    parent, children = _parent_and_children(client, "failing")
+    report = _report(client, parent, tmp_path)
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert len(failed) == 2 and {c.data.tags["convopt.seed"] for c in failed} == {"3"}  # tried twice, given up
+    # the arm still wins on the seeds it completed; before, it was registered on that evidence
+    assert report["winner"] == "baseline" and report["seeds_compared"] == [0, 1, 2]
+    assert "baseline seed 3 (run ended FAILED: injected: training diverged" in report["verdict"]
+    assert report["failures"]["cells"] == [{"arm": "baseline", "seed": 3,
+                                            "reason": report["failures"]["cells"][0]["reason"]}]
+    assert parent.data.metrics["ab/baseline/failure_rate"] == 0.25 and parent.data.metrics["ab/cells_failed"] == 1
+    skipped = parent.data.tags["convopt.registration_skipped"]
+    assert skipped.startswith("winner baseline is not registered") and "baseline seed 3" in skipped
+    assert not client.search_registered_models() and "convopt.registered_version" not in parent.data.tags
+    md = Path(client.download_artifacts(parent.info.run_id, "ab/report.md", str(tmp_path))).read_text()
+    assert "**Failed cells** (rule `refuse`): baseline seed 3" in md
+    # the failure rule is part of the study's design: it cannot be switched after the failures are seen
+    code = _ab(tmp_path, "failing", ARMS, 4, "--on-failure", "worst", *args)
+    assert code == 2 and "on_failure: refuse != worst" in capsys.readouterr().err

@@ -42,7 +42,8 @@ def test_mlflow_run_ab_test_logs_parent_children_and_report_then_resumes(tmp_pat
     artifacts = {f.path for f in client.list_artifacts(parent.info.run_id, "ab")}
     assert {"ab/report.json", "ab/report.md", "ab/report.html"} <= artifacts
     report = json.loads(Path(client.download_artifacts(parent.info.run_id, "ab/report.json", str(tmp_path))).read_text())
-    assert report["cells"] == {"planned": 4, "complete": 4} and report["seeds_compared"] == [0, 1]
+    assert report["cells"] == {"planned": 4, "complete": 4, "failed": 0} and report["seeds_compared"] == [0, 1]
+    assert parent.data.params["on_failure"] == "refuse" and report["failures"]["rate"] == {"baseline": 0.0, "lr": 0.0}
     assert "baseline" in report["verdict"] and ("detects" in report["verdict"] or "beats" in report["verdict"])
     if report["winner"] is None:  # nothing significant: nothing registered, the reason (with the MDE) on the parent
         assert parent.data.tags["convopt.registration_skipped"].startswith("no significant winner")

@@ -60,6 +60,8 @@ def _nothing_left(root: Path, uri: str) -> bool:
     (["--arms", "baseline,lr", "--storage", "ftp://x"], "unsupported --storage 'ftp://x'"),
     (["--arms", "baseline,lr", "--workers", "2"], "cannot share sqlite storage"),
     (["--arms", "baseline,lr", "--seeds", "1"], "--seeds must be at least 2"),
+    (["--arms", "baseline,lr", "--seeds", "2", "--sequential"], "--sequential needs at least 3 seeds per arm"),
+    (["--arms", "baseline,lr", "--on-failure", "best"], "--on-failure must be one of refuse, worst; got 'best'"),
     (["--arms", "baseline,lr", "--data", "/nonexistent/bars.csv"], "/nonexistent/bars.csv"),
 ])
 def test_ab_test_bad_input_exits_2_before_anything_exists(extra, needle, mlflow_uri, tmp_path, capsys):

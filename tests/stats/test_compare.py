@@ -136,3 +136,15 @@ def test_holm_keeps_the_family_wise_error_on_aa_families():
     p = scipy.stats.ttest_ind(scores[:, 1:], scores[:, :1], axis=2, equal_var=False).pvalue
     any_rejected = np.array([holm_bonferroni(row, alpha)[1].any() for row in p])
     assert np.mean(any_rejected) <= binomial_band(simulations, alpha)[1]
+
+
+def test_the_mde_of_a_holm_family_is_stated_at_the_family_level():
+    rng = np.random.default_rng(3)
+    arms = {"base": rng.normal(size=6), "a": rng.normal(size=6), "b": rng.normal(size=6), "c": rng.normal(size=6)}
+    family = compare_to_baseline(arms, "base", rng=0, paired=True, primary="paired_t")
+    for c in family:
+        assert c.mde == pytest.approx(minimum_detectable_effect(6, paired=True, comparisons=3))
+        spread = float(np.std(arms[c.arm] - arms["base"], ddof=1))
+        assert c.mde_difference == pytest.approx(c.mde * spread)
+    (alone,) = compare_to_baseline({"base": arms["base"], "a": arms["a"]}, "base", rng=0, paired=True)
+    assert alone.mde == pytest.approx(minimum_detectable_effect(6, paired=True))
