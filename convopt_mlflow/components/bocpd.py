@@ -76,8 +76,10 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
     finite = np.isfinite(z)
     z = np.where(finite, z, 0.0)
     done, ahead, guess_vol = 0, 0, np.zeros(n)  # guess_vol[:ahead]: vols of an earlier (speculative) pass
+    size = int(block)
     while done < n:
-        stop = min(n, done + block)
+        stop = min(n, done + size)
+        size = int(block)
         guess_vol[max(ahead, done):stop] = state.vol  # not computed yet: the latest volatility
         bounds = clip * np.maximum(1.0, np.r_[state.vol, guess_vol[done:stop - 1]])
         # A bar that may be clipped at a bound above ``clip`` starts the next block, where its bound is
@@ -88,7 +90,13 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
             stop = done + 1 + int(risky[0])
             bounds = bounds[:stop - done]
         x = np.where(finite[done:stop], np.clip(z[done:stop], -bounds, bounds), 0.0)
-        res = _block(x, state, hazard, max_run, prior)
+        try:
+            res = _block(x, state, hazard, max_run, prior)
+        except FloatingPointError:  # the scaled evidence left float64's range: a shorter block
+            if stop - done == 1:
+                raise
+            size = (stop - done) // 2
+            continue
         actual = clip * np.maximum(1.0, np.r_[state.vol, res.vol[:-1]])
         exact = np.where(finite[done:stop], np.clip(z[done:stop], -actual, actual), 0.0)
         wrong = np.flatnonzero(exact != x)

@@ -95,3 +95,22 @@ def test_non_finite_returns_count_as_zero():
     a = BayesianChangePointDetector(1e-3).process(holed)
     b = BayesianChangePointDetector(1e-3).process(filled)
     assert np.array_equal(a.run_length, b.run_length) and np.array_equal(a.vol, b.vol)
+
+
+def test_a_block_whose_evidence_leaves_float_range_is_split(monkeypatch):
+    """The scaled evidence of a long block could underflow on pathological input; the block is then
+    halved until it fits, with the same answers (the failure is injected: no real series hits it)."""
+    import convopt_mlflow.components.bocpd as kernel
+
+    returns = _switching(6, n=500)
+    expected = BayesianChangePointDetector(1e-3, max_run=50).process(returns)
+    real = kernel._block
+
+    def fails_on_long_blocks(x, *args):
+        if x.size > 40:
+            raise FloatingPointError("injected")
+        return real(x, *args)
+
+    monkeypatch.setattr(kernel, "_block", fails_on_long_blocks)
+    got = BayesianChangePointDetector(1e-3, max_run=50).process(returns)
+    assert np.array_equal(got.run_length, expected.run_length) and np.allclose(got.vol, expected.vol)
