@@ -126,8 +126,8 @@ class _Block:
         # ---- log predictive of bar t under run length r: stats of y[h+t-r : h+t] (in place: few temporaries)
         end = self.h + t
         step1, step2 = np.r_[np.zeros(R), self.c1], np.r_[np.zeros(R), self.c2]  # [R + i] = c[i]; zeros before
-        back1 = np.lib.stride_tricks.as_strided(step1[R + self.h:], (n, R), (step1.strides[0], -step1.strides[0]))
-        back2 = np.lib.stride_tricks.as_strided(step2[R + self.h:], (n, R), (step2.strides[0], -step2.strides[0]))
+        back1 = _view(step1, R + self.h, (n, R), (1, -1))
+        back2 = _view(step2, R + self.h, (n, R), (1, -1))
         s1 = self.c1[end][:, None] - back1
         s2 = self.c2[end][:, None] - back2
         kappa, alpha = prior.kappa + r, prior.alpha + 0.5 * r
@@ -153,12 +153,10 @@ class _Block:
             lp[r[None, :] > (L0 - 1 + t)[:, None]] = -np.inf
         lp -= lp.max(axis=1, keepdims=True)  # scaled: <= 0, so no product below overflows
         # ---- diagonal products. cumK[t, r]: log of the product of (1 - H) p(x_j | k) along the diagonal
-        # that ends at (bar t, run length r) and starts at the block's first bar (prefix sums by doubling)
+        # that ends at (bar t, run length r) and starts at the block's first bar: a running sum, row by row
         cumK = np.log1p(-hazard) + lp
-        d = 1
-        while d < min(n, R):
-            cumK[d:, d:] += cumK[:-d, :-d]
-            d *= 2
+        for i in range(1, n):
+            np.add(cumK[i, 1:], cumK[i - 1, :-1], out=cumK[i, 1:])
         W = np.exp(cumK[:, :R - 1])  # W[t, r]: the segment started at s = t-1-r, extended through bar t
         # ---- the evidence recursion: a lower-triangular banded linear system in (T_0, Q_0, T_1, Q_1, ...)
         #   T_t = H/(1-H) sum_s W[t, s] T_s + p(x_t | R-1) Q_{t-1},  Q_t = H W[t, t-R+1] T_{t-R+1} + (1-H) p(x_t | R-1) Q_{t-1}
@@ -169,7 +167,7 @@ class _Block:
         Q0 = float(state.probs[R - 1]) if L0 == R else 0.0
         e_tail = np.exp(lp[:, R - 1])
         c = hazard / (1.0 - hazard)
-        past = np.lib.stride_tricks.as_strided(Th[R - 1:], (n, R - 1), (Th.strides[0], -Th.strides[0]))  # Th[t-1-r+R]
+        past = _view(Th, R - 1, (n, R - 1), (1, -1))  # Th[t-1-r+R]
         rhs = np.zeros(2 * n)
         rhs[0::2] = c * np.einsum("tr,tr->t", W, past)
         rhs[1::2] = hazard * W[:, R - 2] * past[:, R - 2]
@@ -181,11 +179,10 @@ class _Block:
         short = min(R, n)
         rows, margin, rmax = 2 * short, 2 * short, min(R - 1, n - 1)
         ab_full = np.zeros((rows, margin + 2 * n), order="F")
-        flat, item = ab_full.reshape(-1, order="F"), ab_full.itemsize
+        flat = ab_full.reshape(-1, order="F")
         # -c W[t, r] at row 2(r+1), column margin + 2(t-1-r): flat index column * rows + row
-        coef = np.lib.stride_tricks.as_strided(flat[(margin - 2) * rows + 2:], (n, rmax),
-                                               (2 * rows * item, (2 - 2 * rows) * item))
-        coef[...] = -c * W[:, :rmax]
+        coef = _view(flat, (margin - 2) * rows + 2, (n, rmax), (2 * rows, 2 - 2 * rows))
+        np.multiply(W[:, :rmax], -c, out=coef)
         if R <= n:  # Q_t <- T_{t-R+1}
             ab_full[2 * R - 1, margin - 2 * R + 2:margin - 2 * R + 2 + 2 * n:2] = -hazard * W[:, R - 2]
         ab = ab_full[:, margin:]
@@ -200,14 +197,14 @@ class _Block:
         Th[R:] = sol[0::2]
         Qs = sol[1::2]
         self.Th, self.Qs, self.pad = Th, Qs, R
-        # ---- log posterior (unnormalized) after every bar, by run length 0 .. R-1; its argmax
+        # ---- log posterior after every bar, by run length 0 .. R-1, unnormalized and less log(H); its argmax
         with np.errstate(divide="ignore"):
             logTh = np.log(Th)
             logU = np.empty((n, R))
-            logU[:, 0] = np.log(hazard) + logTh[R + t]
-            ths = np.lib.stride_tricks.as_strided(logTh[R - 1:], (n, R - 2), (logTh.strides[0], -logTh.strides[0]))
-            logU[:, 1:R - 1] = np.log(hazard) + ths + cumK[:, :R - 2]  # run r started at s = t - r
-            logU[:, R - 1] = np.log(Qs)
+            logU[:, 0] = logTh[R + t]
+            ths = _view(logTh, R - 1, (n, R - 2), (1, -1))
+            np.add(ths, cumK[:, :R - 2], out=logU[:, 1:R - 1])  # run r started at s = t - r
+            logU[:, R - 1] = np.log(Qs) - np.log(hazard)
         self.logU = logU
         self.run_length = np.argmax(self.logU, axis=1)
         self.vol = self._vol(t, self.run_length)
@@ -224,10 +221,17 @@ class _Block:
     def state_at(self, i: int) -> RunState:
         """The state after bar ``i`` of the block."""
         length = min(self.L0 + i + 1, self.R)
-        probs = np.exp(self.logU[i, :length] - np.log(self.Th[self.pad + i]))
+        probs = np.exp(self.logU[i, :length] + np.log(self.H) - np.log(self.Th[self.pad + i]))
         probs /= probs.sum()
         y = self.y[:self.h + i + 1] + self.prior.mu
         return RunState(probs, y[max(0, y.size - (self.R - 1)):].copy(), float(self.vol[i]))
+
+
+def _view(base: np.ndarray, start: int, shape: tuple[int, int], steps: tuple[int, int]) -> np.ndarray:
+    """A strided view of the 1-D float64 array ``base``: element ``(i, j)`` is ``base[start + i*steps[0] + j*steps[1]]``
+    (the caller keeps every index inside ``base``)."""
+    item = base.itemsize
+    return np.ndarray(shape, np.float64, buffer=base, offset=start * item, strides=(steps[0] * item, steps[1] * item))
 
 
 def _block(x, state, hazard, R, prior) -> _Block:
