@@ -10,7 +10,8 @@ over the run length ``r_t`` (bars since the last change) is updated once per bar
 
 where ``p(x_t | r)`` is the Student-t predictive of the segment of length ``r`` and ``H`` the
 constant hazard (1 / expected segment length in bars). Run lengths beyond ``max_run`` are merged
-into the oldest kept one (cost O(max_run) per bar).
+into the oldest kept one (cost O(max_run) per bar). The recursion is computed a block of bars at a
+time in :mod:`convopt_mlflow.components.bocpd`, with the same results as bar by bar.
 
 Inputs are per-bar log returns divided by a reference ``scale`` (a robust std of the returns) and
 winsorized at ``clip`` times the current segment's volatility (at least 1): a single jump must not
@@ -28,10 +29,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy.special import gammaln
+
+from convopt_mlflow.components.bocpd import Prior, RunState, run_bocpd
 
 #: Regime names by segment volatility relative to the reference scale.
 REGIMES = ("low_vol", "normal", "high_vol")
+
+#: Run lengths kept by default (R; see :class:`BayesianChangePointDetector`).
+DEFAULT_MAX_RUN = 400
 
 
 def robust_scale(returns: np.ndarray) -> float:
@@ -59,100 +64,125 @@ class ChangePoint:
     """The new segment's volatility over the reference scale when it was declared."""
 
 
+@dataclass(frozen=True)
+class Trace:
+    """What the detector saw over a batch of bars, one entry per bar (bars, per-bar std in ``scale`` units)."""
+
+    run_length: np.ndarray
+    """MAP run length after each bar (bars since the segment began)."""
+    vol: np.ndarray
+    """The MAP segment's volatility after each bar (its ``vol_ratio``)."""
+    changes: list[ChangePoint]
+
+    @property
+    def regimes(self) -> np.ndarray:
+        """Regime index (into :data:`REGIMES`) after each bar."""
+        return regime_index(self.vol)
+
+
+def regime_index(vol_ratio: np.ndarray, low: float = 0.75, high: float = 1.6) -> np.ndarray:
+    """Vectorized :func:`volatility_regime`: int8 indices into :data:`REGIMES`."""
+    vol_ratio = np.asarray(vol_ratio, dtype=np.float64)
+    return np.where(vol_ratio < low, 0, np.where(vol_ratio > high, 2, 1)).astype(np.int8)
+
+
 class BayesianChangePointDetector:
     """Bayesian online change-point detection (Adams & MacKay 2007) on standardized returns.
+
+    The recursion runs a block of bars at a time (:func:`~convopt_mlflow.components.bocpd.run_bocpd`):
+    feed a whole array to :meth:`process` (a few µs per bar); :meth:`update` feeds one bar through the
+    same code and gives the same answers, bar for bar, only slower.
 
     Args:
         scale: reference std of the returns (same units as the returns), > 0.
         hazard: prior probability of a change at any bar (1 / expected segment length).
-        max_run: run lengths kept (older ones merge into the oldest kept).
+        max_run: R, the run lengths kept (0 .. R-1); the mass of older run lengths is merged into
+            R-1, whose segment statistics are those of the last R-1 bars. The cost per bar grows
+            linearly with R. Default 400 (as before the vectorized kernel, so labels are unchanged);
+            smaller R is faster but caps the segment a volatility is estimated from: on the synthetic
+            regime market R=200 labels 95-99.5% of bars as R=400 does (docs/guides/regimes.md).
+            With R at least the number of bars fed the truncation is lossless.
         confirm: bars the new segment must have lasted before the change is declared.
         min_spacing: bars between the starts of two declared segments.
         clip: winsorize standardized returns at ±clip times the current segment's volatility (at least 1).
         min_vol_change: a new segment is declared only if its volatility differs from the one the
             detector saw just before it began by at least this factor (a regime change, not a re-split).
+        block: bars per vectorized block (a speed setting; the answers do not depend on it).
 
     Examples:
         >>> rng = np.random.default_rng(0)
         >>> x = np.r_[rng.normal(0, 1e-3, 500), rng.normal(0, 3e-3, 500)]
         >>> det = BayesianChangePointDetector(scale=1e-3)
-        >>> changes = [c for t, v in enumerate(x) if (c := det.update(v, t)) is not None]
-        >>> [(c.start // 10, c.bar > 500) for c in changes]
+        >>> [(c.start // 10, c.bar > 500) for c in det.process(x).changes]
         [(50, True)]
     """
 
-    def __init__(self, scale: float, *, hazard: float = 1 / 1000, max_run: int = 400, confirm: int = 10,
-                 min_spacing: int = 30, clip: float = 3.0, min_vol_change: float = 1.3):
+    def __init__(self, scale: float, *, hazard: float = 1 / 1000, max_run: int = DEFAULT_MAX_RUN, confirm: int = 10,
+                 min_spacing: int = 30, clip: float = 3.0, min_vol_change: float = 1.3, block: int = 256):
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
         if not 0 < hazard < 1:
             raise ValueError(f"hazard must be in (0, 1), got {hazard!r}")
+        if int(max_run) < 3:
+            raise ValueError(f"max_run must be >= 3, got {max_run!r}")
         self.scale, self.hazard, self.max_run = float(scale), float(hazard), int(max_run)
         self.confirm, self.min_spacing, self.clip = int(confirm), int(min_spacing), float(clip)
-        self.min_vol_change = float(min_vol_change)
-        # Normal-Gamma prior on a standardized segment: mean 0, variance about 1.
-        self.prior = (0.0, 1.0, 1.0, 1.0)  # mu, kappa, alpha, beta
+        self.min_vol_change, self.block = float(min_vol_change), int(block)
+        self.prior = Prior()  # Normal-Gamma prior on a standardized segment: mean 0, variance about 1
         self.reset()
 
     def reset(self) -> None:
-        mu0, kappa0, alpha0, beta0 = self.prior
-        self.probs = np.ones(1)
-        self.mu, self.kappa = np.array([mu0]), np.array([kappa0])
-        self.alpha, self.beta = np.array([alpha0]), np.array([beta0])
+        self.state = RunState(np.ones(1), np.zeros(0), 1.0)
         self.bars_seen = 0
         self.last_start: int | None = None  # start of the last declared segment (the first bar fed, at first)
         self.run_length = 0
-        self.recent_vol = np.ones(self.max_run + 1)  # ring buffer: MAP-segment volatility after each bar
+        self.recent_vol = np.ones(self.max_run + 1)  # MAP-segment volatility after each of the last R+1 bars
 
-    # ------------------------------------------------------------------ per bar
-    def _log_predictive(self, x: float) -> np.ndarray:
-        df = 2.0 * self.alpha
-        var = self.beta * (self.kappa + 1.0) / (self.alpha * self.kappa)
-        z2 = (x - self.mu) ** 2 / (df * var)
-        return (gammaln((df + 1) / 2) - gammaln(df / 2) - 0.5 * np.log(df * math.pi * var)
-                - (df + 1) / 2 * np.log1p(z2))
+    # ------------------------------------------------------------------ bars
+    def process(self, returns: np.ndarray, first_bar: int | None = None) -> Trace:
+        """Feed the next bars (1-D returns, chronological; ``first_bar`` is the index of ``returns[0]``,
+        by default the number of bars fed so far). Returns the per-bar trace and the changes declared."""
+        returns = np.asarray(returns, dtype=np.float64).ravel()
+        first = self.bars_seen if first_bar is None else int(first_bar)
+        if self.last_start is None:
+            self.last_start = first
+        run_length, vol, self.state = run_bocpd(returns / self.scale, self.state, hazard=self.hazard,
+                                                max_run=self.max_run, clip=self.clip, prior=self.prior,
+                                                block=self.block)
+        history = np.r_[self.recent_vol, vol]
+        keep = self.recent_vol.size
+        i = np.arange(returns.size)
+        # the volatility seen just before the segment began (after bar t - run_length)
+        before = history[keep + i - np.where(run_length == 0, keep, run_length)]
+        ratio = np.maximum(vol / before, before / vol)
+        candidates = np.flatnonzero((run_length < self.max_run - 1) & (run_length >= self.confirm)
+                                    & (ratio >= self.min_vol_change))
+        changes = []
+        for k in candidates.tolist():
+            start = first + k - int(run_length[k]) + 1
+            if start - self.last_start >= self.min_spacing:
+                self.last_start = start
+                changes.append(ChangePoint(first + k, start, float(vol[k])))
+        if returns.size:
+            self.recent_vol = history[-keep:].copy()
+            self.run_length = int(run_length[-1])
+        self.bars_seen += returns.size
+        return Trace(run_length, vol, changes)
 
     def update(self, value: float, bar: int | None = None) -> ChangePoint | None:
         """Feed one bar's return; returns the change declared at this bar, if any."""
-        bar = self.bars_seen if bar is None else int(bar)
-        if self.last_start is None:
-            self.last_start = bar
-        bound = self.clip * max(1.0, self.vol_ratio)  # winsorize relative to the current segment's volatility
-        x = float(np.clip(value / self.scale, -bound, bound)) if math.isfinite(value) else 0.0
-        log_pred = self._log_predictive(x)
-        weighted = self.probs * np.exp(log_pred - log_pred.max())
-        grown = weighted * (1.0 - self.hazard)
-        probs = np.concatenate(([weighted.sum() * self.hazard], grown))
-        mu0, kappa0, alpha0, beta0 = self.prior
-        beta = self.beta + self.kappa * (x - self.mu) ** 2 / (2.0 * (self.kappa + 1.0))
-        mu = (self.kappa * self.mu + x) / (self.kappa + 1.0)
-        self.mu = np.concatenate(([mu0], mu))
-        self.kappa = np.concatenate(([kappa0], self.kappa + 1.0))
-        self.alpha = np.concatenate(([alpha0], self.alpha + 0.5))
-        self.beta = np.concatenate(([beta0], beta))
-        if probs.size > self.max_run:  # merge the oldest run length into the one before it
-            probs[-2] += probs[-1]
-            probs = probs[:-1]
-            self.mu, self.kappa, self.alpha, self.beta = (a[:-1] for a in (self.mu, self.kappa, self.alpha, self.beta))
-        self.probs = probs / probs.sum()
-        self.bars_seen += 1
-        self.run_length = int(np.argmax(self.probs))
-        start = bar - self.run_length + 1  # first bar of the MAP segment
-        vol = self.vol_ratio
-        before = self.recent_vol[(self.bars_seen - 1 - self.run_length) % self.recent_vol.size]
-        self.recent_vol[(self.bars_seen - 1) % self.recent_vol.size] = vol
-        capped = self.run_length >= self.max_run - 1  # the merged tail: an old segment, not a new one
-        if not capped and self.run_length >= self.confirm and start - self.last_start >= self.min_spacing:
-            if max(vol / before, before / vol) >= self.min_vol_change:
-                self.last_start = start
-                return ChangePoint(bar, start, vol)
-        return None
+        changes = self.process(np.array([value], dtype=np.float64), bar).changes
+        return changes[0] if changes else None
+
+    @property
+    def probs(self) -> np.ndarray:
+        """Posterior over run lengths ``0 .. len(probs)-1`` after the last bar."""
+        return self.state.probs
 
     @property
     def vol_ratio(self) -> float:
         """Volatility of the current MAP segment over the reference scale (posterior mean of the std)."""
-        r = self.run_length
-        return float(math.sqrt(self.beta[r] / self.alpha[r]))
+        return float(self.state.vol)
 
     @property
     def regime(self) -> str:
@@ -160,13 +190,13 @@ class BayesianChangePointDetector:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"probs": self.probs.tolist(), "mu": self.mu.tolist(), "kappa": self.kappa.tolist(),
-                "alpha": self.alpha.tolist(), "beta": self.beta.tolist(), "bars_seen": self.bars_seen,
-                "last_start": self.last_start, "run_length": self.run_length, "recent_vol": self.recent_vol.tolist()}
+        return {"probs": self.state.probs.tolist(), "history": self.state.history.tolist(), "vol": self.state.vol,
+                "bars_seen": self.bars_seen, "last_start": self.last_start, "run_length": self.run_length,
+                "recent_vol": self.recent_vol.tolist()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for key in ("probs", "mu", "kappa", "alpha", "beta"):
-            setattr(self, key, np.asarray(state[key], dtype=np.float64))
+        self.state = RunState(np.asarray(state["probs"], dtype=np.float64),
+                              np.asarray(state["history"], dtype=np.float64), float(state["vol"]))
         self.bars_seen = int(state["bars_seen"])
         self.last_start = None if state["last_start"] is None else int(state["last_start"])
         self.run_length = int(state["run_length"])
@@ -201,7 +231,10 @@ class RollingVolatilityDetector:
 
 
 def detect_all(detector: Any, returns: np.ndarray) -> list[ChangePoint]:
-    """Run ``detector`` bar by bar over ``returns`` (1-D log returns); the changes it declares."""
+    """Run ``detector`` over ``returns`` (1-D log returns, bars 0..n-1); the changes it declares.
+    A detector with ``process`` takes the whole array at once (same answers as bar by bar)."""
+    if hasattr(detector, "process"):
+        return detector.process(returns, first_bar=0).changes
     found = []
     for bar, value in enumerate(np.asarray(returns, dtype=np.float64)):
         change = detector.update(value, bar)

@@ -127,17 +127,10 @@ class MetaLearningController:
             self.first_bar = int(first_bar or 0)
             self.detector = BayesianChangePointDetector(robust_scale(returns), hazard=self.hazard,
                                                         confirm=self.confirm)
-        start = self.first_bar + self.labels.size
-        labels = np.empty(returns.size, dtype=np.int8)
-        changed = False
-        for i, value in enumerate(returns):
-            change = self.detector.update(value, start + i)
-            if change is not None:
-                self.change_bars.append(change.bar)
-                changed = True
-            labels[i] = REGIMES.index(self.detector.regime)
-        self.labels = np.concatenate((self.labels, labels))
-        return changed
+        trace = self.detector.process(returns, first_bar=self.first_bar + self.labels.size)  # the whole batch at once
+        self.change_bars.extend(change.bar for change in trace.changes)
+        self.labels = np.concatenate((self.labels, trace.regimes))
+        return bool(trace.changes)
 
     def regime_of(self, bars: np.ndarray) -> str:
         """The most common regime of the ``lookback`` bars before each of ``bars`` (absolute bar indices)."""

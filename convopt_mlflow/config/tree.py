@@ -45,6 +45,9 @@ class EnvConfig:
     """Positions {flat, long} instead of {short, flat, long}."""
     n_envs: int = 8
     """Environments stepped together in one vectorized array operation."""
+    regime_features: bool = False
+    """Observe the trend / mean-reversion detector's probabilities (regime_trend, regime_mean_reversion,
+    regime_neutral; components/trend_detector.py) as three more features, computed once, causally."""
 
 
 @dataclass(frozen=True)

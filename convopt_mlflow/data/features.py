@@ -14,7 +14,13 @@ range_ratio     log(high/low)[t] / mean of it over w bars - 1 [-1, w - 1], typic
 momentum_m      sum(r over last m bars) / (vol[t] sqrt(m))    |x| <= sqrt(w), m = w // 4
 volume_z        z-score of log1p(volume) over the last w bars |x| <= sqrt(w - 1)
 feat_*          passed through unchanged                      the user's responsibility
+regime_*        P(trend), P(mean_reversion), P(neutral) from  [0, 1], sum 1
+                the last 2*64+7 returns (optional, below)
 ==============  ============================================  ==========================
+
+The ``regime_*`` columns (``regime_features=True``, config ``env.regime_features``) are
+:class:`~convopt_mlflow.components.trend_detector.TrendDetector`'s probabilities, placed after
+every other column; with them the warm-up is at least the detector's.
 
 Because the window includes the current bar, every ratio is bounded even when
 volatility is tiny. ``volume_z`` exists only when the frame has a volume column
@@ -30,7 +36,11 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from convopt_mlflow.components.trend_detector import TrendDetector
 from convopt_mlflow.errors import ConfigError
+
+#: Columns added by ``regime_features=True``: the trend / mean-reversion detector's probabilities.
+REGIME_FEATURES = ("regime_trend", "regime_mean_reversion", "regime_neutral")
 
 #: The volatility level is compared with its mean over this many vol windows.
 VOL_TREND_WINDOWS = 5
@@ -64,7 +74,18 @@ class Features:
         return len(self.names)
 
 
-def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: bool | None = None) -> Features:
+def uses_regime_features(names: Sequence[str]) -> bool:
+    """Whether feature ``names`` (a model's, a market's) include the regime probabilities."""
+    return REGIME_FEATURES[0] in names
+
+
+def regime_columns(log_returns: np.ndarray) -> np.ndarray:
+    """float64 ``(n, 3)``: the :data:`REGIME_FEATURES` at each bar, from log returns of bars <= t."""
+    return TrendDetector().probabilities(log_returns)
+
+
+def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: bool | None = None,
+                     regime_features: bool = False) -> Features:
     """Compute the features of a canonical bar frame (see :func:`validate_frame`).
 
     Args:
@@ -75,6 +96,8 @@ def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: boo
         volume_z: whether to compute ``volume_z``; None decides from the frame (a volume
             column that is not constant). A segment of a longer frame passes the whole
             frame's decision, so both have the same columns.
+        regime_features: append the :data:`REGIME_FEATURES` columns (and extend the warm-up
+            to the detector's).
 
     Raises:
         ConfigError: if ``vol_window`` is invalid or the frame has no more bars
@@ -86,6 +109,8 @@ def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: boo
     long_window = VOL_TREND_WINDOWS * w
     momentum_bars = w // 4
     warmup = w + long_window - 1
+    if regime_features:
+        warmup = max(warmup, TrendDetector().warmup)
     n_bars = len(frame)
     if n_bars <= warmup:
         raise ConfigError(f"features with vol_window={w} need more than {warmup} bars, got {n_bars}")
@@ -113,6 +138,8 @@ def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: boo
     for name in frame.columns:
         if str(name).startswith("feat_"):
             columns[str(name)] = frame[name].to_numpy(dtype=np.float64)
+    if regime_features:
+        columns.update(zip(REGIME_FEATURES, regime_columns(log_returns).T))
 
     values = np.empty((n_bars, len(columns)), dtype=np.float32)
     for j, column in enumerate(columns.values()):
@@ -177,17 +204,17 @@ class Observation:
 
 
 def observation_features(frame: pd.DataFrame, *, vol_window: int, observation: str, history: int,
-                         volume_z: bool | None = None) -> Observation:
+                         volume_z: bool | None = None, regime_features: bool = False) -> Observation:
     """The features an env observes and the window (bars) the env reads of them.
 
     ``observation="multiscale"``: :func:`multiscale_features` over ``history`` bars, read
     one bar at a time (window 1). ``"window"``: the raw features, ``history`` lagged bars.
     The training env and the logged model both build their observations here.
-    ``volume_z``: see :func:`compute_features`.
+    ``volume_z``, ``regime_features``: see :func:`compute_features`.
     """
     if observation not in OBSERVATIONS:
         raise ConfigError(f"observation must be one of {', '.join(OBSERVATIONS)}, got {observation!r}")
-    features = compute_features(frame, vol_window=vol_window, volume_z=volume_z)
+    features = compute_features(frame, vol_window=vol_window, volume_z=volume_z, regime_features=regime_features)
     if observation == "window":
         return Observation(features, int(history), list(features.names))
     return Observation(multiscale_features(features, int(history)), 1, list(features.names))
@@ -201,7 +228,7 @@ def observation_size(n_base_features: int, *, observation: str, history: int) ->
 
 
 def segment_observation_values(bars: np.ndarray, columns: Sequence[str], *, vol_window: int, observation: str,
-                               history: int, volume_z: bool) -> np.ndarray:
+                               history: int, volume_z: bool, regime_features: bool = False) -> np.ndarray:
     """The observed feature values of a short segment of bars, in numpy (float32 ``(T, F)``).
 
     The same definitions as :func:`observation_features` (a test holds them equal), without
@@ -213,7 +240,7 @@ def segment_observation_values(bars: np.ndarray, columns: Sequence[str], *, vol_
     data = {str(c): np.asarray(bars[:, j], dtype=np.float64) for j, c in enumerate(columns)}
     w = int(vol_window)
     long_window, momentum_bars = VOL_TREND_WINDOWS * w, w // 4
-    warmup = w + long_window - 1
+    warmup = max(w + long_window - 1, TrendDetector().warmup if regime_features else 0)
     n_bars = bars.shape[0]
     if n_bars <= warmup:
         raise ConfigError(f"features with vol_window={w} need more than {warmup} bars, got {n_bars}")
@@ -231,6 +258,8 @@ def segment_observation_values(bars: np.ndarray, columns: Sequence[str], *, vol_
         std = _rolling_std(log_volume, w)
         columns_out.append((log_volume - mean) / (std + _EPS))
     columns_out += [data[c] for c in data if c.startswith("feat_")]
+    if regime_features:
+        columns_out += list(regime_columns(np.nan_to_num(returns)).T)
     values = np.column_stack(columns_out).astype(np.float32)
     values[:warmup] = 0.0
     base = Features(values=values, names=[str(i) for i in range(values.shape[1])], warmup=warmup,

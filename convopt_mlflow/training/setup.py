@@ -97,7 +97,8 @@ def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Marke
     if bars is None:
         bars = load_bars(cfg.data.source, min_bars=min_bars_needed(cfg), max_gap=max_gap)
     observed = observation_features(bars.frame, vol_window=cfg.data.vol_window,
-                                    observation=cfg.env.observation, history=cfg.env.window)
+                                    observation=cfg.env.observation, history=cfg.env.window,
+                                    regime_features=cfg.env.regime_features)
     features = observed.features
     splits = chronological_splits(bars.n_bars, val_fraction=cfg.data.val_fraction,
                                   test_fraction=cfg.data.test_fraction, embargo_bars=cfg.data.embargo_bars,
