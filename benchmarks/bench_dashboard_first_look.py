@@ -44,6 +44,7 @@ from convopt_mlflow.evaluation.dashboards import HISTORY_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = tuple(HISTORY_KEYS)
+NAMES = set(HISTORY_KEYS.values())  # the figure's trace names
 STEP = 256
 TOKEN = "bench-token-0123456789abcdef"
 
@@ -140,11 +141,11 @@ def one_look(make, uri: str, run_id: str, client: MlflowClient, next_step: int) 
         run_s, first = _get(port, f"/api/run/{run_id}")
         _log(client, run_id, range(next_step, next_step + 1), 10**9)
         poll_s, polled = _get(port, f"/api/run/{run_id}")
-    traces = [t for t in first["figure"]["data"] if t.get("name") in KEYS]
+    traces = [t for t in first["figure"]["data"] if t.get("name") in NAMES]
     return {"runs_s": runs_s, "run_s": run_s, "first_look_s": runs_s + run_s, "poll_new_s": poll_s,
             "points_sent_first": sum(len(t["x"]) for t in traces),
             "last_step_first": max(max(t["x"]) for t in traces),
-            "last_step_after_poll": max(max(t["x"]) for t in polled["figure"]["data"] if t.get("name") in KEYS),
+            "last_step_after_poll": max(max(t["x"]) for t in polled["figure"]["data"] if t.get("name") in NAMES),
             "response_bytes_first": len(json.dumps(first))}
 
 
