@@ -60,7 +60,8 @@ def build_store(directory: Path, points_per_key: int) -> tuple[str, str, float]:
     uri = f"sqlite:///{directory}/mlflow.db"
     marker = directory / "big_run.json"
     if marker.exists() and json.loads(marker.read_text())["points_per_key"] == points_per_key:
-        return uri, json.loads(marker.read_text())["run_id"], 0.0
+        kept = json.loads(marker.read_text())
+        return uri, kept["run_id"], kept["build_s"]
     start = time.perf_counter()
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("convopt", artifact_location=f"{directory}/artifacts")
@@ -70,8 +71,9 @@ def build_store(directory: Path, points_per_key: int) -> tuple[str, str, float]:
         client.set_terminated(run.info.run_id, "FINISHED")
     big = client.create_run(experiment, run_name="full-s0", tags={"convopt.preset": "full"}).info.run_id
     _log(client, big, range(points_per_key), 0)
-    marker.write_text(json.dumps({"run_id": big, "points_per_key": points_per_key}))
-    return uri, big, time.perf_counter() - start
+    build_s = time.perf_counter() - start
+    marker.write_text(json.dumps({"run_id": big, "points_per_key": points_per_key, "build_s": build_s}))
+    return uri, big, build_s
 
 
 def _module_at(rev: str, path: str, name: str) -> types.ModuleType:
@@ -170,7 +172,7 @@ def first_look(args) -> None:
         medians = {name: {k: statistics.median(r[k] for r in rows) for k in rows[0]}
                    for name, rows in per_repeat.items()}
     doc = {"args": {"points_per_key": args.first_look, "keys": list(KEYS), "repeats": args.repeats,
-                    "before": args.before}, "store_points": args.first_look * len(KEYS) + 20 * 100 * len(KEYS),
+                    "before": args.before, "store": args.store or "(temporary)"}, "store_points": args.first_look * len(KEYS) + 20 * 100 * len(KEYS),
            "build_store_s": build_s, "machine": machine_info(), "per_repeat": per_repeat, "median": medians}
     if "before" in medians:
         doc["speedup_first_look"] = medians["before"]["first_look_s"] / medians["after"]["first_look_s"]
