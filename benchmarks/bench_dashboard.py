@@ -1,6 +1,10 @@
-"""What one poll of the live dashboard costs against a sqlite tracking store.
+"""What one poll of the live dashboard costs against a sqlite tracking store, and its first look at a run.
 
     python benchmarks/bench_dashboard.py --runs 100 --points 100000 --repeats 5 --out benchmarks/results/dashboard.json
+    python benchmarks/bench_dashboard.py --first-look 100000 --repeats 2 --before 59aaab7 \
+        --out benchmarks/results/dashboard_first_look.json
+
+``--first-look N`` measures only the first look (see :mod:`bench_dashboard_first_look`).
 
 The store holds ``--runs`` finished runs sharing ``--points`` metric points (10 keys the
 convergence view draws, equal steps), plus one "big" run with ``--points`` points of its
@@ -57,7 +61,17 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100_000, help="points over all runs, and in the big run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="")
+    parser.add_argument("--first-look", type=int, default=0, metavar="N",
+                        help="measure the first look at a run with N points per drawn key instead")
+    parser.add_argument("--before", default="", metavar="REV",
+                        help="with --first-look: also time the reader and app of this git revision")
+    parser.add_argument("--store", default="", help="with --first-look: reuse (or build and keep) this store dir")
     args = parser.parse_args()
+    if args.first_look:
+        from bench_dashboard_first_look import first_look
+
+        first_look(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
         experiment = client.create_experiment("convopt", artifact_location=f"{tmp}/artifacts")

@@ -5,7 +5,10 @@ Endpoints (all GET, all read-only):
 - ``/``: the page (``static/index.html``); ``/static/*``: its script and plotly.js;
 - ``/api/experiments``, ``/api/runs?experiment=E``: runs, RUNNING first;
 - ``/api/run/{run_id}``: the run's convergence figure (plotly JSON) and point counts,
-  read incrementally (:class:`convopt_mlflow.tracking.live.LiveReader`);
+  read incrementally (:class:`convopt_mlflow.tracking.live.LiveReader`): the first look
+  is a sample of at most ``max_points`` points per key (first and last included), every
+  later point is read exactly; ``sampled`` names the keys and the step up to which
+  their points are a sample;
 - ``/api/studies``, ``/api/study/{name}``: A/B progress from the Optuna storage;
 - ``/api/registry?name=N``: versions of the registered model, aliases and evidence.
 
@@ -57,15 +60,17 @@ def create_app(tracking_uri: str, *, token: str, storage: str | None = None, hos
     answers besides the local ones (:func:`dashboards.security.allowed_hosts`).
 
     ``max_points``: each curve of a run's figure is thinned to at most this many points
-    (the store keeps them all; the page stays light with 100k points in a run).
+    (the store keeps them all; the page stays light with 100k points in a run), and the
+    first look at a run reads at most this many points per key (a sample, see ``sampled``).
     """
     from mlflow.tracking import MlflowClient
 
     from convopt_mlflow.evaluation.dashboards import series_convergence_figure
     from convopt_mlflow.tracking.live import LiveReader
 
-    reader = LiveReader(MlflowClient(tracking_uri=tracking_uri))
+    reader = LiveReader(MlflowClient(tracking_uri=tracking_uri), sample_size=max_points)
     study_storage = None
+    analyses: dict[str, Any] = {}  # study -> its last comparison, recomputed when a trial finishes
     if storage:
         from convopt_mlflow.experiments.progress import open_read_only
 
@@ -98,7 +103,7 @@ def create_app(tracking_uri: str, *, token: str, storage: str | None = None, hos
                                             max_points=max_points)
             figures[run_id] = (built_from, fig.to_json())
         head = json.dumps({**info, "points": points, "total_points": sum(points.values()),
-                           "interventions": markers}, default=_plain)
+                           "interventions": markers, "sampled": reader.sampled(run_id)}, default=_plain)
         return Response(head[:-1] + ', "figure": ' + figures[run_id][1] + "}", media_type="application/json")
 
     def studies(request: Request) -> Response:
@@ -113,7 +118,7 @@ def create_app(tracking_uri: str, *, token: str, storage: str | None = None, hos
             return _json({"error": "no --storage given"})
         from convopt_mlflow.experiments.progress import study_progress
 
-        return _json(study_progress(study_storage, request.path_params["name"]))
+        return _json(study_progress(study_storage, request.path_params["name"], cache=analyses))
 
     def registry(request: Request) -> Response:
         name = request.query_params.get("name", registry_name)

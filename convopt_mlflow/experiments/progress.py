@@ -6,7 +6,8 @@ reads trials only: never a trial, attribute or study is written.
 - :func:`list_studies`: the A/B studies in a storage;
 - :func:`study_progress`: trials done / running / failed per arm, and the current
   comparison of every arm with the baseline (the same ``analyze`` as the report,
-  over the seeds complete in every arm so far).
+  over the seeds complete in every arm so far). Its bootstrap is the costly part: given a
+  ``cache``, it is recomputed only when the set of finished trials changed.
 """
 from __future__ import annotations
 
@@ -54,8 +55,12 @@ def list_studies(storage: BaseStorage) -> list[str]:
     return sorted(s.study_name for s in summaries if SPEC_ATTR in s.user_attrs)
 
 
-def study_progress(storage: BaseStorage, name: str) -> dict[str, Any]:
+def study_progress(storage: BaseStorage, name: str, *, cache: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-arm trial counts and the current comparison with the baseline (JSON-able).
+
+    ``cache``: a dict the caller keeps between polls; it holds each study's last analysis
+    with the finished trials it was computed from (arm, seed, run, value, metrics), and is
+    reused while they are the same.
 
     Returns:
         ``{"study", "parent_run_id", "metric", "baseline", "arms": {arm: {"complete",
@@ -75,8 +80,17 @@ def study_progress(storage: BaseStorage, name: str) -> dict[str, Any]:
             arms[cell[0]][state] += 1
     records = [{"arm": r.arm, "seed": r.seed, "run_id": r.run_id, "value": r.value, "metrics": r.metrics,
                 "no_edge": r.no_edge} for r in completed_trials(study, spec)]
-    report = analyze(records, arms=spec.arms, metric=spec.metric, alpha=spec.alpha, planned_cells=len(spec.cells),
-                     failed=[f.__dict__ for f in failed_cells(study, spec)], on_failure=spec.on_failure)
+    failed = [f.__dict__ for f in failed_cells(study, spec)]
+    finished = tuple(sorted((r["arm"], r["seed"], r["run_id"], repr(r["value"]), repr(sorted(r["metrics"].items())),
+                             r["no_edge"]) for r in records))
+    finished += tuple(sorted(repr(sorted(f.items())) for f in failed))
+    if cache is not None and name in cache and cache[name][0] == finished:
+        report = cache[name][1]
+    else:
+        report = analyze(records, arms=spec.arms, metric=spec.metric, alpha=spec.alpha,
+                         planned_cells=len(spec.cells), failed=failed, on_failure=spec.on_failure)
+        if cache is not None:
+            cache[name] = (finished, report)
     keys = ("arm", "mean_difference", "difference_ci_low", "difference_ci_high", "p_adjusted", "significant")
     return {"study": name, "parent_run_id": study.user_attrs.get(PARENT_ATTR, ""), "metric": spec.metric,
             "baseline": spec.baseline, "arms": arms, "verdict": report["verdict"],

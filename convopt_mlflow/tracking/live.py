@@ -3,17 +3,31 @@
 Everything is read through :class:`~mlflow.tracking.MlflowClient` (so it works
 against a remote tracking server); nothing is ever written.
 
-**Incremental metric reads.** ``MlflowClient.get_metric_history`` returns a key's
-whole history on every call. A poll of :meth:`LiveReader.series` instead:
+**First look: a sample.** The first read of a key asks the store for at most
+``sample_size`` evenly spaced points of its history, the first and the last always
+included (``get_metric_history_bulk_interval``, what MLflow's own UI draws charts
+with; the SQL store samples in SQL). A run with 100k points per key costs one
+bounded query per key, not 100k rows.
+
+**Then every new point.** A poll of :meth:`LiveReader.series`:
 
 1. reads the run once (``get_run``): every store keeps each key's latest point, so
    a key whose latest ``(step, timestamp)`` is what the cache already holds costs
    nothing more;
-2. for a key that moved, asks the client's store for the page of the history that
-   starts after the points already held (``get_metric_history(max_results,
-   page_token)``; the SQL store pages by offset in ``(timestamp, step, value)``
-   order, so points logged later come after those already read). A store that
-   cannot page falls back to the full history.
+2. for a key that moved, reads every point from the last step held up to the
+   latest step, exactly (``get_metric_history_bulk_interval`` over that step range,
+   which returns every point while there are fewer than ``tail_cap``; a range with
+   more is split in two until each part is exact). Points at the last step held that
+   the cache already has are dropped, so the join has no gap and no duplicate.
+
+So a series is a sample up to the last step of its first read (:meth:`LiveReader.sampled`)
+and every point after it. Steps must grow: a point logged later at a step below the
+last step held is not read (our runs never log a step twice, even across resumes).
+
+A store without its own sampling (MLflow's REST and file stores fall back to reading
+the whole history) is read the old way: pages of ``get_metric_history`` that start
+after the points already held (offset in ``(timestamp, step, value)`` order), every
+point from the first read on.
 
 Example:
     >>> reader = LiveReader(MlflowClient("sqlite:///mlflow.db"))   # doctest: +SKIP
@@ -30,11 +44,14 @@ from typing import Any, Callable
 
 import numpy as np
 from mlflow.exceptions import MlflowException
+from mlflow.store.tracking.abstract_store import AbstractStore
 from mlflow.tracking import MlflowClient
 
 __all__ = ["LiveReader", "wanted_key"]
 
 _PAGE = 10_000
+_SAMPLE = 2_000  # points per key on the first read
+_TAIL_CAP = 2_500  # an MLflow server answers at most 2,500 points per sampled-history request
 _ROLES_HIDDEN = ("ensemble-member",)
 
 
@@ -55,6 +72,9 @@ class _Cached:
     steps: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     latest: tuple[int, int] = (-1, -1)  # (step, timestamp) of the key's latest point when last read
+    last_step: int | None = None  # the step of the last point held; None before the first read
+    at_last: set[tuple[int, Any]] = field(default_factory=set)  # (timestamp, value) held at last_step
+    sampled_until: int | None = None  # points up to this step are a sample; None: every point is held
 
 
 @dataclass
@@ -68,10 +88,13 @@ class PollStats:
 class LiveReader:
     """Runs, one run's metric series (incremental), and the registry, read through ``client``."""
 
-    def __init__(self, client: MlflowClient, *, page_size: int = _PAGE, keys: Callable[[str], bool] = wanted_key):
+    def __init__(self, client: MlflowClient, *, page_size: int = _PAGE, keys: Callable[[str], bool] = wanted_key,
+                 sample_size: int = _SAMPLE, tail_cap: int = _TAIL_CAP):
         self.client = client
         self.page_size = page_size
         self.keys = keys
+        self.sample_size = max(2, sample_size)
+        self.tail_cap = max(2, tail_cap)
         self.stats = PollStats()
         self._cache: dict[str, dict[str, _Cached]] = {}
         self._reasons: dict[str, list[dict[str, Any]]] = {}
@@ -119,9 +142,20 @@ class LiveReader:
                 held = cache.setdefault(metric.key, _Cached())
                 latest = (int(metric.step), int(metric.timestamp))
                 if latest != held.latest:
-                    self._fetch_newer(run_id, metric.key, held)
+                    if not self._samples():
+                        self._fetch_newer(run_id, metric.key, held)
+                    elif held.last_step is None:
+                        self._first_read(run_id, metric.key, held)
+                    else:
+                        self._join(held, self._exact(run_id, metric.key, held.last_step,
+                                                     max(latest[0], held.last_step)))
                     held.latest = latest
             return {k: (np.asarray(c.steps), np.asarray(c.values)) for k, c in cache.items()}
+
+    def sampled(self, run_id: str) -> dict[str, int]:
+        """``key -> step``: the keys of ``run_id`` whose points up to ``step`` are a sample (first read)."""
+        with self._lock:
+            return {k: c.sampled_until for k, c in self._cache.get(run_id, {}).items() if c.sampled_until is not None}
 
     def run_info(self, run_id: str) -> dict[str, Any]:
         run = self.client.get_run(run_id)
@@ -153,8 +187,56 @@ class LiveReader:
         except (MlflowException, OSError, ValueError):
             return []
 
+    # ------------------------------------------------------------------ sampled first read, exact tail
+    def _store(self):
+        return getattr(getattr(self.client, "_tracking_client", None), "store", None)
+
+    def _samples(self) -> bool:
+        """Whether the store samples by itself (not AbstractStore's fallback, which reads every point)."""
+        method = getattr(type(self._store()), "get_metric_history_bulk_interval", None)
+        return method is not None and method is not AbstractStore.get_metric_history_bulk_interval
+
+    def _interval(self, run_id: str, key: str, max_results: int, start: int | None, end: int | None) -> list:
+        points = self._store().get_metric_history_bulk_interval([run_id], key, max_results, start, end)
+        self.stats.requests += 1
+        self.stats.points += len(points)
+        return sorted(points, key=lambda m: (m.step, m.timestamp, m.value))
+
+    def _first_read(self, run_id: str, key: str, held: _Cached) -> None:
+        points = self._interval(run_id, key, self.sample_size, None, None)
+        self._join(held, points)
+        if len(points) >= self.sample_size:  # at the cap: (probably) a sample
+            held.sampled_until = held.last_step
+
+    def _exact(self, run_id: str, key: str, start: int, end: int) -> list:
+        """Every point with ``start <= step <= end``: a range answered at the cap is split in two."""
+        points = self._interval(run_id, key, self.tail_cap, start, end)
+        if len(points) < self.tail_cap:
+            return points
+        if start >= end:  # more than tail_cap points at one step: only the whole history has them all
+            full = self.client.get_metric_history(run_id, key)
+            self.stats.requests += 1
+            return sorted((m for m in full if m.step == start), key=lambda m: (m.timestamp, m.value))
+        middle = (start + end) // 2
+        return self._exact(run_id, key, start, middle) + self._exact(run_id, key, middle + 1, end)
+
+    @staticmethod
+    def _join(held: _Cached, points) -> None:
+        """Append ``points`` (sorted by step, from ``held.last_step`` on), dropping those already held."""
+        for m in points:
+            step, value = int(m.step), float(m.value)
+            seen = (int(m.timestamp), value if value == value else "nan")
+            if step == held.last_step and seen in held.at_last:
+                continue
+            if step != held.last_step:
+                held.last_step, held.at_last = step, set()
+            held.at_last.add(seen)
+            held.steps.append(float(step))
+            held.values.append(value)
+
+    # ------------------------------------------------------------------ stores that do not sample
     def _fetch_newer(self, run_id: str, key: str, held: _Cached) -> None:
-        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        store = self._store()
         try:
             while True:
                 page = store.get_metric_history(run_id, key, max_results=self.page_size,

@@ -60,8 +60,10 @@ async function pollRun() {
   if (data.run_id !== selectedRun) return;
   const chart = document.getElementById("convergence");
   document.getElementById("run-title").textContent = data.name + " (" + data.status + ")";
+  const sampled = Object.values(data.sampled || {});
   document.getElementById("run-counts").textContent =
-    data.total_points.toLocaleString() + " metric points, " + data.interventions + " intervention(s)";
+    data.total_points.toLocaleString() + " metric points shown, " + data.interventions + " intervention(s)" +
+    (sampled.length ? "; a sample up to step " + Math.max(...sampled).toLocaleString() + ", every point after" : "");
   chart.dataset.points = data.total_points;
   chart.dataset.interventions = data.interventions;
   chart.dataset.status = data.status;
