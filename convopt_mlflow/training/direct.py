@@ -16,8 +16,16 @@ bar's expected reward
 is exact (the env's reward, ``reward_scale`` included) and differentiable. Objective ``pnl``
 maximizes the mean of ``E[R_t]`` over the batch's bars; objective ``sharpe`` maximizes, per
 window, ``m / sqrt(s2 - m^2 + eps)`` with ``m`` the mean of ``E[R_t]`` and ``s2`` the mean of
-``E[R_t^2]`` (both exact), averaged over windows. Each batch gets ``passes`` Adam steps
+``E[R_t^2]`` (both exact), averaged over windows. ``ent_coef`` (PPO's, 0 by default) adds the mean entropy of
+``pi`` over the batch's (bar, held position) rows as a bonus, so the monitor's
+``increase_entropy`` acts here as it does on PPO. Each batch gets ``passes`` Adam steps
 (gradient clipping at ``max_grad_norm``), like PPO's epochs.
+
+**Monitor.** It applies with ``monitor.enabled``: it reads ``train/loss`` (minus the objective),
+``train/entropy_loss``, the gradient norm (the probe hooks the same optimizer) and ``eval/score``;
+``lr_*`` need the scheduler (refused with the direct learner), ``rollback``, ``early_stop`` and
+``increase_entropy`` act as on PPO; ``reduce_batch_size`` halves PPO's ``batch_size``, which the
+direct learner does not read.
 
 **Counting samples.** ``num_timesteps`` advances by ``window * batch_windows`` per batch, the
 bars drawn from the data, whatever the number of passes: the same accounting as PPO's env steps.
@@ -110,6 +118,7 @@ class DirectLearner(ConvoptPPO):
             return False
         self._batch = self.draw_batch()
         self.num_timesteps += self.bars_per_batch
+        self._show_in_buffer(rollout_buffer, self._batch[0])
         callback.on_rollout_end()
         return True
 
@@ -123,6 +132,17 @@ class DirectLearner(ConvoptPPO):
         next_returns = core.log_returns[bars + 1] * venv.reward_scale
         return windows, next_returns
 
+    @staticmethod
+    def _show_in_buffer(rollout_buffer: Any, windows: np.ndarray) -> None:
+        """Put the batch's newest bars (held flat) where the monitor's parameter watch reads observations."""
+        seen = getattr(rollout_buffer, "observations", None)
+        if not isinstance(seen, np.ndarray):
+            return
+        flat = seen.reshape(-1, seen.shape[-1])
+        bars = windows.reshape(-1, windows.shape[-1])[-flat.shape[0]:]
+        flat[-len(bars):, :-1] = bars
+        flat[-len(bars):, -1] = 0.0
+
     # ------------------------------------------------------------------ the update
     def _ppo_update(self) -> None:
         if self._batch is None:
@@ -134,24 +154,35 @@ class DirectLearner(ConvoptPPO):
         cost = venv.core.cost_rate * venv.reward_scale
         start = int(np.flatnonzero(venv.core.position_levels == 0.0)[0])
         obs, next_returns = self._observations(*self._batch, levels)
-        rows = []
+        rows, before = [], None
         for _ in range(self.passes):
             probs = self._probs(obs)
+            before = probs.detach() if before is None else before
             means, squares, turnover = window_rewards(probs, next_returns, levels, cost, start)
             objective = direct_objective(means, squares, self.objective)
+            entropy = -(probs * th.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
             self.policy.optimizer.zero_grad()
-            (-objective).backward()
+            (-objective - self.ent_coef * entropy).backward()
             norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
             with th.no_grad():
-                rows.append((float(objective), float(means.mean()), float(turnover.mean()), float(norm)))
+                rows.append((float(objective), float(means.mean()), float(turnover.mean()), float(norm),
+                             float(entropy)))
         self._n_updates += self.passes
-        objective, pnl, turnover, norm = np.mean(rows, axis=0)
+        objective, pnl, turnover, norm, entropy = np.mean(rows, axis=0)
+        with th.no_grad():  # exact KL(before || after) of this update over the batch's (bar, held position) rows
+            after = self._probs(obs)
+            kl = float((before * (th.log(before.clamp_min(1e-12)) - th.log(after.clamp_min(1e-12)))).sum(-1).mean())
         self.logger.record("direct/objective", objective)
         self.logger.record("direct/expected_pnl", pnl)
         self.logger.record("direct/turnover", turnover)
         self.logger.record("direct/grad_norm", norm)
+        # PPO's keys, so the monitor reads the direct update as it reads PPO's (no clipping, no critic)
         self.logger.record("train/loss", -objective)
+        self.logger.record("train/policy_gradient_loss", -objective)
+        self.logger.record("train/approx_kl", kl)
+        self.logger.record("train/clip_fraction", 0.0)
+        self.logger.record("train/entropy_loss", -entropy)  # SB3's sign: what the monitor reads as entropy
         self.logger.record("train/value_loss", 0.0)  # no critic is trained; 0 keeps the monitor's finiteness check honest
         self.logger.record("train/n_updates", self._n_updates)
 

@@ -142,3 +142,23 @@ def test_a_bad_direct_setting_exits_2_before_any_run(tracked, capsys):
     assert cli.main(argv) == 2
     assert "direct.passes" in capsys.readouterr().err
     assert tracked.client.get_experiment_by_name("direct-bad") is None
+
+
+def test_the_entropy_bonus_keeps_the_policy_spread():
+    entropies = {}
+    for coef in ("0.0", "1.0"):
+        model, _ = _model(_cfg(data__source="synthetic:n_bars=4000,seed=3,signal_ic=0.3", ppo__ent_coef=coef,
+                               direct__passes="10"))
+        model.learn(4096)
+        entropies[coef] = -model.logger.name_to_value["train/entropy_loss"]
+    assert entropies["1.0"] > entropies["0.0"] + 0.2, entropies
+
+
+def test_the_monitor_analyses_a_direct_run(tracked):
+    cfg = _cfg(monitor__enabled="true", monitor__interventions="rollback+early_stop+increase_entropy")
+    result = train(cfg, preset="direct", checkpoint_root=tracked.checkpoint_root("monitor_direct"))
+    assert result.status == "FINISHED"
+    history = tracked.history(result.run_id, "convergence/loss_trend") or tracked.history(
+        result.run_id, "convergence/severity")
+    assert history, sorted(tracked.client.get_run(result.run_id).data.metrics)
+    assert not tracked.nonfinite_values(result.run_id)
