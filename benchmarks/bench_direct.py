@@ -12,8 +12,8 @@ benchmarks, the numbers a run logs as ``benchmark/val/oracle/sharpe`` and
 ``benchmark/val/signal_rule/sharpe``).
 
 Learn time: perf_counter around each ``model.learn`` call (draws + updates, no callbacks),
-per bar drawn; then the ``baseline`` preset (plain PPO, same net, same thread count) for
-``--ppo-steps`` env steps, per step, in the same process right after.
+per bar drawn; and the ``baseline`` preset (plain PPO, same net, same thread count) for
+``--ppo-steps`` env steps, per step, in the same process before and after the direct runs.
 
     python benchmarks/bench_direct.py --seeds 0,1 --milestones 10000,25000,50000 --out benchmarks/results/direct.json
 """
@@ -45,10 +45,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     milestones = [int(m) for m in args.milestones.split(",")]
-    market, rows = None, []
+    market, rows, ppo_times = None, [], []
+
+    def time_ppo() -> None:  # plain PPO (``baseline``), bracketing the direct runs: the load drifts
+        ppo_cfg = build_config("baseline", [f"data.source={args.data}", "run.seed=0"])
+        ppo = make_model(ppo_cfg, make_env(ppo_cfg, market))
+        start = time.perf_counter()
+        ppo.learn(args.ppo_steps)
+        learn_s = time.perf_counter() - start
+        ppo_times.append({"steps": ppo.num_timesteps, "learn_s": learn_s,
+                          "learn_us_per_step": 1e6 * learn_s / ppo.num_timesteps})
+        print(ppo_times[-1], flush=True)
+
     for seed in [int(s) for s in args.seeds.split(",")]:
         cfg = build_config("direct", [f"data.source={args.data}", f"run.seed={seed}", *args.set])
-        market = market or load_market(cfg)
+        if market is None:
+            market = load_market(cfg)
+            time_ppo()
         score = validation_scorer(market, cost_bps=cfg.env.cost_bps)
         model = make_model(cfg, make_env(cfg, market))
         learn_s = 0.0
@@ -63,21 +76,17 @@ def main() -> None:
             print(rows[-1], flush=True)
     rule = fit_market_oracle(market, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only)
     bench = backtest_split(model.policy, market, "val", cost_bps=cfg.env.cost_bps, oracle=rule)["benchmarks"]
-    ppo_cfg = build_config("baseline", [f"data.source={args.data}", "run.seed=0"])
-    ppo = make_model(ppo_cfg, make_env(ppo_cfg, market))
-    start = time.perf_counter()
-    ppo.learn(args.ppo_steps)
-    ppo_s = time.perf_counter() - start
-    ppo_us = 1e6 * ppo_s / ppo.num_timesteps
+    time_ppo()
+    ppo_us = sum(t["learn_us_per_step"] for t in ppo_times) / len(ppo_times)
     direct_us = [r["learn_us_per_bar"] for r in rows if r["milestone"] == milestones[-1]]
     doc = {"data": args.data, "preset": "direct", "overrides": args.set, "milestones": milestones,
            "selection": "current weights at each milestone (no best-checkpoint selection)",
            "benchmark_val_sharpe": {name: bench[name]["sharpe"] for name in ("oracle", "signal_rule") if name in bench},
            "runs": rows,
-           "ppo_baseline": {"steps": ppo.num_timesteps, "learn_s": ppo_s, "learn_us_per_step": ppo_us},
+           "ppo_baseline": {"before_and_after": ppo_times, "mean_learn_us_per_step": ppo_us},
            "ratio_learn_time_per_sample": [d / ppo_us for d in direct_us],
-           "note": "shared 2-core machine under load from other jobs: times are indicative, ratios measured "
-                   "minutes apart in one process",
+           "note": "shared 2-core machine under load from other jobs: times are indicative; PPO is timed before "
+                   "and after the direct runs in the same process and the ratio uses the mean of the two",
            "machine": machine_info()}
     print(doc["benchmark_val_sharpe"], doc["ppo_baseline"], doc["ratio_learn_time_per_sample"])
     write_result(doc, args.out)
