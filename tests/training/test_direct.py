@@ -14,6 +14,7 @@ from convopt_mlflow import cli
 from convopt_mlflow.components.direct import brute_force_rewards, expected_rewards
 from convopt_mlflow.config import build_config
 from convopt_mlflow.errors import ConfigError
+from convopt_mlflow.tracking.registry import register_verified_model
 from convopt_mlflow.training.coordinator import train
 from convopt_mlflow.training.direct import DirectLearner, direct_objective, window_rewards
 from convopt_mlflow.training.evaluate import validation_scorer
@@ -112,6 +113,12 @@ def test_preset_trains_end_to_end_and_its_model_predicts(tracked, tmp_path):
                      "--data", TINY_DIRECT["data.source"], "--out", str(out)]) == 0
     ready = pd.read_csv(out).query("ready")
     assert len(ready) > 2000 and set(ready["position"]) <= {-1.0, 0.0, 1.0}
+    # the registry takes it like any arm's model: verified, registered, loaded by alias
+    version = register_verified_model(f"runs:/{run_id}/model", "convopt-direct")
+    tracked.client.set_registered_model_alias("convopt-direct", "challenger", version.version)
+    assert cli.main(["predict", "--model", "models:/convopt-direct@challenger",
+                     "--data", TINY_DIRECT["data.source"], "--out", str(tmp_path / "by_alias.csv")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "by_alias.csv"), pd.read_csv(out))
 
 
 def test_killed_run_resumes_direct(tracked):
