@@ -44,6 +44,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "base_learning_rate": 3e-4, "max_learning_rate": 3e-4, "scheduler_enabled": False, "monitor.enabled": False,
         "counterfactual.enabled": True,
     },
+    # The direct learner: gradient ascent on the exact expected net PnL of 64-bar train windows
+    # (no critic, no sampled action); evaluated, selected, backtested and exported like PPO.
+    "direct": {
+        "scheduler_enabled": False, "monitor.enabled": False, "direct.enabled": True,
+    },
     # `lr` + the meta-learning controller (regime detection, per-regime bandit over LR/entropy/clip
     # multipliers); a small entropy bonus so the entropy multiplier has something to scale.
     "meta": {

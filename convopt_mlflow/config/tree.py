@@ -207,6 +207,27 @@ class CounterfactualConfig:
 
 
 @dataclass(frozen=True)
+class DirectConfig:
+    """The direct learner (Moody & Saffell's direct reinforcement; see training/direct.py): gradient
+    ascent on the exact expected net PnL of sampled train windows, the position distribution carried
+    forward through the position recursion, so no action is sampled and no critic is learnt."""
+
+    enabled: bool = False
+    """Train with the direct learner instead of PPO (off: none of its code runs)."""
+    window: int = 64
+    """Decision bars per sampled train window (at most env.episode_length); each window starts flat."""
+    passes: int = 10
+    """Gradient steps over each batch of windows (like PPO's epochs); samples are counted once per draw."""
+    batch_windows: int = 16
+    """Windows drawn per batch: each batch advances the step count by window * batch_windows bars."""
+    lr: float = 1e-3
+    """Adam learning rate of the direct learner (constant; base_learning_rate is PPO's)."""
+    objective: str = "pnl"
+    """pnl: the expected net reward per bar; sharpe: per window, the expected mean reward per bar over
+    the square root of its expected second moment minus the squared mean (a risk-adjusted variant)."""
+
+
+@dataclass(frozen=True)
 class OptimizedTrainingConfig:
     # --- reference design fields (names and meaning kept) ---
     base_learning_rate: float = 3e-5
@@ -283,6 +304,7 @@ class OptimizedTrainingConfig:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     counterfactual: CounterfactualConfig = field(default_factory=CounterfactualConfig)
+    direct: DirectConfig = field(default_factory=DirectConfig)
 
     def __post_init__(self) -> None:
         problems = list(find_problems(self))

@@ -82,6 +82,8 @@ RULES: dict[str, Range | tuple[str, ...]] = {
     "curriculum.triggers": ("steps", "performance", "monitor"), "curriculum.min_stage_fraction": Range(0, 1, high_open=True),
     "curriculum.collapse_margin": POSITIVE, "curriculum.max_step_backs": NON_NEGATIVE,
     "counterfactual.baseline": ("critic", "policy_mean"),
+    "direct.window": AT_LEAST_1, "direct.passes": AT_LEAST_1, "direct.batch_windows": AT_LEAST_1,
+    "direct.lr": POSITIVE, "direct.objective": ("pnl", "sharpe"),
     "augment.synthetic_prob": PROBABILITY, "augment.noise_level": NON_NEGATIVE,
     "augment.warp_factor": Range(0, 1, high_open=True), "augment.dropout_rate": UNIT, "augment.block_length": AT_LEAST_1,
 }
@@ -180,9 +182,27 @@ def problems(cfg: Any) -> Iterator[str]:
     if cfg.counterfactual.enabled and cfg.replay_enabled:
         yield ("counterfactual.enabled=true with replay_enabled=true: both replace PPO's update and cannot be "
                "combined; set one of them to false")
+    yield from _direct_problems(cfg)
     if cfg.meta_enabled and cfg.run.eval_freq <= 0:
         yield (f"run.eval_freq={cfg.run.eval_freq}: meta_enabled needs validation evaluations (run.eval_freq > 0): "
                "the controller learns from the change of the validation score")
+
+
+def _direct_problems(cfg: Any) -> Iterator[str]:
+    """The direct learner replaces PPO's rollout and update: what acts on those cannot run with it."""
+    if not cfg.direct.enabled:
+        return
+    if cfg.direct.window > cfg.env.episode_length:
+        yield (f"direct.window={cfg.direct.window}: must be <= env.episode_length={cfg.env.episode_length} "
+               "(a window is drawn where an episode could start)")
+    clashing = [name for name, on in (
+        ("replay_enabled", cfg.replay_enabled), ("counterfactual.enabled", cfg.counterfactual.enabled),
+        ("curriculum_enabled", cfg.curriculum_enabled), ("meta_enabled", cfg.meta_enabled),
+        ("scheduler_enabled", cfg.scheduler_enabled), ("ensemble_size>1", cfg.ensemble_size > 1),
+        ("augmentation", max(cfg.noise_injection_prob, cfg.time_warp_prob, cfg.feature_dropout_prob) > 0)) if on]
+    if clashing:
+        yield (f"direct.enabled=true with {', '.join(clashing)}: the direct learner draws its own train windows "
+               "and uses the constant direct.lr, so these PPO components cannot act on it; switch them off")
 
 
 def _ensemble_problems(cfg: Any) -> Iterator[str]:

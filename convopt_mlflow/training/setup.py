@@ -25,6 +25,7 @@ from .augment import augmented_env
 from .guards import FiniteGuard
 from .ppo import ConvoptPPO
 from .counterfactual import CounterfactualPPO
+from .direct import DirectLearner
 from .replay import ReplayPPO
 
 _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
@@ -155,14 +156,21 @@ def make_model(cfg: OptimizedTrainingConfig, env: Any) -> ConvoptPPO:
     }
     if cfg.ppo.weight_decay > 0:
         policy_kwargs["optimizer_kwargs"] = {"weight_decay": cfg.ppo.weight_decay}
-    # neither component on: not one line of either runs
-    ppo_class = CounterfactualPPO if cfg.counterfactual.enabled else ReplayPPO if cfg.replay_enabled else ConvoptPPO
+    extra: dict[str, Any] = {}
+    learning_rate = cfg.base_learning_rate
+    if cfg.direct.enabled:  # PPO's rollout and update replaced; the policy (and the export) stay SB3's
+        ppo_class: type[ConvoptPPO] = DirectLearner
+        learning_rate = cfg.direct.lr
+        extra = {"window": cfg.direct.window, "passes": cfg.direct.passes,
+                 "batch_windows": cfg.direct.batch_windows, "objective": cfg.direct.objective}
+    else:  # neither component on: not one line of either runs
+        ppo_class = CounterfactualPPO if cfg.counterfactual.enabled else ReplayPPO if cfg.replay_enabled else ConvoptPPO
     return ppo_class(
-        "MlpPolicy", env, learning_rate=cfg.base_learning_rate, n_steps=cfg.ppo.n_steps,
+        "MlpPolicy", env, learning_rate=learning_rate, n_steps=cfg.ppo.n_steps,
         batch_size=cfg.ppo.batch_size, n_epochs=cfg.ppo.n_epochs, gamma=cfg.ppo.gamma,
         gae_lambda=cfg.ppo.gae_lambda, clip_range=cfg.ppo.clip_range, ent_coef=cfg.ppo.ent_coef,
         vf_coef=cfg.ppo.vf_coef, max_grad_norm=cfg.ppo.max_grad_norm, policy_kwargs=policy_kwargs,
-        seed=cfg.run.seed, device="cpu", verbose=0,
+        seed=cfg.run.seed, device="cpu", verbose=0, **extra,
     )
 
 
