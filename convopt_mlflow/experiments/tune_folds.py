@@ -38,6 +38,7 @@ def fold_fractions(cfg: Any, market: Any, folds: int) -> list[float]:
 
     fractions = walk_forward_test_fractions(market.bars.n_bars, folds, val_fraction=cfg.data.val_fraction,
                                             test_fraction=cfg.data.test_fraction,
+                                            holdout_fraction=cfg.data.holdout_fraction,
                                             embargo_bars=cfg.data.embargo_bars, start=market.features.warmup)
     if max(fractions) >= MAX_TEST_FRACTION:
         raise ConfigError(f"{folds} walk-forward folds of data.val_fraction={cfg.data.val_fraction} put the oldest "
