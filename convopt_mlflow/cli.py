@@ -34,9 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--arms", required=True, help="comma-separated presets or preset:overrides; the first is the baseline"
                     " (e.g. baseline,full,lr:ppo.batch_size=512)")
     ab.add_argument("--seeds", default="5", help="seeds per arm; seed s is the same env seed in every arm")
+    ab.add_argument("--first-seed", default="0", help="seeds run from this one up (use seeds the tuner never "
+                    "used: `convopt tune` prints a command that does)")
     ab.add_argument("--total-timesteps", default=None, help="environment steps of every trial")
     ab.add_argument("--data", default=None, help="data source shared by every arm")
-    ab.add_argument("--metric", default="", help="primary metric of the test (default backtest/val/sharpe)")
+    ab.add_argument("--metric", default="", help="primary metric of the test (default backtest/test/sharpe: the "
+                    "test split, because validation picked each trial's checkpoint and drove its in-training "
+                    "adaptation, so validation scores are optimistic, differently in each arm)")
     ab.add_argument("--storage", default="", help="Optuna storage URL (default sqlite:///optuna.db)")
     ab.add_argument("--study", default="", help="study name; re-running the same study resumes it")
     ab.add_argument("--alpha", default="0.05", help="family-wise significance level")
@@ -205,7 +209,8 @@ def _ab_test(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args.arms, args.seeds, total_timesteps=args.total_timesteps, data=args.data,
                           metric=args.metric or None, alpha=_number("--alpha", args.alpha),
-                          sequential=sequential, overrides=cfgmod.parse_overrides(args.set))
+                          sequential=sequential, overrides=cfgmod.parse_overrides(args.set),
+                          first_seed=args.first_seed)
     name = args.study or "ab-" + "-".join(a.replace(":", "_") for a in spec.arms)[:80]
     result = run_ab_test(spec, study_name=name, storage=args.storage or None,
                          workers=_number("--workers", args.workers, int), experiment=args.experiment or None,

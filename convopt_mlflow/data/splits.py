@@ -153,7 +153,8 @@ def walk_forward_test_fractions(
     oldest = usable - 2 * embargo_bars - reserved - n_val - (n_test + (folds - 1) * (n_val + embargo_bars))
     if oldest <= 0:
         raise ConfigError(f"{folds} walk-forward folds of {n_val} validation bars leave the oldest fold no training "
-                          f"bars ({n_bars - start} bars); use fewer folds or more data")
+                          f"bars ({n_bars - start} bars after the test and holdout splits); use fewer folds, a smaller "
+                          f"val_fraction or more data")
     return fractions + [float(test_fraction)]
 
 

@@ -9,7 +9,10 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from .arms import Arm, parse_arms
 
-DEFAULT_METRIC = "backtest/val/sharpe"
+DEFAULT_METRIC = "backtest/test/sharpe"
+"""A/B verdicts are decided on the test split. Validation already picked each trial's shipped
+checkpoint and drove its in-training adaptation (curriculum, bandit, early stop, monitor
+interventions), so a validation score is optimistic, and by a different amount in each arm."""
 
 
 def sequential_looks(seeds: int) -> tuple[int, ...]:
@@ -44,7 +47,7 @@ class StudySpec:
         if not 0.0 < self.alpha < 1.0:
             raise ConfigError(f"--alpha must lie in (0, 1); got {self.alpha}")
         if not self.metric.strip():
-            raise ConfigError("--metric must name a run metric, e.g. backtest/val/sharpe")
+            raise ConfigError(f"--metric must name a run metric, e.g. {DEFAULT_METRIC}")
 
     @property
     def baseline(self) -> str:
