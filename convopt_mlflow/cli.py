@@ -65,7 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     promote = sub.add_parser("promote", help="move the registry's `champion` alias to the challenger on evidence")
     promote.add_argument("--registry-name", default="convopt-ensemble", help="registered model name")
     promote.add_argument("--alpha", default="0.05", help="one-sided significance level of the Sharpe test")
-    promote.add_argument("--data", default="", help="test data (default: the source recorded on the challenger)")
+    promote.add_argument("--data", default="", help="data to judge on (default: the source recorded on the challenger)")
+    promote.add_argument("--split", default="holdout",
+                         help="bars to judge on: holdout (default; reserved for promotion) or test (the bars the "
+                              "A/B verdict already used: recorded as convopt.promotion.bars_reused=true). Bars "
+                              "either model trained or was selected on are always refused")
     promote.add_argument("--challenger", default="challenger", help="alias or version number to promote")
     promote.add_argument("--experiment", default="", help="MLflow experiment of the promotion run")
 
@@ -239,10 +243,13 @@ def _promote(args: argparse.Namespace) -> int:
 
     with quiet_artifact_transfers():
         outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger,
-                          experiment=args.experiment or None)
+                          experiment=args.experiment or None, split=args.split.strip().lower())
     d = outcome.decision
     before = f"version {outcome.previous_champion}" if outcome.previous_champion else "no champion"
-    print(f"convopt: {args.registry_name} version {outcome.challenger} vs {before} on the test split of "
+    if outcome.bars_reused:
+        print(f"convopt: warning: these {outcome.split} bars were already used by an A/B verdict "
+              "(convopt.promotion.bars_reused=true); the evidence is not independent of it", file=sys.stderr)
+    print(f"convopt: {args.registry_name} version {outcome.challenger} vs {before} on the {outcome.split} split of "
           f"{outcome.data_source} ({d.n_bars} bars): Sharpe difference {d.sharpe_difference:.4g} per bar, "
           f"z = {d.z:.3g}, one-sided p = {d.p_value:.3g} (promotion run {outcome.run_id})", file=sys.stderr)
     if d.promote:

@@ -23,7 +23,8 @@ from mlflow.tracking import MlflowClient
 
 from convopt_mlflow.data.splits import SPLIT_NAMES
 
-__all__ = ["SPLITS_ARTIFACT", "log_split_boundaries", "read_split_boundaries", "split_params"]
+__all__ = ["SPLITS_ARTIFACT", "check_promotion_bars", "log_split_boundaries", "read_split_boundaries", "source_runs",
+           "split_params"]
 
 SPLITS_ARTIFACT = "splits.json"
 HOLDOUT_TAG = "convopt.splits.holdout"
@@ -74,3 +75,49 @@ def read_split_boundaries(run_id: str, client: MlflowClient | None = None) -> di
         first, _, last = params.get(f"split.{name}.time", "/").partition("/")
         splits[name] = {"start": start, "stop": stop, "first": first, "last": last}
     return {"digest": run.data.tags.get("convopt.data.digest", ""), "splits": splits}
+
+
+def source_runs(version: Any) -> list[str]:
+    """The training runs behind a model version (``convopt.source_runs``, else the version's run)."""
+    return [r for r in version.tags.get("convopt.source_runs", "").split(",") if r] or [version.run_id]
+
+
+def check_promotion_bars(market: Any, split: str, versions: Mapping[str, Any],
+                         client: MlflowClient | None = None) -> tuple[Any, Any]:
+    """``(EvaluationBars, SplitCheck)`` of ``market``'s ``split`` against every source run of ``versions``.
+
+    Args:
+        market: the data the promotion walks (``splits``, ``bars.digest``, ``bars.frame.index``).
+        split: ``holdout`` or ``test``.
+        versions: ``label -> ModelVersion`` (the challenger, and the champion if any).
+
+    Raises:
+        UserError: ``split`` is not one promotion may use, or the data has no such split.
+    """
+    from convopt_mlflow.errors import UserError
+    from convopt_mlflow.evaluation.split_guard import PROMOTION_SPLITS, EvaluationBars, check_evaluation_bars
+
+    if split not in PROMOTION_SPLITS:
+        raise UserError(f"--split must be one of {', '.join(PROMOTION_SPLITS)} (promotion never judges on the "
+                        f"train or validation split); got {split!r}")
+    bounds = getattr(market.splits, split)
+    if bounds is None:
+        raise UserError(f"the challenger's data reserves no holdout (data.holdout_fraction=0): retrain with a "
+                        f"holdout, or pass --split test to promote on the A/B's test bars (recorded as "
+                        f"convopt.promotion.bars_reused=true)")
+    start, stop = int(bounds[0]), int(bounds[1])
+    times = market.bars.frame.index
+    bars = EvaluationBars(split, market.bars.digest, start, stop, times[start].isoformat(), times[stop - 1].isoformat())
+    client = client or MlflowClient()
+    records = {f"{label} (run {run_id})": _boundaries_or_none(run_id, client)
+               for label, version in versions.items() for run_id in source_runs(version)}
+    return bars, check_evaluation_bars(bars, records)
+
+
+def _boundaries_or_none(run_id: str, client: MlflowClient) -> dict[str, Any] | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return read_split_boundaries(run_id, client)
+    except MlflowException:  # a deleted or unreadable source run: its bars are unknown, so refused
+        return None
