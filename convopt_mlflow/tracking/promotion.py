@@ -150,15 +150,15 @@ def promote(name: str, *, alpha: float = 0.05, data: str | None = None, challeng
     if version.tags.get("convopt.no_edge") == "true":
         raise UserError(f"version {v} of {name!r} found no edge over flat (convopt.no_edge); it is never promoted")
     cfg, market = _market(version, data)
-    bars = _checked_bars(client, name, version, champion_v0, market, split)
+    checked = _checked_bars(client, name, version, champion_v0, market, split)  # refused here: no run yet
     run = open_run(experiment=experiment, run_id=os.environ.get("MLFLOW_RUN_ID") or None, client=client,
                    run_name=f"promotion-{name}-v{v}",
                    tags={"convopt.role": "promotion", "convopt.registered_model": name,
                          "convopt.promotion.challenger": v, "convopt.promotion.previous_champion": champion_v0 or "none"})
     try:
         run.log_params({"registry_name": name, "challenger": v, "champion": champion_v0 or "none", "alpha": alpha,
-                        "data": market.bars.source, "split": split})
-        outcome = _compare(client, name, v, champion_v0, cfg, market, alpha, run, bars)
+                        "data": market.bars.source, "split": checked[0].split})
+        outcome = _compare(client, name, v, champion_v0, cfg, market, alpha, run, checked)
     except PromotionConflict as exc:
         run.set_tags({"convopt.promotion.decision": "refused", "convopt.promotion.refusal": str(exc)})
         run.end("FAILED")
