@@ -34,9 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--arms", required=True, help="comma-separated presets or preset:overrides; the first is the baseline"
                     " (e.g. baseline,full,lr:ppo.batch_size=512)")
     ab.add_argument("--seeds", default="5", help="seeds per arm; seed s is the same env seed in every arm")
+    ab.add_argument("--first-seed", default="0", help="seeds run from this one up (use seeds the tuner never "
+                    "used: `convopt tune` prints a command that does)")
     ab.add_argument("--total-timesteps", default=None, help="environment steps of every trial")
     ab.add_argument("--data", default=None, help="data source shared by every arm")
-    ab.add_argument("--metric", default="", help="primary metric of the test (default backtest/val/sharpe)")
+    ab.add_argument("--metric", default="", help="primary metric of the test (default backtest/test/sharpe: the "
+                    "test split, because validation picked each trial's checkpoint and drove its in-training "
+                    "adaptation, so validation scores are optimistic, differently in each arm)")
     ab.add_argument("--storage", default="", help="Optuna storage URL (default sqlite:///optuna.db)")
     ab.add_argument("--study", default="", help="study name; re-running the same study resumes it")
     ab.add_argument("--alpha", default="0.05", help="family-wise significance level")
@@ -67,7 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     promote = sub.add_parser("promote", help="move the registry's `champion` alias to the challenger on evidence")
     promote.add_argument("--registry-name", default="convopt-ensemble", help="registered model name")
     promote.add_argument("--alpha", default="0.05", help="one-sided significance level of the Sharpe test")
-    promote.add_argument("--data", default="", help="test data (default: the source recorded on the challenger)")
+    promote.add_argument("--data", default="", help="data to judge on (default: the source recorded on the challenger)")
+    promote.add_argument("--split", default="holdout",
+                         help="bars to judge on: holdout (default; reserved for promotion) or test (the bars the "
+                              "A/B verdict already used: recorded as convopt.promotion.bars_reused=true). Bars "
+                              "either model trained or was selected on are always refused")
     promote.add_argument("--challenger", default="challenger", help="alias or version number to promote")
     promote.add_argument("--experiment", default="", help="MLflow experiment of the promotion run")
 
@@ -218,7 +226,7 @@ def _ab_test(args: argparse.Namespace) -> int:
     spec = spec_from_args(args.arms, args.seeds, total_timesteps=args.total_timesteps, data=args.data,
                           metric=args.metric or None, alpha=_number("--alpha", args.alpha),
                           sequential=sequential, overrides=cfgmod.parse_overrides(args.set),
-                          on_failure=args.on_failure)
+                          on_failure=args.on_failure, first_seed=args.first_seed)
     name = args.study or "ab-" + "-".join(a.replace(":", "_") for a in spec.arms)[:80]
     result = run_ab_test(spec, study_name=name, storage=args.storage or None,
                          workers=_number("--workers", args.workers, int), experiment=args.experiment or None,
@@ -254,10 +262,13 @@ def _promote(args: argparse.Namespace) -> int:
 
     with quiet_artifact_transfers():
         outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger,
-                          experiment=args.experiment or None)
+                          experiment=args.experiment or None, split=args.split.strip().lower())
     d = outcome.decision
     before = f"version {outcome.previous_champion}" if outcome.previous_champion else "no champion"
-    print(f"convopt: {args.registry_name} version {outcome.challenger} vs {before} on the test split of "
+    if outcome.bars_reused:
+        print(f"convopt: warning: these {outcome.split} bars were already used by an A/B verdict "
+              "(convopt.promotion.bars_reused=true); the evidence is not independent of it", file=sys.stderr)
+    print(f"convopt: {args.registry_name} version {outcome.challenger} vs {before} on the {outcome.split} split of "
           f"{outcome.data_source} ({d.n_bars} bars): Sharpe difference {d.sharpe_difference:.4g} per bar, "
           f"z = {d.z:.3g}, one-sided p = {d.p_value:.3g} (promotion run {outcome.run_id})", file=sys.stderr)
     if d.promote:

@@ -18,7 +18,11 @@ class DataConfig:
     val_fraction: float = 0.15
     """Share of bars in the validation split (chronological, after train)."""
     test_fraction: float = 0.15
-    """Share of bars in the test split (the last bars)."""
+    """Share of bars in the test split (after validation): A/B verdicts are decided on it."""
+    holdout_fraction: float = 0.10
+    """Share of bars in the holdout tail (the last bars, after the test split and an embargo):
+    `convopt promote` evaluates on it and nothing else looks at it. 0 reserves none (the run is
+    tagged convopt.splits.holdout=none and can only be promoted on reused test bars)."""
     embargo_bars: int = 24
     """Bars left out between consecutive splits so windows never straddle them."""
     vol_window: int = 20

@@ -59,6 +59,7 @@ RULES: dict[str, Range | tuple[str, ...]] = {
     "ensemble_size": AT_LEAST_1, "diversity_penalty": NON_NEGATIVE, "meta_learning_rate": UNIT,
     "adaptation_frequency": AT_LEAST_1, "period_mult": AT_LEAST_1, "warmup_steps": NON_NEGATIVE,
     "data.val_fraction": Range(0, 0.5, True, True), "data.test_fraction": Range(0, 0.5, True, True),
+    "data.holdout_fraction": Range(0, 0.5, high_open=True),
     "data.embargo_bars": NON_NEGATIVE, "data.vol_window": Range(2),
     "env.window": AT_LEAST_1, "env.episode_length": AT_LEAST_1, "env.cost_bps": Range(0, 10_000),
     "env.n_envs": AT_LEAST_1,
@@ -168,6 +169,10 @@ def problems(cfg: Any) -> Iterator[str]:
                "curriculum_enabled=true")
     if cfg.curriculum_enabled and not cfg.curriculum.triggers:
         yield "curriculum.triggers: needs at least one of steps, performance, monitor"
+    if cfg.data.val_fraction + cfg.data.test_fraction + cfg.data.holdout_fraction >= 0.9:
+        yield (f"data.val_fraction + data.test_fraction + data.holdout_fraction = "
+               f"{cfg.data.val_fraction + cfg.data.test_fraction + cfg.data.holdout_fraction:g}: must be below 0.9 "
+               "so that training keeps at least a tenth of the bars")
     if not cfg.data.source.strip():
         yield "data.source='': needs a bundled name, a CSV/Parquet path or a synthetic:k=v,... spec"
     yield from _ensemble_problems(cfg)

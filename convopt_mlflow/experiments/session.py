@@ -21,7 +21,7 @@ from .abtest import PARENT_ATTR, Ledger, completed_trials, failed_cells, open_st
 from .liveness import DEFAULT_WAIT_TIMEOUT_S
 from .registration import Registration, register_winner
 from .report import Winner, analyze, headline_metrics, sequential_look, winner_of
-from .spec import StudySpec
+from .spec import DEFAULT_METRIC, StudySpec
 from .storage import get_storage, redact, storage_kind
 from .trial import PNL_ARTIFACT
 from .worker import run_local_workers
@@ -182,8 +182,12 @@ def _report(study, spec: StudySpec, parent, study_name: str, sequential, console
 
 def spec_from_args(arms: str, seeds: int, *, total_timesteps: Any = None, data: str | None = None,
                    metric: str | None = None, alpha: float = 0.05, sequential: bool = False,
-                   overrides: Mapping[str, str] | None = None, on_failure: str = "refuse") -> StudySpec:
-    """The study's design from CLI-style arguments (budget and data become shared overrides)."""
+                   overrides: Mapping[str, str] | None = None, on_failure: str = "refuse",
+                   first_seed: Any = 0) -> StudySpec:
+    """The study's design from CLI-style arguments (budget and data become shared overrides).
+
+    The seeds are ``first_seed, first_seed + 1, ...``: a study re-testing a tuned config
+    starts after the tuner's seeds, so that no seed replays a trial the tuner selected on."""
     from .arms import parse_arms
 
     common = dict(overrides or {})
@@ -196,5 +200,12 @@ def spec_from_args(arms: str, seeds: int, *, total_timesteps: Any = None, data: 
         n = int(float(seeds))
     except ValueError:
         raise UserError(f"--seeds must be a whole number of seeds per arm; got {seeds!r}") from None
-    return StudySpec(arms=names, seeds=tuple(range(n)), common=common, metric=metric or "backtest/val/sharpe",
-                     alpha=float(alpha), sequential=sequential, on_failure=on_failure)
+    try:
+        first = int(float(first_seed))
+    except (TypeError, ValueError):
+        raise UserError(f"--first-seed must be a whole number; got {first_seed!r}") from None
+    if first < 0 or float(first_seed) != first:
+        raise UserError(f"--first-seed must be a non-negative whole number; got {first_seed!r}")
+    return StudySpec(arms=names, seeds=tuple(range(first, first + n)), common=common, metric=metric or DEFAULT_METRIC,
+                     alpha=float(alpha), sequential=sequential,
+                     on_failure=on_failure)

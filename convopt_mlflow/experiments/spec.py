@@ -9,7 +9,10 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from .arms import Arm, parse_arms
 
-DEFAULT_METRIC = "backtest/val/sharpe"
+DEFAULT_METRIC = "backtest/test/sharpe"
+"""A/B verdicts are decided on the test split. Validation already picked each trial's shipped
+checkpoint and drove its in-training adaptation (curriculum, bandit, early stop, monitor
+interventions), so a validation score is optimistic, and by a different amount in each arm."""
 #: Rules for a failed cell: ``refuse`` (an arm with one is never registered) or ``worst``
 #: (a failed cell scores the worst primary value observed in the study, so its pairs are kept).
 ON_FAILURE = ("refuse", "worst")
@@ -55,7 +58,7 @@ class StudySpec:
         if not 0.0 < self.alpha < 1.0:
             raise ConfigError(f"--alpha must lie in (0, 1); got {self.alpha}")
         if not self.metric.strip():
-            raise ConfigError("--metric must name a run metric, e.g. backtest/val/sharpe")
+            raise ConfigError(f"--metric must name a run metric, e.g. {DEFAULT_METRIC}")
         if self.on_failure not in ON_FAILURE:
             raise ConfigError(f"--on-failure must be one of {', '.join(ON_FAILURE)}; got {self.on_failure!r}")
         if self.sequential:

@@ -42,6 +42,10 @@ from .storage import get_storage, redact
 
 VAL_PNL_ARTIFACT = "tune/val_pnl.json"
 METRIC = "backtest/val/sharpe"
+"""Tuning decides on validation; the test split is left for the A/B verdict that re-tests the winner."""
+SEED_ATTR = "convopt.seed"
+"""The training seed of a trial (user attr): the A/B command starts after the largest."""
+AB_SEEDS = 5
 
 
 class ReportToTrial(BaseCallback):
@@ -119,6 +123,7 @@ class TuneObjective:
         child = open_child_run(self.parent_run_id, tags=tags, run_name=f"tune-{self.spec.preset}-t{trial.number}")
         trial.set_user_attr("mlflow_run_id", child.run_id)
         trial.set_user_attr("convopt.worker", worker_id())
+        trial.set_user_attr(SEED_ATTR, self.spec.seed)
         report, keep = ReportToTrial(trial), _KeepModel()
         try:
             result = train(cfg, preset=self.spec.preset, run_id=child.run_id, tags=tags, after_eval=report,
@@ -188,17 +193,28 @@ def best_trial_report(study: optuna.Study, spec: TuneSpec, client: Any = None) -
         pnl = np.asarray(data["net_log_pnl"], dtype=float)
         if pnl.std() > 0:
             out["dsr"] = stats.deflated_sharpe_ratio(pnl, sharpes, n_trials=len(sharpes))
-    out["ab_command"] = ab_command(spec, best.params)
+    used = [int(t.user_attrs.get(SEED_ATTR, spec.seed)) for t in study.trials] + [spec.seed]
+    out["ab_command"] = ab_command(spec, best.params, first_seed=max(used) + 1)
     return out
 
 
-def ab_command(spec: TuneSpec, params: Mapping[str, Any]) -> str:
-    """The ``convopt ab-test`` line re-running the tuned params over seeds against the baseline."""
+def ab_command(spec: TuneSpec, params: Mapping[str, Any], *, first_seed: int | None = None) -> str:
+    """The ``convopt ab-test`` line re-running the tuned params over fresh seeds against the baseline.
+
+    Its seeds start at ``first_seed`` (default: after ``spec.seed``), past every seed the
+    tuner trained on: seed ``spec.seed`` would replay the very trial that the tuner selected
+    on its validation score, so the A/B would re-test the winner on its own luck.
+
+    Example:
+        >>> ab_command(TuneSpec("baseline", 3, {}, seed=3), {"ppo.n_epochs": 4})
+        "convopt ab-test --arms 'baseline,baseline:ppo.n_epochs=4' --seeds 5 --first-seed 4"
+    """
     arm = spec.preset + ":" + ",".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in sorted(params.items()))
     common = ",".join(f"{k}={v}" for k, v in spec.common.items()
-                      if k not in ("data.source", "run.total_timesteps"))
-    parts = ["convopt ab-test", f"--arms 'baseline,{arm}'", "--seeds 5"]
+                      if k not in ("data.source", "run.total_timesteps", "run.seed"))
+    first = spec.seed + 1 if first_seed is None else first_seed
+    parts = ["convopt ab-test", f"--arms 'baseline,{arm}'", f"--seeds {AB_SEEDS}", f"--first-seed {first}"]
     if "run.total_timesteps" in spec.common:
         parts.append(f"--total-timesteps {spec.common['run.total_timesteps']}")
     if "data.source" in spec.common:
@@ -346,5 +362,6 @@ def _print(report: Mapping[str, Any], study_name: str) -> None:
           f"validation Sharpe {report['value']:.3f}, test Sharpe {report['test_sharpe']}, "
           f"DSR {dsr} over {report['n_trials']} trial(s) ({report['pruned']} pruned)", file=sys.stderr)
     print("  params: " + ", ".join(f"{k}={v}" for k, v in sorted(report["params"].items())), file=sys.stderr)
-    print("  one seed is not evidence; re-run it over seeds against the baseline:\n  " + report["ab_command"],
+    print("  one seed is not evidence; re-run it over fresh seeds (none the tuner used) against the baseline, "
+          "decided on the test split:\n  " + report["ab_command"],
           file=sys.stderr)

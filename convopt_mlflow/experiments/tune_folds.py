@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from .tune import METRIC, TuneObjective, _KeepModel, log_val_pnl, suggest, val_pnl, worker_id
+from .tune import METRIC, SEED_ATTR, TuneObjective, _KeepModel, log_val_pnl, suggest, val_pnl, worker_id
 
 #: ``data.test_fraction`` must stay below this (config validation); it bounds the folds.
 MAX_TEST_FRACTION = 0.5
@@ -38,6 +38,7 @@ def fold_fractions(cfg: Any, market: Any, folds: int) -> list[float]:
 
     fractions = walk_forward_test_fractions(market.bars.n_bars, folds, val_fraction=cfg.data.val_fraction,
                                             test_fraction=cfg.data.test_fraction,
+                                            holdout_fraction=cfg.data.holdout_fraction,
                                             embargo_bars=cfg.data.embargo_bars, start=market.features.warmup)
     if max(fractions) >= MAX_TEST_FRACTION:
         raise ConfigError(f"{folds} walk-forward folds of data.val_fraction={cfg.data.val_fraction} put the oldest "
@@ -64,6 +65,7 @@ class FoldObjective(TuneObjective):
         run = open_child_run(self.parent_run_id, tags=tags, run_name=f"tune-{self.spec.preset}-t{trial.number}")
         trial.set_user_attr("mlflow_run_id", run.run_id)
         trial.set_user_attr("convopt.worker", worker_id())
+        trial.set_user_attr(SEED_ATTR, self.spec.seed)
         order = np.random.default_rng([self.spec.seed, trial.number]).permutation(len(fractions))
         scores: dict[int, float] = {}
         pnls: dict[int, np.ndarray] = {}

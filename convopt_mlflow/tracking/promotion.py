@@ -2,8 +2,13 @@
 
 1. Read the challenger version and the current champion (``v0``, maybe none).
 2. Re-walk both with the verified loader (:func:`~convopt_mlflow.tracking.registry.load_model`)
-   over the test split of the data recorded on the challenger's runs, and compute per-bar
-   net log returns; decide with :func:`~convopt_mlflow.evaluation.promotion.decide_promotion`.
+   over the holdout split (``split="test"`` on request) of the data recorded on the
+   challenger's runs, and compute per-bar net log returns; decide with
+   :func:`~convopt_mlflow.evaluation.promotion.decide_promotion`. Before any of that, the
+   bars are checked against the split boundaries recorded on both models' source runs
+   (:func:`~convopt_mlflow.tracking.splits.check_promotion_bars`): bars either model trained
+   or was selected on are refused (exit 2); bars an A/B verdict already used are recorded
+   as ``convopt.promotion.bars_reused=true``.
 3. Write the evidence to the challenger version's tags (``convopt.promotion.*``).
 4. Compare-and-set: claim the move by creating the registered model
    ``<name>.promotion-lock`` (MLflow refuses a second one atomically, in one SQL insert),
@@ -76,6 +81,9 @@ class PromotionOutcome:
     data_source: str
     run_id: str = ""
     """The ``convopt.role=promotion`` run that recorded this attempt."""
+    split: str = "holdout"
+    bars_reused: bool = False
+    """The bars were already used by an A/B verdict (``convopt.promotion.bars_reused``)."""
 
 
 def _source_runs(version) -> list[str]:
@@ -101,8 +109,8 @@ def _market(version, data: str | None):
     return cfg, load_market(cfg)
 
 
-def walk_test_returns(model_uri: str, market, *, cost_bps: float) -> np.ndarray:
-    """Per-bar net log returns ``(bars,)`` of the verified model walked over the market's test split.
+def walk_test_returns(model_uri: str, market, *, cost_bps: float, split: str = "holdout") -> np.ndarray:
+    """Per-bar net log returns ``(bars,)`` of the verified model walked over the market's ``split``.
 
     The model sees bars from just early enough that its first decision is the split's first
     bar (it starts flat there, as the training backtest does); its positions at test bars
@@ -113,7 +121,7 @@ def walk_test_returns(model_uri: str, market, *, cost_bps: float) -> np.ndarray:
 
     model = load_model(model_uri)
     frame = market.bars.frame
-    start, stop = market.splits.test
+    start, stop = getattr(market.splits, split)
     # The first decidable row depends only on the model's warm-up and window, not on where the input starts.
     ready = np.flatnonzero(model.predict(frame.iloc[: min(len(frame), 4096)])["ready"].to_numpy())
     if ready.size == 0:
@@ -123,28 +131,34 @@ def walk_test_returns(model_uri: str, market, *, cost_bps: float) -> np.ndarray:
     walked = model.predict(frame.iloc[lo:stop])
     positions = walked["position"].to_numpy(dtype=float)[start - lo: stop - 1 - lo]
     if not walked["ready"].to_numpy()[start - lo: stop - 1 - lo].all():
-        raise UserError(f"model {model_uri} cannot decide every test bar of {market.bars.source}")
+        raise UserError(f"model {model_uri} cannot decide every {split} bar of {market.bars.source}")
     bars = np.arange(start, stop - 1)
     return net_log_pnl(positions, market.features.log_returns[bars + 1], cost_bps=cost_bps)
 
 
-def buy_and_hold_returns(market, *, cost_bps: float) -> np.ndarray:
+def buy_and_hold_returns(market, *, cost_bps: float, split: str = "holdout") -> np.ndarray:
     from convopt_mlflow.evaluation import net_log_pnl
 
-    start, stop = market.splits.test
+    start, stop = getattr(market.splits, split)
     returns = market.features.log_returns[np.arange(start, stop - 1) + 1]
     return net_log_pnl(np.ones_like(returns), returns, cost_bps=cost_bps)
 
 
 def promote(name: str, *, alpha: float = 0.05, data: str | None = None, challenger: str = "challenger",
-            client: MlflowClient | None = None, experiment: str | None = None) -> PromotionOutcome:
+            client: MlflowClient | None = None, experiment: str | None = None,
+            split: str = "holdout") -> PromotionOutcome:
     """Compare ``challenger`` (alias or version) with ``champion`` and move ``champion`` on evidence.
+
+    ``split`` is what both are judged on: ``holdout`` (default), or ``test``, the bars the
+    A/B verdict already used (then recorded as ``convopt.promotion.bars_reused=true``).
 
     The attempt is recorded as a ``convopt.role=promotion`` run in ``experiment`` (None: the
     default, or the ``mlflow run`` project's run), whatever the outcome.
 
     Raises:
         ModelNotFoundError: no such registered model, alias or version (exit 2).
+        UserError: the bars overlap either model's train or validation split, or a source
+            run recorded no split boundaries (exit 2).
         PromotionConflict: the champion changed since the comparison started (exit 1).
     """
     from convopt_mlflow.tracking.ab import end_run_if_running
@@ -159,14 +173,15 @@ def promote(name: str, *, alpha: float = 0.05, data: str | None = None, challeng
     if _no_edge(version, client):
         raise UserError(f"version {v} of {name!r} found no edge over flat (convopt.no_edge); it is never promoted")
     cfg, market = _market(version, data)
+    checked = _checked_bars(client, name, version, champion_v0, market, split)  # refused here: no run yet
     run = open_run(experiment=experiment, run_id=os.environ.get("MLFLOW_RUN_ID") or None, client=client,
                    run_name=f"promotion-{name}-v{v}",
                    tags={"convopt.role": "promotion", "convopt.registered_model": name,
                          "convopt.promotion.challenger": v, "convopt.promotion.previous_champion": champion_v0 or "none"})
     try:
         run.log_params({"registry_name": name, "challenger": v, "champion": champion_v0 or "none", "alpha": alpha,
-                        "data": market.bars.source})
-        outcome = _compare(client, name, v, champion_v0, cfg, market, alpha, run)
+                        "data": market.bars.source, "split": checked[0].split})
+        outcome = _compare(client, name, v, champion_v0, cfg, market, alpha, run, checked)
     except PromotionConflict as exc:
         run.set_tags({"convopt.promotion.decision": "refused", "convopt.promotion.refusal": str(exc)})
         run.end("FAILED")
@@ -180,17 +195,38 @@ def promote(name: str, *, alpha: float = 0.05, data: str | None = None, challeng
     return outcome
 
 
+def _checked_bars(client: MlflowClient, name: str, version, champion_v0: str | None, market, split: str):
+    """The bars to judge on, refused (exit 2) where either model trained or was selected on them."""
+    from convopt_mlflow.tracking.splits import check_promotion_bars
+
+    versions = {f"version {version.version}": version}
+    if champion_v0:
+        versions[f"champion version {champion_v0}"] = get_version(name, champion_v0, client)
+    bars, check = check_promotion_bars(market, split, versions, client)
+    if check.conflicts:
+        raise UserError(f"refusing to promote on the {split} split of {market.bars.source}: "
+                        + "; ".join(check.conflicts) + ". Promotion judges only on bars neither model learned "
+                        "from or was selected on; use newer data (--data) whose holdout lies after both models' "
+                        "validation bars")
+    return bars, check
+
+
 def _compare(client: MlflowClient, name: str, v: str, champion_v0: str | None, cfg, market, alpha: float,
-             run) -> PromotionOutcome:
-    """Walk both versions over the test split, record the evidence, and move the alias if it says so."""
-    cost = cfg.env.cost_bps
-    mine = walk_test_returns(f"models:/{name}/{v}", market, cost_bps=cost)
-    theirs = walk_test_returns(f"models:/{name}/{champion_v0}", market, cost_bps=cost) if champion_v0 else None
-    decision = decide_promotion(mine, buy_and_hold=buy_and_hold_returns(market, cost_bps=cost), champion=theirs,
-                                alpha=alpha, champion_label=f"version {champion_v0}" if champion_v0 else "")
+             run, checked) -> PromotionOutcome:
+    """Walk both versions over the checked bars, record the evidence, and move the alias if it says so."""
+    cost, (bars, check) = cfg.env.cost_bps, checked
+    mine = walk_test_returns(f"models:/{name}/{v}", market, cost_bps=cost, split=bars.split)
+    theirs = (walk_test_returns(f"models:/{name}/{champion_v0}", market, cost_bps=cost, split=bars.split)
+              if champion_v0 else None)
+    decision = decide_promotion(mine, buy_and_hold=buy_and_hold_returns(market, cost_bps=cost, split=bars.split),
+                                champion=theirs, alpha=alpha,
+                                champion_label=f"version {champion_v0}" if champion_v0 else "")
     evidence = {**decision.tags(), "convopt.promotion.data_source": market.bars.source,
-                "convopt.promotion.data_digest": market.bars.digest,
-                "convopt.promotion.test_bars": f"{market.splits.test[0]}:{market.splits.test[1]}",
+                "convopt.promotion.data_digest": market.bars.digest, "convopt.promotion.split": bars.split,
+                "convopt.promotion.bars": f"{bars.start}:{bars.stop}",
+                "convopt.promotion.bars_time": f"{bars.first}/{bars.last}",
+                "convopt.promotion.bars_reused": str(check.bars_reused).lower(),
+                "convopt.promotion.bars_reused_by": ",".join(check.reused_by) or "none",
                 "convopt.promotion.previous_champion": champion_v0 or "none",
                 "convopt.promotion.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "convopt.promotion.run_id": run.run_id}
@@ -202,7 +238,8 @@ def _compare(client: MlflowClient, name: str, v: str, champion_v0: str | None, c
                      "promotion/sharpe_difference": decision.sharpe_difference, "promotion/z": decision.z,
                      "promotion/p_value": decision.p_value, "promotion/n_bars": decision.n_bars,
                      "promotion/promote": float(decision.promote)}, step=0)
-    outcome = PromotionOutcome(name, v, champion_v0, decision, market.bars.source, run.run_id)
+    outcome = PromotionOutcome(name, v, champion_v0, decision, market.bars.source, run.run_id, bars.split,
+                               check.bars_reused)
     if not decision.promote:
         return outcome
     _wait_at_barrier()

@@ -26,6 +26,7 @@ from ..components.meta import MetaLearningController
 from ..components.plasticity import PLASTICITY_ACTIONS, PlasticityGate
 from ..components.replay_scenario import ScenarioReplay
 from ..tracking import MLflowOutputFormat, RunHandle, get_run_tags, log_dataset, open_run
+from ..tracking.splits import log_split_boundaries
 from .augment import AugmentCallback, build_augmentation
 from .callbacks import CheckpointCallback, ConvergenceCallback, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
@@ -41,7 +42,7 @@ from .replay import build_replay
 from .reporting import finalize_run, write_progress_artifacts
 from .resume import plan_resume
 from .selection import choose_final_model
-from .setup import Market, load_market, make_env, make_model
+from .setup import Market, load_market, make_env, make_model, split_record
 
 _SIGNALS = {signal.SIGINT: ("SIGINT", 130), signal.SIGTERM: ("SIGTERM", 143)}
 
@@ -346,6 +347,7 @@ def _log_run_inputs(handle: RunHandle, cfg, market: Market, ckpt_dir: Path) -> N
     handle.log_params(params)
     log_dataset(handle, market.bars.frame, name=market.bars.name, source=market.bars.source,
                 digest=market.bars.digest)
+    log_split_boundaries(handle, split_record(cfg, market))
 
 
 @contextmanager

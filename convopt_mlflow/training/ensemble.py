@@ -225,6 +225,8 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
 
 def _log_inputs(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, market: Any) -> None:
     from ..tracking import log_dataset
+    from ..tracking.splits import log_split_boundaries
+    from .setup import split_record
 
     params = cfgmod.flatten(cfg)
     params["config_hash"] = cfgmod.config_hash(cfg)
@@ -232,6 +234,7 @@ def _log_inputs(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, market: Any) -
     parent.log_text(cfgmod.to_json(cfg), "config.json")
     parent.set_tags({"convopt.data.digest": market.bars.digest})
     log_dataset(parent, market.bars.frame, name=market.bars.name, source=market.bars.source, digest=market.bars.digest)
+    log_split_boundaries(parent, split_record(cfg, market))
 
 
 def _end_lost_members(failed: list[MemberOutcome], children: Mapping[int, Any]) -> None:

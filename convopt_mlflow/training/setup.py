@@ -17,6 +17,7 @@ from ..components.ensemble import block_start_sampler
 from ..config import OptimizedTrainingConfig
 from ..data import Bars, Features, Splits, chronological_splits, load_bars
 from ..data.features import observation_features
+from ..data.splits import split_boundaries
 from ..data.loading import SYNTHETIC_PREFIX, parse_synthetic_spec
 from ..data.synthetic import UNIFORM_LOADINGS, generate_market
 from ..env import MarketCore, TradingVecEnv
@@ -87,10 +88,11 @@ class Market:
 
 
 def min_bars_needed(cfg: OptimizedTrainingConfig) -> int:
-    """Bars needed for feature warm-up + one training episode + small val/test splits."""
+    """Bars needed for feature warm-up + one training episode + small val/test/holdout splits."""
     train_need = 3 * cfg.data.vol_window + cfg.env.window + cfg.env.episode_length + 2
-    share = 1.0 - cfg.data.val_fraction - cfg.data.test_fraction
-    return int(math.ceil(train_need / share)) + 2 * cfg.data.embargo_bars
+    share = 1.0 - cfg.data.val_fraction - cfg.data.test_fraction - cfg.data.holdout_fraction
+    gaps = 3 if cfg.data.holdout_fraction > 0 else 2
+    return int(math.ceil(train_need / share)) + gaps * cfg.data.embargo_bars
 
 
 def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Market:
@@ -102,16 +104,23 @@ def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Marke
                                     regime_features=cfg.env.regime_features)
     features = observed.features
     splits = chronological_splits(bars.n_bars, val_fraction=cfg.data.val_fraction,
-                                  test_fraction=cfg.data.test_fraction, embargo_bars=cfg.data.embargo_bars,
+                                  test_fraction=cfg.data.test_fraction,
+                                  holdout_fraction=cfg.data.holdout_fraction, embargo_bars=cfg.data.embargo_bars,
                                   start=features.warmup)
     cores = {}
-    for name in ("train", "val", "test"):
+    for name in ("train", "val", "test"):  # no core for the holdout: only `convopt promote` walks it
         # only training needs whole episodes; val/test are walked bar by bar
         episode = cfg.env.episode_length if name == "train" else 1
         cores[name] = MarketCore(features.values, features.log_returns, window=observed.window,
                                  episode_length=episode, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only,
                                  bar_range=getattr(splits, name), warmup=features.warmup)
     return Market(bars, features, splits, cores, observed.base_names)
+
+
+def split_record(cfg: OptimizedTrainingConfig, market: Market) -> dict[str, Any]:
+    """The run's split boundaries (bar indices and timestamps) and data digest, as every run records them."""
+    return split_boundaries(market.splits, market.bars.frame.index, embargo_bars=cfg.data.embargo_bars,
+                            digest=market.bars.digest)
 
 
 def reward_scale(cfg: OptimizedTrainingConfig, market: Market) -> float:

@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 
 from convopt_mlflow import cli
@@ -37,6 +38,11 @@ def test_mlflow_run_ab_test_logs_parent_children_and_report_then_resumes(tmp_pat
     assert {c.data.tags["convopt.study"] for c in children} == {"tiny"}
     assert all("ab/eval_auc" in c.data.metrics and "backtest/test/sharpe" in c.data.metrics for c in children)
     metrics = parent.data.metrics
+    # the verdict is decided on the test split by default (validation chose each trial's checkpoint)
+    assert parent.data.params["metric"] == "backtest/test/sharpe"
+    for arm in ("baseline", "lr"):
+        test_sharpes = [c.data.metrics["backtest/test/sharpe"] for c in children if c.data.tags["convopt.arm"] == arm]
+        assert metrics[f"ab/{arm}/mean"] == pytest.approx(sum(test_sharpes) / len(test_sharpes), rel=1e-9)
     for key in ("ab/baseline/mean", "ab/lr/mean", "ab/lr/p_value", "ab/lr/hedges_g", "ab/lr/p_improvement", "ab/mde"):
         assert key in metrics, key
     artifacts = {f.path for f in client.list_artifacts(parent.info.run_id, "ab")}

@@ -42,6 +42,10 @@ def test_tiny_tune_logs_parent_children_and_reports_the_best_trial(tmp_path, mlf
     assert "tune/best/value" in parent.data.metrics
     assert "convopt ab-test --arms 'baseline,baseline:" in err and "DSR" in err
     assert best["ab_command"] in err
+    # the A/B it prints re-tests the winner on seeds no trial trained on (every trial here used seed 3)
+    trained = {int(c.data.tags["convopt.seed"]) for c in children}
+    assert trained == {3} and "--seeds 5 --first-seed 4" in best["ab_command"]
+    assert trained.isdisjoint(set(cli_seeds(best["ab_command"])))
 
 
 def test_pruning_stops_a_trial_below_the_median_and_ends_its_run_finished(tmp_path, mlflow_uri):
@@ -123,8 +127,21 @@ def test_n_trials_is_a_study_wide_budget_and_a_re_run_continues_up_to_it(tmp_pat
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # re-runs join the study's parent run
     assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]) == 3
     capsys.readouterr()
-    assert cli.main([*argv, "--n-trials", "4", "--pruner", "wilcoxon"]) == 2  # 5 folds of 15% don't fit
-    assert "use fewer --folds or a smaller data.val_fraction" in capsys.readouterr().err
+    # 5 folds of 15% don't fit (after the 10% holdout, the oldest fold has no training bars)
+    assert cli.main([*argv, "--n-trials", "4", "--pruner", "wilcoxon"]) == 2
+    err = capsys.readouterr().err
+    assert "5 walk-forward folds" in err and "use fewer folds, a smaller val_fraction" in err
     assert cli.main([*argv, "--n-trials", "4", "--pruner", "wilcoxon", "--folds", "2"]) == 2
     assert "started with --pruner median" in capsys.readouterr().err
     assert len(optuna.load_study(study_name="b", storage=storage).trials) == 3
+
+
+def cli_seeds(command: str) -> list[int]:
+    """The seeds an ``convopt ab-test`` command line runs, as the CLI parses them."""
+    import shlex
+
+    from convopt_mlflow.experiments.session import spec_from_args
+
+    argv = shlex.split(command)[2:]
+    args = cli._parser().parse_args(["ab-test", *argv])
+    return list(spec_from_args(args.arms, args.seeds, first_seed=args.first_seed).seeds)

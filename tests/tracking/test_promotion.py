@@ -23,7 +23,8 @@ from convopt_mlflow.tracking.registration import register_ensemble
 from convopt_mlflow.tracking.registry import register_verified_model
 from convopt_mlflow.training.coordinator import train
 
-DATA = "synthetic:n_bars=3000,seed=1,signal_ic=0.3"
+# seed 2: on seed 1's 286-bar holdout these tiny models beat buy-and-hold by z = 0.48 only (3.7 on its test)
+DATA = "synthetic:n_bars=3000,seed=2,signal_ic=0.3"
 TINY = {"env.n_envs": "4", "ppo.n_steps": "64", "ppo.batch_size": "64", "ppo.n_epochs": "4", "ppo.net_arch": "16",
         "env.window": "8", "env.episode_length": "64", "run.eval_freq": "1024", "run.checkpoint_freq": "4096",
         "run.progress_bar": "false", "monitoring_window": "4", "run.total_timesteps": "3072", "data.source": DATA}
@@ -104,7 +105,7 @@ def test_first_champion_then_a_refused_weaker_challenger(models, capsys):
     client = MlflowClient()
     assert cli.main(["promote", "--registry-name", NAME]) == 0
     err = capsys.readouterr().err
-    assert "promoted" in err and "no champion" in err
+    assert "convopt: promoted" in err and "no champion" in err
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
     tags = client.get_model_version(NAME, "1").tags
     assert tags["convopt.promotion.decision"] == "promoted" and tags["convopt.promotion.compared_to"] == "buy_and_hold"
@@ -117,6 +118,13 @@ def test_first_champion_then_a_refused_weaker_challenger(models, capsys):
     assert first.data.params["challenger"] == "1" and first.data.params["champion"] == "none"
     assert first.data.metrics["promotion/promote"] == 1.0
     assert first.data.metrics["promotion/p_value"] == pytest.approx(float(tags["convopt.promotion.p_value"]), rel=1e-5)
+    # judged on the holdout by default: the reserved tail recorded on the source runs, never used by an A/B
+    holdout = client.get_run(models["good0"]).data.params["split.holdout.bars"]
+    assert tags["convopt.promotion.split"] == "holdout" and tags["convopt.promotion.bars"] == holdout
+    assert int(holdout.split(":")[1]) == 3000 and tags["convopt.promotion.bars_reused"] == "false"
+    assert int(tags["convopt.promotion.n_bars"]) == int(holdout.split(":")[1]) - int(holdout.split(":")[0]) - 1
+    assert first.data.params["split"] == "holdout" and first.data.tags["convopt.promotion.bars_reused"] == "false"
+    assert "on the holdout split of" in err
 
     parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "ab-parent"})
     register_ensemble(parent.run_id, [f"runs:/{models['good1']}/model"], name=NAME, combination=None,
@@ -273,3 +281,50 @@ def test_a_lock_held_on_another_host_is_not_taken_over(models, capsys, monkeypat
     assert "held by elsewhere.example:4242 on another host" in err and "never taken over automatically" in err
     assert "champion" not in client.get_registered_model("remote").aliases
     assert client.get_registered_model("remote.promotion-lock").tags[HOLDER_TAG] == "elsewhere.example:4242"
+
+
+def _register(models, name, key, *, alias="challenger", source_runs=None):
+    """Register ``models[key]`` under ``name`` on a fresh parent run (as an A/B does); its version number."""
+    parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "ab-parent"})
+    version = register_ensemble(parent.run_id, [f"runs:/{models[key]}/model"], name=name, combination=None,
+                                tags={"convopt.source_runs": source_runs or models[key]}, alias=alias)
+    parent.end("FINISHED")
+    return str(version.version)
+
+
+def test_promotion_on_the_test_split_records_that_an_ab_verdict_used_those_bars(models, capsys):
+    client = MlflowClient()
+    _register(models, "reuse", "good1")
+    assert cli.main(["promote", "--registry-name", "reuse", "--split", "test"]) == 0
+    err = capsys.readouterr().err
+    assert "already used by an A/B verdict" in err and "on the test split of" in err
+    tags = client.get_model_version("reuse", "1").tags
+    assert tags["convopt.promotion.split"] == "test" and tags["convopt.promotion.bars_reused"] == "true"
+    assert tags["convopt.promotion.bars"] == client.get_run(models["good1"]).data.params["split.test.bars"]
+    assert models["good1"] in tags["convopt.promotion.bars_reused_by"]
+    (run,) = _promotion_runs(client, "reuse")
+    assert run.data.tags["convopt.promotion.bars_reused"] == "true" and run.data.params["split"] == "test"
+
+
+def test_promotion_refuses_bars_either_model_trained_or_was_selected_on(models, capsys):
+    client = MlflowClient()
+    _register(models, "guarded", "good0")
+    # the same market's first 1500 bars: its holdout lies inside the bars good0 trained on (compared by time,
+    # because the digest differs)
+    assert cli.main(["promote", "--registry-name", "guarded", "--data",
+                     "synthetic:n_bars=1500,seed=2,signal_ic=0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to promote on the holdout split" in err and "train split" in err and models["good0"] in err
+    assert "Traceback" not in err
+    # a champion whose source run recorded no boundaries: its training bars are unknown, so refused too
+    bare = open_run(experiment=None, run_id=None, tags={"convopt.role": "train"})
+    bare.end("FINISHED")
+    old = _register(models, "guarded", "good1", alias="champion", source_runs=bare.run_id)
+    assert cli.main(["promote", "--registry-name", "guarded", "--challenger", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"champion version {old}" in err and "recorded no split boundaries" in err
+    assert cli.main(["promote", "--registry-name", "guarded", "--split", "val"]) == 2
+    assert "--split must be one of holdout, test" in capsys.readouterr().err
+    assert not _promotion_runs(client, "guarded")  # refused before any run, champion untouched
+    assert str(client.get_model_version_by_alias("guarded", "champion").version) == old
+    assert "convopt.promotion.decision" not in client.get_model_version("guarded", "1").tags

@@ -48,6 +48,10 @@ def test_ensemble_run_trains_members_as_child_runs_and_registers_the_ensemble(tr
         assert child.info.status == "FINISHED" and child.data.tags["convopt.role"] == "ensemble-member"
         assert "backtest/test/sharpe" in child.data.metrics and child.data.tags["convopt.model_uri"]
     assert len({c.data.params["base_learning_rate"] for c in children.values()}) == 3  # jittered
+    # the parent (the registered version's run) and every member record the same split boundaries
+    bounds = {k: v for k, v in parent.data.params.items() if k.startswith("split.")}
+    assert set(bounds) >= {f"split.{n}.{f}" for n in ("train", "val", "test", "holdout") for f in ("bars", "time")}
+    assert all({k: c.data.params[k] for k in bounds} == bounds for c in children.values())
     metrics = parent.data.metrics
     for key in ("ensemble/val/disagreement_rate", "ensemble/val/mean_return_correlation", "ensemble/weight/member_2",
                 "ensemble/val_score/weighted", "backtest/test/sharpe", "member/1/backtest/val/sharpe",

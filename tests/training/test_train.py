@@ -39,6 +39,7 @@ def test_run_is_fully_tracked_and_lr_is_what_the_optimizer_used(store):
     # dataset lineage
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.digest == tags["convopt.data.digest"]
+    _assert_split_boundaries_recorded(store, run, cfg)
     # learning curves at env-timestep steps, one point per rollout
     loss = store.get_metric_history(result.run_id, "train/loss")
     assert [m.step for m in loss] == list(range(ROLLOUT, 2048 + 1, ROLLOUT))
@@ -105,3 +106,27 @@ def test_progress_bar_run_finishes(store, capsys):
                    preset="baseline")
     assert result.status == "FINISHED"
     assert "512/512" in capsys.readouterr().out.replace(",", "")
+
+
+def _assert_split_boundaries_recorded(store, run, cfg):
+    """Bar indices and timestamps of every split, as params and as splits.json, read back through MlflowClient."""
+    import json
+
+    from convopt_mlflow.training.setup import load_market
+
+    market = load_market(cfg)
+    times = market.bars.frame.index
+    params = run.data.params
+    for name in ("train", "val", "test", "holdout"):
+        start, stop = getattr(market.splits, name)
+        assert params[f"split.{name}.bars"] == f"{start}:{stop}"
+        assert params[f"split.{name}.time"] == f"{times[start].isoformat()}/{times[stop - 1].isoformat()}"
+    holdout = market.splits.holdout
+    assert holdout[1] == 3000 and holdout[1] - holdout[0] >= 0.1 * (3000 - market.features.warmup) - 1
+    assert run.data.tags["convopt.splits.holdout"] == f"{holdout[0]}:{holdout[1]}"
+    local = store.download_artifacts(run.info.run_id, "splits.json")
+    with open(local, encoding="utf-8") as stream:
+        record = json.load(stream)
+    assert record["digest"] == run.data.tags["convopt.data.digest"] and record["n_bars"] == 3000
+    assert record["splits"]["val"]["first"] == times[market.splits.val[0]].isoformat()
+    assert record["splits"]["holdout"]["start"] == holdout[0]
