@@ -20,10 +20,11 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["DASHBOARD_PANELS", "convergence_dashboard", "equity_figure", "write_html"]
+__all__ = ["DASHBOARD_PANELS", "STEP_AXIS_TITLE", "convergence_dashboard", "equity_figure", "write_html"]
 
 #: Rows of :func:`convergence_dashboard`, top to bottom: (title, history keys, log y axis).
-#: The last row, "Interventions", holds one marker trace per intervention action.
+#: A last row, "Interventions", holding one marker trace per intervention action, is added
+#: only when the run has interventions.
 DASHBOARD_PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("Loss", ("loss", "value_loss"), False),
     ("Entropy", ("entropy",), False),
@@ -33,6 +34,8 @@ DASHBOARD_PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("Approx KL", ("approx_kl",), False),
 )
 _INTERVENTION_TITLE = "Interventions"
+#: Title of every panel's x axis: each panel shows its own step numbers.
+STEP_AXIS_TITLE = "environment timesteps"
 _PLATEAU_COLOR = "rgba(255, 165, 0, 0.15)"
 _BAND_COLORS = ("rgba(31, 119, 180, 0.07)", "rgba(148, 103, 189, 0.12)")
 _PALETTE = plotly.colors.qualitative.Plotly
@@ -108,24 +111,26 @@ def convergence_dashboard(
             :func:`~convopt_mlflow.evaluation.dashboards.level_spans`.
 
     Returns:
-        A figure with ``len(DASHBOARD_PANELS) + 1`` rows sharing the x axis: one
-        trace per history key present, one marker trace per distinct action in the
-        bottom row, a dotted vertical line (layout shape named ``"intervention"``)
+        A figure with ``len(DASHBOARD_PANELS)`` rows (plus an "Interventions" row
+        when ``interventions`` is not empty) sharing the x axis, each panel with its
+        own step tick labels and axis title: one trace per history key present, one
+        marker trace per distinct action in the interventions row, a dotted vertical line (layout shape named ``"intervention"``)
         across all rows at each intervention, and a shaded band (layout shape
         named ``"plateau"``) over each run of consecutive rows with
         ``plateau_detected == 1``.
     """
     rows = sorted(history, key=_step_of)
     steps = np.array([_step_of(r) for r in rows], dtype=np.float64)
-    titles = [panel[0] for panel in DASHBOARD_PANELS] + [_INTERVENTION_TITLE]
+    # a run without interventions gets no empty "Interventions" panel
+    titles = [panel[0] for panel in DASHBOARD_PANELS] + ([_INTERVENTION_TITLE] if interventions else [])
     n_rows = len(titles)
     fig = make_subplots(
         rows=n_rows,
         cols=1,
         shared_xaxes=True,
-        vertical_spacing=0.03,
+        vertical_spacing=0.3 / n_rows,  # room for each panel's own tick labels and axis title
         subplot_titles=titles,
-        row_heights=[1.0] * (n_rows - 1) + [0.6],
+        row_heights=[1.0] * len(DASHBOARD_PANELS) + ([0.6] if interventions else []),
     )
     color_index = 0
     for row, (_, keys, log_y) in enumerate(DASHBOARD_PANELS, start=1):
@@ -152,7 +157,8 @@ def convergence_dashboard(
         if log_y:
             fig.update_yaxes(type="log", row=row, col=1)
 
-    _add_interventions(fig, interventions, row=n_rows)
+    if interventions:
+        _add_interventions(fig, interventions, row=n_rows)
     for x0, x1 in _plateau_spans(rows, steps):
         fig.add_shape(
             type="rect", name="plateau", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1,
@@ -164,11 +170,12 @@ def convergence_dashboard(
                           fillcolor=_BAND_COLORS[(i + j) % 2], line={"width": 0}, layer="below",
                           label={"text": f"{name} {_format(level)}", "textposition": "top left",
                                  "font": {"size": 9}})
-    for row in range(1, n_rows + 1):
-        fig.update_xaxes(title_text="environment timesteps" if row == n_rows else None, row=row, col=1)
+    # shared_xaxes hides the tick labels of every panel but the bottom one: show them all
+    fig.update_xaxes(showticklabels=True, title_text=STEP_AXIS_TITLE, title_font={"size": 9},
+                     title_standoff=2, tickformat=",d")
     for row, (_, keys, _) in enumerate(DASHBOARD_PANELS, start=1):
         fig.update_yaxes(title_text=", ".join(keys), title_font={"size": 9}, row=row, col=1)
-    fig.update_layout(title=title, height=180 * n_rows, hovermode="closest", template="plotly_white")
+    fig.update_layout(title=title, height=230 * n_rows, hovermode="closest", template="plotly_white")
     return fig
 
 

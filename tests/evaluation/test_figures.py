@@ -10,6 +10,7 @@ import pytest
 from convopt_mlflow.components.convergence_types import ACTIONS
 from plotly.offline import get_plotlyjs_version
 
+from convopt_mlflow.evaluation.figures import STEP_AXIS_TITLE
 from convopt_mlflow.evaluation import (
     DASHBOARD_PANELS,
     convergence_dashboard,
@@ -120,7 +121,29 @@ def test_dashboard_missing_keys_omit_traces():
     # a key measured on some updates only is drawn through the rows that have it
     assert traces["eval_score"].x == (200,) and traces["eval_score"].y == (0.1,)
     assert _shapes(fig, "plateau") == [] and _shapes(fig, "intervention") == []
-    assert len(fig.layout.annotations) == N_ROWS  # panels stay, only traces are omitted
+    assert len(fig.layout.annotations) == N_ROWS - 1  # panels stay, only traces are omitted
+
+
+def _x_axes(fig):
+    return [fig.layout[name] for name in fig.layout if name.startswith("xaxis")]
+
+
+def test_dashboard_every_panel_shows_labelled_step_numbers():
+    for interventions, rows in (([], N_ROWS - 1), (INTERVENTIONS, N_ROWS)):
+        fig = convergence_dashboard(_history(), interventions)
+        axes = _x_axes(fig)
+        assert len(axes) == rows
+        # shared_xaxes alone hides the tick labels of all panels but the bottom one
+        assert all(axis.showticklabels is True for axis in axes)
+        assert all(axis.title.text == STEP_AXIS_TITLE for axis in axes)
+
+
+def test_dashboard_without_interventions_has_no_empty_interventions_panel():
+    fig = convergence_dashboard(_history(), [])
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == [p[0] for p in DASHBOARD_PANELS]
+    assert "Interventions" not in titles
+    assert not any(t.name.startswith("intervention") for t in fig.data)
 
 
 def test_dashboard_single_row_empty_interventions():
