@@ -31,7 +31,7 @@ from .callbacks import CheckpointCallback, ConvergenceCallback, ValidationEvalCa
 from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest
 from .curriculum import CurriculumCallback, build_curriculum, start_curriculum
-from .evaluate import validation_scorer
+from .evaluate import MIN_EVALUATIONS, effective_eval_freq, validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .meta import MetaCallback, label_train_split
 from .plasticity import PlasticitySurgeon
@@ -170,7 +170,7 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
                                     stop=stop, max_rollbacks=cfg.run.max_rollbacks, curriculum=curriculum,
                                     plasticity=PlasticitySurgeon(cfg.monitor.shrink_perturb_fraction, cfg.run.seed,
                                                                  observations=lambda: convergence.watch_sample))
-    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq,
+    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), _eval_freq(cfg),
                                         callback_after_eval=after_eval)
     phase = {"training_done": False}  # saved with every checkpoint: True only in the final one
     checkpoints = CheckpointCallback(store, cfg.run.checkpoint_freq,
@@ -339,9 +339,18 @@ def _log_run_inputs(handle: RunHandle, cfg, market: Market, ckpt_dir: Path) -> N
                      "convopt.phase": "training"})
     params = cfgmod.flatten(cfg)
     params["config_hash"] = cfgmod.config_hash(cfg)
+    params["run.eval_freq_effective"] = _eval_freq(cfg)
     handle.log_params(params)
+    if params["run.eval_freq_effective"] != cfg.run.eval_freq:
+        print(f"convopt: evaluating on validation every {params['run.eval_freq_effective']:,} steps: "
+              f"run.eval_freq={cfg.run.eval_freq:,} would give fewer than {MIN_EVALUATIONS} evaluations "
+              f"in {cfg.run.total_timesteps:,} steps")
     log_dataset(handle, market.bars.frame, name=market.bars.name, source=market.bars.source,
                 digest=market.bars.digest)
+
+
+def _eval_freq(cfg) -> int:
+    return effective_eval_freq(cfg.run.eval_freq, cfg.run.total_timesteps, cfg.ppo.n_steps * cfg.env.n_envs)
 
 
 @contextmanager
