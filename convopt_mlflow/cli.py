@@ -154,9 +154,6 @@ def _train(args: argparse.Namespace) -> int:
     if result.no_edge and cfg.ensemble_size > 1 and not args.resume:
         print("convopt: the ensemble found no edge over staying flat on validation (tag convopt.no_edge=true); "
               "it was not registered", file=sys.stderr)
-    elif result.no_edge:
-        print("convopt: the agent found no edge over staying flat on validation (tag convopt.no_edge=true)",
-              file=sys.stderr)
     return result.exit_code
 
 

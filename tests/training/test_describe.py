@@ -18,11 +18,12 @@ def test_run_is_named_described_and_in_the_convopt_experiment(tracked, capsys):
     note = run.data.tags[NOTE_TAG]
     assert "**baseline-s3**: preset `baseline` on `synthetic:" in note
     assert "Test Sharpe" in note and "buy-and-hold" in note and "oracle" in note
-    assert "| Sharpe | test |" in note and "Interventions:" in note
+    assert "| Sharpe (annualized) | test |" in note and "Interventions:" in note
     assert "`dashboards/convergence.html`" in note and "`backtest/equity_test.html`" in note
     err = capsys.readouterr().err  # captured: not a terminal, so plain lines
     assert f"run {run.info.run_id} (baseline-s3, FINISHED)" in err
-    assert f"open it: mlflow ui --backend-store-uri {tracked.uri}" in err
+    assert f"open it: mlflow ui --backend-store-uri {tracked.uri}, then http://127.0.0.1:5000/#/experiments/" in err
+    assert "shipped: the weights of step " in err
     assert "Sharpe" in err and "buy & hold" in err and "\x1b[" not in err
 
 
