@@ -208,16 +208,22 @@ def _ab_test(args: argparse.Namespace) -> int:
                          workers=_number("--workers", args.workers, int), experiment=args.experiment or None,
                          heartbeat_interval=_number("--heartbeat-interval", args.heartbeat_interval, int),
                          registry_name=args.registry_name if register else None)
-    print(f"convopt: A/B parent run {result.parent_run_id} (study {name}): {result.report['verdict']}",
-          file=sys.stderr)
+    # the verdict was printed once, as the caption of the table above
+    print(f"convopt: A/B parent run {result.parent_run_id} (study {name})", file=sys.stderr)
     registration = result.registration
     if registration is not None and registration.version is not None:
         print(f"convopt: registered {args.registry_name} version {registration.version} as 'challenger'; "
               f"run `convopt promote --registry-name {args.registry_name}` to compare it with the champion",
               file=sys.stderr)
     elif registration is not None:
-        print(f"convopt: nothing registered: {registration.skipped}", file=sys.stderr)
+        skipped = registration.skipped or ""
+        if skipped.startswith(_NO_WINNER):  # it quotes the verdict, printed above already
+            skipped = f"{_NO_WINNER} (see the verdict above)"
+        print(f"convopt: nothing registered: {skipped}", file=sys.stderr)
     return 0
+
+
+_NO_WINNER = "no significant winner"
 
 
 def _promote(args: argparse.Namespace) -> int:
@@ -359,7 +365,27 @@ def _print_prediction_summary(model_uri: str, bars, table) -> None:
           f"agreement {last['agreement']:.2f})")
 
 
+def quiet_mlflow() -> None:
+    """MLflow's INFO lines ("Validating input example against model signature") and its
+    artifact progress bars off in our processes, unless the user set these variables.
+
+    Works before or after mlflow is imported: on import MLflow sets its logger's level from
+    ``MLFLOW_LOGGING_LEVEL``. Warnings and errors still show; the signature and input
+    example are still logged, only the message about validating them is not.
+    """
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+        logger = logging.getLogger("mlflow")
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_mlflow()
     args = _parser().parse_args(argv)
     handlers = {"train": _train, "ab-test": _ab_test, "worker": _worker, "data": _data_check,
                 "runs": _runs_cleanup, "config": _config, "predict": _predict, "promote": _promote,

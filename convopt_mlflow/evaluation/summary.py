@@ -116,10 +116,10 @@ class RunSummary:
         score = self.metrics.get("model/val_score", self.metrics.get("backtest/val/sharpe"))
         test = self.metrics.get("backtest/test/sharpe")
         shown = f" {score:.3f}" if score is not None and math.isfinite(score) else ""
-        line = (f"no edge over staying flat: the shipped weights' {SHARPE_LABEL} on the validation split is{shown}, not above "
-                f"flat's 0; validation alone decides (model choice, no_edge, registration)")
+        line = (f"no edge over staying flat: the shipped weights score a validation {SHARPE_LABEL} of{shown}, "
+                f"not above flat's 0; validation alone decides this")
         if test is not None and math.isfinite(test):
-            line += f", the test split ({test:.3f}) is reported but never used to decide"
+            line += f" (the test split, {test:.3f}, is only reported)"
         return line
 
 

@@ -32,8 +32,8 @@ def test_summary_says_which_steps_weights_were_shipped():
 
 def test_no_edge_line_says_what_was_compared_on_which_split():
     (line,) = [ln for ln in _plain(_summary()).splitlines() if "no edge" in ln]
-    assert "Sharpe (annualized) on the validation split is -0.400, not above flat's 0" in line
-    assert "test split (2.500) is reported but never used to decide" in line
+    assert "validation Sharpe (annualized) of -0.400, not above flat's 0; validation alone decides" in line
+    assert "(the test split, 2.500, is only reported)" in line
     edge = _summary(tags={**TAGS, "convopt.no_edge": "false"})
     assert "no edge" not in _plain(edge) and "no_edge" not in run_note(edge)
 
