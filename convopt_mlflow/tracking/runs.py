@@ -37,6 +37,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BA
 from convopt_mlflow.errors import ConfigError, RunNotFoundError
 from convopt_mlflow.tracking.cleanup import cleanup_stale_runs
 from convopt_mlflow.tracking.context import convopt_tags
+from convopt_mlflow.tracking.experiments import mark_training_experiment
 
 __all__ = [
     "CONFIG_ARTIFACT",
@@ -253,6 +254,8 @@ def open_run(
 
     Every run also gets MLflow's context tags (user, source, git) and
     :func:`convopt_tags`.
+    Its experiment is tagged as a training experiment (``mlflow.experimentKind``), so MLflow 3's
+    UI opens it on the runs table, unless it already has a kind.
     """
     client = client if client is not None else MlflowClient()
     all_tags = {**convopt_tags(), **{k: str(v) for k, v in tags.items()}}
@@ -264,8 +267,10 @@ def open_run(
             client.update_run(run_id, name=run_name)
         handle = RunHandle(run_id, client, run.info.experiment_id, run.info.artifact_uri)
         handle.set_tags(all_tags)
+        mark_training_experiment(client, run.info.experiment_id)
         return handle
     experiment_id = _experiment_id(client, experiment)
+    mark_training_experiment(client, experiment_id)
     run = client.create_run(experiment_id, tags=resolve_tags(all_tags), run_name=run_name)
     return RunHandle(run.info.run_id, client, experiment_id, run.info.artifact_uri)
 
