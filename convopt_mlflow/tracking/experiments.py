@@ -16,7 +16,7 @@ import os
 
 from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
 
-__all__ = ["EXPERIMENT_KIND_TAG", "PROJECT_NAME", "TRAINING_KIND", "ConvoptProjectExperimentProvider",
+__all__ = ["EXPERIMENT_KIND_TAG", "PROJECT_NAME", "TRAINING_KIND", "ConvoptProjectExperimentProvider", "discard_project_run",
            "mark_training_experiment"]
 
 #: The experiment tag MLflow 3's UI reads to pick an experiment's default view.
@@ -80,3 +80,23 @@ def register_provider() -> None:
     providers = registry._default_experiment_provider_registry
     if not any(isinstance(p, ConvoptProjectExperimentProvider) for p in providers):
         providers.register(ConvoptProjectExperimentProvider)
+
+
+def discard_project_run(run_id: str, reason: str, client=None) -> bool:
+    """End and delete the run ``mlflow run`` created when our command refused its input.
+
+    Only a run that holds nothing of ours (no ``convopt.role`` tag, no metric) is discarded:
+    it is marked FAILED with ``convopt.failure_reason`` (so ``mlflow run`` leaves it alone)
+    and moved to the deleted runs (``mlflow gc`` purges them). Returns whether it was.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = client if client is not None else MlflowClient()
+    run = client.get_run(run_id)
+    tags = run.data.tags
+    if "mlflow.project.entryPoint" not in tags or "convopt.role" in tags or run.data.metrics:
+        return False
+    client.set_tag(run_id, "convopt.failure_reason", reason[:5000])
+    client.set_terminated(run_id, "FAILED")
+    client.delete_run(run_id)
+    return True

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow
 import yaml
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from convopt_mlflow.config import OptimizedTrainingConfig
@@ -79,5 +80,25 @@ def test_mlflow_run_bad_param_fails_with_one_message(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert proc.stderr.count("convopt: error: unknown preset 'nope'") == 1
-    (run,) = _all_runs(MlflowClient(tracking_uri=uri))
-    assert run.info.status == "FAILED"  # the project run mlflow created is not left RUNNING
+    _assert_discarded(MlflowClient(tracking_uri=uri), "unknown preset 'nope'")
+
+
+def _assert_discarded(client, reason):
+    """The run `mlflow run` created for a refused input is neither left RUNNING nor left behind."""
+    assert not _all_runs(client)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(experiments, run_view_type=ViewType.ALL)
+    assert run.info.status == "FAILED" and run.info.lifecycle_stage == "deleted"
+    assert reason in run.data.tags["convopt.failure_reason"]
+
+
+def test_mlflow_run_unknown_param_lists_the_entry_points_parameters(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.run([*_mlflow_cli(), "run", str(ROOT), "--env-manager", "local", "-e", "data_check",
+                           "-P", "nosuchparam=1"], cwd=tmp_path, env=_env(uri), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode != 0  # MLflow's own exit code for a failed project run is 1
+    assert ("convopt: error: unknown parameter(s) nosuchparam for entry point 'data_check'; "
+            "its parameters are: source") in proc.stderr
+    assert "usage: convopt" not in proc.stderr
+    _assert_discarded(MlflowClient(tracking_uri=uri), "nosuchparam")
