@@ -38,6 +38,11 @@ class ABResult:
     registration: Registration | None = None
 
 
+def parent_run_name(study_name: str) -> str:
+    """``ab-<study>``; a study already named ``ab-...`` (the default) is not prefixed twice."""
+    return study_name if study_name.startswith("ab-") else f"ab-{study_name}"
+
+
 def validate(spec: StudySpec, storage: str | None, workers: int) -> None:
     """Every check that needs no study and no run: arms, workers, storage URL, and the data."""
     from ..training.setup import load_market
@@ -66,7 +71,7 @@ def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None,
     optuna_storage = get_storage(storage, workers=workers, heartbeat_interval=heartbeat_interval)
     study = open_study(spec, optuna_storage, study_name)
     parent_id = os.environ.get("MLFLOW_RUN_ID") or study.user_attrs.get(PARENT_ATTR) or None
-    parent = open_run(experiment=experiment or None, run_id=parent_id, run_name=f"ab-{study_name}",
+    parent = open_run(experiment=experiment or None, run_id=parent_id, run_name=parent_run_name(study_name),
                       tags={"convopt.role": "ab-parent", "convopt.study": study_name,
                             "convopt.arms": ",".join(spec.arms), "convopt.baseline": spec.baseline})
     study.set_user_attr(PARENT_ATTR, parent.run_id)

@@ -92,7 +92,7 @@ class TrialRunner:
         cfg = arm.config(self.spec.common, seed)
         tags = {"convopt.role": "ab-trial", "convopt.arm": arm.name, "convopt.seed": str(seed),
                 "convopt.study": self.study_name, "convopt.trial": str(trial.number)}
-        child = open_child_run(self.parent_run_id, tags=tags, run_name=f"ab-{arm.name}-s{seed}")
+        child = open_child_run(self.parent_run_id, tags=tags, run_name=f"ab-{arm.label}-s{seed}")
         trial.set_user_attr("mlflow_run_id", child.run_id)
         trial.set_user_attr("convopt.worker", f"{socket.gethostname()}:{os.getpid()}")
         keep = _KeepModel()

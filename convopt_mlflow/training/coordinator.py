@@ -131,7 +131,7 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
     comps = components or build_components(cfg)
     checkpoint = plan.checkpoint if plan else None
     handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
-                      run_name=run_display_name(preset, cfg.run.seed) if named_here else None,
+                      run_name=run_display_name(preset, cfg.run.seed, cfg=cfg) if named_here else None,
                       tags={**_tags(cfg, preset), **(tags or {})})
     root = Path(checkpoint_root or os.environ.get("CONVOPT_CHECKPOINT_ROOT", ".convopt/checkpoints"))
     ckpt_dir = plan.checkpoint_dir if plan and plan.checkpoint_dir else (root / handle.run_id).resolve()
@@ -312,9 +312,20 @@ def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluati
     return out
 
 
-def run_display_name(preset: str, seed: int, role: str = "") -> str:
-    """The name a run shows in the MLflow UI: ``<preset>-s<seed>``, then its role (``-member2``)."""
-    return f"{preset}-s{seed}" + (f"-{role}" if role else "")
+def run_display_name(preset: str, seed: int, role: str = "",
+                     cfg: cfgmod.OptimizedTrainingConfig | None = None) -> str:
+    """The name a run shows in the MLflow UI: ``<preset>-s<seed>``, then its role (``-member2``).
+
+    With ``cfg``, what it changes from the preset is shown compactly: ``baseline[lr=1e-4]-s0``
+    (see :mod:`convopt_mlflow.config.names`).
+    """
+    label = preset
+    if cfg is not None and preset in cfgmod.PRESETS:
+        from ..config.names import config_differences, preset_label
+
+        preset_flat = cfgmod.flatten(cfgmod.build_config(preset))
+        label = preset_label(preset, config_differences(cfgmod.flatten(cfg), preset_flat))
+    return f"{label}-s{seed}" + (f"-{role}" if role else "")
 
 
 def _tags(cfg, preset: str) -> dict[str, str]:

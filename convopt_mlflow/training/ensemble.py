@@ -185,7 +185,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
     member_cfgs = [member_config(cfg, plan) for plan in plans]  # ConfigError before any run exists
     run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
     parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
-                      run_name=run_display_name(preset, cfg.run.seed, "ensemble"),
+                      run_name=run_display_name(preset, cfg.run.seed, "ensemble", cfg=cfg),
                       tags={**_tags(cfg, preset), "convopt.role": "ensemble"})
     try:
         _log_inputs(parent, cfg, market)
@@ -196,7 +196,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
             tags = {"mlflow.parentRunId": parent.run_id, "convopt.role": "ensemble-member",
                     "convopt.member": str(plan.index), "convopt.ensemble_run": parent.run_id}
             child = open_run(experiment=experiment, run_id=None,
-                             run_name=run_display_name(preset, member_cfg.run.seed, f"member{plan.index}"),
+                             run_name=run_display_name(preset, member_cfg.run.seed, f"member{plan.index}", cfg=cfg),
                              tags={**_tags(member_cfg, preset), **tags}, client=parent.client)
             children[plan.index] = child
             tasks[plan.index] = MemberTask(cfgmod.to_json(member_cfg), child.run_id, preset, tags, checkpoint_root)
