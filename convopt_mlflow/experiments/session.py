@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import UserError
 from . import render
-from .abtest import PARENT_ATTR, completed_trials, open_study, run_cells
+from .abtest import EXTENDED_ATTR, PARENT_ATTR, completed_trials, open_study, run_cells
 from .registration import Registration, register_winner
 from .report import Winner, analyze, headline_metrics, paired_scores, winner_of
 from .spec import StudySpec
@@ -75,8 +75,9 @@ def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None,
                       tags={"convopt.role": "ab-parent", "convopt.study": study_name,
                             "convopt.arms": ",".join(spec.arms), "convopt.baseline": spec.baseline})
     study.set_user_attr(PARENT_ATTR, parent.run_id)
+    extended = _note_extension(study, spec, parent, console)
     try:
-        parent.log_params({"arms": ",".join(spec.arms), "seeds": len(spec.seeds), "metric": spec.metric,
+        parent.log_params({"arms": ",".join(spec.arms), "seeds": extended or len(spec.seeds), "metric": spec.metric,
                            "alpha": spec.alpha, "sequential": spec.sequential, "study": study_name,
                            "storage": redact(storage or "sqlite:///optuna.db"), "workers": workers,
                            **{f"common.{k}": v for k, v in spec.common.items()}})
@@ -100,6 +101,23 @@ def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None,
         raise
     parent.end("FINISHED")
     return result
+
+
+def _note_extension(study, spec: StudySpec, parent, console: bool) -> int | None:
+    """Tag (and say) that the study was extended; returns the seed count of its first design
+    (the parent's immutable ``seeds`` param), None when never extended."""
+    import sys
+
+    history = study.user_attrs.get(EXTENDED_ATTR)
+    if not history:
+        return None
+    parent.set_tags({"convopt.ab.seeds": str(len(spec.seeds)),
+                     "convopt.ab.extended_from_seeds": ",".join(map(str, history))})
+    if console:
+        print(f"convopt: study {study.study_name} extended from {history[-1]} to {len(spec.seeds)} seeds per arm: "
+              f"only cells without a result train; the report is a new fixed-sample analysis over all seeds",
+              file=sys.stderr)
+    return int(history[0])
 
 
 def _train_round(study, spec, parent_id, study_name, storage, workers, heartbeat, ckpt, seeds):
