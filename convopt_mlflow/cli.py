@@ -141,7 +141,8 @@ def _promote(args: argparse.Namespace) -> int:
     d = outcome.decision
     before = f"version {outcome.previous_champion}" if outcome.previous_champion else "no champion"
     print(f"convopt: {args.registry_name} version {outcome.challenger} vs {before} on the test split of "
-          f"{outcome.data_source} ({d.n_bars} bars): Sharpe difference {d.sharpe_difference:.4g} per bar, "
+          f"{outcome.data_source} ({d.n_bars} bars): Sharpe ({d.unit}) difference "
+          f"{d.in_unit(d.sharpe_difference):.4g}, "
           f"z = {d.z:.3g}, one-sided p = {d.p_value:.3g} (promotion run {outcome.run_id})", file=sys.stderr)
     if d.promote:
         print(f"convopt: promoted: {args.registry_name}@champion is now version {outcome.challenger} "
