@@ -26,12 +26,10 @@ import json
 import multiprocessing
 import os
 import signal
-import tempfile
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -39,10 +37,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from .. import config as cfgmod
 from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, MemberPlan
-from ..evaluation import equity_figure, write_html
+from ..evaluation import equity_figure
 from .coordinator import TrainResult, _describe, _tags, run_display_name
 from .ensemble_eval import EnsembleReport, ensemble_report
-from .reporting import SPLITS, model_inputs
+from .reporting import EQUITY_POINTS, SPLITS, model_inputs
 from .setup import load_market
 
 FAULTS_ENV = "CONVOPT_ENSEMBLE_FAULTS"
@@ -309,11 +307,12 @@ def _log_model(parent: Any, cfg, market, finished: list[MemberOutcome], decision
 
 
 def _log_equity(parent: Any, report: EnsembleReport, market: Any) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        for split in SPLITS:
-            fig = equity_figure(report.timestamps[split], report.curves[split],
-                                title=f"Ensemble and members on {split} ({market.bars.name})")
-            parent.log_artifact(write_html(fig, Path(tmp) / f"equity_{split}.html"), "backtest")
+    from ..tracking.html import log_figure
+
+    for split in SPLITS:
+        fig = equity_figure(report.timestamps[split], report.curves[split],
+                            title=f"Ensemble and members on {split} ({market.bars.name})", max_points=EQUITY_POINTS)
+        log_figure(parent, fig, "backtest", f"equity_{split}.html")
 
 
 def _version_tags(parent, cfg, preset: str, market, report: EnsembleReport, decision) -> dict[str, str]:
