@@ -133,7 +133,9 @@ def _promote(args: argparse.Namespace) -> int:
     if not 0.0 < alpha < 1.0:
         raise UserError(f"--alpha must lie in (0, 1); got {alpha}")
     from .tracking.promotion import promote
-    from .tracking.runs import quiet_artifact_transfers
+    from .tracking.runs import quiet_artifact_transfers, require_existing_store
+
+    require_existing_store()  # reads a registry: never creates ./mlflow.db
 
     with quiet_artifact_transfers():
         outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger,
@@ -195,6 +197,9 @@ def _data_check(args: argparse.Namespace) -> int:
 
 def _runs_cleanup(args: argparse.Namespace) -> int:
     from .tracking import cleanup_stale_runs
+    from .tracking.runs import require_existing_store
+
+    require_existing_store()
 
     killed = cleanup_stale_runs(experiment_names=args.experiment, older_than_s=args.older_than)
     print(f"marked {len(killed)} stale run(s) KILLED" + (": " + ", ".join(killed) if killed else ""))
@@ -232,7 +237,10 @@ def _predict(args: argparse.Namespace) -> int:
             raise UserError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
     from .data import load_bars
     from .tracking.registry import load_model, predict_bars
-    from .tracking.runs import quiet_artifact_transfers
+    from .tracking.runs import quiet_artifact_transfers, require_existing_store
+
+    if args.model.startswith(("runs:/", "models:/")):
+        require_existing_store()  # a model from the store: never creates ./mlflow.db
 
     bars = load_bars(args.data, max_gap=None)  # gaps matter to training, not to a decision
     with quiet_artifact_transfers():  # one line of output, not a bar

@@ -34,7 +34,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH
 
-from convopt_mlflow.errors import ConfigError, RunNotFoundError
+from convopt_mlflow.errors import ConfigError, RunNotFoundError, UserError
 from convopt_mlflow.tracking.cleanup import cleanup_stale_runs
 from convopt_mlflow.tracking.context import convopt_tags
 from convopt_mlflow.tracking.experiments import mark_training_experiment
@@ -50,6 +50,7 @@ __all__ = [
     "log_dataset",
     "open_run",
     "param_value",
+    "require_existing_store",
     "resolve_tracking_uri",
 ]
 
@@ -69,6 +70,21 @@ def resolve_tracking_uri() -> str:
     or MLflow 3's default, ``sqlite:///<cwd>/mlflow.db`` (``./mlruns`` only when that
     directory already holds file-store data)."""
     return mlflow.get_tracking_uri()
+
+
+def require_existing_store(uri: str | None = None) -> str:
+    """The tracking URI, refusing (UserError) a local sqlite store that does not exist yet.
+
+    MLflow creates ``./mlflow.db`` on first contact; a command that only reads (``promote``,
+    ``predict``, ``runs cleanup``) must not leave one behind in a folder that had none.
+    """
+    uri = uri or resolve_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):].split("?", 1)[0]
+        if path and not os.path.exists(path):
+            raise UserError(f"no MLflow store here: {path} does not exist; run this where you trained, "
+                            f"or point MLFLOW_TRACKING_URI at your store")
+    return uri
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
