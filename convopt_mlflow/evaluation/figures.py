@@ -28,7 +28,8 @@ import plotly.offline
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["DASHBOARD_PANELS", "PLOTLY_BUNDLE", "STEP_AXIS_TITLE", "plotly_bundle", "plotly_bundle_js", "shared_plotly_loader", "convergence_dashboard", "equity_figure", "write_html"]
+__all__ = ["DASHBOARD_PANELS", "PLOTLY_BUNDLE", "STEP_AXIS_TITLE", "convergence_dashboard", "equity_figure",
+           "plotly_bundle", "plotly_bundle_js", "shared_plotly_loader", "write_html"]
 
 #: Rows of :func:`convergence_dashboard`, top to bottom: (title, history keys, log y axis).
 #: A last row, "Interventions", holding one marker trace per intervention action, is added
@@ -133,7 +134,8 @@ def convergence_dashboard(
         A figure with ``len(DASHBOARD_PANELS)`` rows (plus an "Interventions" row
         when ``interventions`` is not empty) sharing the x axis, each panel with its
         own step tick labels and axis title: one trace per history key present, one
-        marker trace per distinct action in the interventions row, a dotted vertical line (layout shape named ``"intervention"``)
+        marker trace per distinct action in the interventions row, a dotted vertical line
+        (layout shape named ``"intervention"``)
         across all rows at each intervention, and a shaded band (layout shape
         named ``"plateau"``) over each run of consecutive rows with
         ``plateau_detected == 1``.

@@ -16,7 +16,8 @@ import os
 
 from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
 
-__all__ = ["EXPERIMENT_KIND_TAG", "PROJECT_NAME", "TRAINING_KIND", "ConvoptProjectExperimentProvider", "discard_project_run",
+__all__ = ["EXPERIMENT_KIND_TAG", "PROJECT_NAME", "TRAINING_KIND", "ConvoptProjectExperimentProvider",
+           "discard_project_run",
            "mark_training_experiment"]
 
 #: The experiment tag MLflow 3's UI reads to pick an experiment's default view.

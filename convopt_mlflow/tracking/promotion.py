@@ -177,7 +177,8 @@ def _compare(client: MlflowClient, name: str, v: str, champion_v0: str | None, c
     run.log_dict(evidence, "promotion/evidence.json")
     run.log_metrics({"promotion/sharpe_challenger": decision.in_unit(decision.sharpe_challenger),  # annualized
                      "promotion/sharpe_other": decision.in_unit(decision.sharpe_other),
-                     "promotion/sharpe_difference": decision.in_unit(decision.sharpe_difference), "promotion/z": decision.z,
+                     "promotion/sharpe_difference": decision.in_unit(decision.sharpe_difference),
+                     "promotion/z": decision.z,
                      "promotion/p_value": decision.p_value, "promotion/n_bars": decision.n_bars,
                      "promotion/promote": float(decision.promote)}, step=0)
     outcome = PromotionOutcome(name, v, champion_v0, decision, market.bars.source, run.run_id)

@@ -81,7 +81,8 @@ async function pollStudies() {
       `<td>${c.complete}/${c.planned}</td>` +
       `<td>${c.running}</td><td>${c.failed}</td></tr>`).join("");
     const comps = s.comparisons.map(c =>
-      `<tr><td class="arm" title="${esc(c.arm)}">${esc(label(c.arm))} - ${esc(label(s.baseline))}</td><td class="ci">${fmt(c.mean_difference)} ` +
+      `<tr><td class="arm" title="${esc(c.arm)}">${esc(label(c.arm))} - ${esc(label(s.baseline))}</td>` +
+      `<td class="ci">${fmt(c.mean_difference)} ` +
       `[${fmt(c.difference_ci_low)}, ${fmt(c.difference_ci_high)}]</td><td>${fmt(c.p_adjusted)}</td>` +
       `<td>${c.significant ? "yes" : "no"}</td></tr>`).join("");
     parts.push(`<h3>${esc(name)}</h3><table class="study" data-study="${esc(name)}"><tr><th>arm</th><th>done</th>` +
