@@ -11,127 +11,8 @@ import json
 import sys
 from typing import Sequence
 
+from .cli_parser import parse_args
 from .errors import UserError
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convopt", description="Convergence-optimized PPO trading, tracked in MLflow.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="train one agent as one MLflow run (an ensemble when ensemble_size > 1)")
-    train.add_argument("--preset", default="baseline", help="named preset (see `convopt config presets`)")
-    train.add_argument("--data", default=None, help="eurusd-1h, googl-1d, a CSV/Parquet path or synthetic:k=v,...")
-    train.add_argument("--total-timesteps", default=None, help="environment steps of the run")
-    train.add_argument("--seed", default=None, help="seed for torch, numpy and the environments")
-    train.add_argument("--n-envs", default=None, help="environments stepped together")
-    train.add_argument("--experiment", default=None, help="MLflow experiment name")
-    train.add_argument("--resume", default="", help="run id to continue from its last good checkpoint")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="config override, repeatable or comma-separated (e.g. ppo.batch_size=128)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    ab = sub.add_parser("ab-test", help="compare arms over seeds in an Optuna study; one parent run + child runs")
-    ab.add_argument("--arms", required=True, help="comma-separated presets or preset:overrides; the first is the baseline"
-                    " (e.g. baseline,full,lr:ppo.batch_size=512)")
-    ab.add_argument("--seeds", default="5", help="seeds per arm; seed s is the same env seed in every arm")
-    ab.add_argument("--first-seed", default="0", help="seeds run from this one up (use seeds the tuner never "
-                    "used: `convopt tune` prints a command that does)")
-    ab.add_argument("--total-timesteps", default=None, help="environment steps of every trial")
-    ab.add_argument("--data", default=None, help="data source shared by every arm")
-    ab.add_argument("--metric", default="", help="primary metric of the test (default backtest/test/sharpe: the "
-                    "test split, because validation picked each trial's checkpoint and drove its in-training "
-                    "adaptation, so validation scores are optimistic, differently in each arm)")
-    ab.add_argument("--storage", default="", help="Optuna storage URL (default sqlite:///optuna.db)")
-    ab.add_argument("--study", default="", help="study name; re-running the same study resumes it")
-    ab.add_argument("--alpha", default="0.05", help="family-wise significance level")
-    ab.add_argument("--workers", default="1", help="worker processes on this machine")
-    ab.add_argument("--sequential", nargs="?", const="true", default="false",
-                    help="add seeds in rounds and stop when decisive (group-sequential)")
-    ab.add_argument("--on-failure", default="refuse",
-                    help="a failed cell (arm, seed) is an outcome: `refuse` never registers an arm with one (the "
-                         "default); `worst` scores it as the worst value observed in the study, keeping its pairs")
-    ab.add_argument("--experiment", default="", help="MLflow experiment of the parent run")
-    ab.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats (sqlite, PostgreSQL)")
-    ab.add_argument("--wait-timeout", default="3600", help="seconds to wait for cells held by other workers")
-    ab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override for every arm (e.g. ppo.n_steps=64)")
-    ab.add_argument("--register", nargs="?", const="true", default="true",
-                    help="register a significant winner's ensemble as `challenger` (true/false; default true)")
-    ab.add_argument("--no-register", dest="register", action="store_const", const="false",
-                    help="same as --register false")
-    ab.add_argument("--registry-name", default="convopt-ensemble", help="registered model of the winner")
-
-    worker = sub.add_parser("worker", help="join an existing A/B study and train its open cells")
-    worker.add_argument("--study", required=True)
-    worker.add_argument("--storage", required=True, help="the study's Optuna storage URL (PostgreSQL or journal)")
-    worker.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats")
-    worker.add_argument("--wait-timeout", default="3600", help="seconds to wait for cells held by other workers "
-                                                               "(then exit 3; re-run to resume)")
-
-    promote = sub.add_parser("promote", help="move the registry's `champion` alias to the challenger on evidence")
-    promote.add_argument("--registry-name", default="convopt-ensemble", help="registered model name")
-    promote.add_argument("--alpha", default="0.05", help="one-sided significance level of the Sharpe test")
-    promote.add_argument("--data", default="", help="data to judge on (default: the source recorded on the challenger)")
-    promote.add_argument("--split", default="holdout",
-                         help="bars to judge on: holdout (default; reserved for promotion) or test (the bars the "
-                              "A/B verdict already used: recorded as convopt.promotion.bars_reused=true). Bars "
-                              "either model trained or was selected on are always refused")
-    promote.add_argument("--challenger", default="challenger", help="alias or version number to promote")
-    promote.add_argument("--experiment", default="", help="MLflow experiment of the promotion run")
-
-    tune = sub.add_parser("tune", help="multivariate TPE over a preset's hyperparameters, with median or Wilcoxon pruning")
-    tune.add_argument("--preset", default="baseline", help="preset whose search space is tuned")
-    tune.add_argument("--n-trials", default="20", help="trials to run (a re-run continues the study)")
-    tune.add_argument("--total-timesteps", default=None, help="environment steps of every trial")
-    tune.add_argument("--data", default=None, help="data source of every trial")
-    tune.add_argument("--storage", default="", help="Optuna storage URL (default sqlite:///optuna.db)")
-    tune.add_argument("--study", default="", help="study name (default tune-<preset>)")
-    tune.add_argument("--seed", default="0", help="seed of the TPE sampler and of every trial's training")
-    tune.add_argument("--experiment", default="", help="MLflow experiment of the parent run")
-    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="config override for every trial; a key set here is not tuned")
-    tune.add_argument("--pruner", default="median", help="median (in-training evals) or wilcoxon (walk-forward folds)")
-    tune.add_argument("--folds", default="5", help="walk-forward folds per trial with --pruner wilcoxon")
-    tune.add_argument("--workers", default="1", help="worker processes on this machine (PostgreSQL or journal storage)")
-    tune.add_argument("--heartbeat-interval", default="30", help="seconds between trial heartbeats (sqlite, PostgreSQL)")
-
-    data = sub.add_parser("data", help="market data tools").add_subparsers(dest="data_command", required=True)
-    check = data.add_parser("check", help="validate a data source and summarise it")
-    check.add_argument("source")
-    check.add_argument("--max-gap", default="30D", help="largest allowed gap between bars ('none' disables)")
-
-    runs = sub.add_parser("runs", help="MLflow run maintenance").add_subparsers(dest="runs_command", required=True)
-    cleanup = runs.add_parser("cleanup", help="mark runs left RUNNING by dead processes as KILLED")
-    cleanup.add_argument("--experiment", action="append", default=None, help="limit to these experiments")
-    cleanup.add_argument("--older-than", type=float, default=600.0,
-                         help="seconds without activity before a run on another host counts as stale")
-
-    config = sub.add_parser("config", help="show presets and config keys").add_subparsers(dest="config_command",
-                                                                                         required=True)
-    show = config.add_parser("show", help="print the resolved config of a preset with overrides")
-    show.add_argument("--preset", default="baseline")
-    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    config.add_parser("presets", help="list the presets")
-    config.add_parser("keys", help="list every config key with its documentation")
-
-    predict = sub.add_parser("predict", help="positions of a verified model on bars (runs:/ or models:/ URI)")
-    predict.add_argument("--model", required=True,
-                         help="runs:/<run_id>/model, models:/<name>@<alias>, models:/<name>/<version> or models:/<id>")
-    predict.add_argument("--data", required=True, help="eurusd-1h, googl-1d, a CSV/Parquet path or synthetic:k=v,...")
-    predict.add_argument("--out", default="", help="write every row to this .csv or .parquet file; "
-                                                   "without it, print a summary")
-    dashboard = sub.add_parser("dashboard", help="live dashboard of runs, A/B studies and the registry (read-only)")
-    dashboard.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: MLflow's own resolution)")
-    dashboard.add_argument("--storage", default="", help="Optuna storage URL of the A/B studies to follow")
-    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    dashboard.add_argument("--port", default="8050", help="port to listen on")
-    dashboard.add_argument("--token-file", default="", help="file holding the token every request needs (default: "
-                                                            "$CONVOPT_DASHBOARD_TOKEN, else one is generated and printed)")
-    dashboard.add_argument("--token", default="", help="the token itself (discouraged: `ps` shows it; use the "
-                                                       "environment or --token-file)")
-    dashboard.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                           help="another Host name to answer (e.g. an HTTPS proxy's); repeatable")
-    return parser
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -174,9 +55,6 @@ def _train(args: argparse.Namespace) -> int:
     if result.no_edge and cfg.ensemble_size > 1 and not args.resume:
         print("convopt: the ensemble found no edge over staying flat on validation (tag convopt.no_edge=true); "
               "it was not registered", file=sys.stderr)
-    elif result.no_edge:
-        print("convopt: the agent found no edge over staying flat on validation (tag convopt.no_edge=true)",
-              file=sys.stderr)
     return result.exit_code
 
 
@@ -233,8 +111,8 @@ def _ab_test(args: argparse.Namespace) -> int:
                          heartbeat_interval=_number("--heartbeat-interval", args.heartbeat_interval, int),
                          registry_name=args.registry_name if register else None,
                          wait_timeout_s=_number("--wait-timeout", args.wait_timeout))
-    print(f"convopt: A/B parent run {result.parent_run_id} (study {name}): {result.report['verdict']}",
-          file=sys.stderr)
+    # the verdict was printed once, as the caption of the table above
+    print(f"convopt: A/B parent run {result.parent_run_id} (study {name})", file=sys.stderr)
     registration = result.registration
     if registration is not None and registration.reused:
         print(f"convopt: study {name} registered {args.registry_name} version {registration.version} before; "
@@ -247,8 +125,14 @@ def _ab_test(args: argparse.Namespace) -> int:
               f"run `convopt promote --registry-name {args.registry_name}` to compare it with the champion",
               file=sys.stderr)
     elif registration is not None:
-        print(f"convopt: nothing registered: {registration.skipped}", file=sys.stderr)
+        skipped = registration.skipped or ""
+        if skipped.startswith(_NO_WINNER):  # it quotes the verdict, printed above already
+            skipped = f"{_NO_WINNER} (see the verdict above)"
+        print(f"convopt: nothing registered: {skipped}", file=sys.stderr)
     return 0
+
+
+_NO_WINNER = "no significant winner"
 
 
 def _promote(args: argparse.Namespace) -> int:
@@ -258,7 +142,9 @@ def _promote(args: argparse.Namespace) -> int:
     if not 0.0 < alpha < 1.0:
         raise UserError(f"--alpha must lie in (0, 1); got {alpha}")
     from .tracking.promotion import promote
-    from .tracking.runs import quiet_artifact_transfers
+    from .tracking.runs import quiet_artifact_transfers, require_existing_store
+
+    require_existing_store()  # reads a registry: never creates ./mlflow.db
 
     with quiet_artifact_transfers():
         outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger,
@@ -269,7 +155,8 @@ def _promote(args: argparse.Namespace) -> int:
         print(f"convopt: warning: these {outcome.split} bars were already used by an A/B verdict "
               "(convopt.promotion.bars_reused=true); the evidence is not independent of it", file=sys.stderr)
     print(f"convopt: {args.registry_name} version {outcome.challenger} vs {before} on the {outcome.split} split of "
-          f"{outcome.data_source} ({d.n_bars} bars): Sharpe difference {d.sharpe_difference:.4g} per bar, "
+          f"{outcome.data_source} ({d.n_bars} bars): Sharpe ({d.unit}) difference "
+          f"{d.in_unit(d.sharpe_difference):.4g}, "
           f"z = {d.z:.3g}, one-sided p = {d.p_value:.3g} (promotion run {outcome.run_id})", file=sys.stderr)
     if d.promote:
         print(f"convopt: promoted: {args.registry_name}@champion is now version {outcome.challenger} "
@@ -323,6 +210,9 @@ def _data_check(args: argparse.Namespace) -> int:
 
 def _runs_cleanup(args: argparse.Namespace) -> int:
     from .tracking import cleanup_stale_runs
+    from .tracking.runs import require_existing_store
+
+    require_existing_store()
 
     killed = cleanup_stale_runs(experiment_names=args.experiment, older_than_s=args.older_than)
     print(f"marked {len(killed)} stale run(s) KILLED" + (": " + ", ".join(killed) if killed else ""))
@@ -360,7 +250,10 @@ def _predict(args: argparse.Namespace) -> int:
             raise UserError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
     from .data import load_bars
     from .tracking.registry import load_model, predict_bars
-    from .tracking.runs import quiet_artifact_transfers
+    from .tracking.runs import quiet_artifact_transfers, require_existing_store
+
+    if args.model.startswith(("runs:/", "models:/")):
+        require_existing_store()  # a model from the store: never creates ./mlflow.db
 
     bars = load_bars(args.data, max_gap=None)  # gaps matter to training, not to a decision
     with quiet_artifact_transfers():  # one line of output, not a bar
@@ -394,8 +287,50 @@ def _print_prediction_summary(model_uri: str, bars, table) -> None:
           f"agreement {last['agreement']:.2f})")
 
 
+def quiet_mlflow() -> None:
+    """MLflow's INFO lines ("Validating input example against model signature") and its
+    artifact progress bars off in our processes, unless the user set these variables.
+
+    Works before or after mlflow is imported: on import MLflow sets its logger's level from
+    ``MLFLOW_LOGGING_LEVEL``. Warnings and errors still show; the signature and input
+    example are still logged, only the message about validating them is not.
+    """
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+        logger = logging.getLogger("mlflow")
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
+def _discard_project_run(message: str) -> None:
+    """A refused input under ``mlflow run``: its run held nothing yet, so it is not left behind."""
+    import os
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        from .tracking.experiments import discard_project_run
+
+        if discard_project_run(run_id, message):
+            print(f"convopt: run {run_id}, created by `mlflow run` for this refused input, was ended and deleted",
+                  file=sys.stderr)
+    except Exception:  # noqa: BLE001 - the user's error is the message that matters
+        return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    quiet_mlflow()
+    try:
+        args = parse_args(argv)
+    except UserError as exc:
+        print(f"convopt: error: {exc}", file=sys.stderr)
+        _discard_project_run(str(exc))
+        return exc.exit_code
     handlers = {"train": _train, "ab-test": _ab_test, "worker": _worker, "data": _data_check,
                 "runs": _runs_cleanup, "config": _config, "predict": _predict, "promote": _promote,
                 "tune": _tune, "dashboard": _dashboard}
@@ -403,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except UserError as exc:
         print(f"convopt: error: {exc}", file=sys.stderr)
+        _discard_project_run(str(exc))
         return exc.exit_code
     except KeyboardInterrupt as exc:  # an A/B trial or worker stopped by SIGINT/SIGTERM; its runs ended KILLED
         if args.command not in ("ab-test", "worker", "tune"):

@@ -11,19 +11,29 @@ Example:
 """
 from __future__ import annotations
 
+import base64
+import functools
+import gzip
+import json
 import math
+import posixpath
+import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import plotly
 import plotly.colors
+import plotly.offline
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["DASHBOARD_PANELS", "convergence_dashboard", "equity_figure", "write_html"]
+__all__ = ["DASHBOARD_PANELS", "PLOTLY_BUNDLE", "STEP_AXIS_TITLE", "convergence_dashboard", "equity_figure",
+           "plotly_bundle", "plotly_bundle_js", "shared_plotly_loader", "write_html"]
 
 #: Rows of :func:`convergence_dashboard`, top to bottom: (title, history keys, log y axis).
-#: The last row, "Interventions", holds one marker trace per intervention action.
+#: A last row, "Interventions", holding one marker trace per intervention action, is added
+#: only when the run has interventions.
 DASHBOARD_PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("Loss", ("loss", "value_loss"), False),
     ("Entropy", ("entropy",), False),
@@ -33,6 +43,10 @@ DASHBOARD_PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("Approx KL", ("approx_kl",), False),
 )
 _INTERVENTION_TITLE = "Interventions"
+#: Artifact path of a run's one copy of plotly.js (see :func:`shared_plotly_loader`).
+PLOTLY_BUNDLE = "assets/plotly-gzip.mjs"
+#: Title of every panel's x axis: each panel shows its own step numbers.
+STEP_AXIS_TITLE = "environment timesteps"
 _PLATEAU_COLOR = "rgba(255, 165, 0, 0.15)"
 _BAND_COLORS = ("rgba(31, 119, 180, 0.07)", "rgba(148, 103, 189, 0.12)")
 _PALETTE = plotly.colors.qualitative.Plotly
@@ -40,7 +54,8 @@ _KNOWN_CURVE_COLORS = {"policy": "#1f77b4", "buy_and_hold": "#7f7f7f", "flat": "
                        "signal_rule": "#98df8a"}
 
 
-def equity_figure(timestamps: Sequence[Any], curves: Mapping[str, np.ndarray], *, title: str) -> go.Figure:
+def equity_figure(timestamps: Sequence[Any], curves: Mapping[str, np.ndarray], *, title: str,
+                  max_points: int | None = None) -> go.Figure:
     """Equity curves (e.g. policy vs buy-and-hold vs flat) over the same bars.
 
     Args:
@@ -49,6 +64,8 @@ def equity_figure(timestamps: Sequence[Any], curves: Mapping[str, np.ndarray], *
             ``m = n_bars + 1``).
         curves: name -> equity, each of shape ``(m,)``, starting at 1.0 by convention.
         title: figure title.
+        max_points: at most this many evenly spaced points per curve (first and last kept);
+            a page over a 300k-bar test split stays small. None: every point.
 
     Returns:
         A figure with one line trace per curve, in mapping order.
@@ -57,9 +74,15 @@ def equity_figure(timestamps: Sequence[Any], curves: Mapping[str, np.ndarray], *
         ValueError: if a curve's length differs from ``len(timestamps)``.
     """
     x = _as_x(timestamps)
+    keep = None
+    if max_points is not None and len(x) > max_points:
+        keep = np.unique(np.linspace(0, len(x) - 1, max(2, max_points)).round().astype(int))
+        x = [x[i] for i in keep] if isinstance(x, list) else x[keep]
     fig = go.Figure()
     for i, (name, curve) in enumerate(curves.items()):
         y = np.asarray(curve, dtype=np.float64)
+        if keep is not None and y.shape == (len(timestamps),):
+            y = y[keep]
         if y.shape != (len(x),):
             raise ValueError(f"curve {name!r} has shape {y.shape}, expected ({len(x)},) to match timestamps")
         color = _KNOWN_CURVE_COLORS.get(name, _PALETTE[i % len(_PALETTE)])
@@ -109,24 +132,27 @@ def convergence_dashboard(
             :func:`~convopt_mlflow.evaluation.dashboards.level_spans`.
 
     Returns:
-        A figure with ``len(DASHBOARD_PANELS) + 1`` rows sharing the x axis: one
-        trace per history key present, one marker trace per distinct action in the
-        bottom row, a dotted vertical line (layout shape named ``"intervention"``)
+        A figure with ``len(DASHBOARD_PANELS)`` rows (plus an "Interventions" row
+        when ``interventions`` is not empty) sharing the x axis, each panel with its
+        own step tick labels and axis title: one trace per history key present, one
+        marker trace per distinct action in the interventions row, a dotted vertical line
+        (layout shape named ``"intervention"``)
         across all rows at each intervention, and a shaded band (layout shape
         named ``"plateau"``) over each run of consecutive rows with
         ``plateau_detected == 1``.
     """
     rows = sorted(history, key=_step_of)
     steps = np.array([_step_of(r) for r in rows], dtype=np.float64)
-    titles = [panel[0] for panel in DASHBOARD_PANELS] + [_INTERVENTION_TITLE]
+    # a run without interventions gets no empty "Interventions" panel
+    titles = [panel[0] for panel in DASHBOARD_PANELS] + ([_INTERVENTION_TITLE] if interventions else [])
     n_rows = len(titles)
     fig = make_subplots(
         rows=n_rows,
         cols=1,
         shared_xaxes=True,
-        vertical_spacing=0.03,
+        vertical_spacing=0.3 / n_rows,  # room for each panel's own tick labels and axis title
         subplot_titles=titles,
-        row_heights=[1.0] * (n_rows - 1) + [0.6],
+        row_heights=[1.0] * len(DASHBOARD_PANELS) + ([0.6] if interventions else []),
     )
     color_index = 0
     for row, (_, keys, log_y) in enumerate(DASHBOARD_PANELS, start=1):
@@ -153,7 +179,8 @@ def convergence_dashboard(
         if log_y:
             fig.update_yaxes(type="log", row=row, col=1)
 
-    _add_interventions(fig, interventions, row=n_rows)
+    if interventions:
+        _add_interventions(fig, interventions, row=n_rows)
     for x0, x1 in _plateau_spans(rows, steps):
         fig.add_shape(
             type="rect", name="plateau", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1,
@@ -165,22 +192,87 @@ def convergence_dashboard(
                           fillcolor=_BAND_COLORS[(i + j) % 2], line={"width": 0}, layer="below",
                           label={"text": f"{name} {_format(level)}", "textposition": "top left",
                                  "font": {"size": 9}})
-    for row in range(1, n_rows + 1):
-        fig.update_xaxes(title_text="environment timesteps" if row == n_rows else None, row=row, col=1)
+    # shared_xaxes hides the tick labels of every panel but the bottom one: show them all
+    fig.update_xaxes(showticklabels=True, title_text=STEP_AXIS_TITLE, title_font={"size": 9},
+                     title_standoff=2, tickformat=",d")
     for row, (_, keys, _) in enumerate(DASHBOARD_PANELS, start=1):
         fig.update_yaxes(title_text=", ".join(keys), title_font={"size": 9}, row=row, col=1)
-    fig.update_layout(title=title, height=180 * n_rows, hovermode="closest", template="plotly_white")
+    fig.update_layout(title=title, height=230 * n_rows, hovermode="closest", template="plotly_white")
     return fig
 
 
-def write_html(fig: go.Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a self-contained HTML page (plotly.js embedded, works offline).
+def plotly_bundle() -> Path:
+    """plotly.js as shipped in the plotly wheel (about 4.8 MB): nothing is fetched from a CDN."""
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
-    Parent directories are created. Returns the path written.
+
+@functools.lru_cache(maxsize=1)
+def plotly_bundle_js() -> str:
+    """The run's shared plotly.js: gzip + base64 (about 2 MB instead of 4.8), unpacked by the browser.
+
+    Run as a classic script, it decompresses plotly.js (``DecompressionStream``), runs it, and
+    then draws every figure the page's stub (:func:`shared_plotly_loader`) queued meanwhile.
+    """
+    packed = base64.b64encode(gzip.compress(plotly_bundle().read_bytes(), compresslevel=9, mtime=0)).decode("ascii")
+    return (f"/* plotly.js v{plotly.offline.get_plotlyjs_version()} (MIT), gzip + base64; see convopt_mlflow."
+            "evaluation.figures.plotly_bundle_js */\n(function () {\n"
+            f"  var packed = \"{packed}\";\n"
+            "  var bytes = Uint8Array.from(atob(packed), function (c) { return c.charCodeAt(0); });\n"
+            "  var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));\n"
+            "  new Response(stream).text().then(function (code) {\n"
+            "    var queue = (window.Plotly && window.Plotly.__queue) || [];\n"
+            "    var script = document.createElement('script');\n"
+            "    script.text = code;\n"
+            "    document.head.appendChild(script);\n"
+            "    queue.forEach(function (call) {\n"
+            "      window.Plotly.newPlot.apply(window.Plotly, call.args).then(call.resolve, call.reject);\n"
+            "    });\n"
+            "  });\n"
+            "})();\n")
+
+
+#: Defines ``Plotly.newPlot`` until the real one is unpacked: calls are queued, then replayed.
+_PLOTLY_STUB = ("window.Plotly = window.Plotly || {__queue: [], newPlot: function () {\n"
+                "  var args = arguments, queue = this.__queue;\n"
+                "  return new Promise(function (resolve, reject) { queue.push({args: args, resolve: resolve, "
+                "reject: reject}); });\n}};\n")
+
+
+def shared_plotly_loader(run_id: str, page: str, bundle: str = PLOTLY_BUNDLE) -> str:
+    """A ``<script>`` that loads the run's one copy of plotly.js, for a page at artifact path ``page``.
+
+    Inside MLflow's artifact viewer the page is a ``blob:`` document in a sandboxed iframe, where
+    a relative ``src`` resolves to nothing: the bundle is loaded from the server that showed it,
+    ``<origin>/get-artifact?path=<bundle>&run_uuid=<run>``. MLflow serves ``.js`` artifacts as
+    ``text/plain`` with ``nosniff`` (a browser refuses to run them) and ``.mjs`` as
+    ``text/javascript``, hence the bundle's name. A downloaded copy of the run's artifacts
+    (``file:``) loads it by relative path. The bundle (:func:`plotly_bundle_js`) unpacks
+    plotly.js asynchronously; the stub queues the page's ``Plotly.newPlot`` calls until then.
+    """
+    relative = posixpath.relpath(bundle, posixpath.dirname(page) or ".")
+    query = f"path={urllib.parse.quote(bundle, safe='')}&run_uuid={urllib.parse.quote(run_id, safe='')}"
+    return ("<script>" + _PLOTLY_STUB + "(function () { var src = " + json.dumps(relative) + ";\n"
+            "  if (location.protocol === 'blob:') { src = new URL(location.href.slice(5)).origin + "
+            "'/get-artifact?" + query + "'; }\n"
+            "  document.write('<script src=\"' + src + '\"><\\/script>'); })();</script>")
+
+
+def write_html(fig: go.Figure, path: str | Path, *, run_id: str | None = None, page: str | None = None) -> Path:
+    """Write ``fig`` as an HTML page that works offline (nothing from a CDN).
+
+    Without ``run_id`` the page embeds plotly.js (self-contained, about 4.8 MB). With the run's
+    id and the page's artifact path (``page``, e.g. ``"dashboards/convergence.html"``) it loads
+    the run's shared copy at :data:`PLOTLY_BUNDLE` instead (:func:`shared_plotly_loader`), so a
+    run holds plotly.js once, not once per page. Parent directories are created.
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(out, include_plotlyjs=True, full_html=True)
+    if run_id is None:
+        fig.write_html(out, include_plotlyjs=True, full_html=True)
+        return out
+    html = fig.to_html(include_plotlyjs=False, full_html=True)
+    loader = shared_plotly_loader(run_id, page or out.name)
+    out.write_text(html.replace("<head>", "<head>" + loader, 1), encoding="utf-8")
     return out
 
 

@@ -1,7 +1,9 @@
 """Whether a challenger may become champion: a paired, one-sided Sharpe test on one test period.
 
 Pure numpy/scipy over per-bar net log returns ``(bars,)`` of the strategies, walked over
-the same test bars. Sharpe ratios are per bar (:mod:`convopt_mlflow.stats`).
+the same test bars. The test runs on per-bar Sharpe ratios (:mod:`convopt_mlflow.stats`);
+with ``periods_per_year`` every Sharpe the user reads (reason, tags) is annualized,
+``per-bar Sharpe x sqrt(periods_per_year)``, the unit of training and A/B output.
 
 - With a champion: promote when the challenger's Sharpe is significantly higher
   (Jobson-Korkie/Memmel z, one-sided ``p = 1 - Phi(z) < alpha``).
@@ -36,6 +38,8 @@ class PromotionDecision:
     p_value: float
     alpha: float
     n_bars: int
+    periods_per_year: float | None = None
+    """Bars per year of the data; None: Sharpes stay per bar."""
 
     @property
     def promote(self) -> bool:
@@ -43,11 +47,25 @@ class PromotionDecision:
 
     @property
     def sharpe_difference(self) -> float:
+        """Per bar, as the test sees it."""
         return self.sharpe_challenger - self.sharpe_other
 
+    @property
+    def unit(self) -> str:
+        return "annualized" if self.periods_per_year else "per bar"
+
+    def in_unit(self, sharpe: float) -> float:
+        """A per-bar Sharpe in :attr:`unit` (annualized when ``periods_per_year`` is known)."""
+        return sharpe * float(np.sqrt(self.periods_per_year)) if self.periods_per_year else sharpe
+
     def tags(self, prefix: str = "convopt.promotion.") -> dict[str, str]:
-        values = {**asdict(self), "sharpe_difference": self.sharpe_difference,
+        """The evidence; every Sharpe in :attr:`unit` (``sharpe_unit``); z and p are unit-free."""
+        values = {**asdict(self), "sharpe_challenger": self.in_unit(self.sharpe_challenger),
+                  "sharpe_other": self.in_unit(self.sharpe_other),
+                  "sharpe_difference": self.in_unit(self.sharpe_difference), "sharpe_unit": self.unit,
                   "test": "one-sided Jobson-Korkie/Memmel Sharpe difference, per-bar net log returns"}
+        if values["periods_per_year"] is None:
+            del values["periods_per_year"]
         return {prefix + key: f"{value:.6g}" if isinstance(value, float) else str(value)
                 for key, value in values.items()}
 
@@ -71,7 +89,8 @@ def one_sided_sharpe_test(challenger: np.ndarray, other: np.ndarray) -> tuple[fl
 
 
 def decide_promotion(challenger: np.ndarray, *, buy_and_hold: np.ndarray, champion: np.ndarray | None,
-                     alpha: float, champion_label: str = "champion") -> PromotionDecision:
+                     alpha: float, champion_label: str = "champion",
+                     periods_per_year: float | None = None) -> PromotionDecision:
     """Decide on the challenger's per-bar net returns against the champion's, or the benchmarks.
 
     Args:
@@ -79,6 +98,7 @@ def decide_promotion(challenger: np.ndarray, *, buy_and_hold: np.ndarray, champi
             same test bars; ``champion`` None when there is none yet.
         alpha: one-sided significance level.
         champion_label: how the champion is named in the evidence (e.g. ``version 3``).
+        periods_per_year: bars per year; the reason then states annualized Sharpes.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -91,23 +111,27 @@ def decide_promotion(challenger: np.ndarray, *, buy_and_hold: np.ndarray, champi
     """
     challenger = np.asarray(challenger, dtype=float)
     n = int(challenger.size)
+    k = float(np.sqrt(periods_per_year)) if periods_per_year else 1.0
+    label = "Sharpe (annualized)" if periods_per_year else "Sharpe per bar"
     if champion is not None:
         mine, theirs, z, p = one_sided_sharpe_test(challenger, np.asarray(champion, dtype=float))
         better = p < alpha
-        reason = (f"challenger's Sharpe {mine:.4g} vs {champion_label}'s {theirs:.4g} per bar: one-sided p = {p:.3g} "
+        reason = (f"challenger's {label} {k * mine:.4g} vs {champion_label}'s {k * theirs:.4g}: one-sided p = {p:.3g} "
                   + (f"< alpha = {alpha}" if better else f">= alpha = {alpha}; not a significant improvement"))
-        return PromotionDecision(PROMOTE if better else REFUSE, reason, champion_label, mine, theirs, z, p, alpha, n)
+        return PromotionDecision(PROMOTE if better else REFUSE, reason, champion_label, mine, theirs, z, p, alpha, n,
+                                 periods_per_year)
     mine, bh, z, p = one_sided_sharpe_test(challenger, np.asarray(buy_and_hold, dtype=float))
     problems = []
     if not mine > 0.0:
-        problems.append(f"its Sharpe {mine:.4g} does not beat flat (0)")
+        problems.append(f"its {label} {k * mine:.4g} does not beat flat (0)")
     if not mine > bh:
-        problems.append(f"its Sharpe {mine:.4g} does not beat buy-and-hold's {bh:.4g}")
+        problems.append(f"its {label} {k * mine:.4g} does not beat buy-and-hold's {k * bh:.4g}")
     if not p < alpha:
         problems.append(f"the improvement over buy-and-hold is not significant (one-sided p = {p:.3g} >= {alpha})")
     if problems:
         reason = "first champion refused: " + "; ".join(problems)
     else:
-        reason = (f"first champion: Sharpe {mine:.4g} per bar beats flat (0) and buy-and-hold ({bh:.4g}), "
+        reason = (f"first champion: {label} {k * mine:.4g} beats flat (0) and buy-and-hold ({k * bh:.4g}), "
                   f"one-sided p = {p:.3g} < alpha = {alpha}")
-    return PromotionDecision(REFUSE if problems else PROMOTE, reason, "buy_and_hold", mine, bh, z, p, alpha, n)
+    return PromotionDecision(REFUSE if problems else PROMOTE, reason, "buy_and_hold", mine, bh, z, p, alpha, n,
+                             periods_per_year)

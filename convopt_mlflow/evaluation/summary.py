@@ -10,7 +10,7 @@ Example:
     >>> s = RunSummary("abc123", "baseline-s0", "baseline", "eurusd_1h", "FINISHED",
     ...                {"backtest/test/sharpe": 0.5, "benchmark/test/flat/sharpe": 0.0}, {})
     >>> s.rows()[0][:2]
-    ('Sharpe', 'test')
+    ('Sharpe (annualized)', 'test')
 """
 from __future__ import annotations
 
@@ -19,12 +19,16 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO, Mapping, Sequence
 
-__all__ = ["DASHBOARD_ARTIFACTS", "RunSummary", "print_summary", "run_note"]
+__all__ = ["DASHBOARD_ARTIFACTS", "SHARPE_LABEL", "RunSummary", "print_summary", "run_note"]
 
 #: Artifacts a training run links from its description (those it holds).
 DASHBOARD_ARTIFACTS = ("dashboards/convergence.html", "dashboards/activity.html",
                        "backtest/equity_test.html", "backtest/equity_val.html", "interventions.csv")
-_MEASURES = (("Sharpe", "sharpe"), ("total return", "total_return"), ("max drawdown", "max_drawdown"),
+#: How every user-facing Sharpe is named: annualized with the data's bars per year.
+SHARPE_LABEL = "Sharpe (annualized)"
+#: Where MLflow's ``mlflow ui`` serves by default.
+UI_ADDRESS = "http://127.0.0.1:5000"
+_MEASURES = ((SHARPE_LABEL, "sharpe"), ("total return", "total_return"), ("max drawdown", "max_drawdown"),
              ("turnover /bar", "turnover"))
 _BENCHMARKS = ("flat", "buy_and_hold", "oracle")
 _SPLITS = ("test", "val")
@@ -72,12 +76,51 @@ class RunSummary:
         return self.metrics.get("backtest/test/oracle_fraction")
 
     def ui_command(self) -> str:
+        """The command that serves the run's store; empty when it is already a tracking server."""
         uri = self.tracking_uri or "sqlite:///mlflow.db"
-        return f"mlflow ui --backend-store-uri {uri}"
+        return "" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
 
     def run_path(self) -> str:
         """Where the run opens in the UI, relative to its address."""
         return f"#/experiments/{self.experiment_id}/runs/{self.run_id}" if self.experiment_id else ""
+
+    def run_url(self) -> str:
+        """The run's full address: on the tracking server, or where ``mlflow ui`` serves by default."""
+        uri = self.tracking_uri or ""
+        base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+        return f"{base}/{self.run_path()}"
+
+    def open_line(self) -> str:
+        command = self.ui_command()
+        return f"open it: {command}, then {self.run_url()}" if command else f"open it: {self.run_url()}"
+
+    def shipped_line(self) -> str:
+        """Which step's weights the run shipped, and why (tags ``convopt.model_step``/``model_source``)."""
+        step, source = self.tags.get("convopt.model_step"), self.tags.get("convopt.model_source")
+        if step is None:
+            return ""
+        score, last = self.metrics.get("model/val_score"), self.metrics.get("model/last_val_score")
+        text = f"shipped: the weights of step {int(step):,}"
+        if source == "best":
+            text += " (the best checkpoint by validation Sharpe"
+            text += f", {score:.3f}; the last update scored {last:.3f})" if score is not None and last is not None \
+                else ")"
+        else:
+            text += " (the last update" + (f", validation Sharpe {score:.3f})" if score is not None else ")")
+        return text
+
+    def edge_line(self) -> str:
+        """One line explaining ``convopt.no_edge``: what was compared, on which split; empty with an edge."""
+        if self.tags.get("convopt.no_edge") != "true":
+            return ""
+        score = self.metrics.get("model/val_score", self.metrics.get("backtest/val/sharpe"))
+        test = self.metrics.get("backtest/test/sharpe")
+        shown = f" {score:.3f}" if score is not None and math.isfinite(score) else ""
+        line = (f"no edge over staying flat: the shipped weights score a validation {SHARPE_LABEL} of{shown}, "
+                f"not above flat's 0; validation alone decides this")
+        if test is not None and math.isfinite(test):
+            line += f" (the test split, {test:.3f}, is only reported)"
+        return line
 
 
 def run_note(summary: RunSummary) -> str:
@@ -86,7 +129,7 @@ def run_note(summary: RunSummary) -> str:
     fraction = summary.oracle_fraction()
     test = summary.metrics.get("backtest/test/sharpe")
     if test is not None:
-        head = f"Test Sharpe **{test:.3g}**"
+        head = f"Test {SHARPE_LABEL} **{test:.3g}**"
         bh = summary.metrics.get("benchmark/test/buy_and_hold/sharpe")
         if bh is not None:
             head += f" (buy-and-hold {bh:.3g}, flat 0"
@@ -94,8 +137,10 @@ def run_note(summary: RunSummary) -> str:
             head += f", oracle {oracle:.3g}; {100 * fraction:.0f}% of the oracle)" if oracle is not None and \
                 fraction is not None else ")"
         lines.append(head + ".")
-    if summary.tags.get("convopt.no_edge") == "true":
-        lines.append("No edge over staying flat on validation (`convopt.no_edge`).")
+    if summary.shipped_line():
+        lines.append(summary.shipped_line()[0].upper() + summary.shipped_line()[1:] + ".")
+    if summary.edge_line():
+        lines.append(f"`convopt.no_edge`: {summary.edge_line()}.")
     rows = summary.rows()
     if rows:
         lines += ["", "| measure | split | policy | flat | buy & hold | oracle |", "|---|---|---:|---:|---:|---:|"]
@@ -120,8 +165,9 @@ def print_summary(summary: RunSummary, stream: IO[str] | None = None, *, rich_ou
         rich_output = bool(getattr(stream, "isatty", lambda: False)())
     counts = summary.interventions()
     kinds = ", ".join(f"{a} x{n}" for a, n in counts.items()) if counts else "none"
-    footer = [f"interventions: {kinds}", f"run {summary.run_id} ({summary.run_name}, {summary.status})",
-              f"open it: {summary.ui_command()}" + (f"  then {summary.run_path()}" if summary.run_path() else "")]
+    footer = [f"interventions: {kinds}", summary.shipped_line(), summary.edge_line(),
+              f"run {summary.run_id} ({summary.run_name}, {summary.status})", summary.open_line()]
+    footer = [line for line in footer if line]
     header = ("measure", "split", "policy", "flat", "buy & hold", "oracle")
     if rich_output:
         from rich.console import Console

@@ -34,10 +34,12 @@ from optuna.trial import TrialState
 from ..errors import UserError
 from .liveness import DEFAULT_WAIT_TIMEOUT_S, RecordsWorker, Wait, describe_holder, fail_dead_trials
 from .spec import StudySpec
-from .trial import NO_METRIC, DuplicateCell, TrialFailed, TrialRunner, cell_of
+from .trial import NO_METRIC, DuplicateCell, TrialFailed, TrialRunner, cell_of, seed_is_categorical
 
 SPEC_ATTR = "convopt.spec"
 PARENT_ATTR = "convopt.parent_run_id"
+#: Seeds per arm of each earlier design of an extended study, oldest first.
+EXTENDED_ATTR = "convopt.extended_from_seeds"
 #: Failed trainings of one cell before the study gives up on it (stale retries are Optuna's).
 MAX_FAILURES_PER_CELL = 2
 
@@ -55,7 +57,8 @@ def _sampler(spec: StudySpec) -> GridSampler:
 
 
 def open_study(spec: StudySpec, storage: BaseStorage, name: str) -> optuna.Study:
-    """Create the study, or load it to resume; UserError when it exists with another spec."""
+    """Create the study, load it to resume, or extend it with more seeds (:func:`_extend`);
+    UserError when it exists with another design."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(spec), direction="maximize",
                                 pruner=optuna.pruners.NopPruner(), load_if_exists=True)
@@ -63,10 +66,33 @@ def open_study(spec: StudySpec, storage: BaseStorage, name: str) -> optuna.Study
     if stored is None:
         study.set_user_attr(SPEC_ATTR, spec.to_json())
         return study
-    diffs = spec.differences(StudySpec.from_json(stored))
+    previous = StudySpec.from_json(stored)
+    if spec.extends(previous):
+        return _extend(study, spec, previous, name)
+    diffs = spec.differences(previous)
     if diffs:
         raise UserError(f"study {name!r} already exists with another design ({'; '.join(diffs)}); "
                         f"re-run it with the same arguments to resume, or choose another --study")
+    return study
+
+
+def _extend(study: optuna.Study, spec: StudySpec, previous: StudySpec, name: str) -> optuna.Study:
+    """More seeds for the same arms, budget, data and metric: only the new cells will train.
+
+    A fixed-sample study extended is a new fixed-sample analysis over all its seeds (the
+    report says how many). A sequential study is refused: its alpha spending was planned
+    for the looks of its seed count, and more looks would spend alpha it does not have.
+    """
+    if previous.sequential:
+        raise UserError(f"study {name!r} is sequential: its alpha spending was planned for looks at "
+                        f"{', '.join(map(str, previous.looks()))} seeds, so it cannot take more seeds; "
+                        f"start a new --study with --seeds {len(spec.seeds)}")
+    if seed_is_categorical(study):
+        raise UserError(f"study {name!r} was made by an earlier convopt, whose seeds cannot be added to; "
+                        f"start a new --study with --seeds {len(spec.seeds)}")
+    history = list(study.user_attrs.get(EXTENDED_ATTR, [])) + [len(previous.seeds)]
+    study.set_user_attr(SPEC_ATTR, spec.to_json())
+    study.set_user_attr(EXTENDED_ATTR, history)
     return study
 
 
@@ -164,6 +190,8 @@ def run_cells(study: optuna.Study, spec: StudySpec, parent_run_id: str, *, seeds
     rng = random.Random()
     wait = Wait(timeout_s=wait_timeout_s, what="cell(s)")
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    # GridSampler ignores trials drawn from an earlier, smaller grid and could hand out a done cell
+    extended = EXTENDED_ATTR in study.user_attrs
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -183,7 +211,7 @@ def run_cells(study: optuna.Study, spec: StudySpec, parent_run_id: str, *, seeds
         wait.reset()
         if ledger.waiting.intersection(todo):
             pass  # optimize() runs the waiting trial first (a retried or enqueued cell)
-        elif len(scope) < len(spec.cells) or ledger.ungridded or ledger.touched.intersection(free):
+        elif len(scope) < len(spec.cells) or ledger.ungridded or ledger.touched.intersection(free) or extended:
             study.enqueue_trial({"arm": (cell := rng.choice(free))[0], "seed": cell[1]})
         # else: only fresh cells of the full grid are open, and GridSampler picks one
         study.optimize(runner, n_trials=1, catch=(TrialFailed, DuplicateCell), callbacks=[budget],

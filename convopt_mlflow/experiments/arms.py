@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .. import config as cfgmod
+from ..config.names import preset_label
 from ..errors import ConfigError
 
 #: Keys every arm shares; an arm that overrides one would not be comparable.
@@ -25,6 +26,11 @@ class Arm:
     name: str
     preset: str
     overrides: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The arm on one short line: ``lr[batch_size=512,n_epochs=4]`` (run names, dashboard)."""
+        return preset_label(self.preset, dict(self.overrides))
 
     @property
     def key(self) -> str:

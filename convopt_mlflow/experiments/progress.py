@@ -64,7 +64,7 @@ def study_progress(storage: BaseStorage, name: str, *, cache: dict[str, Any] | N
 
     Returns:
         ``{"study", "parent_run_id", "metric", "baseline", "arms": {arm: {"complete",
-        "running", "failed", "planned"}}, "comparisons": [{"arm", "mean_difference",
+        "running", "failed", "planned"}}, "labels": {arm: one-line label}, "comparisons": [{"arm", "mean_difference",
         "difference_ci_low", "difference_ci_high", "p_adjusted", "significant"}], "verdict"}``
     """
     study = optuna.load_study(study_name=name, storage=storage)
@@ -94,4 +94,5 @@ def study_progress(storage: BaseStorage, name: str, *, cache: dict[str, Any] | N
     keys = ("arm", "mean_difference", "difference_ci_low", "difference_ci_high", "p_adjusted", "significant")
     return {"study": name, "parent_run_id": study.user_attrs.get(PARENT_ATTR, ""), "metric": spec.metric,
             "baseline": spec.baseline, "arms": arms, "verdict": report["verdict"],
+            "labels": {a.name: a.label for a in spec.parsed_arms()},
             "comparisons": [{k: c.get(k) for k in keys} for c in report["comparisons"]]}

@@ -85,17 +85,34 @@ def sequential_note(seq: Mapping[str, Any]) -> str:
             f"{100 * seq['compute_saved']:.0f}% of the compute saved.")
 
 
-def console_table(report: Mapping[str, Any], title: str) -> None:
-    """Print the headline table to stderr with rich."""
+#: The console table's header: short words, so every column fits a 100-column terminal unwrapped.
+CONSOLE_HEADER = ["arm", "n", "mean", "95% CI", "IQM", "diff", "p (Holm)", "Hedges g", "P(impr.)", "sig."]
+#: Narrower terminals still get this many columns (a pipe gets rich's 80 or $COLUMNS).
+MIN_CONSOLE_WIDTH = 80
+
+
+def console_table(report: Mapping[str, Any], title: str, console: Any = None) -> None:
+    """Print the headline table (stderr, at the terminal's width) with the verdict once, as its caption.
+
+    Numbers never wrap; only the arm column wraps, at word boundaries where it can.
+    """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, caption=report["verdict"])
-    for name in HEADER:
-        table.add_column(name, justify="left" if name == "arm" else "right")
+    if console is None:
+        console = Console(stderr=True)  # rich detects the terminal's width
+        if console.width < MIN_CONSOLE_WIDTH:
+            console = Console(stderr=True, width=MIN_CONSOLE_WIDTH)
+    table = Table(title=Text(title), caption=Text(report["verdict"]), caption_justify="left")
+    for name in CONSOLE_HEADER:
+        if name == "arm":
+            table.add_column(name, justify="left", overflow="fold")
+        else:
+            table.add_column(name, justify="right", no_wrap=True)
     for row in _arm_rows(report):
-        table.add_row(*row)
-    Console(stderr=True, width=140).print(table)
+        table.add_row(*map(Text, row))  # text, not markup: "lr[ppo.n_steps=64]" keeps its brackets
+    console.print(table)
 
 
 def html(report: Mapping[str, Any], records: Sequence[Mapping[str, Any]],

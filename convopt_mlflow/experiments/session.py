@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import UserError
 from . import render
-from .abtest import PARENT_ATTR, Ledger, completed_trials, failed_cells, open_study, run_cells
+from .abtest import EXTENDED_ATTR, PARENT_ATTR, Ledger, completed_trials, failed_cells, open_study, run_cells
 from .liveness import DEFAULT_WAIT_TIMEOUT_S
 from .registration import Registration, register_winner
 from .report import Winner, analyze, headline_metrics, sequential_look, winner_of
@@ -37,6 +37,11 @@ class ABResult:
     records: list[dict[str, Any]]
     winner: Winner | None
     registration: Registration | None = None
+
+
+def parent_run_name(study_name: str) -> str:
+    """``ab-<study>``; a study already named ``ab-...`` (the default) is not prefixed twice."""
+    return study_name if study_name.startswith("ab-") else f"ab-{study_name}"
 
 
 def validate(spec: StudySpec, storage: str | None, workers: int) -> None:
@@ -68,13 +73,14 @@ def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None,
     optuna_storage = get_storage(storage, workers=workers, heartbeat_interval=heartbeat_interval)
     study = open_study(spec, optuna_storage, study_name)
     parent_id = os.environ.get("MLFLOW_RUN_ID") or study.user_attrs.get(PARENT_ATTR) or None
-    parent = open_run(experiment=experiment or None, run_id=parent_id, run_name=f"ab-{study_name}",
+    parent = open_run(experiment=experiment or None, run_id=parent_id, run_name=parent_run_name(study_name),
                       tags={"convopt.role": "ab-parent", "convopt.study": study_name,
                             "convopt.arms": ",".join(spec.arms), "convopt.baseline": spec.baseline,
                             "convopt.ab.on_failure": spec.on_failure})
     study.set_user_attr(PARENT_ATTR, parent.run_id)
+    extended = _note_extension(study, spec, parent, console)
     try:
-        parent.log_params({"arms": ",".join(spec.arms), "seeds": len(spec.seeds), "metric": spec.metric,
+        parent.log_params({"arms": ",".join(spec.arms), "seeds": extended or len(spec.seeds), "metric": spec.metric,
                            "alpha": spec.alpha, "sequential": spec.sequential, "on_failure": spec.on_failure,
                            "study": study_name,
                            "storage": redact(storage or "sqlite:///optuna.db"), "workers": workers,
@@ -99,6 +105,23 @@ def run_ab_test(spec: StudySpec, *, study_name: str, storage: str | None = None,
         raise
     parent.end("FINISHED")
     return result
+
+
+def _note_extension(study, spec: StudySpec, parent, console: bool) -> int | None:
+    """Tag (and say) that the study was extended; returns the seed count of its first design
+    (the parent's immutable ``seeds`` param), None when never extended."""
+    import sys
+
+    history = study.user_attrs.get(EXTENDED_ATTR)
+    if not history:
+        return None
+    parent.set_tags({"convopt.ab.seeds": str(len(spec.seeds)),
+                     "convopt.ab.extended_from_seeds": ",".join(map(str, history))})
+    if console:
+        print(f"convopt: study {study.study_name} extended from {history[-1]} to {len(spec.seeds)} seeds per arm: "
+              f"only cells without a result train; the report is a new fixed-sample analysis over all seeds",
+              file=sys.stderr)
+    return int(history[0])
 
 
 def _train_round(study, spec, parent_id, study_name, storage, workers, timing, ckpt, seeds):

@@ -95,3 +95,11 @@ class StudySpec:
         """Fields that differ from ``other``, e.g. ``["seeds: (0, 1) != (0, 1, 2)"]``."""
         mine, theirs = json.loads(self.to_json()), json.loads(other.to_json())
         return [f"{k}: {theirs[k]} != {mine[k]}" for k in mine if mine[k] != theirs[k]]
+
+    def extends(self, other: "StudySpec") -> bool:
+        """Whether this spec adds seeds to ``other`` and changes nothing else (same arms, budget,
+        data, metric, alpha and design): ``other``'s seeds are a prefix of this one's."""
+        mine, theirs = json.loads(self.to_json()), json.loads(other.to_json())
+        same = all(mine[k] == theirs[k] for k in mine if k != "seeds")
+        return same and len(self.seeds) > len(other.seeds) and self.seeds[:len(other.seeds)] == other.seeds
+

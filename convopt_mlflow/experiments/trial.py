@@ -48,6 +48,20 @@ class _KeepModel(BaseCallback):
         return True
 
 
+def seed_is_categorical(study: optuna.Study) -> bool:
+    """Whether the study's trials drew ``seed`` from a fixed list (studies made before seeds could
+    be added): Optuna refuses a list of another length for them, so they cannot be extended."""
+    return any(isinstance(t.distributions.get("seed"), optuna.distributions.CategoricalDistribution)
+               for t in study.get_trials(deepcopy=False))
+
+
+def _suggest_seed(trial: optuna.Trial, seeds) -> int:
+    """The cell's seed as an int range, which stays one parameter space when the study gains seeds."""
+    if seed_is_categorical(trial.study):
+        return trial.suggest_categorical("seed", list(seeds))
+    return trial.suggest_int("seed", min(seeds), max(seeds))
+
+
 def cell_of(trial: optuna.trial.FrozenTrial) -> tuple[str, int] | None:
     params = trial.params or trial.system_attrs.get("fixed_params") or {}
     if "arm" not in params or "seed" not in params:
@@ -80,7 +94,7 @@ class TrialRunner:
 
     def __call__(self, trial: optuna.Trial) -> float:
         arm_name = trial.suggest_categorical("arm", list(self.spec.arms))
-        seed = trial.suggest_categorical("seed", list(self.spec.seeds))
+        seed = _suggest_seed(trial, self.spec.seeds)
         holder = duplicate_of(trial.study, trial.number, (arm_name, seed))
         if holder is not None:
             trial.set_user_attr("convopt.duplicate_of", holder)
@@ -94,7 +108,7 @@ class TrialRunner:
         cfg = arm.config(self.spec.common, seed)
         tags = {"convopt.role": "ab-trial", "convopt.arm": arm.name, "convopt.seed": str(seed),
                 "convopt.study": self.study_name, "convopt.trial": str(trial.number)}
-        child = open_child_run(self.parent_run_id, tags=tags, run_name=f"ab-{arm.name}-s{seed}")
+        child = open_child_run(self.parent_run_id, tags=tags, run_name=f"ab-{arm.label}-s{seed}")
         trial.set_user_attr("mlflow_run_id", child.run_id)
         trial.set_user_attr("convopt.worker", f"{socket.gethostname()}:{os.getpid()}")
         keep = _KeepModel()

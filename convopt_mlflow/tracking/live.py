@@ -40,14 +40,14 @@ import base64
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.abstract_store import AbstractStore
 from mlflow.tracking import MlflowClient
 
-__all__ = ["LiveReader", "wanted_key"]
+__all__ = ["LiveReader", "evidence_summary", "wanted_key"]
 
 _PAGE = 10_000
 _SAMPLE = 2_000  # points per key on the first read
@@ -270,5 +270,38 @@ class LiveReader:
         for alias, version in (model.aliases or {}).items():
             aliases.setdefault(str(version), []).append(alias)
         return [{"version": v.version, "aliases": sorted(aliases.get(str(v.version), [])), "run_id": v.run_id,
-                 "status": v.status, "created": v.creation_timestamp, "tags": dict(v.tags)}
+                 "status": v.status, "created": v.creation_timestamp, "tags": dict(v.tags),
+                 "evidence": evidence_summary(v.tags)}
                 for v in sorted(versions, key=lambda v: -int(v.version))]
+
+
+def _number(tags: Mapping[str, str], key: str) -> str | None:
+    value = tags.get(f"convopt.evidence.{key}")
+    try:
+        return f"{float(value):.3g}"
+    except (TypeError, ValueError):
+        return None
+
+
+def evidence_summary(tags: Mapping[str, str]) -> str:
+    """A model version's A/B evidence on one line, from its ``convopt.evidence.*`` tags.
+
+    ``"lr vs baseline on backtest/val/sharpe: diff 0.7 [0.59, 0.78], p (Holm) 0.0013, g 1.82, n 4"``,
+    then the DSR and the promotion decision when recorded; empty when the version has no evidence.
+    """
+    parts = []
+    if tags.get("convopt.evidence.baseline"):
+        parts.append(f"{tags.get('convopt.arm', '?')} vs {tags['convopt.evidence.baseline']} on "
+                     f"{tags.get('convopt.evidence.metric', '?')}:")
+    diff, low, high = (_number(tags, k) for k in ("mean_difference", "ci_low", "ci_high"))
+    if diff is not None:
+        parts.append(f"diff {diff}" + (f" [{low}, {high}]," if low is not None and high is not None else ","))
+    for key, label in (("p_adjusted", "p (Holm)"), ("hedges_g", "g"), ("n", "n"), ("dsr", "DSR")):
+        value = _number(tags, key)
+        if value is not None:
+            parts.append(f"{label} {value},")
+    text = " ".join(parts).rstrip(",:")
+    if tags.get("convopt.promotion.decision"):
+        text += ("; " if text else "") + f"promotion: {tags['convopt.promotion.decision']}"
+    return text
+

@@ -220,7 +220,8 @@ def _compare(client: MlflowClient, name: str, v: str, champion_v0: str | None, c
               if champion_v0 else None)
     decision = decide_promotion(mine, buy_and_hold=buy_and_hold_returns(market, cost_bps=cost, split=bars.split),
                                 champion=theirs, alpha=alpha,
-                                champion_label=f"version {champion_v0}" if champion_v0 else "")
+                                champion_label=f"version {champion_v0}" if champion_v0 else "",
+                                periods_per_year=market.bars.periods_per_year)
     evidence = {**decision.tags(), "convopt.promotion.data_source": market.bars.source,
                 "convopt.promotion.data_digest": market.bars.digest, "convopt.promotion.split": bars.split,
                 "convopt.promotion.bars": f"{bars.start}:{bars.stop}",
@@ -233,9 +234,10 @@ def _compare(client: MlflowClient, name: str, v: str, champion_v0: str | None, c
     set_version_tags(name, v, evidence, client)
     run.set_tags(evidence)
     run.log_dict(evidence, "promotion/evidence.json")
-    run.log_metrics({"promotion/sharpe_challenger": decision.sharpe_challenger,
-                     "promotion/sharpe_other": decision.sharpe_other,
-                     "promotion/sharpe_difference": decision.sharpe_difference, "promotion/z": decision.z,
+    run.log_metrics({"promotion/sharpe_challenger": decision.in_unit(decision.sharpe_challenger),  # annualized
+                     "promotion/sharpe_other": decision.in_unit(decision.sharpe_other),
+                     "promotion/sharpe_difference": decision.in_unit(decision.sharpe_difference),
+                     "promotion/z": decision.z,
                      "promotion/p_value": decision.p_value, "promotion/n_bars": decision.n_bars,
                      "promotion/promote": float(decision.promote)}, step=0)
     outcome = PromotionOutcome(name, v, champion_v0, decision, market.bars.source, run.run_id, bars.split,

@@ -34,9 +34,10 @@ from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH
 
-from convopt_mlflow.errors import ConfigError, RunNotFoundError
+from convopt_mlflow.errors import ConfigError, RunNotFoundError, UserError
 from convopt_mlflow.tracking.cleanup import cleanup_stale_runs
 from convopt_mlflow.tracking.context import convopt_tags
+from convopt_mlflow.tracking.experiments import mark_training_experiment
 
 __all__ = [
     "CONFIG_ARTIFACT",
@@ -49,6 +50,7 @@ __all__ = [
     "log_dataset",
     "open_run",
     "param_value",
+    "require_existing_store",
     "resolve_tracking_uri",
 ]
 
@@ -68,6 +70,21 @@ def resolve_tracking_uri() -> str:
     or MLflow 3's default, ``sqlite:///<cwd>/mlflow.db`` (``./mlruns`` only when that
     directory already holds file-store data)."""
     return mlflow.get_tracking_uri()
+
+
+def require_existing_store(uri: str | None = None) -> str:
+    """The tracking URI, refusing (UserError) a local sqlite store that does not exist yet.
+
+    MLflow creates ``./mlflow.db`` on first contact; a command that only reads (``promote``,
+    ``predict``, ``runs cleanup``) must not leave one behind in a folder that had none.
+    """
+    uri = uri or resolve_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):].split("?", 1)[0]
+        if path and not os.path.exists(path):
+            raise UserError(f"no MLflow store here: {path} does not exist; run this where you trained, "
+                            f"or point MLFLOW_TRACKING_URI at your store")
+    return uri
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
@@ -253,6 +270,8 @@ def open_run(
 
     Every run also gets MLflow's context tags (user, source, git) and
     :func:`convopt_tags`.
+    Its experiment is tagged as a training experiment (``mlflow.experimentKind``), so MLflow 3's
+    UI opens it on the runs table, unless it already has a kind.
     """
     client = client if client is not None else MlflowClient()
     all_tags = {**convopt_tags(), **{k: str(v) for k, v in tags.items()}}
@@ -264,8 +283,10 @@ def open_run(
             client.update_run(run_id, name=run_name)
         handle = RunHandle(run_id, client, run.info.experiment_id, run.info.artifact_uri)
         handle.set_tags(all_tags)
+        mark_training_experiment(client, run.info.experiment_id)
         return handle
     experiment_id = _experiment_id(client, experiment)
+    mark_training_experiment(client, experiment_id)
     run = client.create_run(experiment_id, tags=resolve_tags(all_tags), run_name=run_name)
     return RunHandle(run.info.run_id, client, experiment_id, run.info.artifact_uri)
 

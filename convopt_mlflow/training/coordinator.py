@@ -33,7 +33,7 @@ from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest
 from .counterfactual import attach_counterfactual
 from .curriculum import CurriculumCallback, build_curriculum, start_curriculum
-from .evaluate import validation_scorer
+from .evaluate import MIN_EVALUATIONS, effective_eval_freq, validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .meta import MetaCallback, label_train_split
 from .plasticity import PlasticitySurgeon
@@ -133,7 +133,7 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
     comps = components or build_components(cfg)
     checkpoint = plan.checkpoint if plan else None
     handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
-                      run_name=run_display_name(preset, cfg.run.seed) if named_here else None,
+                      run_name=run_display_name(preset, cfg.run.seed, cfg=cfg) if named_here else None,
                       tags={**_tags(cfg, preset), **(tags or {})})
     root = Path(checkpoint_root or os.environ.get("CONVOPT_CHECKPOINT_ROOT", ".convopt/checkpoints"))
     ckpt_dir = plan.checkpoint_dir if plan and plan.checkpoint_dir else (root / handle.run_id).resolve()
@@ -173,7 +173,7 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
                                     stop=stop, max_rollbacks=cfg.run.max_rollbacks, curriculum=curriculum,
                                     plasticity=PlasticitySurgeon(cfg.monitor.shrink_perturb_fraction, cfg.run.seed,
                                                                  observations=lambda: convergence.watch_sample))
-    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), cfg.run.eval_freq,
+    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), _eval_freq(cfg),
                                         callback_after_eval=after_eval)
     phase = {"training_done": False}  # saved with every checkpoint: True only in the final one
     checkpoints = CheckpointCallback(store, cfg.run.checkpoint_freq,
@@ -317,9 +317,20 @@ def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluati
     return out
 
 
-def run_display_name(preset: str, seed: int, role: str = "") -> str:
-    """The name a run shows in the MLflow UI: ``<preset>-s<seed>``, then its role (``-member2``)."""
-    return f"{preset}-s{seed}" + (f"-{role}" if role else "")
+def run_display_name(preset: str, seed: int, role: str = "",
+                     cfg: cfgmod.OptimizedTrainingConfig | None = None) -> str:
+    """The name a run shows in the MLflow UI: ``<preset>-s<seed>``, then its role (``-member2``).
+
+    With ``cfg``, what it changes from the preset is shown compactly: ``baseline[lr=1e-4]-s0``
+    (see :mod:`convopt_mlflow.config.names`).
+    """
+    label = preset
+    if cfg is not None and preset in cfgmod.PRESETS:
+        from ..config.names import config_differences, preset_label
+
+        preset_flat = cfgmod.flatten(cfgmod.build_config(preset))
+        label = preset_label(preset, config_differences(cfgmod.flatten(cfg), preset_flat))
+    return f"{label}-s{seed}" + (f"-{role}" if role else "")
 
 
 def _tags(cfg, preset: str) -> dict[str, str]:
@@ -344,10 +355,19 @@ def _log_run_inputs(handle: RunHandle, cfg, market: Market, ckpt_dir: Path) -> N
                      "convopt.phase": "training"})
     params = cfgmod.flatten(cfg)
     params["config_hash"] = cfgmod.config_hash(cfg)
+    params["run.eval_freq_effective"] = _eval_freq(cfg)
     handle.log_params(params)
+    if params["run.eval_freq_effective"] != cfg.run.eval_freq:
+        print(f"convopt: evaluating on validation every {params['run.eval_freq_effective']:,} steps: "
+              f"run.eval_freq={cfg.run.eval_freq:,} would give fewer than {MIN_EVALUATIONS} evaluations "
+              f"in {cfg.run.total_timesteps:,} steps")
     log_dataset(handle, market.bars.frame, name=market.bars.name, source=market.bars.source,
                 digest=market.bars.digest)
     log_split_boundaries(handle, split_record(cfg, market))
+
+
+def _eval_freq(cfg) -> int:
+    return effective_eval_freq(cfg.run.eval_freq, cfg.run.total_timesteps, cfg.ppo.n_steps * cfg.env.n_envs)
 
 
 @contextmanager

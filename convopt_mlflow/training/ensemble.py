@@ -26,12 +26,10 @@ import json
 import multiprocessing
 import os
 import signal
-import tempfile
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -39,10 +37,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from .. import config as cfgmod
 from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, MemberPlan
-from ..evaluation import equity_figure, write_html
+from ..evaluation import equity_figure
 from .coordinator import TrainResult, _describe, _tags, run_display_name
 from .ensemble_eval import EnsembleReport, ensemble_report
-from .reporting import SPLITS, model_inputs
+from .reporting import EQUITY_POINTS, SPLITS, model_inputs
 from .setup import load_market
 
 FAULTS_ENV = "CONVOPT_ENSEMBLE_FAULTS"
@@ -185,7 +183,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
     member_cfgs = [member_config(cfg, plan) for plan in plans]  # ConfigError before any run exists
     run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
     parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
-                      run_name=run_display_name(preset, cfg.run.seed, "ensemble"),
+                      run_name=run_display_name(preset, cfg.run.seed, "ensemble", cfg=cfg),
                       tags={**_tags(cfg, preset), "convopt.role": "ensemble"})
     try:
         _log_inputs(parent, cfg, market)
@@ -196,7 +194,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
             tags = {"mlflow.parentRunId": parent.run_id, "convopt.role": "ensemble-member",
                     "convopt.member": str(plan.index), "convopt.ensemble_run": parent.run_id}
             child = open_run(experiment=experiment, run_id=None,
-                             run_name=run_display_name(preset, member_cfg.run.seed, f"member{plan.index}"),
+                             run_name=run_display_name(preset, member_cfg.run.seed, f"member{plan.index}", cfg=cfg),
                              tags={**_tags(member_cfg, preset), **tags}, client=parent.client)
             children[plan.index] = child
             tasks[plan.index] = MemberTask(cfgmod.to_json(member_cfg), child.run_id, preset, tags, checkpoint_root)
@@ -312,11 +310,12 @@ def _log_model(parent: Any, cfg, market, finished: list[MemberOutcome], decision
 
 
 def _log_equity(parent: Any, report: EnsembleReport, market: Any) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        for split in SPLITS:
-            fig = equity_figure(report.timestamps[split], report.curves[split],
-                                title=f"Ensemble and members on {split} ({market.bars.name})")
-            parent.log_artifact(write_html(fig, Path(tmp) / f"equity_{split}.html"), "backtest")
+    from ..tracking.html import log_figure
+
+    for split in SPLITS:
+        fig = equity_figure(report.timestamps[split], report.curves[split],
+                            title=f"Ensemble and members on {split} ({market.bars.name})", max_points=EQUITY_POINTS)
+        log_figure(parent, fig, "backtest", f"equity_{split}.html")
 
 
 def _version_tags(parent, cfg, preset: str, market, report: EnsembleReport, decision) -> dict[str, str]:

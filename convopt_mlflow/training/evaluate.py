@@ -13,6 +13,28 @@ from ..evaluation.oracle import OracleRule, fit_oracle
 from .setup import Market, next_log_returns
 
 
+#: A run evaluates on validation at least this many times when its budget allows it.
+MIN_EVALUATIONS = 4
+
+
+def effective_eval_freq(eval_freq: int, total_timesteps: int, rollout_steps: int) -> int:
+    """The validation cadence a run uses, in environment steps (0: no evaluation).
+
+    ``run.eval_freq`` (25,000 by default) gives a short run no evaluation at all, so no
+    ``eval/*`` curve, ``ab/eval_auc`` or ``ab/steps_to_edge``. When it would give fewer than
+    :data:`MIN_EVALUATIONS` evaluations, the cadence shrinks to a quarter of the budget,
+    rounded down to whole rollouts (``rollout_steps = n_steps * n_envs``, evaluations
+    happen between updates) and never below one rollout.
+
+    >>> effective_eval_freq(25_000, 100_000, 2048), effective_eval_freq(25_000, 20_000, 2048)
+    (25000, 4096)
+    """
+    if eval_freq <= 0 or eval_freq * MIN_EVALUATIONS <= total_timesteps:
+        return eval_freq
+    rollout = max(int(rollout_steps), 1)
+    return max(rollout, total_timesteps // MIN_EVALUATIONS // rollout * rollout)
+
+
 def greedy_actions(policy: Any) -> Callable[[np.ndarray], np.ndarray]:
     """Map an observation batch to the most probable action (no SB3 ``predict`` overhead)."""
 

@@ -6,6 +6,7 @@ Artifacts written here:
                                              curriculum-stage and regime bands (when logged)
     dashboards/activity.html                 replay/* and augment/* metrics (when logged)
     backtest/equity_{val,test}.html          policy vs buy-and-hold vs flat
+    assets/plotly.min.mjs                    the run's one copy of plotly.js, loaded by every page
     model/                                   pyfunc (models from code), state_dict weights + policy.json
 """
 from __future__ import annotations
@@ -13,14 +14,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tempfile
-from pathlib import Path
 from typing import Any, Callable
 
-from ..evaluation import convergence_dashboard, equity_figure, write_html
+from ..evaluation import convergence_dashboard, equity_figure
 from .evaluate import backtest_split, fit_market_oracle
 
 SPLITS = ("val", "test")
+#: Points per curve of an equity page: a screen shows no more, and the page stays small.
+EQUITY_POINTS = 4000
 
 
 def interventions_csv(rows: list[dict[str, Any]]) -> str:
@@ -43,16 +44,17 @@ def write_progress_artifacts(handle: Any, convergence: Any, actuator: Any) -> No
     from ..evaluation.dashboards import ACTIVITY_PREFIXES, BAND_KEYS, activity_figure, level_spans
     from ..tracking.describe import metric_series
 
+    from ..tracking.html import log_figure
+
     series = metric_series(handle.run_id, handle.client, keys=BAND_KEYS, prefixes=ACTIVITY_PREFIXES)
-    with tempfile.TemporaryDirectory() as tmp:
-        if convergence.history:
-            bands = {key: level_spans(*series[key]) for key in BAND_KEYS if key in series}
-            fig = convergence_dashboard(convergence.history, rows, title=f"Convergence - run {handle.run_id[:8]}",
-                                        bands=bands)
-            handle.log_artifact(write_html(fig, Path(tmp) / "convergence.html"), "dashboards")
-        activity = activity_figure(series, title=f"Replay and augmentation - run {handle.run_id[:8]}")
-        if activity is not None:
-            handle.log_artifact(write_html(activity, Path(tmp) / "activity.html"), "dashboards")
+    if convergence.history:
+        bands = {key: level_spans(*series[key]) for key in BAND_KEYS if key in series}
+        fig = convergence_dashboard(convergence.history, rows, title=f"Convergence - run {handle.run_id[:8]}",
+                                    bands=bands)
+        log_figure(handle, fig, "dashboards", "convergence.html")
+    activity = activity_figure(series, title=f"Replay and augmentation - run {handle.run_id[:8]}")
+    if activity is not None:
+        log_figure(handle, activity, "dashboards", "activity.html")
 
 
 def oracle_fraction(sharpe: float, oracle_sharpe: float) -> float:
@@ -81,6 +83,7 @@ def finalize_run(handle: Any, cfg: Any, market: Any, model: Any,
     (a half-written one is replaced).
     """
     from ..tracking import finished_model_uri, log_policy_model, metric_steps, policy_spec
+    from ..tracking.html import log_figure
 
     step = model.num_timesteps
     metrics: dict[str, float] = {}
@@ -88,23 +91,23 @@ def finalize_run(handle: Any, cfg: Any, market: Any, model: Any,
     if oracle is not None:
         metrics.update({"benchmark/signal_rule/theta": oracle.theta,
                         "benchmark/train/signal_rule/sharpe": oracle.train_sharpe})
-    with tempfile.TemporaryDirectory() as tmp:
-        for split in SPLITS:
-            if stopped():
-                return None
-            result = backtest_split(model.policy, market, split, cost_bps=cfg.env.cost_bps, oracle=oracle)
-            metrics.update({f"backtest/{split}/{k}": float(v) for k, v in result["metrics"].items()})
-            for bench, values in result["benchmarks"].items():
-                metrics.update({f"benchmark/{split}/{bench}/{k}": float(v) for k, v in values.items()})
-            for who, regimes in result["per_regime"].items():
-                prefix = f"backtest/{split}" if who == "policy" else f"benchmark/{split}/{who}"
-                metrics.update({f"{prefix}/regime/{name}/{k}": float(v)
-                                for name, values in regimes.items() for k, v in values.items()})
-            if "oracle" in result["benchmarks"]:  # the true oracle: every synthetic market
-                metrics[f"backtest/{split}/oracle_fraction"] = oracle_fraction(
-                    result["metrics"]["sharpe"], result["benchmarks"]["oracle"]["sharpe"])
-            fig = equity_figure(result["timestamps"], result["curves"], title=f"Equity on {split} ({market.bars.name})")
-            handle.log_artifact(write_html(fig, Path(tmp) / f"equity_{split}.html"), "backtest")
+    for split in SPLITS:
+        if stopped():
+            return None
+        result = backtest_split(model.policy, market, split, cost_bps=cfg.env.cost_bps, oracle=oracle)
+        metrics.update({f"backtest/{split}/{k}": float(v) for k, v in result["metrics"].items()})
+        for bench, values in result["benchmarks"].items():
+            metrics.update({f"benchmark/{split}/{bench}/{k}": float(v) for k, v in values.items()})
+        for who, regimes in result["per_regime"].items():
+            prefix = f"backtest/{split}" if who == "policy" else f"benchmark/{split}/{who}"
+            metrics.update({f"{prefix}/regime/{name}/{k}": float(v)
+                            for name, values in regimes.items() for k, v in values.items()})
+        if "oracle" in result["benchmarks"]:  # the true oracle: every synthetic market
+            metrics[f"backtest/{split}/oracle_fraction"] = oracle_fraction(
+                result["metrics"]["sharpe"], result["benchmarks"]["oracle"]["sharpe"])
+        fig = equity_figure(result["timestamps"], result["curves"], title=f"Equity on {split} ({market.bars.name})",
+                            max_points=EQUITY_POINTS)
+        log_figure(handle, fig, "backtest", f"equity_{split}.html")
     if stopped():
         return None
     logged = metric_steps(handle)

@@ -77,11 +77,14 @@ async function pollStudies() {
   const parts = [];
   for (const name of data.studies) {
     const s = await getJSON("/api/study/" + encodeURIComponent(name));
+    const label = arm => (s.labels && s.labels[arm]) || arm;  // one short line; the full spec on hover
     const rows = Object.entries(s.arms).map(([arm, c]) =>
-      `<tr><td>${esc(arm)}${arm === s.baseline ? " (baseline)" : ""}</td><td>${c.complete}/${c.planned}</td>` +
+      `<tr><td class="arm" title="${esc(arm)}">${esc(label(arm))}${arm === s.baseline ? " (baseline)" : ""}</td>` +
+      `<td>${c.complete}/${c.planned}</td>` +
       `<td>${c.running}</td><td>${c.failed}</td></tr>`).join("");
     const comps = s.comparisons.map(c =>
-      `<tr><td>${esc(c.arm)} - ${esc(s.baseline)}</td><td class="ci">${fmt(c.mean_difference)} ` +
+      `<tr><td class="arm" title="${esc(c.arm)}">${esc(label(c.arm))} - ${esc(label(s.baseline))}</td>` +
+      `<td class="ci">${fmt(c.mean_difference)} ` +
       `[${fmt(c.difference_ci_low)}, ${fmt(c.difference_ci_high)}]</td><td>${fmt(c.p_adjusted)}</td>` +
       `<td>${c.significant ? "yes" : "no"}</td></tr>`).join("");
     parts.push(`<h3>${esc(name)}</h3><table class="study" data-study="${esc(name)}"><tr><th>arm</th><th>done</th>` +
@@ -100,9 +103,8 @@ async function pollRegistry() {
   if (!data.versions.length) { body.innerHTML = "<tr><td colspan=3 class=muted>no versions</td></tr>"; return; }
   for (const v of data.versions) {
     const tr = document.createElement("tr");
-    const evidence = Object.entries(v.tags).filter(([k]) => k.startsWith("convopt."))
-      .map(([k, x]) => k.replace("convopt.", "") + "=" + x).join(", ");
-    tr.append(cell(v.version), cell(v.aliases.join(", ")), cell(evidence));
+    // the evidence in words (p-value, effect, CI), not every tag: the rest is on the version's page
+    tr.append(cell(v.version), cell(v.aliases.join(", ")), cell(v.evidence || null, "evidence"));
     body.appendChild(tr);
   }
 }

@@ -95,5 +95,26 @@ def test_subprocess_exit_code_and_no_traceback(tmp_path, store):
 
 def test_usage_error_is_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["train", "--no-such-flag"])
+        cli.main(["train", "--preset"])  # argparse's own errors stay exit 2
     assert exit_.value.code == 2
+
+
+def test_unknown_option_lists_that_commands_options(capsys):
+    assert cli.main(["train", "--no-such-flag"]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized argument(s) for `convopt train`: --no-such-flag" in err
+    assert "--preset" in err and "--total-timesteps" in err and "--registry-name" not in err  # not ab-test's
+    assert "usage: convopt [-h]" not in err and err.count("\n") == 1  # one line, not every subcommand's usage
+    assert cli.main(["data", "check", "x", "--nosuchparam", "1"]) == 2
+    assert "`convopt data check`: --nosuchparam 1; its options are: --max-gap" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["promote"], ["runs", "cleanup"],
+                                  ["predict", "--model", "models:/convopt-ensemble@champion", "--data", "eurusd-1h"]])
+def test_read_only_commands_create_no_store_in_an_empty_folder(tmp_path, argv):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # MLflow's default: ./mlflow.db
+    proc = subprocess.run([sys.executable, "-m", "convopt_mlflow.cli", *argv], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"no MLflow store here: {tmp_path / 'mlflow.db'} does not exist" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no mlflow.db, no mlruns

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow
 import yaml
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from convopt_mlflow.config import OptimizedTrainingConfig
@@ -26,6 +27,10 @@ def _env(uri: str, **extra: str) -> dict[str, str]:
 def _mlflow_cli() -> list[str]:
     exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
     return [exe] if exe else [sys.executable, "-m", "mlflow"]
+
+
+def _all_runs(client):
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 def test_mlproject_defaults_match_the_config():
@@ -51,7 +56,7 @@ def test_mlflow_run_trains_on_eurusd_and_logs_a_loadable_model(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
-    (run,) = client.search_runs(["0"])
+    (run,) = _all_runs(client)  # `convopt` once the package's experiment provider is installed, else Default
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.project.entryPoint"] == "main"
     assert run.data.params["run.total_timesteps"] == "1024" and run.data.params["env.n_envs"] == "4"
@@ -75,5 +80,25 @@ def test_mlflow_run_bad_param_fails_with_one_message(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert proc.stderr.count("convopt: error: unknown preset 'nope'") == 1
-    (run,) = MlflowClient(tracking_uri=uri).search_runs(["0"])
-    assert run.info.status == "FAILED"  # the project run mlflow created is not left RUNNING
+    _assert_discarded(MlflowClient(tracking_uri=uri), "unknown preset 'nope'")
+
+
+def _assert_discarded(client, reason):
+    """The run `mlflow run` created for a refused input is neither left RUNNING nor left behind."""
+    assert not _all_runs(client)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(experiments, run_view_type=ViewType.ALL)
+    assert run.info.status == "FAILED" and run.info.lifecycle_stage == "deleted"
+    assert reason in run.data.tags["convopt.failure_reason"]
+
+
+def test_mlflow_run_unknown_param_lists_the_entry_points_parameters(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.run([*_mlflow_cli(), "run", str(ROOT), "--env-manager", "local", "-e", "data_check",
+                           "-P", "nosuchparam=1"], cwd=tmp_path, env=_env(uri), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode != 0  # MLflow's own exit code for a failed project run is 1
+    assert ("convopt: error: unknown parameter(s) nosuchparam for entry point 'data_check'; "
+            "its parameters are: source") in proc.stderr
+    assert "usage: convopt" not in proc.stderr
+    _assert_discarded(MlflowClient(tracking_uri=uri), "nosuchparam")

@@ -10,6 +10,7 @@ import pytest
 from convopt_mlflow.components.convergence_types import ACTIONS
 from plotly.offline import get_plotlyjs_version
 
+from convopt_mlflow.evaluation.figures import STEP_AXIS_TITLE
 from convopt_mlflow.evaluation import (
     DASHBOARD_PANELS,
     convergence_dashboard,
@@ -120,7 +121,29 @@ def test_dashboard_missing_keys_omit_traces():
     # a key measured on some updates only is drawn through the rows that have it
     assert traces["eval_score"].x == (200,) and traces["eval_score"].y == (0.1,)
     assert _shapes(fig, "plateau") == [] and _shapes(fig, "intervention") == []
-    assert len(fig.layout.annotations) == N_ROWS  # panels stay, only traces are omitted
+    assert len(fig.layout.annotations) == N_ROWS - 1  # panels stay, only traces are omitted
+
+
+def _x_axes(fig):
+    return [fig.layout[name] for name in fig.layout if name.startswith("xaxis")]
+
+
+def test_dashboard_every_panel_shows_labelled_step_numbers():
+    for interventions, rows in (([], N_ROWS - 1), (INTERVENTIONS, N_ROWS)):
+        fig = convergence_dashboard(_history(), interventions)
+        axes = _x_axes(fig)
+        assert len(axes) == rows
+        # shared_xaxes alone hides the tick labels of all panels but the bottom one
+        assert all(axis.showticklabels is True for axis in axes)
+        assert all(axis.title.text == STEP_AXIS_TITLE for axis in axes)
+
+
+def test_dashboard_without_interventions_has_no_empty_interventions_panel():
+    fig = convergence_dashboard(_history(), [])
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == [p[0] for p in DASHBOARD_PANELS]
+    assert "Interventions" not in titles
+    assert not any(t.name.startswith("intervention") for t in fig.data)
 
 
 def test_dashboard_single_row_empty_interventions():
@@ -164,3 +187,36 @@ def test_write_html_embeds_plotly_js(tmp_path):
     assert re.findall(r"<script[^>]*\bsrc=", html) == []
     assert 'src="https://cdn.plot.ly' not in html
     assert "vanishing gradients: norm 2e-07" in html
+
+
+def test_write_html_for_a_run_loads_its_shared_plotly_bundle(tmp_path):
+    from convopt_mlflow.evaluation.figures import PLOTLY_BUNDLE
+
+    fig = convergence_dashboard(_history(), INTERVENTIONS)
+    page = write_html(fig, tmp_path / "convergence.html", run_id="r123", page="dashboards/convergence.html")
+    html = page.read_text(encoding="utf-8")
+    assert f"plotly.js v{get_plotlyjs_version()}" not in html and len(html) < 200_000  # not embedded
+    assert PLOTLY_BUNDLE == "assets/plotly-gzip.mjs"
+    assert '"../assets/plotly-gzip.mjs"' in html  # a downloaded copy of the run: relative to the page
+    assert "/get-artifact?path=assets%2Fplotly-gzip.mjs&run_uuid=r123" in html  # inside MLflow's viewer
+    assert 'src="https://cdn.plot.ly' not in html and "vanishing gradients: norm 2e-07" in html
+
+
+def test_shared_bundle_is_plotly_js_compressed():
+    import base64
+    import gzip
+
+    from convopt_mlflow.evaluation.figures import plotly_bundle, plotly_bundle_js
+
+    js = plotly_bundle_js()
+    packed = js.split('var packed = "', 1)[1].split('"', 1)[0]
+    assert gzip.decompress(base64.b64decode(packed)) == plotly_bundle().read_bytes()
+    assert len(js) < 0.45 * plotly_bundle().stat().st_size and "DecompressionStream('gzip')" in js
+
+
+def test_equity_figure_thins_long_curves():
+    n = 50_001
+    fig = equity_figure(pd.date_range("2020-01-01", periods=n, freq="h"),
+                        {"policy": np.linspace(1, 2, n), "flat": np.ones(n)}, title="t", max_points=1000)
+    assert all(len(t.x) <= 1000 and len(t.y) == len(t.x) for t in fig.data)
+    assert fig.data[0].y[0] == 1.0 and fig.data[0].y[-1] == 2.0  # the ends are kept

@@ -44,3 +44,16 @@ def test_a_challenger_moves_the_champion_only_on_a_significant_improvement():
     assert tags["convopt.promotion.decision"] == "promote" and tags["convopt.promotion.compared_to"] == "version 1"
     assert float(tags["convopt.promotion.p_value"]) == pytest.approx(better.p_value, rel=1e-5)
     assert {"convopt.promotion.z", "convopt.promotion.sharpe_difference", "convopt.promotion.alpha"} <= set(tags)
+
+
+def test_sharpes_the_user_reads_are_annualized_when_the_bar_rate_is_known():
+    per_bar = decide_promotion(SKILLED, buy_and_hold=MARKET, champion=None, alpha=0.05)
+    yearly = decide_promotion(SKILLED, buy_and_hold=MARKET, champion=None, alpha=0.05, periods_per_year=8760)
+    assert yearly.sharpe_challenger == per_bar.sharpe_challenger  # the test itself runs per bar
+    assert f"Sharpe (annualized) {per_bar.sharpe_challenger * np.sqrt(8760):.4g} beats flat" in yearly.reason
+    tags = yearly.tags()
+    assert tags["convopt.promotion.sharpe_unit"] == "annualized"
+    assert float(tags["convopt.promotion.sharpe_challenger"]) == pytest.approx(per_bar.sharpe_challenger * np.sqrt(8760),
+                                                                               rel=1e-5)
+    assert "Sharpe per bar" in per_bar.reason and per_bar.tags()["convopt.promotion.sharpe_unit"] == "per bar"
+

@@ -106,11 +106,15 @@ def test_first_champion_then_a_refused_weaker_challenger(models, capsys):
     assert cli.main(["promote", "--registry-name", NAME]) == 0
     err = capsys.readouterr().err
     assert "convopt: promoted" in err and "no champion" in err
+    # one Sharpe unit, named: annualized, as in training and A/B output; never per bar
+    assert "Sharpe (annualized) difference" in err and "per bar" not in err
+    assert "first champion: Sharpe (annualized) " in err
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
     tags = client.get_model_version(NAME, "1").tags
     assert tags["convopt.promotion.decision"] == "promoted" and tags["convopt.promotion.compared_to"] == "buy_and_hold"
     assert float(tags["convopt.promotion.p_value"]) < 0.05 and float(tags["convopt.promotion.sharpe_difference"]) > 0
     assert tags["convopt.promotion.previous_champion"] == "none" and "convopt.promotion.z" in tags
+    assert tags["convopt.promotion.sharpe_unit"] == "annualized" and float(tags["convopt.promotion.periods_per_year"]) > 1
     (first,) = _promotion_runs(client)  # the attempt is a run too, with the same evidence
     assert first.info.status == "FINISHED" and first.data.tags["convopt.promotion.decision"] == "promoted"
     assert tags["convopt.promotion.run_id"] == first.info.run_id and first.info.run_id in err

@@ -14,21 +14,24 @@ def test_run_is_named_described_and_in_the_convopt_experiment(tracked, capsys):
     sets = ",".join(f"{k}={v}" for k, v in TINY_RUN.items() if k != "data.source")
     assert main(["train", "--preset", "baseline", "--seed", "3", "--data", TINY_RUN["data.source"], "--set", sets]) == 0
     experiment = tracked.client.get_experiment_by_name("convopt")
-    (run,) = tracked.client.search_runs([experiment.experiment_id], "attributes.run_name = 'baseline-s3'")
+    (run,) = tracked.client.search_runs([experiment.experiment_id], "tags.`convopt.seed` = '3'")
+    name = run.info.run_name  # the overrides, compactly: baseline[monitoring_window=4,+N#hash]-s3
+    assert name.startswith("baseline[monitoring_window=4,+") and name.endswith("]-s3") and len(name) <= 45, name
     note = run.data.tags[NOTE_TAG]
-    assert "**baseline-s3**: preset `baseline` on `synthetic:" in note
+    assert f"**{name}**: preset `baseline` on `synthetic:" in note
     assert "Test Sharpe" in note and "buy-and-hold" in note and "oracle" in note
-    assert "| Sharpe | test |" in note and "Interventions:" in note
+    assert "| Sharpe (annualized) | test |" in note and "Interventions:" in note
     assert "`dashboards/convergence.html`" in note and "`backtest/equity_test.html`" in note
     err = capsys.readouterr().err  # captured: not a terminal, so plain lines
-    assert f"run {run.info.run_id} (baseline-s3, FINISHED)" in err
-    assert f"open it: mlflow ui --backend-store-uri {tracked.uri}" in err
+    assert f"run {run.info.run_id} ({name}, FINISHED)" in err
+    assert f"open it: mlflow ui --backend-store-uri {tracked.uri}, then http://127.0.0.1:5000/#/experiments/" in err
+    assert "shipped: the weights of step " in err
     assert "Sharpe" in err and "buy & hold" in err and "\x1b[" not in err
 
 
 def test_console_table_is_rich_on_a_terminal_and_plain_otherwise(tracked):
     (run,) = tracked.client.search_runs([tracked.client.get_experiment_by_name("convopt").experiment_id],
-                                        "attributes.run_name = 'baseline-s3'")
+                                        "tags.`convopt.seed` = '3'")
     summary = read_summary(run.info.run_id, tracked.client)
     plain, fancy = io.StringIO(), io.StringIO()
     print_summary(summary, plain, rich_output=False)

@@ -130,3 +130,25 @@ def _assert_split_boundaries_recorded(store, run, cfg):
     assert record["digest"] == run.data.tags["convopt.data.digest"] and record["n_bars"] == 3000
     assert record["splits"]["val"]["first"] == times[market.splits.val[0]].isoformat()
     assert record["splits"]["holdout"]["start"] == holdout[0]
+
+
+def test_short_run_scales_the_default_eval_cadence(store, capsys):
+    # run.eval_freq=25,000 (the default) would never evaluate in 2,048 steps: no eval/* at all
+    cfg = build_config("baseline", [o for o in TINY if not o.startswith("run.eval_freq")])
+    assert cfg.run.eval_freq == 25_000
+    result = train(cfg, preset="baseline")
+    run = store.get_run(result.run_id)
+    assert run.data.params["run.eval_freq"] == "25000"
+    assert run.data.params["run.eval_freq_effective"] == "512"  # a quarter of the budget, in whole rollouts
+    assert [m.step for m in store.get_metric_history(result.run_id, "eval/score")] == [512, 1024, 1536, 2048]
+    assert "evaluating on validation every 512 steps" in capsys.readouterr().out
+
+
+def test_effective_eval_freq_keeps_long_runs_and_disabled_eval():
+    from convopt_mlflow.training.evaluate import effective_eval_freq
+
+    assert effective_eval_freq(25_000, 100_000, 2048) == 25_000  # the default run is unchanged
+    assert effective_eval_freq(25_000, 60_000, 2048) == 14_336  # 15,000 in whole rollouts
+    assert effective_eval_freq(25_000, 20_000, 2048) == 4_096
+    assert effective_eval_freq(25_000, 1_000, 2048) == 2048  # never below one rollout
+    assert effective_eval_freq(0, 1_000, 2048) == 0  # 0 still disables evaluation

@@ -1,0 +1,43 @@
+"""Plotly pages as run artifacts, with one copy of plotly.js per run.
+
+Each page loads the run's shared bundle (:data:`~convopt_mlflow.evaluation.figures.PLOTLY_BUNDLE`)
+instead of embedding its 4.8 MB, so a run's HTML artifacts stay under 5 MB in total and
+still render offline inside MLflow's artifact viewer (see
+:func:`~convopt_mlflow.evaluation.figures.shared_plotly_loader`).
+"""
+from __future__ import annotations
+
+import posixpath
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from convopt_mlflow.evaluation.figures import PLOTLY_BUNDLE, plotly_bundle_js, write_html
+
+__all__ = ["log_figure", "log_plotly_bundle"]
+
+_HAVE_BUNDLE: set[tuple[str, str]] = set()  # (tracking uri, run id) known to hold the bundle
+
+
+def log_plotly_bundle(handle: Any) -> None:
+    """Log plotly.js at :data:`PLOTLY_BUNDLE` unless the run holds it already (once per run)."""
+    key = (str(handle.client.tracking_uri), handle.run_id)
+    if key in _HAVE_BUNDLE:
+        return
+    folder, name = posixpath.split(PLOTLY_BUNDLE)
+    held = {f.path for f in handle.client.list_artifacts(handle.run_id, folder)}
+    if PLOTLY_BUNDLE not in held:
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / name
+            copy.write_text(plotly_bundle_js(), encoding="ascii")
+            handle.log_artifact(copy, folder)
+    _HAVE_BUNDLE.add(key)
+
+
+def log_figure(handle: Any, fig: Any, artifact_dir: str, file_name: str) -> str:
+    """Log ``fig`` as ``<artifact_dir>/<file_name>``, loading the run's shared plotly.js; returns that path."""
+    page = posixpath.join(artifact_dir, file_name)
+    log_plotly_bundle(handle)
+    with tempfile.TemporaryDirectory() as tmp:
+        handle.log_artifact(write_html(fig, Path(tmp) / file_name, run_id=handle.run_id, page=page), artifact_dir)
+    return page
