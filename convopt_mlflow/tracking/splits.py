@@ -102,9 +102,9 @@ def check_promotion_bars(market: Any, split: str, versions: Mapping[str, Any],
                         f"train or validation split); got {split!r}")
     bounds = getattr(market.splits, split)
     if bounds is None:
-        raise UserError(f"the challenger's data reserves no holdout (data.holdout_fraction=0): retrain with a "
-                        f"holdout, or pass --split test to promote on the A/B's test bars (recorded as "
-                        f"convopt.promotion.bars_reused=true)")
+        raise UserError("the challenger's data reserves no holdout (data.holdout_fraction=0): retrain with a "
+                        "holdout, or pass --split test to promote on the A/B's test bars (recorded as "
+                        "convopt.promotion.bars_reused=true)")
     start, stop = int(bounds[0]), int(bounds[1])
     times = market.bars.frame.index
     bars = EvaluationBars(split, market.bars.digest, start, stop, times[start].isoformat(), times[stop - 1].isoformat())

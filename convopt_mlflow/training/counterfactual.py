@@ -183,7 +183,6 @@ class CounterfactualPPO(ConvoptPPO):
 
     def _train_counterfactual(self, data: dict[str, th.Tensor]) -> None:
         """PPO.train's epochs and minibatches with the loss of the module doc."""
-        buf = self.rollout_buffer
         total, k = data["observations"].shape[0], self.levels.size
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)

@@ -7,7 +7,6 @@ run lengths beyond ``max_run`` merged into the oldest kept one. About 200 µs pe
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 from scipy.special import gammaln
