@@ -70,6 +70,26 @@ def test_a_dead_worker_loses_only_its_own_member(monkeypatch):
     assert len({outcomes[i].payload["pid"] for i in (0, 2, 3)}) == 2  # 2 and 3 shared the replacement
 
 
+def test_a_market_kept_by_a_worker_trains_exactly_like_a_fresh_one(tracked, monkeypatch):
+    from convopt_mlflow.config import apply_values
+    from convopt_mlflow.training import ensemble
+    from convopt_mlflow.training.coordinator import train
+
+    monkeypatch.setattr(ensemble, "_MARKETS", {})
+    member = member_config(_config(run__total_timesteps=1024), _plans(3)[0])
+    market, hit = ensemble.member_market(member, "")
+    assert not hit
+    again, hit = ensemble.member_market(member, market.bars.digest)
+    assert hit and again is market
+    assert not ensemble.member_market(member, "another-digest")[1]
+    assert not ensemble.member_market(apply_values(member, {"env.cost_bps": 3.0}), market.bars.digest)[1]
+    first = train(member, preset="ensemble", market=market)
+    second = train(member, preset="ensemble", market=market)  # the same arrays, a second run in one process
+    fresh = train(member, preset="ensemble")
+    assert first.status == second.status == fresh.status == "FINISHED"
+    assert first.metrics == second.metrics == fresh.metrics
+
+
 def test_ensemble_run_trains_members_as_child_runs_and_registers_the_ensemble(tracked):
     result = train_ensemble_run(_config(), preset="ensemble", checkpoint_root=tracked.checkpoint_root("ens"))
     assert result.status == "FINISHED" and result.exit_code == 0, result.reason
