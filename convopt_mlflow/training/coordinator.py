@@ -114,19 +114,22 @@ def _plasticity_gate(monitor: cfgmod.MonitorConfig) -> PlasticityGate:
 def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume: str = "",
           run_id: str | None = None, components: Components | None = None,
           extra_callbacks: Sequence[BaseCallback] = (), checkpoint_root: str | None = None,
-          tags: Mapping[str, str] | None = None, after_eval: BaseCallback | None = None) -> TrainResult:
+          tags: Mapping[str, str] | None = None, after_eval: BaseCallback | None = None,
+          market: Market | None = None) -> TrainResult:
     """Train one PPO agent as one MLflow run. Raises UserError before any run exists.
 
     ``tags`` are set on the run next to (and over) the standard ``convopt.*`` tags, e.g. an
     ensemble member's ``convopt.role`` or an A/B trial's ``convopt.role=ab-trial``.
     ``after_eval`` runs after each validation eval (``parent.history[-1]``); returning False
     stops training, which then ends as usual (final model, backtest, FINISHED).
+    ``market``: the market ``cfg`` loads, already built (a worker's cached one); a resume loads its own.
     """
     plan = None
     if resume:
         plan = plan_resume(resume)  # refuses FINISHED and live runs before anything changes
         cfg, run_id, preset = plan.cfg, resume, plan.preset
-    market = load_market(cfg)  # UserError on bad data, before any run exists
+    if market is None or resume:
+        market = load_market(cfg)  # UserError on bad data, before any run exists
     named_here = run_id is None and not resume  # a new run, or the one `mlflow run` created: ours to name
     if run_id is None:
         run_id = os.environ.get("MLFLOW_RUN_ID") or None

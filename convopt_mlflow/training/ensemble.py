@@ -6,10 +6,11 @@ Flow (``train_ensemble_run``):
 2. The ensemble run is opened (``convopt.role=ensemble``) and one child run per member is
    created under it (``mlflow.parentRunId``, ``convopt.role=ensemble-member``).
 3. Each member is a full convopt training run, ``coordinator.train(member_cfg, run_id=child)``,
-   with its own monitor, checkpoints, backtest and model. Members run in spawned worker
-   processes, at most ``ensemble.workers`` at once, one torch thread each. Every member has
-   a process of its own (a one-worker ``ProcessPoolExecutor``), so a member that is killed
-   takes down only itself; its child run is ended KILLED with the reason.
+   with its own monitor, checkpoints, backtest and model. Members run on ``ensemble.workers``
+   long-lived spawned worker processes (:mod:`.member_pool`), one torch thread each: a worker
+   imports once, keeps the market by digest (:func:`member_market`) and runs one member after
+   another. A member that raises ends its child run FAILED; a member whose worker dies takes
+   down only itself (its child run is ended KILLED with the reason) and the worker is replaced.
 4. With at least ``ensemble.min_members`` finished members the ensemble is built from them:
    the combination is chosen on validation (:class:`~convopt_mlflow.components.ensemble.EnsembleDecision`),
    backtested on val and test next to each member and the benchmarks, and logged as one model
@@ -23,14 +24,21 @@ member 2 raise, each after its first rollout.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import signal
+<<<<<<< HEAD
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterable, Mapping
+=======
+import tempfile
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Mapping
+>>>>>>> t14-workers
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -40,8 +48,14 @@ from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, Memb
 from ..evaluation import equity_figure
 from .coordinator import TrainResult, _describe, _tags, run_display_name
 from .ensemble_eval import EnsembleReport, ensemble_report
+<<<<<<< HEAD
 from .reporting import EQUITY_POINTS, SPLITS, model_inputs
 from .setup import load_market
+=======
+from .member_pool import ParallelMembers
+from .reporting import SPLITS, model_inputs
+from .setup import Market, load_market
+>>>>>>> t14-workers
 
 FAULTS_ENV = "CONVOPT_ENSEMBLE_FAULTS"
 _SUMMARY = ("backtest/val/sharpe", "backtest/test/sharpe", "backtest/test/max_drawdown", "backtest/test/total_return")
@@ -82,6 +96,29 @@ class MemberTask:
     preset: str
     tags: Mapping[str, str]
     checkpoint_root: str | None
+    data_digest: str = ""
+    """The digest of the market the ensemble run loaded: the worker's cache key."""
+
+
+#: This worker process's markets: ``(data digest, what the market is built from) -> Market``.
+_MARKETS: dict[tuple[str, str], Market] = {}
+_MARKETS_KEPT = 2
+
+
+def member_market(cfg: cfgmod.OptimizedTrainingConfig, digest: str) -> tuple[Market, bool]:
+    """The member's market, from this process's cache when one with ``digest`` was built here
+    from the same data and env settings; ``(market, hit)``. Members share their data settings,
+    so a worker generates and featurizes the market once. A market is read-only to training."""
+    key = (digest, json.dumps([asdict(cfg.data), asdict(cfg.env)], sort_keys=True, default=str))
+    if digest and key in _MARKETS:
+        return _MARKETS[key], True
+    market = load_market(cfg)
+    key = (market.bars.digest, key[1])
+    _MARKETS.pop(key, None)
+    _MARKETS[key] = market
+    while len(_MARKETS) > _MARKETS_KEPT:
+        _MARKETS.pop(next(iter(_MARKETS)))
+    return market, False
 
 
 class _KeepModel(BaseCallback):
@@ -124,50 +161,17 @@ def train_member(tasks: Mapping[int, MemberTask], plan: MemberPlan) -> MemberOut
 
     torch.set_num_threads(1)
     task = tasks[plan.index]
+    cfg = cfgmod.from_dict(json.loads(task.config_json))
+    market, hit = member_market(cfg, task.data_digest)
+    tags = {**task.tags, "convopt.worker.pid": str(os.getpid()), "convopt.worker.market_cache": "hit" if hit else "miss"}
     keep = _KeepModel()
-    result = train(cfgmod.from_dict(json.loads(task.config_json)), preset=task.preset, run_id=task.run_id,
-                   tags=task.tags, extra_callbacks=[keep, *_faults(plan.index)], checkpoint_root=task.checkpoint_root)
+    result = train(cfg, preset=task.preset, run_id=task.run_id, tags=tags, market=market,
+                   extra_callbacks=[keep, *_faults(plan.index)], checkpoint_root=task.checkpoint_root)
     if result.status != "FINISHED":
         return MemberOutcome(plan.index, result.status, result.reason)
     weights = {k: v.detach().cpu().numpy() for k, v in keep.model.policy.state_dict().items()}
     payload = {"run_id": task.run_id, "weights": weights, "spec": policy_spec(keep.model), "metrics": result.metrics}
     return MemberOutcome(plan.index, "FINISHED", "", payload)
-
-
-class ParallelMembers:
-    """``map_fn`` for :meth:`EnsembleLearningFramework.train_ensemble`: each member in its own
-    spawned process, ``workers`` at a time; a crash becomes a FAILED/KILLED outcome."""
-
-    def __init__(self, workers: int):
-        self.workers = max(1, int(workers))
-
-    def __call__(self, fn: Callable[[MemberPlan], MemberOutcome], plans: Iterable[MemberPlan]) -> list[MemberOutcome]:
-        pending, running, outcomes = list(plans), {}, []
-        context = multiprocessing.get_context("spawn")
-        try:
-            while pending or running:
-                while pending and len(running) < self.workers:
-                    plan = pending.pop(0)
-                    pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
-                    running[pool.submit(fn, plan)] = (plan, pool)
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    plan, pool = running.pop(future)
-                    outcomes.append(_outcome(future, plan))
-                    pool.shutdown(wait=True)
-        finally:
-            for plan, pool in running.values():  # interrupted: don't leave workers behind
-                pool.shutdown(wait=False, cancel_futures=True)
-        return outcomes
-
-
-def _outcome(future, plan: MemberPlan) -> MemberOutcome:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        return MemberOutcome(plan.index, "KILLED", "its worker process died (killed by a signal or out of memory)")
-    except BaseException as exc:  # the member's run is already ended FAILED by the coordinator
-        return MemberOutcome(plan.index, "FAILED", f"{type(exc).__name__}: {exc}"[:2000])
 
 
 # ------------------------------------------------------------------ the ensemble run
@@ -197,7 +201,8 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
                              run_name=run_display_name(preset, member_cfg.run.seed, f"member{plan.index}", cfg=cfg),
                              tags={**_tags(member_cfg, preset), **tags}, client=parent.client)
             children[plan.index] = child
-            tasks[plan.index] = MemberTask(cfgmod.to_json(member_cfg), child.run_id, preset, tags, checkpoint_root)
+            tasks[plan.index] = MemberTask(cfgmod.to_json(member_cfg), child.run_id, preset, tags, checkpoint_root,
+                                           market.bars.digest)
         workers = min(cfg.ensemble.workers or os.cpu_count() or 1, len(plans))
         parent.set_tags({"convopt.ensemble.workers": str(workers)})
         training = framework.train_ensemble(partial(train_member, tasks), map_fn=ParallelMembers(workers))

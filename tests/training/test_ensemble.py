@@ -1,11 +1,13 @@
-"""Ensemble runs end to end: real SB3 members in spawned worker processes, a real sqlite MLflow store."""
+"""Ensemble runs end to end: real SB3 members in long-lived spawned worker processes, a real sqlite MLflow store."""
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from convopt_mlflow.config import build_config
 from convopt_mlflow.training.ensemble import FAULTS_ENV, member_config, train_ensemble_run
+from convopt_mlflow.training.member_pool import KILLED_REASON, ParallelMembers
 from convopt_mlflow.components.ensemble import EnsembleLearningFramework
 from convopt_mlflow.training.setup import load_market, make_env
 
@@ -35,6 +37,57 @@ def test_members_differ_by_their_plans():
     lo, hi = env.core.start_bounds
     starts = env._start_sampler(env._rng, 500)
     assert starts.min() >= lo + 3 * (hi - lo + 1) // 10 and starts.max() < lo + 6 * (hi - lo + 1) // 10
+
+
+def _plans(n: int):
+    return EnsembleLearningFramework(n, {}, seed=1).initialize_models()
+
+
+def _probe(monkeypatch, script: dict):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # spawned workers import the probe by name
+    from _member_probe import probe_member
+
+    return partial(probe_member, script)
+
+
+def test_one_worker_runs_member_after_member_and_a_dead_one_is_replaced(monkeypatch):
+    pool = ParallelMembers(1, initializer=None)
+    outcomes = {o.index: o for o in pool(_probe(monkeypatch, {1: ("kill", 0), 3: ("raise", 0)}), _plans(5))}
+    assert [outcomes[i].status for i in range(5)] == ["FINISHED", "KILLED", "FINISHED", "FAILED", "FINISHED"]
+    assert outcomes[1].reason == KILLED_REASON and "probe fault" in outcomes[3].reason
+    pid = {i: outcomes[i].payload["pid"] for i in (0, 2, 4)}
+    assert pid[2] == pid[4] and str(pid[2]) in outcomes[3].reason  # a raise leaves its worker up for the next
+    assert pid[0] != pid[2] and pool.processes_started == 2  # the killed worker (it ran 0 and 1) was replaced
+
+
+def test_a_dead_worker_loses_only_its_own_member(monkeypatch):
+    pool = ParallelMembers(2, initializer=None)
+    script = {0: ("ok", 4.0), 1: ("kill", 0.5)}
+    outcomes = {o.index: o for o in pool(_probe(monkeypatch, script), _plans(4))}
+    assert outcomes[1].status == "KILLED"
+    assert [outcomes[i].status for i in (0, 2, 3)] == ["FINISHED"] * 3  # 0 ran beside the dead worker
+    assert pool.processes_started == 3
+    assert len({outcomes[i].payload["pid"] for i in (0, 2, 3)}) == 2  # 2 and 3 shared the replacement
+
+
+def test_a_market_kept_by_a_worker_trains_exactly_like_a_fresh_one(tracked, monkeypatch):
+    from convopt_mlflow.config import apply_values
+    from convopt_mlflow.training import ensemble
+    from convopt_mlflow.training.coordinator import train
+
+    monkeypatch.setattr(ensemble, "_MARKETS", {})
+    member = member_config(_config(run__total_timesteps=1024), _plans(3)[0])
+    market, hit = ensemble.member_market(member, "")
+    assert not hit
+    again, hit = ensemble.member_market(member, market.bars.digest)
+    assert hit and again is market
+    assert not ensemble.member_market(member, "another-digest")[1]
+    assert not ensemble.member_market(apply_values(member, {"env.cost_bps": 3.0}), market.bars.digest)[1]
+    first = train(member, preset="ensemble", market=market)
+    second = train(member, preset="ensemble", market=market)  # the same arrays, a second run in one process
+    fresh = train(member, preset="ensemble")
+    assert first.status == second.status == fresh.status == "FINISHED"
+    assert first.metrics == second.metrics == fresh.metrics
 
 
 def test_ensemble_run_trains_members_as_child_runs_and_registers_the_ensemble(tracked):
@@ -87,6 +140,22 @@ def test_a_killed_member_is_reported_and_the_ensemble_is_built_from_the_rest(tra
     assert parent.data.tags["convopt.ensemble.members"] == "0,2"
     assert "member 1 KILLED" in parent.data.tags["convopt.ensemble.lost_members"]
     assert parent.data.metrics["ensemble/members_failed"] == 1 and "ensemble/weight/member_1" not in parent.data.metrics
+
+
+def test_a_member_killed_in_a_reused_worker_ends_killed_and_the_others_finish(tracked, monkeypatch):
+    monkeypatch.setenv(FAULTS_ENV, "2:kill")  # member 2 runs on whichever worker frees first
+    cfg = _config(run__total_timesteps=1024, ensemble__register="false")
+    result = train_ensemble_run(cfg, preset="ensemble", checkpoint_root=tracked.checkpoint_root("reuse"))
+    assert result.status == "FINISHED", result.reason
+    children = _children(tracked, result.run_id)
+    assert children["2"].info.status == "KILLED"
+    assert "worker process died" in children["2"].data.tags["convopt.failure_reason"]
+    assert children["0"].info.status == children["1"].info.status == "FINISHED"
+    pids = {k: c.data.tags["convopt.worker.pid"] for k, c in children.items()}
+    assert pids["2"] in (pids["0"], pids["1"]) and pids["0"] != pids["1"]  # 3 members, 2 long-lived workers
+    cache = {k: c.data.tags["convopt.worker.market_cache"] for k, c in children.items()}
+    assert cache == {"0": "miss", "1": "miss", "2": "hit"}  # the worker kept the market by digest
+    assert tracked.client.get_run(result.run_id).data.tags["convopt.ensemble.members"] == "0,1"
 
 
 def test_too_few_members_end_the_ensemble_failed_with_the_reason(tracked, monkeypatch):

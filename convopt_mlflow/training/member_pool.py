@@ -1,0 +1,93 @@
+"""Long-lived worker processes for ensemble members.
+
+:class:`ParallelMembers` runs members on ``workers`` slots. Each slot is a spawned
+one-process ``ProcessPoolExecutor`` that lives for the whole ensemble: it imports torch,
+SB3 and MLflow once (:func:`warm_worker`) and runs one member after another, so start-up
+is paid once per worker, not once per member. A worker keeps the market it built, keyed by
+the dataset's digest (see :func:`convopt_mlflow.training.ensemble.member_market`).
+
+Failure semantics, per member:
+
+- a member that raises becomes a FAILED outcome; its worker stays up and runs the next one;
+- a worker that dies (SIGKILL, out of memory) breaks only its own slot
+  (``BrokenProcessPool``): the member it was running becomes a KILLED outcome, the slot is
+  rebuilt with a fresh process and the members still pending go on, on every slot.
+
+Slots are separate executors on purpose: one executor with several processes terminates
+all of them when one dies, which would lose the members running next to the dead one.
+"""
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Iterable
+
+from ..components.ensemble import MemberOutcome, MemberPlan
+
+KILLED_REASON = "its worker process died (killed by a signal or out of memory)"
+
+
+def warm_worker() -> None:
+    """Executor initializer: one torch thread, and the heavy imports paid once per process."""
+    import mlflow  # noqa: F401
+    import stable_baselines3  # noqa: F401
+    import torch
+
+    from . import coordinator  # noqa: F401
+
+    torch.set_num_threads(1)
+
+
+class ParallelMembers:
+    """``map_fn`` for :meth:`EnsembleLearningFramework.train_ensemble`: members on ``workers``
+    long-lived spawned processes; a raise becomes FAILED, a dead worker KILLED (see module doc)."""
+
+    def __init__(self, workers: int, initializer: Callable[[], None] | None = warm_worker):
+        self.workers = max(1, int(workers))
+        self.initializer = initializer
+        self.processes_started = 0
+        """How many worker processes this map started (``workers``, plus one per dead worker replaced)."""
+
+    def _slot(self, context) -> ProcessPoolExecutor:
+        self.processes_started += 1
+        return ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=self.initializer)
+
+    def __call__(self, fn: Callable[[MemberPlan], MemberOutcome], plans: Iterable[MemberPlan]) -> list[MemberOutcome]:
+        pending, outcomes = list(plans), []
+        context = multiprocessing.get_context("spawn")
+        slots: list[ProcessPoolExecutor | None] = [None] * min(self.workers, max(1, len(pending)))
+        running: dict[Future, tuple[MemberPlan, int]] = {}
+        try:
+            while pending or running:
+                busy = {slot for _, slot in running.values()}
+                for slot in range(len(slots)):
+                    if pending and slot not in busy:
+                        if slots[slot] is None:
+                            slots[slot] = self._slot(context)
+                        plan = pending.pop(0)
+                        running[slots[slot].submit(fn, plan)] = (plan, slot)
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    plan, slot = running.pop(future)
+                    outcome, broken = _outcome(future, plan)
+                    outcomes.append(outcome)
+                    if broken:  # only this slot's process died: replace it, the others go on
+                        slots[slot].shutdown(wait=True)
+                        slots[slot] = None
+        finally:
+            interrupted = bool(running)
+            for pool in slots:  # interrupted: don't leave workers behind
+                if pool is not None:
+                    pool.shutdown(wait=not interrupted, cancel_futures=True)
+        return outcomes
+
+
+def _outcome(future: Future, plan: MemberPlan) -> tuple[MemberOutcome, bool]:
+    """The member's outcome, and whether its worker process died."""
+    try:
+        return future.result(), False
+    except BrokenProcessPool:
+        return MemberOutcome(plan.index, "KILLED", KILLED_REASON), True
+    except BaseException as exc:  # the member's run is already ended FAILED by the coordinator
+        return MemberOutcome(plan.index, "FAILED", f"{type(exc).__name__}: {exc}"[:2000]), False
