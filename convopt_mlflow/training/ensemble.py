@@ -26,19 +26,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-<<<<<<< HEAD
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
-from functools import partial
-from typing import Any, Callable, Iterable, Mapping
-=======
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Mapping
->>>>>>> t14-workers
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -48,14 +38,9 @@ from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, Memb
 from ..evaluation import equity_figure
 from .coordinator import TrainResult, _describe, _tags, run_display_name
 from .ensemble_eval import EnsembleReport, ensemble_report
-<<<<<<< HEAD
-from .reporting import EQUITY_POINTS, SPLITS, model_inputs
-from .setup import load_market
-=======
 from .member_pool import ParallelMembers
-from .reporting import SPLITS, model_inputs
+from .reporting import EQUITY_POINTS, SPLITS, model_inputs
 from .setup import Market, load_market
->>>>>>> t14-workers
 
 FAULTS_ENV = "CONVOPT_ENSEMBLE_FAULTS"
 _SUMMARY = ("backtest/val/sharpe", "backtest/test/sharpe", "backtest/test/max_drawdown", "backtest/test/total_return")
