@@ -96,6 +96,8 @@ def run_note(summary: RunSummary) -> str:
         lines.append(head + ".")
     if summary.tags.get("convopt.no_edge") == "true":
         lines.append("No edge over staying flat on validation (`convopt.no_edge`).")
+    if summary.tags.get("convopt.harm_warning"):
+        lines.append(f"**Harm warning** (`convopt.harm_warning`): {summary.tags['convopt.harm_warning']}")
     rows = summary.rows()
     if rows:
         lines += ["", "| measure | split | policy | flat | buy & hold | oracle |", "|---|---|---:|---:|---:|---:|"]
@@ -122,6 +124,8 @@ def print_summary(summary: RunSummary, stream: IO[str] | None = None, *, rich_ou
     kinds = ", ".join(f"{a} x{n}" for a, n in counts.items()) if counts else "none"
     footer = [f"interventions: {kinds}", f"run {summary.run_id} ({summary.run_name}, {summary.status})",
               f"open it: {summary.ui_command()}" + (f"  then {summary.run_path()}" if summary.run_path() else "")]
+    if summary.tags.get("convopt.harm_warning"):
+        footer.insert(0, f"harm warning: {summary.tags['convopt.harm_warning']}")
     header = ("measure", "split", "policy", "flat", "buy & hold", "oracle")
     if rich_output:
         from rich.console import Console
