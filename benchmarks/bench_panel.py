@@ -76,9 +76,14 @@ def arms_for(presets: list[str], single_full: bool) -> tuple[str, ...]:
 
 
 def run_market(name: str, source: str, arms: tuple[str, ...], seeds: list[int], steps: int,
-               overrides: dict[str, str]) -> dict:
-    """One A/B study on one market, in its own temporary stores; the per-arm rows and verdicts."""
-    tmp = tempfile.mkdtemp(prefix=f"bench-panel-{name}-")
+               overrides: dict[str, str], work_dir: str = "") -> dict:
+    """One A/B study on one market, in its own stores (under ``work_dir``/<market>, where a rerun of the
+    same command resumes the study, or a temporary folder); the per-arm rows and verdicts."""
+    if work_dir:
+        tmp = str(Path(work_dir, name).resolve())
+        Path(tmp).mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.mkdtemp(prefix=f"bench-panel-{name}-")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
     from convopt_mlflow.experiments.session import run_ab_test
     from convopt_mlflow.experiments.spec import StudySpec
@@ -128,7 +133,7 @@ def summarize_market(name: str, source: str, arms, report: dict, records: list[d
 
 
 def _verdict(c: dict, *, sign: float, correction: str) -> dict:
-    low, high = c["difference_ci"]
+    low, high = c["difference_ci_low"], c["difference_ci_high"]
     ci = [sign * low, sign * high] if sign > 0 else [sign * high, sign * low]
     better = c["significant"] and sign * c["mean_difference"] > 0
     worse = c["significant"] and sign * c["mean_difference"] < 0
@@ -174,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-bars", type=int, default=-1, help="synthetic market length (0: the panel's 300k)")
     parser.add_argument("--jobs", type=int, default=1, help="markets run in parallel processes")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, every run")
+    parser.add_argument("--work-dir", default="", help="keep each market's stores here; rerunning resumes the studies")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -193,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = {}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {pool.submit(run_market, m, market_source(m, n_bars), arms, seeds, steps, overrides): m
+        futures = {pool.submit(run_market, m, market_source(m, n_bars), arms, seeds, steps, overrides,
+                           args.work_dir): m
                    for m in markets}
         for future in as_completed(futures):
             result = future.result()

@@ -58,3 +58,17 @@ def test_no_warning_for_baseline_or_where_there_is_no_edge(store):
     noise = train(build_config("curriculum", TINY + [NOISE]), preset="curriculum")
     assert noise.metrics["benchmark/val/oracle/sharpe"] == 0.0 > noise.metrics["backtest/val/sharpe"]
     assert HARM_TAG not in store.get_run(noise.run_id).data.tags
+
+
+def test_an_ensemble_below_flat_is_tagged_on_its_parent(tracked):
+    from convopt_mlflow.training.ensemble import train_ensemble_run
+
+    from .conftest import TINY_RUN
+
+    values = {**TINY_RUN, "ensemble.workers": "2", "ensemble_size": "2", "env.cost_bps": "5",
+              "data.source": TREND.split("=", 1)[1]}
+    result = train_ensemble_run(build_config("ensemble", values), preset="ensemble",
+                                checkpoint_root=tracked.checkpoint_root("ens"))
+    assert result.metrics["backtest/val/sharpe"] < 0 < result.metrics["benchmark/val/oracle/sharpe"]
+    tags = tracked.client.get_run(result.run_id).data.tags
+    assert "ensemble on" in tags[HARM_TAG] and tags["convopt.no_edge"] == "true"
