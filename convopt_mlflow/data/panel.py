@@ -27,8 +27,15 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from convopt_mlflow.data.synthetic import (ANNUAL_VOL, START_PRICE, UNIFORM_LOADINGS, SyntheticMarket,
-                                           _generator, _timestamps, generate_market)
+from convopt_mlflow.data.synthetic import (
+    ANNUAL_VOL,
+    START_PRICE,
+    UNIFORM_LOADINGS,
+    SyntheticMarket,
+    _generator,
+    _timestamps,
+    generate_market,
+)
 from convopt_mlflow.errors import ConfigError
 
 REGIMES = "regimes"

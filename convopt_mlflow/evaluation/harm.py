@@ -22,7 +22,8 @@ A run with no component on (``baseline``, ``baseline-3e-5``) is the reference it
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["HARM_TAG", "components_on", "harm_warning"]
 

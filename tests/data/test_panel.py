@@ -12,8 +12,13 @@ from convopt_mlflow.data.features import compute_features
 from convopt_mlflow.data.loading import parse_synthetic_spec
 from convopt_mlflow.data.panel import MECHANISMS, PANEL, generate_synthetic
 from convopt_mlflow.errors import ConfigError
-from convopt_mlflow.evaluation.true_oracle import (LEVELS_LONG_ONLY, LEVELS_LONG_SHORT, causal_positions,
-                                                   expected_net_pnl, solve_chain_plan)
+from convopt_mlflow.evaluation.true_oracle import (
+    LEVELS_LONG_ONLY,
+    LEVELS_LONG_SHORT,
+    causal_positions,
+    expected_net_pnl,
+    solve_chain_plan,
+)
 
 SYNTHETIC = {name: spec for name, spec in PANEL.items() if spec.startswith("synthetic")}
 
