@@ -21,16 +21,11 @@ from ..data.loading import SYNTHETIC_PREFIX, parse_synthetic_spec
 from ..data.panel import generate_synthetic
 from ..data.synthetic import UNIFORM_LOADINGS
 from ..env import MarketCore, TradingVecEnv
-from ..evaluation.true_oracle import (
-    causal_positions,
-    discrete_states,
-    solve_chain_plan,
-    solve_plan,
-)
+from ..evaluation.true_oracle import causal_positions, discrete_states, solve_chain_plan, solve_plan
 from .augment import augmented_env
-from .counterfactual import CounterfactualPPO
 from .guards import FiniteGuard
 from .ppo import ConvoptPPO
+from .counterfactual import CounterfactualPPO
 from .replay import ReplayPPO
 
 _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
