@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from convopt_mlflow.data.bars import Bars
-from convopt_mlflow.data.synthetic import UNIFORM_LOADINGS, generate_market
+from convopt_mlflow.data.panel import MECHANISMS, REGIMES, generate_synthetic
+from convopt_mlflow.data.synthetic import UNIFORM_LOADINGS
 from convopt_mlflow.data.validation import validate_frame
 from convopt_mlflow.errors import ConfigError, DataValidationError, UserError
 
@@ -18,9 +19,9 @@ BUNDLED = {
 }
 DEFAULT_DATASET = "eurusd-1h"
 SYNTHETIC_PREFIX = "synthetic"
-#: Defaults of a "synthetic:..." spec; each key is also the keyword of generate_market.
+#: Defaults of a "synthetic:..." spec; each key is also a keyword of data.panel.generate_synthetic.
 SYNTHETIC_DEFAULTS = {"n_bars": 20_000, "seed": 0, "signal_ic": 0.0, "freq": "1h", "start": "2015-01-05",
-                      "signal_regimes": UNIFORM_LOADINGS}
+                      "signal_regimes": UNIFORM_LOADINGS, "mechanism": REGIMES}
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -30,8 +31,9 @@ def load_bars(source: str = DEFAULT_DATASET, *, min_bars: int = 0, max_gap: str 
     Args:
         source: "eurusd-1h" (the default), "googl-1d", a path to a ``.csv`` or
             ``.parquet`` file, or a spec ``"synthetic:n_bars=50000,seed=1,signal_ic=0.05"``
-            (keys: n_bars, seed, signal_ic, freq, start, signal_regimes; defaults in
-            :data:`SYNTHETIC_DEFAULTS`).
+            (keys: n_bars, seed, signal_ic, freq, start, signal_regimes, mechanism; defaults in
+            :data:`SYNTHETIC_DEFAULTS`; ``mechanism=noise|garch|trend|spike`` picks a panel
+            market of ``data/panel.py``).
         min_bars: the fewest bars the caller needs.
         max_gap: the longest allowed time between consecutive bars, or None.
 
@@ -50,7 +52,7 @@ def load_bars(source: str = DEFAULT_DATASET, *, min_bars: int = 0, max_gap: str 
         raw, name, resolved = _read_bundled(source), source, f"gym_anytrading:{BUNDLED[source]}"
     elif source == SYNTHETIC_PREFIX or source.startswith(SYNTHETIC_PREFIX + ":"):
         params = parse_synthetic_spec(source)
-        raw = generate_market(**params).frame
+        raw = generate_synthetic(**params).frame
         name, resolved = SYNTHETIC_PREFIX, format_synthetic_spec(params)
     else:
         path = _resolve_path(source)
@@ -60,7 +62,7 @@ def load_bars(source: str = DEFAULT_DATASET, *, min_bars: int = 0, max_gap: str 
 
 
 def parse_synthetic_spec(spec: str) -> dict:
-    """Parse ``"synthetic:key=value,..."`` into generate_market keywords (defaults filled in).
+    """Parse ``"synthetic:key=value,..."`` into generate_synthetic keywords (defaults filled in).
 
     Raises:
         ConfigError: naming an unknown or repeated key, or a value of the wrong kind.
@@ -81,16 +83,28 @@ def parse_synthetic_spec(spec: str) -> dict:
             raise ConfigError(f"synthetic spec key {key!r} given twice in {spec!r}")
         seen.add(key)
         params[key] = _convert(key, value)
+    if params["mechanism"] != REGIMES:
+        if params["mechanism"] not in MECHANISMS:
+            raise ConfigError(f"unknown synthetic mechanism {params['mechanism']!r}; "
+                              f"known: {', '.join([REGIMES, *MECHANISMS])}")
+        if "signal_ic" in seen or "signal_regimes" in seen:
+            raise ConfigError(f"signal_ic and signal_regimes belong to mechanism={REGIMES}, "
+                              f"not mechanism={params['mechanism']} (in {spec!r})")
     return params
 
 
 def format_synthetic_spec(params: dict) -> str:
     """The canonical spec text of parsed parameters (used as the Bars source).
 
-    ``signal_regimes`` appears only when it is not the uniform default, so the sources of
-    markets generated before it existed keep their text.
+    ``signal_regimes`` and ``mechanism`` appear only when they are not the defaults, so the sources of
+    markets generated before they existed keep their text; a panel mechanism's spec has no signal keys.
     """
-    keys = [k for k in SYNTHETIC_DEFAULTS if k != "signal_regimes" or params[k] != UNIFORM_LOADINGS]
+    panel = params.get("mechanism", REGIMES) != REGIMES
+    hidden = {"signal_regimes": UNIFORM_LOADINGS, "mechanism": REGIMES}
+    keys = [k for k in SYNTHETIC_DEFAULTS
+            if not (k in hidden and params.get(k, hidden[k]) == hidden[k]) and not (panel and k.startswith("signal_"))]
+    if panel:
+        keys.insert(0, keys.pop(keys.index("mechanism")))
     return SYNTHETIC_PREFIX + ":" + ",".join(f"{key}={params[key]}" for key in keys)
 
 

@@ -92,15 +92,20 @@ class SyntheticMarket:
             return ``E[r[t+1] | state at bar t]`` (see :func:`expected_next_returns`); 0 at the last bar.
         trend_direction: ``int8[n_bars]``, the drift sign (+1/-1) of a trend bar's segment, 0 elsewhere.
         dynamics: how the state moves (:class:`MarketDynamics`).
+        chain: a panel mechanism's finite-state dynamics (``data/panel.py``'s ``ChainDynamics``), else None;
+            then ``regimes`` is None.
+        states: ``intp[n_bars]``, the panel mechanism's state at each bar (what its oracle knows), else None.
     """
 
     frame: pd.DataFrame
-    regimes: np.ndarray
+    regimes: np.ndarray | None
     signal: np.ndarray | None
     effective_signal: np.ndarray | None = None
     expected_next_return: np.ndarray | None = None
     trend_direction: np.ndarray | None = None
     dynamics: MarketDynamics | None = None
+    chain: object | None = None
+    states: np.ndarray | None = None
 
 
 def generate_market(

@@ -141,6 +141,8 @@ def run_note(summary: RunSummary) -> str:
         lines.append(summary.shipped_line()[0].upper() + summary.shipped_line()[1:] + ".")
     if summary.edge_line():
         lines.append(f"`convopt.no_edge`: {summary.edge_line()}.")
+    if summary.tags.get("convopt.harm_warning"):
+        lines.append(f"**Harm warning** (`convopt.harm_warning`): {summary.tags['convopt.harm_warning']}")
     rows = summary.rows()
     if rows:
         lines += ["", "| measure | split | policy | flat | buy & hold | oracle |", "|---|---|---:|---:|---:|---:|"]
@@ -168,6 +170,8 @@ def print_summary(summary: RunSummary, stream: IO[str] | None = None, *, rich_ou
     footer = [f"interventions: {kinds}", summary.shipped_line(), summary.edge_line(),
               f"run {summary.run_id} ({summary.run_name}, {summary.status})", summary.open_line()]
     footer = [line for line in footer if line]
+    if summary.tags.get("convopt.harm_warning"):
+        footer.insert(0, f"harm warning: {summary.tags['convopt.harm_warning']}")
     header = ("measure", "split", "policy", "flat", "buy & hold", "oracle")
     if rich_output:
         from rich.console import Console

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["LEVELS_LONG_ONLY", "LEVELS_LONG_SHORT", "Plan", "causal_positions", "discrete_states", "expected_net_pnl",
-           "optimal_positions", "solve_plan"]
+           "optimal_positions", "solve_chain_plan", "solve_plan"]
 
 LEVELS_LONG_SHORT = (-1.0, 0.0, 1.0)
 LEVELS_LONG_ONLY = (0.0, 1.0)
@@ -189,6 +189,38 @@ def solve_plan(dynamics: Any, *, cost: float, levels=LEVELS_LONG_SHORT, grid_siz
         if change < tol:
             break
     for array in (cont, grid, lv):  # the plan is shared through the cache
+        array.flags.writeable = False
+    return Plan(cont, grid, lv, iteration)
+
+
+@functools.lru_cache(maxsize=8)
+def solve_chain_plan(chain: Any, *, cost: float, levels=LEVELS_LONG_SHORT, tol: float = 1e-12,
+                     max_iterations: int = 200_000) -> Plan:
+    """The same average-reward Bellman equation for a panel market's finite chain (``data/panel.py``).
+
+    ``chain.mean[s]`` is ``E[r[t+1] | s[t] = s]`` and ``chain.transition[s][s']`` the next state's law, so
+    ``W(p, s) = max_q [l_q mean[s] - cost |l_q - p| + C(q, s)]`` and ``C(q, s) = sum_s' P[s, s'] W(q, s')``.
+    Relative value iteration to ``tol``; the plan has one signal cell (``z_grid = [0]``), so
+    :func:`causal_positions` walks it with ``states`` and no signal. A chain whose means are all 0
+    (noise, GARCH) gives ``C`` constant in ``q``: the oracle stays flat.
+    """
+    mean = np.asarray(chain.mean, dtype=np.float64)
+    moves = np.asarray(chain.transition, dtype=np.float64)
+    lv = np.asarray(levels, dtype=np.float64)
+    switch = cost * np.abs(lv[:, None] - lv[None, :])  # [p, q]
+    gain = lv[:, None] * mean[None, :]  # (Q, S)
+    cont = np.zeros((lv.size, mean.size))
+    for iteration in range(1, max_iterations + 1):
+        best = np.max((gain + cont)[None] - switch[:, :, None], axis=1)  # (P, S)
+        new = best @ moves.T  # C(p, s) = sum_s' P[s, s'] W(p, s')
+        new -= new.mean()
+        change = np.max(np.abs(new - cont))
+        cont = new
+        if change < tol:
+            break
+    cont = cont[:, :, None]
+    grid = np.zeros(1)
+    for array in (cont, grid, lv):
         array.flags.writeable = False
     return Plan(cont, grid, lv, iteration)
 

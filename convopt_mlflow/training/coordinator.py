@@ -241,6 +241,7 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
         handle.end("KILLED")
         return TrainResult(handle.run_id, "KILLED", stop.exit_code,
                            f"{reason}; `convopt train --resume {handle.run_id}` logs what is missing")
+    _warn_harm(handle, cfg, metrics or {})
     handle.set_tags({"convopt.phase": "finished"})
     _describe(handle)
     handle.end("FINISHED")
@@ -340,6 +341,16 @@ def _tags(cfg, preset: str) -> dict[str, str]:
     return {"convopt.preset": preset, "convopt.arm": preset, "convopt.seed": str(cfg.run.seed),
             "convopt.role": "train", "convopt.config_hash": cfgmod.config_hash(cfg),
             "convopt.pid": str(os.getpid()), "convopt.host": socket.gethostname()}
+
+
+def _warn_harm(handle: RunHandle, cfg, metrics: dict) -> None:
+    """Tag ``convopt.harm_warning`` (and say it) when a component-on run ends below flat on validation."""
+    from ..evaluation.harm import HARM_TAG, components_on, harm_warning
+
+    warning = harm_warning(components_on(cfg), metrics)
+    if warning:
+        handle.set_tags({HARM_TAG: warning})
+        print(f"convopt: warning: {warning}")
 
 
 def _describe(handle: RunHandle) -> None:

@@ -272,6 +272,11 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
                                               _version_tags(parent, cfg, preset, market, report, decision)).version)
         tags.update({"convopt.registered_model": cfg.ensemble.registry_name, "convopt.registered_version": version})
         reason = f"registered {cfg.ensemble.registry_name} version {version}"
+    from ..evaluation.harm import HARM_TAG, components_on, harm_warning
+
+    warning = harm_warning(components_on(cfg), report.metrics)
+    if warning:  # the ensemble itself is a component: judged on the ensemble's validation Sharpe
+        tags[HARM_TAG] = warning
     parent.set_tags(tags)
     _describe(parent)
     parent.end("FINISHED")

@@ -19,9 +19,10 @@ from ..data import Bars, Features, Splits, chronological_splits, load_bars
 from ..data.features import observation_features
 from ..data.splits import split_boundaries
 from ..data.loading import SYNTHETIC_PREFIX, parse_synthetic_spec
-from ..data.synthetic import UNIFORM_LOADINGS, generate_market
+from ..data.panel import generate_synthetic
+from ..data.synthetic import UNIFORM_LOADINGS
 from ..env import MarketCore, TradingVecEnv
-from ..evaluation.true_oracle import causal_positions, discrete_states, solve_plan
+from ..evaluation.true_oracle import causal_positions, discrete_states, solve_chain_plan, solve_plan
 from .augment import augmented_env
 from .guards import FiniteGuard
 from .ppo import ConvoptPPO
@@ -64,6 +65,9 @@ class Market:
         if self.bars.name != SYNTHETIC_PREFIX:
             return None
         core = self.cores["train"]
+        if self._generated.chain is not None:  # a panel mechanism (data/panel.py): its finite chain
+            return solve_chain_plan(self._generated.chain, cost=core.cost_rate,
+                                    levels=tuple(core.position_levels.tolist()))
         return solve_plan(self._generated.dynamics, cost=core.cost_rate, levels=tuple(core.position_levels.tolist()))
 
     def oracle_positions(self, bars: np.ndarray) -> np.ndarray | None:
@@ -72,19 +76,21 @@ class Market:
         if plan is None:
             return None
         truth = self._generated
-        return causal_positions(truth.expected_next_return[bars],
-                                discrete_states(truth.regimes[bars], truth.trend_direction[bars]),
+        states = (truth.states[bars] if truth.chain is not None
+                  else discrete_states(truth.regimes[bars], truth.trend_direction[bars]))
+        return causal_positions(truth.expected_next_return[bars], states,
                                 None if truth.signal is None else truth.signal[bars], plan, cost=self.cores["train"].cost_rate)
 
     @cached_property
     def regimes(self) -> np.ndarray | None:
-        """The regime of each bar (int8: 0 trend, 1 mean reversion, 2 high vol) of a synthetic market, else None."""
+        """The regime of each bar (int8: 0 trend, 1 mean reversion, 2 high vol) of a synthetic regime market,
+        else None (real data and the panel mechanisms, which have no regimes)."""
         return self._generated.regimes if self.bars.name == SYNTHETIC_PREFIX else None
 
     @cached_property
     def _generated(self):
         """The synthetic market regenerated from its spec (deterministic): what the bars do not show."""
-        return generate_market(**parse_synthetic_spec(self.bars.source))
+        return generate_synthetic(**parse_synthetic_spec(self.bars.source))
 
 
 def min_bars_needed(cfg: OptimizedTrainingConfig) -> int:

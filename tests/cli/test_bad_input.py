@@ -58,6 +58,8 @@ def test_broken_csv_lists_every_problem_with_rows(tmp_path, store, capsys):
     (["train", "--data", "/nonexistent/bars.csv"], "/nonexistent/bars.csv"),
     (["train", "--data", "synthetic:n_bars=abc"], "n_bars"),
     (["train", "--data", "synthetic:colour=red"], "colour"),
+    (["train", "--data", "synthetic:mechanism=gbm"], "unknown synthetic mechanism 'gbm'"),
+    (["train", "--data", "synthetic:mechanism=noise,signal_ic=0.1"], "belong to mechanism=regimes"),
     (["train", "--resume", "0123456789abcdef0123456789abcdef"], "0123456789abcdef0123456789abcdef"),
     (["data", "check", "/nonexistent.parquet"], "/nonexistent.parquet"),
 ])

@@ -111,10 +111,11 @@ def test_file_errors(tmp_path):
 
 def test_synthetic_spec_parsing():
     assert parse_synthetic_spec("synthetic") == {
-        "n_bars": 20_000, "seed": 0, "signal_ic": 0.0, "freq": "1h", "start": "2015-01-05", "signal_regimes": "1:1:1"}
+        "n_bars": 20_000, "seed": 0, "signal_ic": 0.0, "freq": "1h", "start": "2015-01-05", "signal_regimes": "1:1:1",
+        "mechanism": "regimes"}
     params = parse_synthetic_spec("synthetic: n_bars=1.29e6, seed=7,signal_ic=0.05,freq=1D,start=2001-02-03")
     assert params == {"n_bars": 1_290_000, "seed": 7, "signal_ic": 0.05, "freq": "1D", "start": "2001-02-03",
-                      "signal_regimes": "1:1:1"}
+                      "signal_regimes": "1:1:1", "mechanism": "regimes"}
     regime = parse_synthetic_spec("synthetic:signal_ic=0.05,signal_regimes=1:-1:0")
     assert regime["signal_regimes"] == "1:-1:0"
     assert format_synthetic_spec(regime).endswith(",signal_regimes=1:-1:0")

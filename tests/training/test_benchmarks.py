@@ -19,6 +19,8 @@ def _split_bars(market, split="val"):
     ("synthetic:n_bars=6000,seed=2,signal_ic=0.1", {"oracle", "signal_rule"}),
     ("synthetic:n_bars=6000,seed=2", {"oracle"}),
     ("googl-1d", set()),
+    ("synthetic:mechanism=spike,n_bars=6000,seed=2", {"oracle"}),
+    ("synthetic:mechanism=trend,n_bars=6000,seed=2", {"oracle"}),
 ])
 def test_benchmarks_by_market(source, names):
     market = load_market(build_config("baseline", [f"data.source={source}", "env.window=8"]))
@@ -38,3 +40,12 @@ def test_long_only_oracle_stays_long_or_flat():
                                                    "env.window=8", "env.long_only=true"]))
     positions = benchmark_positions(market, _split_bars(market, "test"))
     assert set(np.unique(positions["oracle"])) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("mechanism", ["noise", "garch"])
+def test_no_edge_panel_markets_have_a_flat_oracle(mechanism):
+    market = load_market(build_config("baseline", [f"data.source=synthetic:mechanism={mechanism},n_bars=6000,seed=2",
+                                                   "env.window=8"]))
+    assert market.regimes is None and market.planted_signal is None
+    positions = benchmark_positions(market, _split_bars(market, "test"))
+    assert set(positions) == {"oracle"} and not positions["oracle"].any()
