@@ -17,8 +17,8 @@ from ..components.ensemble import block_start_sampler
 from ..config import OptimizedTrainingConfig
 from ..data import Bars, Features, Splits, chronological_splits, load_bars
 from ..data.features import observation_features
-from ..data.loading import SYNTHETIC_PREFIX, parse_synthetic_spec
-from ..data.synthetic import UNIFORM_LOADINGS, generate_market
+from ..data.loading import SYNTHETIC_PREFIX, generated_market, parse_synthetic_spec
+from ..data.synthetic import UNIFORM_LOADINGS
 from ..env import MarketCore, TradingVecEnv
 from .augment import augmented_env
 from .guards import FiniteGuard
@@ -62,7 +62,7 @@ class Market:
     @cached_property
     def _generated(self):
         """The synthetic market regenerated from its spec (deterministic): what the bars do not show."""
-        return generate_market(**parse_synthetic_spec(self.bars.source))
+        return generated_market(parse_synthetic_spec(self.bars.source))
 
 
 def min_bars_needed(cfg: OptimizedTrainingConfig) -> int:
