@@ -1,6 +1,8 @@
 """Deterministic out-of-sample evaluation of an SB3 policy on a split."""
 from __future__ import annotations
 
+import hashlib
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -25,12 +27,40 @@ def greedy_actions(policy: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _walk(policy: Any, market: Market, split: str, *, cost_bps: float):
-    """The greedy policy's positions on ``split``, the returns they earn, and their metrics."""
-    path = deterministic_positions(market.cores[split], greedy_actions(policy), getattr(market.splits, split))
+    """The greedy policy's positions on ``split``, the returns they earn, and their metrics.
+
+    One walk per (split, weights): the last walk of each split's core is kept, so the final
+    model's validation score and the validation backtest that follows share one walk.
+    """
+    core = market.cores[split]
+    key = (_fingerprint(policy), cost_bps, getattr(market.splits, split))
+    kept = _LAST_WALK.get(id(core))
+    if kept is not None and kept[0]() is core and kept[1] == key and key[0] is not None:
+        path, returns, metrics = kept[2]
+        return path, returns, dict(metrics)
+    path = deterministic_positions(core, greedy_actions(policy), getattr(market.splits, split))
     returns = next_log_returns(market, path.bars)
     metrics = trading_metrics(path.positions, returns, cost_bps=cost_bps,
                               periods_per_year=market.bars.periods_per_year)
+    _LAST_WALK[id(core)] = (weakref.ref(core, lambda _, k=id(core): _LAST_WALK.pop(k, None)), key,
+                            (path, returns, dict(metrics)))
     return path, returns, metrics
+
+
+#: id(core) -> (weak reference to the core, (weights digest, cost, bar range), (path, returns, metrics))
+_LAST_WALK: dict[int, tuple] = {}
+
+
+def _fingerprint(policy: Any) -> str | None:
+    """A digest of the policy's weights (None: not a torch module, never reused)."""
+    state = getattr(policy, "state_dict", None)
+    if state is None:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in state().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def fit_market_oracle(market: Market, *, cost_bps: float, long_only: bool) -> OracleRule | None:
@@ -63,16 +93,16 @@ def backtest_split(policy: Any, market: Market, split: str, *, cost_bps: float,
         "buy_and_hold": equity_curve(np.ones_like(returns), returns, cost_bps=cost_bps),
         "flat": equity_curve(np.zeros_like(returns), returns, cost_bps=cost_bps),
     }
+    oracle_positions = None if oracle is None else oracle.positions(market.planted_signal[path.bars])  # once
     if oracle is not None:
-        positions = oracle.positions(market.planted_signal[path.bars])
-        bench["oracle"] = trading_metrics(positions, returns, cost_bps=cost_bps, periods_per_year=ppy)
-        curves["oracle"] = equity_curve(positions, returns, cost_bps=cost_bps)
+        bench["oracle"] = trading_metrics(oracle_positions, returns, cost_bps=cost_bps, periods_per_year=ppy)
+        curves["oracle"] = equity_curve(oracle_positions, returns, cost_bps=cost_bps)
     if market.regimes is not None:  # a synthetic market: how the policy (and oracle) did in each regime
         held = market.regimes[path.bars + 1]  # the bar each position is held over
         per_regime = {"policy": per_regime_metrics(path.positions, returns, held, cost_bps=cost_bps,
                                                    periods_per_year=ppy)}
         if oracle is not None:
-            per_regime["oracle"] = per_regime_metrics(oracle.positions(market.planted_signal[path.bars]), returns,
+            per_regime["oracle"] = per_regime_metrics(oracle_positions, returns,
                                                       held, cost_bps=cost_bps, periods_per_year=ppy)
     else:
         per_regime = {}
