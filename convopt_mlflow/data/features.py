@@ -178,10 +178,9 @@ def multiscale_features(features: Features, history: int) -> Features:
     sums = np.zeros((n_bars + 1, n_features))
     np.cumsum(features.values[features.warmup:], axis=0, dtype=np.float64, out=sums[features.warmup + 1:])
     values = np.zeros((n_bars, n_features * len(scales)), dtype=np.float32)
-    rows = np.arange(warmup, n_bars)
     for j, m in enumerate(scales):
-        # columns are grouped by feature: name@1, name@2, ..., name@history
-        values[warmup:, j::len(scales)] = (sums[rows + 1] - sums[rows + 1 - m]) / m
+        # columns are grouped by feature: name@1, name@2, ..., name@history; rows warmup.. as slices
+        values[warmup:, j::len(scales)] = (sums[warmup + 1:] - sums[warmup + 1 - m:n_bars + 1 - m]) / m
     names = [f"{name}@{m}" for name in features.names for m in scales]
     return Features(values=values, names=names, warmup=warmup, log_returns=features.log_returns)
 

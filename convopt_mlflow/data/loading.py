@@ -52,13 +52,31 @@ def load_bars(source: str = DEFAULT_DATASET, *, min_bars: int = 0, max_gap: str 
         raw, name, resolved = _read_bundled(source), source, f"gym_anytrading:{BUNDLED[source]}"
     elif source == SYNTHETIC_PREFIX or source.startswith(SYNTHETIC_PREFIX + ":"):
         params = parse_synthetic_spec(source)
-        raw = generate_synthetic(**params).frame
+        raw = generated_market(params).frame.copy()  # the cached market stays as generated
         name, resolved = SYNTHETIC_PREFIX, format_synthetic_spec(params)
     else:
         path = _resolve_path(source)
         raw, name, resolved = _read_file(path), path.stem, str(path)
     frame = validate_frame(raw, source=resolved, min_bars=min_bars, max_gap=max_gap)
     return Bars.from_frame(frame, name=name, source=resolved)
+
+
+def generated_market(params: dict):
+    """``generate_synthetic(**params)``, generated once per process for the same parameters.
+
+    A run reads the same synthetic market twice (its bars, then the regimes and the planted
+    signal the bars do not show), and a long-lived worker reads it once per trial; generation
+    is deterministic, so the second read is the first one's result. Callers must not modify it.
+    """
+    key = repr(sorted(params.items()))
+    if key not in _GENERATED:
+        while len(_GENERATED) >= 2:  # a 300k-bar market is ~20 MB: keep the last two
+            _GENERATED.pop(next(iter(_GENERATED)))
+        _GENERATED[key] = generate_synthetic(**params)
+    return _GENERATED[key]
+
+
+_GENERATED: dict = {}
 
 
 def parse_synthetic_spec(spec: str) -> dict:

@@ -57,12 +57,15 @@ def follow_choices(choices: np.ndarray, start: int) -> np.ndarray:
 
     Returns the action index taken at each decision, int ``(n,)``, starting from level ``start``.
     """
-    taken = np.empty(len(choices), dtype=np.intp)
-    held = start
-    for i, row in enumerate(choices.tolist()):
-        held = row[held]
-        taken[i] = held
-    return taken
+    # composed[i, h]: the level held after decision i when holding h before decision 0. Composing
+    # the per-decision maps by doubling (a prefix scan) takes log2(n) array steps and makes no
+    # Python object per decision (a list of every row set off full garbage collections).
+    composed = np.asarray(choices, dtype=np.intp).copy()
+    shift = 1
+    while shift < len(composed):
+        composed[shift:] = np.take_along_axis(composed[shift:], composed[:-shift], axis=1)
+        shift *= 2
+    return composed[:, start].copy() if len(composed) else np.empty(0, dtype=np.intp)
 
 
 def deterministic_positions(

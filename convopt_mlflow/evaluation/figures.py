@@ -89,7 +89,7 @@ def equity_figure(timestamps: Sequence[Any], curves: Mapping[str, np.ndarray], *
         fig.add_trace(
             go.Scatter(
                 x=x,
-                y=_json_safe(y, positive=False),
+                y=np.where(np.isfinite(y), y, np.nan),  # NaN: a gap; numpy goes out as one typed array
                 mode="lines",
                 name=name,
                 line={"color": color, "width": 2 if name == "policy" else 1.5},
@@ -349,7 +349,11 @@ def _step_of(item: Mapping[str, Any]) -> float:
 
 
 def _as_x(timestamps: Sequence[Any]) -> np.ndarray | list[Any]:
-    return timestamps if isinstance(timestamps, list) else np.asarray(timestamps)
+    if isinstance(timestamps, list):
+        return timestamps
+    x = np.asarray(timestamps)
+    # bars are at most per second: shorter ISO strings than nanoseconds, same instants
+    return x.astype("datetime64[s]") if x.dtype.kind == "M" and (x == x.astype("datetime64[s]")).all() else x
 
 
 def _json_safe(values: np.ndarray, *, positive: bool) -> list[float | None]:

@@ -70,6 +70,7 @@ from convopt_mlflow.tracking.integrity import (
     file_sha256,
     hashes_tag,
 )
+from convopt_mlflow.tracking._requirements import requirements_pinned_here
 from convopt_mlflow.tracking.runs import quiet_artifact_transfers
 
 __all__ = [
@@ -377,7 +378,8 @@ def log_policy_model(
             params=dict(run.data.params),
             tags=resolve_tags({}),
         )
-        with quiet_artifact_transfers():  # no "Downloading artifacts" bars after the run's own output
+        # no "Downloading artifacts" bars after the run's own output; no scan of every installed package
+        with quiet_artifact_transfers(), requirements_pinned_here():
             info = Model.log(
                 artifact_path=None,
                 name=name,

@@ -322,6 +322,21 @@ def _dataset_source(source: str):
         return CodeDatasetSource(tags={"source": source})
 
 
+def frame_schema(frame: pd.DataFrame, *, sample_rows: int = 256):
+    """The schema MLflow infers for ``frame`` (``PandasDataset.schema``), without its per-cell loop.
+
+    Column types come from MLflow's own inference on the first ``sample_rows`` rows (dtypes are
+    per column); ``required`` (no missing value) is decided on every row, vectorized. MLflow's
+    ``_infer_required`` walks each cell in Python: about 2 s for a 300k-bar frame.
+    """
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.utils import _infer_schema
+
+    sampled = _infer_schema(frame.iloc[:sample_rows])
+    missing = frame.isna().any()
+    return Schema([ColSpec(c.type, c.name, required=not bool(missing[c.name])) for c in sampled.inputs])
+
+
 def log_dataset(
     handle: RunHandle,
     frame: pd.DataFrame,
@@ -346,6 +361,7 @@ def log_dataset(
     import mlflow.data
 
     dataset = mlflow.data.from_pandas(frame, source=_dataset_source(source), name=name, digest=digest)
+    dataset.__dict__["schema"] = frame_schema(frame)  # MLflow's own would test every cell in Python
     entry = DatasetInput(
         dataset=dataset._to_mlflow_entity(),
         tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)],

@@ -1,6 +1,8 @@
 """Deterministic out-of-sample evaluation of an SB3 policy on a split."""
 from __future__ import annotations
 
+import hashlib
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -47,12 +49,40 @@ def greedy_actions(policy: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _walk(policy: Any, market: Market, split: str, *, cost_bps: float):
-    """The greedy policy's positions on ``split``, the returns they earn, and their metrics."""
-    path = deterministic_positions(market.cores[split], greedy_actions(policy), getattr(market.splits, split))
+    """The greedy policy's positions on ``split``, the returns they earn, and their metrics.
+
+    One walk per (split, weights): the last walk of each split's core is kept, so the final
+    model's validation score and the validation backtest that follows share one walk.
+    """
+    core = market.cores[split]
+    key = (_fingerprint(policy), cost_bps, getattr(market.splits, split))
+    kept = _LAST_WALK.get(id(core))
+    if kept is not None and kept[0]() is core and kept[1] == key and key[0] is not None:
+        path, returns, metrics = kept[2]
+        return path, returns, dict(metrics)
+    path = deterministic_positions(core, greedy_actions(policy), getattr(market.splits, split))
     returns = next_log_returns(market, path.bars)
     metrics = trading_metrics(path.positions, returns, cost_bps=cost_bps,
                               periods_per_year=market.bars.periods_per_year)
+    _LAST_WALK[id(core)] = (weakref.ref(core, lambda _, k=id(core): _LAST_WALK.pop(k, None)), key,
+                            (path, returns, dict(metrics)))
     return path, returns, metrics
+
+
+#: id(core) -> (weak reference to the core, (weights digest, cost, bar range), (path, returns, metrics))
+_LAST_WALK: dict[int, tuple] = {}
+
+
+def _fingerprint(policy: Any) -> str | None:
+    """A digest of the policy's weights (None: not a torch module, never reused)."""
+    state = getattr(policy, "state_dict", None)
+    if state is None:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in state().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def fit_market_oracle(market: Market, *, cost_bps: float, long_only: bool) -> OracleRule | None:

@@ -27,6 +27,7 @@ import numpy as np
 from ..components.changepoint import REGIMES
 from .callbacks import _UpdateCallback
 from .control import ComponentGuard
+from .labelling import label_train_split  # noqa: F401  (re-exported: the coordinator labels through it)
 from .schedule import ScaledSchedule
 
 
@@ -68,10 +69,6 @@ def wrap_clip_range(model: Any) -> MultipliedSchedule:
     return model.clip_range
 
 
-def label_train_split(controller: Any, log_returns: np.ndarray, train: tuple[int, int], warmup: int = 0) -> None:
-    """Run the controller's online detector over the train split's per-bar log returns, in order."""
-    start, stop = max(int(train[0]), int(warmup)), int(train[1])
-    controller.detect_regime_change(np.asarray(log_returns[start:stop], dtype=np.float64), first_bar=start)
 
 
 class MetaCallback(_UpdateCallback):

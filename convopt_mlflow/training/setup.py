@@ -18,8 +18,7 @@ from ..config import OptimizedTrainingConfig
 from ..data import Bars, Features, Splits, chronological_splits, load_bars
 from ..data.features import observation_features
 from ..data.splits import split_boundaries
-from ..data.loading import SYNTHETIC_PREFIX, parse_synthetic_spec
-from ..data.panel import generate_synthetic
+from ..data.loading import SYNTHETIC_PREFIX, generated_market, parse_synthetic_spec
 from ..data.synthetic import UNIFORM_LOADINGS
 from ..env import MarketCore, TradingVecEnv
 from ..evaluation.true_oracle import causal_positions, discrete_states, solve_chain_plan, solve_plan
@@ -90,7 +89,7 @@ class Market:
     @cached_property
     def _generated(self):
         """The synthetic market regenerated from its spec (deterministic): what the bars do not show."""
-        return generate_synthetic(**parse_synthetic_spec(self.bars.source))
+        return generated_market(parse_synthetic_spec(self.bars.source))
 
 
 def min_bars_needed(cfg: OptimizedTrainingConfig) -> int:

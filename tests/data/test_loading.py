@@ -147,3 +147,20 @@ def test_synthetic_source_loads_and_is_reproducible():
     with pytest.raises(DataValidationError, match="need at least 1000, found 500"):
         load_bars("synthetic:n_bars=500", min_bars=1000)
     assert np.isfinite(bars.frame.to_numpy()).all()
+
+
+def test_a_synthetic_market_is_generated_once_per_process_and_its_bars_are_a_copy():
+    """A run reads its synthetic market twice (bars; regimes and signal): the second read is the first's."""
+    from convopt_mlflow.config import build_config
+    from convopt_mlflow.data.loading import generated_market, parse_synthetic_spec
+    from convopt_mlflow.training.setup import load_market
+
+    spec = "synthetic:n_bars=3000,seed=21,signal_ic=0.05"
+    cfg = build_config("baseline", [f"data.source={spec}"])
+    market = load_market(cfg)
+    cached = generated_market(parse_synthetic_spec(spec))
+    assert market._generated is cached  # the regimes come from the market the bars came from
+    assert generated_market(parse_synthetic_spec("synthetic:signal_ic=0.05,seed=21,n_bars=3000")) is cached
+    market.bars.frame.iloc[0, 0] = -1.0  # a caller changing its bars does not change the cache
+    assert cached.frame.iloc[0, 0] != -1.0
+    pd.testing.assert_frame_equal(load_bars(spec).frame, load_market(cfg).bars.frame)

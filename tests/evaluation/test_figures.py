@@ -1,6 +1,7 @@
 """Plotly figures: structure, hover text and self-contained HTML."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_equity_figure_one_trace_per_curve():
     fig = equity_figure(timestamps, curves, title="test split")
     assert [t.name for t in fig.data] == ["policy", "buy_and_hold", "flat"]
     assert all(len(t.x) == 5 and len(t.y) == 5 for t in fig.data)
-    assert fig.data[2].y == (1.0,) * 5
+    np.testing.assert_array_equal(fig.data[2].y, np.ones(5))
     assert fig.layout.title.text == "test split"
     fig.to_json()  # serialisable
 
@@ -220,3 +221,13 @@ def test_equity_figure_thins_long_curves():
                         {"policy": np.linspace(1, 2, n), "flat": np.ones(n)}, title="t", max_points=1000)
     assert all(len(t.x) <= 1000 and len(t.y) == len(t.x) for t in fig.data)
     assert fig.data[0].y[0] == 1.0 and fig.data[0].y[-1] == 2.0  # the ends are kept
+
+
+def test_equity_figure_sends_curves_as_typed_arrays_with_gaps():
+    """A 45k-bar backtest used to go out as Python lists (seconds per figure); NaN/inf are gaps."""
+    timestamps = pd.date_range("2024-01-01", periods=3, freq="h")
+    fig = equity_figure(timestamps, {"policy": np.array([1.0, np.inf, np.nan]), "flat": np.ones(3)}, title="t")
+    assert isinstance(fig.data[0].y, np.ndarray)
+    np.testing.assert_array_equal(fig.data[0].y, [1.0, np.nan, np.nan])
+    assert json.loads(fig.to_json())["data"][0]["y"]["dtype"] == "f8"  # strict JSON, one typed array
+    assert list(fig.data[0].x) == list(timestamps.to_numpy().astype("datetime64[s]"))

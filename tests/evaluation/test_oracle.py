@@ -54,3 +54,23 @@ def test_higher_cost_raises_the_threshold_and_lowers_turnover():
     assert dear.theta > cheap.theta
     turn = lambda rule: np.mean(np.abs(np.diff(rule.positions(signal))))
     assert turn(dear) < turn(cheap)
+
+
+@pytest.mark.parametrize("long_only", [False, True])
+def test_fit_is_bit_identical_to_scoring_every_candidate_with_the_public_functions(long_only):
+    """The fit's hoisted loop computes exactly threshold_positions -> net_log_pnl -> Sharpe."""
+    from convopt_mlflow.evaluation.metrics import annualized_sharpe, net_log_pnl
+    from convopt_mlflow.evaluation.oracle import GRID_SIZE
+
+    market = generate_market(5_000, seed=9, signal_ic=0.1)  # > 512 distinct |z|: the quantile grid
+    signal = market.frame["feat_signal"].to_numpy()[:-1]
+    returns = np.diff(np.log(market.frame["close"].to_numpy()))
+    grid = np.unique(np.concatenate([[0.0], np.quantile(np.abs(signal), np.linspace(0.0, 0.995, GRID_SIZE))]))
+    best = (-np.inf, 0.0)
+    for theta in grid:
+        pnl = net_log_pnl(threshold_positions(signal, float(theta), long_only=long_only), returns, cost_bps=2.0)
+        sharpe = annualized_sharpe(pnl, 8760)
+        if sharpe > best[0]:
+            best = (sharpe, float(theta))
+    rule = fit_oracle(signal, returns, cost_bps=2.0, periods_per_year=8760, long_only=long_only)
+    assert (rule.train_sharpe, rule.theta) == best

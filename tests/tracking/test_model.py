@@ -220,3 +220,27 @@ def test_stored_combination_decides_the_walk(tmp_path, market, trained, combinat
         save_policy_model(tmp_path / "bad", members=[p.state_dict() for p in members], spec=policy_spec(trained),
                           feature_config=_config(features), input_example=frame.iloc[:40],
                           combination={"method": "weighted", "weights": [0.7, 0.7]})
+
+
+def test_logging_skips_mlflows_installed_package_scan_and_keeps_signature_and_example(store, market, trained,
+                                                                                      monkeypatch):
+    """Our requirements are pinned to this environment, so MLflow's mismatch check (a scan of
+    every installed distribution, ~1.5 s per process) is skipped while logging, and only then;
+    the signature and the input example are still stored."""
+    import mlflow.pyfunc
+    import mlflow.utils.environment
+    from mlflow.utils import requirements_utils
+
+    frame, features, _ = market
+    checks = (mlflow.utils.environment.warn_dependency_requirement_mismatches,
+              mlflow.pyfunc.warn_dependency_requirement_mismatches)
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # as in a fresh process
+    run = store.client.create_run(store.client.create_experiment("model-no-scan"))
+    uri = log_policy_model(run.info.run_id, members=[trained.policy.state_dict()], spec=policy_spec(trained),
+                           feature_config=_config(features), input_example=frame.iloc[:40])
+    assert requirements_utils._MODULES_TO_PACKAGES is None  # the scan never ran
+    assert (mlflow.utils.environment.warn_dependency_requirement_mismatches,
+            mlflow.pyfunc.warn_dependency_requirement_mismatches) == checks  # put back
+    info = mlflow.models.get_model_info(uri)
+    assert info.signature is not None and "close" in info.signature.inputs.input_names()
+    assert info.saved_input_example_info is not None

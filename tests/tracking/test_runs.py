@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -200,3 +201,25 @@ def test_log_dataset_records_name_digest_source_and_context(store, source, sourc
     assert source in dataset.source
     assert json.loads(dataset.profile)["num_rows"] == 3
     assert {t.key: t.value for t in inputs[0].tags} == {"mlflow.data.context": "validation"}
+
+
+def test_frame_schema_is_mlflows_schema_without_its_per_cell_loop(store):
+    """The logged dataset's schema is exactly what MLflow infers from every row, including a
+    missing value far past the rows whose types are sampled (it makes that column optional)."""
+    from mlflow.types.utils import _infer_schema
+
+    from convopt_mlflow.data import load_bars
+    from convopt_mlflow.tracking.runs import frame_schema
+
+    frame = load_bars("synthetic:n_bars=3000,seed=3,signal_ic=0.05").frame.copy()
+    frame["flag"] = frame["close"] > frame["open"]
+    frame["label"] = "bar"
+    frame["count"] = np.arange(len(frame), dtype=np.int64)
+    frame.loc[frame.index[-1], "volume"] = np.nan
+    assert frame_schema(frame) == _infer_schema(frame)
+    assert not {c.name: c.required for c in frame_schema(frame).inputs}["volume"]
+    handle = new_run(store)
+    log_dataset(handle, frame, name="synthetic", source="synthetic(seed=3)", digest="d-schema")
+    logged = store.client.get_run(handle.run_id).inputs.dataset_inputs[0].dataset
+    assert json.loads(logged.schema)["mlflow_colspec"] == _infer_schema(frame).to_dict()
+    assert json.loads(logged.profile)["num_rows"] == 3000
