@@ -29,7 +29,6 @@ Goal (issue 20, DESIGN.md budgets): fixed cost <= 5 s for baseline and <= 7 s fo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-import numpy as np
 
 from ..components.changepoint import REGIMES
 from .callbacks import _UpdateCallback
