@@ -94,7 +94,9 @@ MIN_CONSOLE_WIDTH = 80
 def console_table(report: Mapping[str, Any], title: str, console: Any = None) -> None:
     """Print the headline table (stderr, at the terminal's width) with the verdict once, as its caption.
 
-    Numbers never wrap; only the arm column wraps, at word boundaries where it can.
+    Numbers never wrap; only the arm column wraps, at word boundaries where it can. Where the
+    terminal is too narrow for every column and the arm names, the least needed columns
+    (:data:`OPTIONAL_COLUMNS`, in that order) are left out and the caption says which.
     """
     from rich.console import Console
     from rich.table import Table
@@ -104,15 +106,44 @@ def console_table(report: Mapping[str, Any], title: str, console: Any = None) ->
         console = Console(stderr=True)  # rich detects the terminal's width
         if console.width < MIN_CONSOLE_WIDTH:
             console = Console(stderr=True, width=MIN_CONSOLE_WIDTH)
-    table = Table(title=Text(title), caption=Text(report["verdict"]), caption_justify="left")
-    for name in CONSOLE_HEADER:
+    rows = _arm_rows(report)
+    shown = fitting_columns(rows, console.width)
+    dropped = [name for name in CONSOLE_HEADER if name not in shown]
+    caption = report["verdict"] + (f" (left out at this width: {', '.join(dropped)})" if dropped else "")
+    table = Table(title=Text(title), caption=Text(caption), caption_justify="left")
+    for name in shown:
         if name == "arm":
-            table.add_column(name, justify="left", overflow="fold")
+            table.add_column(name, justify="left", overflow="fold", min_width=ARM_MIN_WIDTH)
         else:
             table.add_column(name, justify="right", no_wrap=True)
-    for row in _arm_rows(report):
-        table.add_row(*map(Text, row))  # text, not markup: "lr[ppo.n_steps=64]" keeps its brackets
+    keep = [CONSOLE_HEADER.index(name) for name in shown]
+    for row in rows:
+        table.add_row(*(Text(row[i]) for i in keep))  # text, not markup: "lr[ppo.n_steps=64]" keeps its brackets
     console.print(table)
+
+
+#: Left out first, in this order, when the terminal cannot show every column beside the arm names.
+OPTIONAL_COLUMNS = ("IQM", "P(impr.)", "Hedges g", "95% CI", "n")
+#: The arm column is never squeezed below this (or its longest name, if shorter).
+ARM_MIN_WIDTH = 16
+
+
+def fitting_columns(rows: Sequence[Sequence[str]], width: int) -> list[str]:
+    """The columns of :data:`CONSOLE_HEADER` that fit ``width`` characters with a readable arm column.
+
+    Each column costs its widest cell (header included) plus 3 characters of padding and border.
+    """
+    def cost(i: int) -> int:
+        return max(len(CONSOLE_HEADER[i]), *(len(row[i]) for row in rows)) + 3 if rows else len(CONSOLE_HEADER[i]) + 3
+
+    longest_arm = max((len(row[0]) for row in rows), default=len("arm"))
+    arm = min(longest_arm, ARM_MIN_WIDTH) + 3
+    shown = list(CONSOLE_HEADER)
+    for name in OPTIONAL_COLUMNS:
+        if arm + 1 + sum(cost(CONSOLE_HEADER.index(c)) for c in shown if c != "arm") <= width:
+            break
+        shown.remove(name)
+    return shown
 
 
 def html(report: Mapping[str, Any], records: Sequence[Mapping[str, Any]],

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -248,7 +249,24 @@ def register_verified_model(model_uri: str, name: str, tags: Mapping[str, str] |
         runs = [resolved.source_run_id or ""] + version_tags.get("convopt.source_runs", "").split(",")
         version_tags[NO_EDGE_TAG] = str(no_edge_of_runs([r for r in runs if r])).lower()
     version_tags.update(encode_hashes(MODEL_HASHES_TAG, resolved.model_id, resolved.files))
-    return mlflow.register_model(f"models:/{resolved.model_id}", name, tags=version_tags)
+    with _registry_chatter_dropped():
+        return mlflow.register_model(f"models:/{resolved.model_id}", name, tags=version_tags)
+
+
+#: What ``mlflow.register_model`` prints on stderr about its own success; our callers say it once.
+_CHATTER = ("Successfully registered model", "Created version '", "Registered model '")
+
+
+@contextlib.contextmanager
+def _registry_chatter_dropped():
+    """Drop MLflow's own success lines from stderr while registering; anything else still shows."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer):
+            yield
+    finally:
+        kept = [line for line in buffer.getvalue().splitlines(keepends=True) if not line.startswith(_CHATTER)]
+        sys.stderr.write("".join(kept))
 
 
 def no_edge_of_runs(run_ids: Sequence[str], client: MlflowClient | None = None) -> bool:

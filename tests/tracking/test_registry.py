@@ -297,3 +297,13 @@ def test_served_registered_model_answers_strict_json(store, version, market, tmp
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_registering_prints_none_of_mlflows_own_success_lines(logged, capsys):
+    """Our commands say once what was registered; MLflow's "Successfully registered model" and
+    "Created version" lines (printed straight to stderr by mlflow.register_model) are dropped."""
+    run_id, _, _ = logged
+    capsys.readouterr()
+    registered = register_verified_model(f"runs:/{run_id}/model", "quiet-registry")
+    err = capsys.readouterr().err
+    assert registered.version and "Successfully registered model" not in err and "Created version" not in err
