@@ -33,6 +33,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from convopt_mlflow.tracking.runs import require_existing_store
 from dashboards.security import LOCAL_HOSTS, TOKEN_ENV, WILDCARD_BINDS, Gate, allowed_hosts, resolve_token
 
 __all__ = ["LOCAL_HOSTS", "TOKEN_ENV", "create_app", "serve"]
@@ -147,6 +148,7 @@ def serve(tracking_uri: str, *, storage: str | None = None, host: str = "127.0.0
     import uvicorn
 
     token, source = resolve_token(token, token_file)
+    require_existing_store(tracking_uri)  # read-only: never creates ./mlflow.db
     app = create_app(tracking_uri, storage=storage, token=token, host=host, allow_hosts=allow_hosts)
     shown = re.sub(r"//[^/@]*@", "//***@", tracking_uri)  # no credentials on the console
     names = [socket.gethostname(), "127.0.0.1"] if host.strip() in WILDCARD_BINDS else [host]

@@ -166,7 +166,10 @@ def test_live_dashboard_follows_a_training_run_in_chromium(tmp_path):
 
 
 def test_a_non_local_bind_refuses_requests_without_its_token(tmp_path):
+    from mlflow.tracking import MlflowClient
+
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(tracking_uri=uri).search_experiments()  # the dashboard reads a store; it never creates one
     dashboard, port, line = _dashboard(tmp_path, uri, "--host", "0.0.0.0", token="s3cret")
     assert "token from the environment" in line and "s3cret" not in line
     try:

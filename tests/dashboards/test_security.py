@@ -138,6 +138,9 @@ def test_the_token_comes_from_a_file_the_environment_or_is_generated(tmp_path, m
 
 
 def _start(tmp_path: Path, uri: str, *args: str, env_token: str = ""):
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=uri).search_experiments()  # the store exists: the dashboard never creates one
     port = _free_port()
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get(
         "PYTHONPATH", "")]), **{TOKEN_ENV: env_token})
@@ -224,7 +227,21 @@ def test_dashboard_follows_a_study_in_postgresql_given_a_bare_postgresql_url(tmp
 
 
 def test_cli_refuses_an_unreachable_storage_with_one_message(tmp_path, mlflow_uri, capsys):
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=mlflow_uri).search_experiments()
     code = cli.main(["dashboard", "--tracking-uri", mlflow_uri, "--storage", "postgresql://bob:pw@127.0.0.1:1/nodb"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot open --storage 'postgresql://bob:***@127.0.0.1:1/nodb'" in err
     assert "Traceback" not in err
+
+
+def test_the_dashboard_creates_no_store_in_an_empty_folder(tmp_path):
+    """Read-only: started where no ./mlflow.db exists, it exits 2 naming the missing store, and leaves none."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update({TOKEN_ENV: "t0ken", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    proc = subprocess.run([sys.executable, "-m", "convopt_mlflow.cli", "dashboard", "--port", str(_free_port())],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"no MLflow store here: {tmp_path / 'mlflow.db'} does not exist" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
