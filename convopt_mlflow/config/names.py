@@ -1,12 +1,12 @@
 """Short, readable names for runs and arms that differ from their preset.
 
-A run's name shows its preset, what it changed, and its seed: ``baseline[lr=1e-4]-s0``.
+A run's name shows its preset, what it changed, and its seed: ``baseline[lr=0.0001]-s0``.
 The full config is in the run's params and ``config.json``; the name only has to tell
 runs apart at a glance and stay on one line.
 
 Example:
     >>> overrides_label({"base_learning_rate": "1e-4", "ppo.batch_size": "512"})
-    'lr=1e-4,batch_size=512'
+    'lr=0.0001,batch_size=512'
     >>> preset_label("baseline", {"run.total_timesteps": "60000"})
     'baseline[steps=60k]'
 """

@@ -26,12 +26,17 @@ def effective_eval_freq(eval_freq: int, total_timesteps: int, rollout_steps: int
     ``eval/*`` curve, ``ab/eval_auc`` or ``ab/steps_to_edge``. When it would give fewer than
     :data:`MIN_EVALUATIONS` evaluations, the cadence shrinks to a quarter of the budget,
     rounded down to whole rollouts (``rollout_steps = n_steps * n_envs``, evaluations
-    happen between updates) and never below one rollout.
+    happen between updates) and never below one rollout. Only the default cadence scales: a
+    cadence the user chose (any other value) is kept as given.
 
     >>> effective_eval_freq(25_000, 100_000, 2048), effective_eval_freq(25_000, 20_000, 2048)
     (25000, 4096)
+    >>> effective_eval_freq(1024, 2048, 256)  # chosen by the user: kept
+    1024
     """
-    if eval_freq <= 0 or eval_freq * MIN_EVALUATIONS <= total_timesteps:
+    from ..config.tree import RunConfig
+
+    if eval_freq <= 0 or eval_freq * MIN_EVALUATIONS <= total_timesteps or eval_freq != RunConfig.eval_freq:
         return eval_freq
     rollout = max(int(rollout_steps), 1)
     return max(rollout, total_timesteps // MIN_EVALUATIONS // rollout * rollout)

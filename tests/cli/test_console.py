@@ -31,18 +31,15 @@ def trained(tmp_path_factory):
     return proc, client, run
 
 
-def test_no_mlflow_info_lines_or_progress_bars(trained):
+def test_no_mlflow_info_lines_or_progress_bars(trained, monkeypatch):
     proc, client, run = trained
     output = proc.stdout + proc.stderr
     assert "Validating input example against model signature" not in output
     assert "INFO mlflow" not in output and "Downloading artifacts" not in output
     # the signature and input example are still logged with the model
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(client.tracking_uri)
-    try:
-        info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
-    finally:
-        mlflow.set_tracking_uri(previous)
+    # through the environment, not mlflow.set_tracking_uri: a process-wide URI would outlive this test
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
+    info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
     assert info.signature is not None and info.saved_input_example_info is not None
 
 def test_summary_shows_shipped_step_and_full_url(trained):

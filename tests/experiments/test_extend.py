@@ -46,7 +46,9 @@ def test_more_seeds_train_only_the_new_cells(tmp_path, mlflow_uri, capsys):
     study = optuna.load_study(study_name="grow", storage=get_storage(storage))
     assert cell_counts(study) == {(arm, seed): {"COMPLETE": 1} for arm in ("baseline", "lr") for seed in (0, 1, 2)}
     assert study.user_attrs[EXTENDED_ATTR] == [2]
-    assert second.report["seeds_compared"] == [0, 1, 2] and second.report["cells"] == {"planned": 6, "complete": 6}
+    assert second.report["seeds_compared"] == [0, 1, 2]
+    assert {k: second.report["cells"][k] for k in ("planned", "complete")} == {"planned": 6, "complete": 6}
+    assert not second.report["cells"].get("failed")
     tags = client.get_run(second.parent_run_id).data.tags
     assert tags["convopt.ab.seeds"] == "3" and tags["convopt.ab.extended_from_seeds"] == "2"
     assert "extended from 2 to 3 seeds per arm" in capsys.readouterr().err
@@ -55,7 +57,7 @@ def test_more_seeds_train_only_the_new_cells(tmp_path, mlflow_uri, capsys):
 def test_a_sequential_study_is_not_extended_and_other_designs_are_refused(tmp_path):
     storage = get_storage(f"sqlite:///{tmp_path}/optuna.db")
     open_study(_spec(4, sequential=True), storage, "seq")
-    with pytest.raises(UserError, match="is sequential: its alpha spending was planned for looks at 2, 4 seeds"):
+    with pytest.raises(UserError, match="is sequential: its alpha spending was planned for looks at 3, 4 seeds"):
         open_study(_spec(6, sequential=True), storage, "seq")
     open_study(_spec(2), storage, "fixed")
     with pytest.raises(UserError, match="another design"):

@@ -6,7 +6,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from convopt_mlflow import cli
+from convopt_mlflow import cli, cli_parser
 from convopt_mlflow.config.search_spaces import search_space
 
 from .conftest import DATA, TINY
@@ -143,5 +143,5 @@ def cli_seeds(command: str) -> list[int]:
     from convopt_mlflow.experiments.session import spec_from_args
 
     argv = shlex.split(command)[2:]
-    args = cli._parser().parse_args(["ab-test", *argv])
+    args = cli_parser._parser().parse_args(["ab-test", *argv])
     return list(spec_from_args(args.arms, args.seeds, first_seed=args.first_seed).seeds)

@@ -69,9 +69,11 @@ def logged(store, market, trained):
     return client, run, uri
 
 
-def test_logging_prints_no_progress_bars_and_marks_the_model_ready(store, market, trained, capfd):
+def test_logging_prints_no_progress_bars_and_marks_the_model_ready(store, market, trained, capfd, monkeypatch):
     """The run's own summary must come last: MLflow's input-example validation downloads
     the model and, unless told not to, draws two "Downloading artifacts" bars."""
+    # unset, as in a fresh process (an in-process `convopt` call earlier in the session sets it)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
     frame, features, _ = market
     run = store.client.create_run(store.client.create_experiment("model-quiet"))
     uri = log_policy_model(run.info.run_id, members=[trained.policy.state_dict()], spec=policy_spec(trained),

@@ -152,3 +152,4 @@ def test_effective_eval_freq_keeps_long_runs_and_disabled_eval():
     assert effective_eval_freq(25_000, 20_000, 2048) == 4_096
     assert effective_eval_freq(25_000, 1_000, 2048) == 2048  # never below one rollout
     assert effective_eval_freq(0, 1_000, 2048) == 0  # 0 still disables evaluation
+    assert effective_eval_freq(1024, 2048, 256) == 1024  # a cadence the user chose is kept as given
