@@ -42,6 +42,7 @@ def components_on(cfg: Any) -> tuple[str, ...]:
                     or (aug is not None and aug.synthetic_prob > 0)),
         "meta": cfg.meta_enabled,
         "counterfactual": cfg.counterfactual.enabled,
+        "direct": cfg.direct.enabled,
         "ensemble": cfg.ensemble_size > 1,
     }
     return tuple(name for name, on in checks.items() if on)
