@@ -30,7 +30,7 @@ import shutil
 from pathlib import Path
 from typing import Mapping
 
-from convopt_mlflow.training.checkpoints import sha256_file
+from convopt_mlflow.hashing import sha256_file
 from convopt_mlflow.errors import UserError
 
 __all__ = [

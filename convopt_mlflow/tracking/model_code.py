@@ -41,7 +41,7 @@ from convopt_mlflow.data import validate_frame
 from convopt_mlflow.data.features import observation_features, uses_regime_features
 from convopt_mlflow.env import MarketCore, follow_choices, policy_table
 from convopt_mlflow.errors import ConfigError, DataValidationError
-from convopt_mlflow.training.checkpoints import sha256_file
+from convopt_mlflow.hashing import sha256_file
 from convopt_mlflow.tracking.model import (
     POLICY_ARTIFACT,
     READABLE_FORMATS,

@@ -34,7 +34,6 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -48,6 +47,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..hashing import sha256_file
 from convopt_mlflow.errors import UserError
 
 from .state import capture_training_state, restore_training_state  # re-exported: the SB3 side of a checkpoint
@@ -98,15 +98,6 @@ class CheckpointEntry:
     sha256: str
     score: float | None
     created: float
-
-
-def sha256_file(path: str | Path, *, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of the file at ``path``, read in ``chunk_bytes`` chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:

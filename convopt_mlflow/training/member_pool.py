@@ -30,7 +30,7 @@ KILLED_REASON = "its worker process died (killed by a signal or out of memory)"
 
 def warm_worker() -> None:
     """Executor initializer: one torch thread, and the heavy imports paid once per process."""
-    import mlflow  # noqa: F401
+    import convopt_mlflow.tracking  # noqa: F401 - MLflow, imported once per worker through its glue
     import stable_baselines3  # noqa: F401
     import torch
 
