@@ -15,13 +15,11 @@ import contextlib
 import json
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
 import mlflow
-import pandas as pd
-from mlflow.entities import DatasetInput, InputTag, LifecycleStage, Param, RunStatus, RunTag
+from mlflow.entities import LifecycleStage, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
@@ -31,12 +29,12 @@ from mlflow.protos.databricks_pb2 import (
 )
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH
 
 from convopt_mlflow.errors import ConfigError, RunNotFoundError, UserError
 from convopt_mlflow.tracking.cleanup import cleanup_stale_runs
 from convopt_mlflow.tracking.context import convopt_tags
+from convopt_mlflow.tracking.datasets import frame_schema, log_dataset  # noqa: F401 - re-exported
 from convopt_mlflow.tracking.experiments import mark_training_experiment
 
 __all__ = [
@@ -305,68 +303,6 @@ def quiet_artifact_transfers() -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = previous
-
-
-def _dataset_source(source: str):
-    """MLflow's source for ``source`` (a path or URL), or a code source for anything else
-    (``"bundled:eurusd_1h"``, ``"synthetic(seed=1)"``)."""
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-
-    try:
-        with warnings.catch_warnings():
-            # Local paths match two registered resolvers of the same class; MLflow warns.
-            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-            return resolve_dataset_source(source)
-    except MlflowException:
-        return CodeDatasetSource(tags={"source": source})
-
-
-def frame_schema(frame: pd.DataFrame, *, sample_rows: int = 256):
-    """The schema MLflow infers for ``frame`` (``PandasDataset.schema``), without its per-cell loop.
-
-    Column types come from MLflow's own inference on the first ``sample_rows`` rows (dtypes are
-    per column); ``required`` (no missing value) is decided on every row, vectorized. MLflow's
-    ``_infer_required`` walks each cell in Python: about 2 s for a 300k-bar frame.
-    """
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.utils import _infer_schema
-
-    sampled = _infer_schema(frame.iloc[:sample_rows])
-    missing = frame.isna().any()
-    return Schema([ColSpec(c.type, c.name, required=not bool(missing[c.name])) for c in sampled.inputs])
-
-
-def log_dataset(
-    handle: RunHandle,
-    frame: pd.DataFrame,
-    *,
-    name: str,
-    source: str,
-    digest: str,
-    context: str = "training",
-) -> None:
-    """Record ``frame`` as an input of the run (name, source, digest, schema, row count).
-
-    Args:
-        handle: the run.
-        frame: the market bars (only the schema and size are stored, not the data).
-        name: dataset name shown in the UI.
-        source: where the data came from: a path, URL or a description.
-        digest: the caller's content digest of the data. MLflow keeps one dataset per
-            (experiment, name, digest): a later run logging the same pair links to
-            the first entry, source included.
-        context: the ``mlflow.data.context`` input tag (``"training"``, ``"validation"``...).
-    """
-    import mlflow.data
-
-    dataset = mlflow.data.from_pandas(frame, source=_dataset_source(source), name=name, digest=digest)
-    dataset.__dict__["schema"] = frame_schema(frame)  # MLflow's own would test every cell in Python
-    entry = DatasetInput(
-        dataset=dataset._to_mlflow_entity(),
-        tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)],
-    )
-    handle.client.log_inputs(handle.run_id, datasets=[entry])
 
 
 def get_run_config(run_id: str, client: MlflowClient | None = None) -> dict[str, Any]:

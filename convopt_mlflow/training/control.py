@@ -8,9 +8,11 @@ becomes a ``disable_component`` intervention.
 """
 from __future__ import annotations
 
+import signal
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -56,3 +58,29 @@ class ComponentGuard:
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else ""
         self.events.append({"step": step, "component": name, "error": text + where})
+
+
+_SIGNALS = {signal.SIGINT: ("SIGINT", 130), signal.SIGTERM: ("SIGTERM", 143)}
+
+
+@contextmanager
+def signals_to(stop: StopRequest) -> Iterator[None]:
+    """SIGINT/SIGTERM request a graceful stop (checkpoint, flush, KILLED) instead of dying."""
+    previous = {}
+
+    def handler(signum, frame):
+        name, code = _SIGNALS[signum]
+        if stop.requested and stop.status == "KILLED":
+            raise KeyboardInterrupt  # second signal: stop now
+        stop.request(f"received {name}", status="KILLED", exit_code=code)
+
+    try:
+        for sig in _SIGNALS:
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not in the main thread: leave signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import socket
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger
@@ -30,7 +28,7 @@ from ..tracking.splits import log_split_boundaries
 from .augment import AugmentCallback, build_augmentation
 from .callbacks import CheckpointCallback, ConvergenceCallback, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
-from .control import ComponentGuard, StopRequest
+from .control import ComponentGuard, StopRequest, signals_to
 from .counterfactual import attach_counterfactual
 from .curriculum import CurriculumCallback, build_curriculum, start_curriculum
 from .evaluate import MIN_EVALUATIONS, effective_eval_freq, validation_scorer
@@ -44,7 +42,6 @@ from .resume import plan_resume
 from .selection import choose_final_model
 from .setup import Market, load_market, make_env, make_model, split_record
 
-_SIGNALS = {signal.SIGINT: ("SIGINT", 130), signal.SIGTERM: ("SIGTERM", 143)}
 
 
 @dataclass
@@ -141,7 +138,7 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
     root = Path(checkpoint_root or os.environ.get("CONVOPT_CHECKPOINT_ROOT", ".convopt/checkpoints"))
     ckpt_dir = plan.checkpoint_dir if plan and plan.checkpoint_dir else (root / handle.run_id).resolve()
     stop = StopRequest()
-    with _signals_to(stop):
+    with signals_to(stop):
         try:
             if checkpoint is None:  # a new run, or one killed before its first checkpoint
                 _log_run_inputs(handle, cfg, market, ckpt_dir)
@@ -382,29 +379,6 @@ def _log_run_inputs(handle: RunHandle, cfg, market: Market, ckpt_dir: Path) -> N
 
 def _eval_freq(cfg) -> int:
     return effective_eval_freq(cfg.run.eval_freq, cfg.run.total_timesteps, cfg.ppo.n_steps * cfg.env.n_envs)
-
-
-@contextmanager
-def _signals_to(stop: StopRequest) -> Iterator[None]:
-    """SIGINT/SIGTERM request a graceful stop (checkpoint, flush, KILLED) instead of dying."""
-    previous = {}
-
-    def handler(signum, frame):
-        name, code = _SIGNALS[signum]
-        if stop.requested and stop.status == "KILLED":
-            raise KeyboardInterrupt  # second signal: stop now
-        stop.request(f"received {name}", status="KILLED", exit_code=code)
-
-    try:
-        for sig in _SIGNALS:
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not in the main thread: leave signals alone
-        previous = {}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 class _NullMonitor:

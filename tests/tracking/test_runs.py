@@ -209,7 +209,7 @@ def test_frame_schema_is_mlflows_schema_without_its_per_cell_loop(store):
     from mlflow.types.utils import _infer_schema
 
     from convopt_mlflow.data import load_bars
-    from convopt_mlflow.tracking.runs import frame_schema
+    from convopt_mlflow.tracking.datasets import frame_schema
 
     frame = load_bars("synthetic:n_bars=3000,seed=3,signal_ic=0.05").frame.copy()
     frame["flag"] = frame["close"] > frame["open"]
