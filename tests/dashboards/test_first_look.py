@@ -5,18 +5,15 @@ the next polls carry only the new points, appended exactly after the sample.
 """
 from __future__ import annotations
 
-import http.client
 import json
-import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from dashboards.app import create_app
+
+from .conftest import Served
 
 TOKEN = "t0ken-for-tests-0123456789abcdef"
 POINTS = 100_000
@@ -42,34 +39,11 @@ def big_run(tmp_path_factory):
     return uri, run_id
 
 
-class _Served:
-    def __init__(self, app):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    def get(self, path: str) -> dict:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
-        response = conn.getresponse()
-        body = response.read()
-        conn.close()
-        assert response.status == 200, body[:500]
-        return json.loads(body)
+def _get(served: Served, path: str) -> dict:
+    """The JSON answer to an authorised GET (the first look at 100k points may take long under load)."""
+    response, body = served.get(path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
+    assert response.status == 200, body[:500]
+    return json.loads(body)
 
 
 def _trace(payload: dict, name: str) -> list[float]:
@@ -81,20 +55,20 @@ def _trace(payload: dict, name: str) -> list[float]:
 def test_the_first_look_is_a_bounded_sample_and_polls_bring_only_new_points(big_run):
     uri, run_id = big_run
     last = (POINTS - 1) * STEP
-    with _Served(create_app(uri, token=TOKEN, max_points=500)) as served:
-        first = served.get(f"/api/run/{run_id}")
+    with Served(create_app(uri, token=TOKEN, max_points=500)) as served:
+        first = _get(served, f"/api/run/{run_id}")
         loss = _trace(first, "loss")
         assert len(loss) <= 500 and first["points"]["train/loss"] <= 500  # not 100k
         assert loss[0] == 0 and loss[-1] == last  # the first and the last step are in the sample
         assert first["sampled"] == {"train/loss": last}  # and the payload says it is a sample
         assert _trace(first, "eval_score") == [s * STEP for s in range(0, POINTS, POINTS // 100)]  # small: whole
-        fetched = served.get("/api/stats")["points"]
+        fetched = _get(served, "/api/stats")["points"]
         assert fetched <= 500 + 100
 
         client = MlflowClient(tracking_uri=uri)
         _log(client, run_id, "train/loss", range(POINTS, POINTS + 3), t0=10**9)
-        polled = served.get(f"/api/run/{run_id}")
-        assert served.get("/api/stats")["points"] - fetched == 3 + 1  # the new points and the last one held
+        polled = _get(served, f"/api/run/{run_id}")
+        assert _get(served, "/api/stats")["points"] - fetched == 3 + 1  # the new points and the last one held
         assert polled["points"]["train/loss"] == first["points"]["train/loss"] + 3
         assert _trace(polled, "loss")[-4:] == [last, last + STEP, last + 2 * STEP, last + 3 * STEP]
         assert polled["sampled"] == {"train/loss": last}  # the sample ends where it ended; the rest is exact

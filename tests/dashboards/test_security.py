@@ -11,14 +11,12 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import optuna
 import pytest
-import uvicorn
 
 from convopt_mlflow import cli
 from convopt_mlflow.experiments.abtest import open_study
@@ -27,44 +25,12 @@ from convopt_mlflow.experiments.storage import get_storage
 from dashboards.app import create_app
 from dashboards.security import TOKEN_ENV, allowed_hosts, resolve_token
 
+from .conftest import Served
+from .conftest import free_port as _free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES = os.environ.get("CONVOPT_TEST_POSTGRES_URL", "")
 TOKEN = "t0ken-for-tests-0123456789abcdef"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    """``create_app(...)`` on uvicorn in a thread, on 127.0.0.1:<free port>."""
-
-    def __init__(self, app):
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    def get(self, path: str, host: str | None = None, headers: dict | None = None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        conn.request("GET", path, headers={"Host": host or f"127.0.0.1:{self.port}", **(headers or {})})
-        response = conn.getresponse()
-        body = response.read().decode("utf-8", errors="replace")
-        conn.close()
-        return response, body
 
 
 @pytest.fixture()
