@@ -22,15 +22,17 @@ from bench_learning import figure, per_regime, sample_efficiency, summarize  # n
 
 
 def paired_differences(runs: list[dict], references: tuple[str, ...], *, n_boot: int = 10_000,
-                       seed: int = 0) -> dict:
-    """Each preset against each reference at the last milestone, on the seeds both ran (common
-    random numbers): mean paired difference of Sharpe / oracle on val and test, its 95% seed-bootstrap
-    CI, the paired t-test p-value and how many seeds the preset won."""
+                       seed: int = 0, point=lambda run: run["curve"][-1]) -> dict:
+    """Each preset against each reference at one curve point (``point(run)``, the last milestone by
+    default; None: the run has no such point), on the seeds both ran (common random numbers): mean
+    paired difference of Sharpe / oracle on val and test, its 95% seed-bootstrap CI, the paired
+    t-test p-value and how many seeds the preset won."""
     import numpy as np
     from scipy import stats
 
     rng = np.random.default_rng(seed)
-    by = {(r["preset"], r["seed"]): r for r in runs if r["status"] == "FINISHED" and r["curve"]}
+    by = {(r["preset"], r["seed"]): p for r in runs if r["status"] == "FINISHED" and r["curve"]
+          and (p := point(r)) is not None}
     out: dict = {}
     for ref in references:
         for preset in sorted({p for p, _ in by} - {ref}):
@@ -39,7 +41,7 @@ def paired_differences(runs: list[dict], references: tuple[str, ...], *, n_boot:
                 continue
             row = {"n": len(seeds), "seeds": seeds}
             for key in ("val", "test"):
-                frac = lambda r: r["curve"][-1][f"{key}_sharpe"] / r["curve"][-1][f"{key}_oracle_sharpe"]  # noqa: E731
+                frac = lambda p: p[f"{key}_sharpe"] / p[f"{key}_oracle_sharpe"]  # noqa: E731
                 a = np.array([frac(by[(preset, s)]) for s in seeds])
                 b = np.array([frac(by[(ref, s)]) for s in seeds])
                 diff = a - b

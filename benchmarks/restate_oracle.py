@@ -21,11 +21,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 from bench_learning import mean_ci, sample_efficiency  # noqa: E402
+from combine_learning import paired_differences  # noqa: E402
 
 SPLITS = ("val", "test")
 
@@ -73,32 +73,6 @@ def table(runs: list[dict]) -> dict:
     return out
 
 
-def paired_at(runs: list[dict], step: int, references: list[str], *, n_boot: int = 10_000, seed: int = 0) -> dict:
-    """Every preset against each reference at ``step``, paired on shared seeds: the mean difference of
-    Sharpe / true oracle, its seed-bootstrap 95% CI, the paired t p-value and the seeds won."""
-    from scipy import stats
-
-    rng = np.random.default_rng(seed)
-    points = {(r["preset"], r["seed"]): at_step(r, step) for r in runs if r["status"] == "FINISHED"}
-    points = {k: v for k, v in points.items() if v is not None}
-    out: dict = {}
-    for ref in references:
-        for preset in sorted({p for p, _ in points} - {ref}):
-            seeds = sorted(s for (p, s) in points if p == preset and (ref, s) in points)
-            if len(seeds) < 2:
-                continue
-            row: dict = {"n": len(seeds), "seeds": seeds}
-            for split in SPLITS:
-                frac = lambda p: p[f"{split}_sharpe"] / p[f"{split}_oracle_sharpe"]  # noqa: E731
-                diff = np.array([frac(points[(preset, s)]) - frac(points[(ref, s)]) for s in seeds])
-                boot = diff[rng.integers(0, diff.size, (n_boot, diff.size))].mean(axis=1)
-                row[split] = {"mean_difference": float(diff.mean()),
-                              "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-                              "paired_t_p": float(stats.ttest_1samp(diff, 0.0).pvalue), "wins": int((diff > 0).sum())}
-            out[f"{preset} - {ref}"] = row
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", type=Path)
@@ -124,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = list(runs.values())
     doc = {"benchmark": "learning (re-stated against the true oracle)", "data": docs[0]["data"],
            "true_oracle_sharpe": oracle, "sources": [p.name for p in args.inputs], "dropped_from_older": sorted(dropped),
-           "table": table(runs), f"paired_at_{args.at}": paired_at(runs, args.at, args.references.split(",")),
+           "table": table(runs), f"paired_at_{args.at}": paired_differences(runs, tuple(args.references.split(",")),
+                                                      point=lambda run: at_step(run, args.at)),
            "sample_efficiency_val": sample_efficiency(runs, args.efficiency_reference),
            "sample_efficiency_test": sample_efficiency(runs, args.efficiency_reference, key="test"),
            "runs": runs}
