@@ -161,10 +161,7 @@ class DirectLearner(ConvoptPPO):
             means, squares, turnover = window_rewards(probs, next_returns, levels, cost, start)
             objective = direct_objective(means, squares, self.objective)
             entropy = -(probs * th.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
-            self.policy.optimizer.zero_grad()
-            (-objective - self.ent_coef * entropy).backward()
-            norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
+            norm = self._apply_gradients(-objective - self.ent_coef * entropy)
             with th.no_grad():
                 rows.append((float(objective), float(means.mean()), float(turnover.mean()), float(norm),
                              float(entropy)))

@@ -103,6 +103,17 @@ class ConvoptPPO(PPO):
         """One PPO update of the current rollout (SB3's); extensions such as ReplayPPO override it."""
         super().train()
 
+    def _apply_gradients(self, loss: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on ``loss`` with SB3's gradient clipping; the pre-clip global norm.
+
+        The step of SB3's own ``PPO.train``, shared by the extensions that write their own update.
+        """
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        self.policy.optimizer.step()
+        return norm
+
     def _nonfinite_params(self) -> str | None:
         """"parameters <names>" when a handler is set and some parameter is not finite, else None."""
         if self.divergence_handler is None:

@@ -347,10 +347,7 @@ class ReplayPPO(ConvoptPPO):
                 if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
                     continue_training = False
                     break
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
+                self._apply_gradients(loss)
             self._n_updates += 1
             if not continue_training:
                 break
