@@ -72,4 +72,26 @@ def log_dataset(
         dataset=dataset._to_mlflow_entity(),
         tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)],
     )
-    handle.client.log_inputs(handle.run_id, datasets=[entry])
+    _log_inputs_racing_other_writers(handle, entry)
+
+
+# What a store says when another writer inserted the same (experiment, name, digest) first:
+# sqlite, PostgreSQL, MySQL, and SQLAlchemy's class name (a tracking server relays its message).
+_DUPLICATE_MARKERS = ("unique constraint", "duplicate key", "duplicate entry", "integrityerror")
+
+
+def _log_inputs_racing_other_writers(handle: Any, entry: DatasetInput, *, attempts: int = 5) -> None:
+    """Log ``entry``, again when another writer inserted the same dataset first.
+
+    MLflow's store looks the dataset up and inserts it when absent, in one transaction that is not
+    serialized against other writers: two workers of one study that start runs on the same market
+    at the same moment both find nothing, and the second insert breaks the unique key. The failed
+    transaction is rolled back whole, so the retry finds the winner's row and links the run to it.
+    """
+    for attempt in range(attempts):
+        try:
+            handle.client.log_inputs(handle.run_id, datasets=[entry])
+            return
+        except MlflowException as error:
+            if attempt == attempts - 1 or not any(m in str(error).lower() for m in _DUPLICATE_MARKERS):
+                raise
