@@ -159,11 +159,12 @@ def _promote(args: argparse.Namespace) -> int:
         raise UserError(f"--alpha must lie in (0, 1); got {alpha}")
     from .tracking.promotion import promote
     from .tracking.runs import quiet_artifact_transfers, require_existing_store
+    from .training.setup import load_market
 
     require_existing_store()  # reads a registry: never creates ./mlflow.db
 
     with quiet_artifact_transfers():
-        outcome = promote(args.registry_name, alpha=alpha, data=args.data or None, challenger=args.challenger,
+        outcome = promote(args.registry_name, load_market=load_market, alpha=alpha, data=args.data or None, challenger=args.challenger,
                           experiment=args.experiment or None, split=args.split.strip().lower())
     d = outcome.decision
     before = f"version {outcome.previous_champion}" if outcome.previous_champion else "no champion"

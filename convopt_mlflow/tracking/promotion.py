@@ -41,6 +41,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from mlflow.tracking import MlflowClient
@@ -97,11 +98,13 @@ def _no_edge(version, client: MlflowClient) -> bool:
     return no_edge_of_runs(_source_runs(version), client)
 
 
-def _market(version, data: str | None):
-    """The market of the challenger's runs (config of its first source run), or ``data``'s bars with its splits."""
+def _market(version, data: str | None, load_market: Callable[[Any], Any]):
+    """The market of the challenger's runs (config of its first source run), or ``data``'s bars with its splits.
+
+    ``load_market`` (config -> market) is the training layer's, passed in by the caller: tracking
+    never imports upward."""
     from convopt_mlflow import config as cfgmod
     from convopt_mlflow.tracking.runs import get_run_config
-    from convopt_mlflow.training.setup import load_market
 
     cfg = cfgmod.from_dict(get_run_config(_source_runs(version)[0]))
     if data:
@@ -144,12 +147,13 @@ def buy_and_hold_returns(market, *, cost_bps: float, split: str = "holdout") -> 
     return net_log_pnl(np.ones_like(returns), returns, cost_bps=cost_bps)
 
 
-def promote(name: str, *, alpha: float = 0.05, data: str | None = None, challenger: str = "challenger",
+def promote(name: str, *, load_market: Callable[[Any], Any], alpha: float = 0.05, data: str | None = None, challenger: str = "challenger",
             client: MlflowClient | None = None, experiment: str | None = None,
             split: str = "holdout") -> PromotionOutcome:
     """Compare ``challenger`` (alias or version) with ``champion`` and move ``champion`` on evidence.
 
-    ``split`` is what both are judged on: ``holdout`` (default), or ``test``, the bars the
+    ``load_market`` builds the market (bars, features, splits) from a run's config; the CLI passes
+    ``training.setup.load_market``. ``split`` is what both are judged on: ``holdout`` (default), or ``test``, the bars the
     A/B verdict already used (then recorded as ``convopt.promotion.bars_reused=true``).
 
     The attempt is recorded as a ``convopt.role=promotion`` run in ``experiment`` (None: the
@@ -172,7 +176,7 @@ def promote(name: str, *, alpha: float = 0.05, data: str | None = None, challeng
         raise UserError(f"version {v} of {name!r} is already the champion; nothing to compare")
     if _no_edge(version, client):
         raise UserError(f"version {v} of {name!r} found no edge over flat (convopt.no_edge); it is never promoted")
-    cfg, market = _market(version, data)
+    cfg, market = _market(version, data, load_market)
     checked = _checked_bars(client, name, version, champion_v0, market, split)  # refused here: no run yet
     run = open_run(experiment=experiment, run_id=os.environ.get("MLFLOW_RUN_ID") or None, client=client,
                    run_name=f"promotion-{name}-v{v}",
