@@ -12,6 +12,14 @@ records the takeover where it lasts (the promotion's version and run tags, or th
 registered version's). A lock held on another host is never taken over automatically:
 this process cannot tell whether its holder is alive.
 
+MLflow deletes a registered model by name, not by version, so two processes that both saw
+the same dead lock could each delete "it": the second would delete the first one's fresh
+lock, and both would hold. So a takeover is itself claimed: only the holder of
+``<lock>.takeover`` (created atomically like the lock) re-reads the stale lock and deletes
+it, and it holds that guard only for the re-read, the delete and its own claim. A guard
+whose holder died in that window is removed by the next process (a second takeover of the
+guard in the same milliseconds is the one race left).
+
 Example:
     >>> claim = try_claim(client, "convopt-ensemble", {"convopt.lock.alias": "champion"}, "moving champion")  # doctest: +SKIP
     >>> if isinstance(claim, Claim):                                                                        # doctest: +SKIP
@@ -119,17 +127,56 @@ def try_claim(client: MlflowClient, name: str, tags: Mapping[str, str], purpose:
         state = holder_state(holder)
         if state != "dead":
             return Held(lock, holder, state)
-        again = _read_lock(client, lock)
-        if again is None or (again.creation_timestamp, again.tags.get(HOLDER_TAG)) != (held.creation_timestamp, holder):
-            continue  # someone else replaced it first
+        guard = _claim_guard(client, lock, mine)
+        if isinstance(guard, Held):
+            return guard  # another live process is taking the stale lock over
+        if guard is None:
+            continue
         try:
-            client.delete_registered_model(lock)
-        except MlflowException as exc:
-            if not is_not_found(exc):
-                raise read_error(exc, f"the stale lock {lock!r}") from None
-        took_over = holder
+            again = _read_lock(client, lock)
+            if again is None or (again.creation_timestamp, again.tags.get(HOLDER_TAG)) != (held.creation_timestamp,
+                                                                                           holder):
+                continue  # someone else replaced it first
+            try:
+                client.delete_registered_model(lock)
+            except MlflowException as exc:
+                if not is_not_found(exc):
+                    raise read_error(exc, f"the stale lock {lock!r}") from None
+            took_over = holder
+            try:  # claimed under the guard, so no other process can take this lock over meanwhile
+                client.create_registered_model(lock, tags={**tags, HOLDER_TAG: mine, TOOK_OVER_TAG: took_over},
+                                               description=purpose)
+                return Claim(lock, mine, took_over)
+            except MlflowException as exc:
+                failure = exc
+        finally:
+            release(client, Claim(guard.lock, mine))
     raise RegistryReadError(f"could not claim {lock!r} in {_ATTEMPTS} attempts"
                             + (f": {failure.error_code}: {failure.message.splitlines()[0]}" if failure else ""))
+
+
+def _claim_guard(client: MlflowClient, lock: str, mine: str) -> Claim | Held | None:
+    """The takeover guard of ``lock``: a :class:`Claim`, the :class:`Held` guard of a live holder,
+    or None when a dead holder's guard was just removed (try again)."""
+    guard = f"{lock}.takeover"
+    try:
+        client.create_registered_model(guard, tags={HOLDER_TAG: mine}, description=f"taking over {lock}")
+        return Claim(guard, mine)
+    except MlflowException:
+        pass
+    held = _read_lock(client, guard)
+    if held is None:
+        return None
+    holder = held.tags.get(HOLDER_TAG, "")
+    state = holder_state(holder)
+    if state != "dead":  # a guard with no readable holder may be one whose tags are still being written
+        return Held(lock, holder, f"{state}, taking the stale lock over")
+    try:
+        client.delete_registered_model(guard)
+    except MlflowException as exc:
+        if not is_not_found(exc):
+            raise read_error(exc, f"the takeover guard {guard!r}") from None
+    return None
 
 
 def _read_lock(client: MlflowClient, lock: str):
