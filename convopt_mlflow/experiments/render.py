@@ -147,19 +147,24 @@ def fitting_columns(rows: Sequence[Sequence[str]], width: int) -> list[str]:
 
 
 def html(report: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
-         curves: Mapping[str, Sequence[tuple[int, float]]], title: str) -> str:
-    """One self-contained page: distributions with CIs, learning curves with bands, P(improvement), power."""
+         curves: Mapping[str, Sequence[tuple[int, float]]], title: str, *, plotly_loader: str | None = None) -> str:
+    """One page: distributions with CIs, learning curves with bands, P(improvement), power.
+
+    Without ``plotly_loader`` the page embeds plotly.js (self-contained, about 4.8 MB); with one (a
+    ``<script>`` from :func:`~convopt_mlflow.evaluation.figures.shared_plotly_loader`) it loads the
+    run's shared copy instead, like every other page of a run."""
     import plotly.graph_objects as go
 
     figures = [_distributions(go, report, records), _learning_curves(go, report, records, curves),
                _improvement_matrix(go, report)]
     parts = [f"<h1>{title}</h1><p><b>Verdict.</b> {report['verdict']}</p>"]
     for i, fig in enumerate(f for f in figures if f is not None):
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0 and plotly_loader is None)))
     parts.append(f"<h2>Power</h2><p>{power_note(report)}</p>")
     if report.get("sequential"):
         parts.append(f"<h2>Sequential design</h2><p>{sequential_note(report['sequential'])}</p>")
-    return f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>{''.join(parts)}</body></html>"
+    head = f"<meta charset='utf-8'><title>{title}</title>{plotly_loader or ''}"
+    return f"<html><head>{head}</head><body>{''.join(parts)}</body></html>"
 
 
 def _distributions(go, report, records):

@@ -172,7 +172,9 @@ def _train(study, spec: StudySpec, parent_id: str, study_name: str, storage, wor
 
 
 def _report(study, spec: StudySpec, parent, study_name: str, sequential, console: bool) -> ABResult:
+    from ..evaluation.figures import shared_plotly_loader
     from ..tracking import metric_history, read_json_artifact
+    from ..tracking.html import log_plotly_bundle
 
     records = [r.__dict__ for r in completed_trials(study, spec)]
     failed = [f.__dict__ for f in failed_cells(study, spec)]
@@ -193,9 +195,11 @@ def _report(study, spec: StudySpec, parent, study_name: str, sequential, console
     parent.log_metrics(headline_metrics(report, keys), step=0)
     parent.log_dict(report, "ab/report.json")
     parent.log_text(render.markdown(report, title), "ab/report.md")
+    log_plotly_bundle(parent)
+    loader = shared_plotly_loader(parent.run_id, "ab/report.html")
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "report.html"
-        page.write_text(render.html(report, records, curves, title), encoding="utf-8")
+        page.write_text(render.html(report, records, curves, title, plotly_loader=loader), encoding="utf-8")
         parent.log_artifact(page, "ab")
     parent.set_tags({"convopt.ab.verdict": report["verdict"], "convopt.ab.winner": report.get("winner") or ""})
     if console:

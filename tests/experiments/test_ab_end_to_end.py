@@ -146,6 +146,9 @@ def test_a_sequential_a_a_study_stops_at_the_first_look_and_reports_the_compute_
     assert "## Sequential design" in md
     html = Path(client.download_artifacts(parent.info.run_id, "ab/report.html", str(tmp_path))).read_text()
     assert "Sequential design" in html
+    # the report loads the parent run's one copy of plotly.js instead of embedding 4.8 MB
+    assert len(html) < 500_000 and "assets/plotly-gzip.mjs" in html
+    assert "assets/plotly-gzip.mjs" in {a.path for a in client.list_artifacts(parent.info.run_id, "assets")}
     assert not client.search_registered_models()
 
 
