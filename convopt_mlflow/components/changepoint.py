@@ -12,7 +12,7 @@ where ``p(x_t | r)`` is the Student-t predictive of the segment of length ``r`` 
 constant hazard (1 / expected segment length in bars). Run lengths beyond ``max_run`` are merged
 into the oldest kept one. The recursion is computed a block of bars at a time, with the same
 results as bar by bar: by default over the run lengths that carry at least ``prune`` of the
-posterior (:mod:`convopt_mlflow.components.bocpd_fast`, a few µs per bar, the pruned mass is
+posterior (:mod:`convopt_mlflow.components.bocpd_fast`, ~10 µs of CPU per bar, the pruned mass is
 recorded); with ``prune=None`` over all of them (:mod:`convopt_mlflow.components.bocpd`, exact,
 O(max_run) per bar, the reference the pruned one is tested against).
 
@@ -95,7 +95,7 @@ class BayesianChangePointDetector:
     """Bayesian online change-point detection (Adams & MacKay 2007) on standardized returns.
 
     The recursion runs a block of bars at a time (:func:`~convopt_mlflow.components.bocpd.run_bocpd`):
-    feed a whole array to :meth:`process` (a few µs per bar); :meth:`update` feeds one bar through the
+    feed a whole array to :meth:`process` (~10 µs of CPU per bar); :meth:`update` feeds one bar through the
     same code and gives the same answers, bar for bar, only slower. By default run lengths with less
     than ``prune`` of the posterior are dropped where a block ends (``dropped_mass`` says how much in
     all); ``prune=None`` keeps them all (the exact kernel, ~60 µs per bar at R=400).

@@ -1,8 +1,8 @@
 """The train split's regime labels, computed once per (returns, detector settings, code).
 
 The meta controller labels every train bar with an online change-point detector (Bayesian,
-causal, with run-length pruning: under 10 us per bar, about a second for a 200k-bar split). The labels depend only
-on the returns fed, where they start, the detector's settings and its code, so they are kept
+causal, with run-length pruning: about 10 us of CPU per bar, 2-5 s for a 200k-bar split). The
+labels depend only on the returns fed, where they start, the detector's settings and its code, so they are kept
 under a sha256 of exactly those:
 
 - in the process (an A/B or tune worker labels each market once), and

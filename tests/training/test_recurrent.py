@@ -133,6 +133,17 @@ def test_a_killed_recurrent_run_resumes(tracked):
     assert load_model(uri).unwrap_python_model().recurrent
 
 
+def test_the_lr_preset_runs_its_scheduler_and_monitor_on_a_recurrent_policy(tracked):
+    """The monitor's parameter watch probes the policy's hidden units and logits (through the LSTM)."""
+    cfg = build_config("lr", {**TINY_LSTM, "run.total_timesteps": "1024", "run.eval_freq": "512"})
+    result = train(cfg, preset="lr", checkpoint_root=tracked.checkpoint_root("recurrent_lr"))
+    assert result.status == "FINISHED"
+    metrics = tracked.client.get_run(result.run_id).data.metrics
+    assert "convergence/grad_norm" in metrics and "lr" in metrics
+    assert any(k.endswith("logit_range") for k in metrics), sorted(metrics)
+    assert not tracked.nonfinite_values(result.run_id)
+
+
 @pytest.mark.parametrize("override, needle", [
     ({"counterfactual.enabled": "true"}, "recurrent.enabled=true with counterfactual.enabled"),
     ({"direct.enabled": "true"}, "recurrent.enabled=true with direct.enabled"),
