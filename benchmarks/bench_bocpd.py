@@ -1,4 +1,4 @@
-"""Benchmark: BOCPD labelling cost in µs per bar: the pruned detector (default), the exact block kernel, the bar-by-bar one.
+"""Benchmark: BOCPD labelling cost in µs per bar: the pruned detector (default), the exact kernel, the bar-by-bar one.
 
 Series: per-bar log returns of ``data.synthetic.generate_market(n, seed, signal_regimes="1:-1:0")``
 (trend / mean-reversion / high-vol regimes, jumps), the market the meta controller labels. Each
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "us_per_bar": 1e6 * secs / small.size, "cpu_us_per_bar": 1e6 * cpu / small.size,
                      "speedup_vs_old": old_s / secs, "label_agreement": float(np.mean(trace.regimes == old_regimes))})
     secs, cpu, trace, det = time_new(small, 400, "default")
-    row = {"detector": "fast", "max_run": 400, "bars": small.size, "seconds": secs, "us_per_bar": 1e6 * secs / small.size,
+    row = {"detector": "fast", "max_run": 400, "bars": small.size, "seconds": secs,
+           "us_per_bar": 1e6 * secs / small.size,
            "cpu_us_per_bar": 1e6 * cpu / small.size, "speedup_vs_old": old_s / secs,
            "label_agreement": float(np.mean(trace.regimes == old_regimes)), "dropped_mass": det.dropped_mass}
     if exact is not None:

@@ -116,7 +116,8 @@ def policy_spec(model: Any) -> dict:
 
     Returns:
         ``{"obs_size": int, "n_actions": int, "net_arch": {"pi": [...], "vf": [...]},
-        "activation": "tanh" | "relu"}`` (JSON-ready).
+        "activation": "tanh" | "relu"}`` (JSON-ready), plus ``"recurrent": {...}`` (LSTM size and
+        layers, :func:`convopt_mlflow.recurrent.recurrent_spec`) for sb3-contrib's recurrent policy.
 
     Raises:
         ValueError: for any policy this model format cannot rebuild exactly.

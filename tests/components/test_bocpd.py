@@ -1,4 +1,5 @@
-"""The exact block-vectorized BOCPD (``prune=None``) against the bar-by-bar reference it replaced (tests/components/bocpd_reference.py)."""
+"""The exact block-vectorized BOCPD (``prune=None``) against the bar-by-bar reference it replaced
+(tests/components/bocpd_reference.py)."""
 import sys
 from pathlib import Path
 
