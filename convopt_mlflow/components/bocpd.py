@@ -64,11 +64,13 @@ class Prior:
 
 
 def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, clip: float,
-              prior: Prior = Prior(), block: int = 256) -> tuple[np.ndarray, np.ndarray, RunState]:
+              prior: Prior = Prior(), block: int = 256, kernel=None) -> tuple[np.ndarray, np.ndarray, RunState]:
     """Feed standardized returns ``z`` (1-D; non-finite values count as 0) after ``state``.
 
     Returns ``(run_length, vol, state)``: the MAP run length (bars) and that segment's volatility
-    after each bar, and the state after the last bar.
+    after each bar, and the state after the last bar. ``kernel(x, state, hazard, max_run, prior)``
+    computes one block (default: this module's exact one; the pruned one is
+    :func:`~convopt_mlflow.components.bocpd_fast.sparse_block`, whose state is a ``SparseState``).
     """
     z = np.asarray(z, dtype=np.float64)
     n = z.size
@@ -79,9 +81,12 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
     size = int(block)
     while done < n:
         stop = min(n, done + size)
+        every = getattr(kernel, "every", None)
+        if every:  # the pruned kernel's blocks end where it prunes (every ``every`` bars fed)
+            stop = min(stop, done + every - state.bars % every)
         size = int(block)
         guess_vol[max(ahead, done):stop] = state.vol  # not computed yet: the latest volatility
-        bounds = clip * np.maximum(1.0, np.r_[state.vol, guess_vol[done:stop - 1]])
+        bounds = clip * np.maximum(1.0, np.concatenate(((state.vol,), guess_vol[done:stop - 1])))
         # A bar that may be clipped at a bound above ``clip`` starts the next block, where its bound is
         # known exactly; where the segment's volatility is below 1 the bound is ``clip`` itself.
         guess = guess_vol[done:stop - 1]
@@ -91,13 +96,13 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
             bounds = bounds[:stop - done]
         x = np.where(finite[done:stop], np.clip(z[done:stop], -bounds, bounds), 0.0)
         try:
-            res = _block(x, state, hazard, max_run, prior)
+            res = (kernel or _block)(x, state, hazard, max_run, prior)
         except FloatingPointError:  # the scaled evidence left float64's range: a shorter block
             if stop - done == 1:
                 raise
             size = (stop - done) // 2
             continue
-        actual = clip * np.maximum(1.0, np.r_[state.vol, res.vol[:-1]])
+        actual = clip * np.maximum(1.0, np.concatenate(((state.vol,), res.vol[:-1])))
         exact = np.where(finite[done:stop], np.clip(z[done:stop], -actual, actual), 0.0)
         wrong = np.flatnonzero(exact != x)
         keep = stop - done if wrong.size == 0 else int(wrong[0])

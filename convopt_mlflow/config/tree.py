@@ -232,6 +232,20 @@ class DirectConfig:
 
 
 @dataclass(frozen=True)
+class RecurrentConfig:
+    """A recurrent (LSTM) policy through sb3-contrib's RecurrentPPO (see training/recurrent.py): memory
+    of bars older than the observation window. Its state is carried through backtests and through one
+    pyfunc call's rows (consecutive bars, fresh state per call)."""
+
+    enabled: bool = False
+    """Train an MlpLstmPolicy with RecurrentPPO (off: the memoryless MlpPolicy, none of its code runs)."""
+    lstm_hidden_size: int = 64
+    """Units of the actor's LSTM (the critic has its own of the same size), in front of ppo.net_arch."""
+    n_lstm_layers: int = 1
+    """Stacked LSTM layers."""
+
+
+@dataclass(frozen=True)
 class OptimizedTrainingConfig:
     # --- reference design fields (names and meaning kept) ---
     base_learning_rate: float = 3e-5
@@ -309,6 +323,7 @@ class OptimizedTrainingConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     counterfactual: CounterfactualConfig = field(default_factory=CounterfactualConfig)
     direct: DirectConfig = field(default_factory=DirectConfig)
+    recurrent: RecurrentConfig = field(default_factory=RecurrentConfig)
 
     def __post_init__(self) -> None:
         problems = list(find_problems(self))

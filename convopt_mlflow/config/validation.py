@@ -85,6 +85,7 @@ RULES: dict[str, Range | tuple[str, ...]] = {
     "counterfactual.baseline": ("critic", "policy_mean"),
     "direct.window": AT_LEAST_1, "direct.passes": AT_LEAST_1, "direct.batch_windows": AT_LEAST_1,
     "direct.lr": POSITIVE, "direct.objective": ("pnl", "sharpe"),
+    "recurrent.lstm_hidden_size": AT_LEAST_1, "recurrent.n_lstm_layers": AT_LEAST_1,
     "augment.synthetic_prob": PROBABILITY, "augment.noise_level": NON_NEGATIVE,
     "augment.warp_factor": Range(0, 1, high_open=True), "augment.dropout_rate": UNIT, "augment.block_length": AT_LEAST_1,
 }
@@ -188,6 +189,7 @@ def problems(cfg: Any) -> Iterator[str]:
         yield ("counterfactual.enabled=true with replay_enabled=true: both replace PPO's update and cannot be "
                "combined; set one of them to false")
     yield from _direct_problems(cfg)
+    yield from _recurrent_problems(cfg)
     if cfg.meta_enabled and cfg.run.eval_freq <= 0:
         yield (f"run.eval_freq={cfg.run.eval_freq}: meta_enabled needs validation evaluations (run.eval_freq > 0): "
                "the controller learns from the change of the validation score")
@@ -208,6 +210,20 @@ def _direct_problems(cfg: Any) -> Iterator[str]:
     if clashing:
         yield (f"direct.enabled=true with {', '.join(clashing)}: the direct learner draws its own train windows "
                "and uses the constant direct.lr, so these PPO components cannot act on it; switch them off")
+
+
+def _recurrent_problems(cfg: Any) -> Iterator[str]:
+    """The recurrent policy trains with RecurrentPPO's own rollout and sequence update: the components
+    that replace PPO's rollout or update, and the ensemble's member packing, cannot run with it."""
+    if not cfg.recurrent.enabled:
+        return
+    clashing = [name for name, on in (
+        ("counterfactual.enabled", cfg.counterfactual.enabled), ("direct.enabled", cfg.direct.enabled),
+        ("replay_enabled", cfg.replay_enabled), ("ensemble_size>1", cfg.ensemble_size > 1)) if on]
+    if clashing:
+        yield (f"recurrent.enabled=true with {', '.join(clashing)}: the LSTM policy trains with RecurrentPPO's "
+               "own rollout and sequence update, which these replace or cannot pack; switch them off or "
+               "set recurrent.enabled=false")
 
 
 def _ensemble_problems(cfg: Any) -> Iterator[str]:

@@ -63,6 +63,7 @@ from convopt_mlflow.components.combine import make_combination
 from convopt_mlflow.data import compute_features, validate_frame
 from convopt_mlflow.data.features import OBSERVATIONS, observation_size, uses_regime_features
 from convopt_mlflow.errors import ConfigError, RunNotFoundError
+from convopt_mlflow.recurrent import build_recurrent_policy, is_recurrent, recurrent_spec
 from convopt_mlflow.tracking.integrity import (
     ModelIntegrityError,
     artifact_hashes,
@@ -92,7 +93,9 @@ POLICY_FILE = "policy.json"
 POLICY_ARTIFACT = "policy"
 #: policy.json format; /1 (no combination block) loads as mean_prob with equal weights.
 FORMAT = "convopt-policy-ensemble/2"
-READABLE_FORMATS = ("convopt-policy-ensemble/1", FORMAT)
+#: policy.json format of a recurrent (LSTM) policy: its spec has a ``recurrent`` block (convopt_mlflow/recurrent.py)
+FORMAT_RECURRENT = "convopt-policy-ensemble/3"
+READABLE_FORMATS = ("convopt-policy-ensemble/1", FORMAT, FORMAT_RECURRENT)
 FEATURE_KEYS = ("window", "observation", "vol_window", "cost_bps", "long_only", "feature_names")
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 _REQUIREMENTS = ("torch", "stable-baselines3", "gymnasium", "numpy", "pandas", "convopt-mlflow")
@@ -113,7 +116,8 @@ def policy_spec(model: Any) -> dict:
 
     Returns:
         ``{"obs_size": int, "n_actions": int, "net_arch": {"pi": [...], "vf": [...]},
-        "activation": "tanh" | "relu"}`` (JSON-ready).
+        "activation": "tanh" | "relu"}`` (JSON-ready), plus ``"recurrent": {...}`` (LSTM size and
+        layers, :func:`convopt_mlflow.recurrent.recurrent_spec`) for sb3-contrib's recurrent policy.
 
     Raises:
         ValueError: for any policy this model format cannot rebuild exactly.
@@ -133,12 +137,13 @@ def policy_spec(model: Any) -> dict:
         raise ValueError(f"unsupported activation {policy.activation_fn.__name__}; use one of {sorted(_ACTIVATIONS)}")
     arch = policy.net_arch
     pi, vf = (arch.get("pi", []), arch.get("vf", [])) if isinstance(arch, dict) else (arch, arch)
-    return {
+    spec = {
         "obs_size": int(obs_space.shape[0]),
         "n_actions": int(act_space.n),
         "net_arch": {"pi": [int(n) for n in pi], "vf": [int(n) for n in vf]},
         "activation": activation,
     }
+    return spec | ({"recurrent": recurrent_spec(policy)} if is_recurrent(policy) else {})
 
 
 def _zero_lr(_progress_remaining: float) -> float:
@@ -162,14 +167,16 @@ def build_policy(spec: Mapping[str, Any]) -> ActorCriticPolicy:
         raise ModelIntegrityError(f"malformed policy spec {dict(spec)!r}: {exc!r}") from None
     if obs_size < 1 or n_actions < 2 or any(n < 1 for n in arch["pi"] + arch["vf"]):
         raise ModelIntegrityError(f"malformed policy spec {dict(spec)!r}: sizes must be positive")
-    policy = ActorCriticPolicy(
-        observation_space=spaces.Box(-np.inf, np.inf, (obs_size,), np.float32),
-        action_space=spaces.Discrete(n_actions),
-        lr_schedule=_zero_lr,
-        net_arch=arch,
-        activation_fn=activation,
-        ortho_init=False,  # the weights come from a state_dict
-    )
+    obs_space, act_space = spaces.Box(-np.inf, np.inf, (obs_size,), np.float32), spaces.Discrete(n_actions)
+    if "recurrent" in spec:  # an LSTM policy (sb3-contrib's RecurrentActorCriticPolicy)
+        try:
+            policy = build_recurrent_policy(obs_space, act_space, _zero_lr, arch, activation, spec["recurrent"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelIntegrityError(f"malformed recurrent policy spec {dict(spec)!r}: {exc!r}") from None
+    else:
+        policy = ActorCriticPolicy(observation_space=obs_space, action_space=act_space, lr_schedule=_zero_lr,
+                                   net_arch=arch, activation_fn=activation,
+                                   ortho_init=False)  # the weights come from a state_dict
     policy.set_training_mode(False)
     return policy.to("cpu")
 
@@ -227,7 +234,7 @@ def _stage(folder: Path, members: Sequence[Mapping[str, torch.Tensor]], spec: Ma
         artifacts[f"member_{i}"] = str(path)
         entries.append({"artifact": f"member_{i}", "file": path.name, "sha256": file_sha256(path)})
     description = {
-        "format": FORMAT,
+        "format": FORMAT_RECURRENT if "recurrent" in spec else FORMAT,
         "spec": spec,
         "features": config,
         "actions": list(action_names(config["long_only"])),
@@ -282,9 +289,9 @@ def _example_and_signature(input_example: pd.DataFrame, config: Mapping[str, Any
     return example, ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def _pip_requirements() -> list[str]:
+def _pip_requirements(recurrent: bool = False) -> list[str]:
     reqs = []
-    for name in _REQUIREMENTS:
+    for name in _REQUIREMENTS + (("sb3-contrib",) if recurrent else ()):
         try:
             reqs.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
@@ -300,7 +307,10 @@ def _flavor_kwargs(folder: Path, members, spec, feature_config, input_example, c
         "artifacts": artifacts,
         "signature": signature,
         "input_example": example,
-        "pip_requirements": _pip_requirements(),  # explicit: inferring them costs a subprocess
+        "pip_requirements": _pip_requirements("recurrent" in spec),  # explicit: inferring them costs a subprocess
+        # the MLmodel file names the policy kind (and a recurrent policy's state size) too
+        "metadata": {"convopt_policy": {"kind": "recurrent-lstm", **spec["recurrent"]} if "recurrent" in spec
+                     else {"kind": "mlp"}},
     }
 
 

@@ -26,6 +26,11 @@ Prediction, for bars ``0..n-1`` of the input:
 
 For speed the member probabilities are computed in batches for every (bar, held
 position) pair; the walk then only looks up the action of the pair it actually reaches.
+
+A recurrent (LSTM) policy (policy.json format /3, ``spec.recurrent``) cannot be tabled: its
+choice depends on its state. It is walked bar by bar over the call's rows, which must be
+consecutive bars, its LSTM state starting at zero at ``first`` in every call
+(:func:`convopt_mlflow.recurrent.recurrent_walk`, the walk the backtest uses).
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from convopt_mlflow.data.features import observation_features, uses_regime_featu
 from convopt_mlflow.env import MarketCore, follow_choices, policy_table
 from convopt_mlflow.errors import ConfigError, DataValidationError
 from convopt_mlflow.hashing import sha256_file
+from convopt_mlflow.recurrent import recurrent_walk
 from convopt_mlflow.tracking.model import (
     POLICY_ARTIFACT,
     READABLE_FORMATS,
@@ -120,6 +126,7 @@ class PolicyEnsembleModel(mlflow.pyfunc.PythonModel):
                 raise ModelIntegrityError(f"member {path} does not fit the stored policy spec: {exc}") from None
             policies.append(policy)
         self.policies = tuple(policies)
+        self.recurrent = "recurrent" in description["spec"]
         self.combination = description["combination"]
         self.config = description["features"]
         self.actions = action_names(bool(self.config["long_only"]))
@@ -191,6 +198,17 @@ class PolicyEnsembleModel(mlflow.pyfunc.PythonModel):
         core = self._core(frame)
         levels = core.position_levels
         bars = np.arange(core.first_observable_bar, len(frame))
+        if self.recurrent:  # bar by bar, the LSTM states carried from the first decidable row
+            kept: list = []
+
+            def choose(member_probs):
+                kept.append(self._combined(member_probs[None]))
+                return int(kept[-1][0][0])
+
+            actions, _ = recurrent_walk(core, list(self.policies), bars, choose)
+            seen = np.concatenate([k[1] for k in kept]) if kept else np.empty((0, levels.size))
+            agreed = np.concatenate([k[2] for k in kept]) if kept else np.empty(0)
+            return bars, levels[actions], seen, agreed
         # table[i, h, m] = member m's probabilities at bars[i] while holding levels[h]
         table = policy_table(core, self.member_probabilities, bars, chunk_bars=_CHUNK_BARS)
         n_pairs = bars.size * levels.size

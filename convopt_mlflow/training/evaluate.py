@@ -12,6 +12,7 @@ from ..env import deterministic_positions
 from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
 from ..evaluation.metrics import per_regime_metrics
 from ..evaluation.oracle import OracleRule, fit_oracle
+from ..recurrent import is_recurrent
 from .setup import Market, next_log_returns
 
 
@@ -65,7 +66,12 @@ def _walk(policy: Any, market: Market, split: str, *, cost_bps: float):
     if kept is not None and kept[0]() is core and kept[1] == key and key[0] is not None:
         path, returns, metrics = kept[2]
         return path, returns, dict(metrics)
-    path = deterministic_positions(core, greedy_actions(policy), getattr(market.splits, split))
+    if is_recurrent(policy):  # its LSTM state carried bar by bar from the split's first decision bar
+        from .recurrent import recurrent_positions
+
+        path = recurrent_positions(policy, core, getattr(market.splits, split))
+    else:
+        path = deterministic_positions(core, greedy_actions(policy), getattr(market.splits, split))
     returns = next_log_returns(market, path.bars)
     metrics = trading_metrics(path.positions, returns, cost_bps=cost_bps,
                               periods_per_year=market.bars.periods_per_year)

@@ -30,6 +30,9 @@ def parameter_health(policy: Any, observations: np.ndarray | None, *, sample_siz
             return out
         obs = torch.as_tensor(observations[:sample_size], dtype=torch.float32, device=policy.device)
         features = policy.extract_features(obs, policy.pi_features_extractor)
+        lstm = getattr(policy, "lstm_actor", None)
+        if lstm is not None:  # a recurrent policy: each observation as a one-bar sequence from a zero state
+            features = lstm(features.unsqueeze(0))[0].squeeze(0)
         dead, units, hidden = 0, 0, features
         for layer in extractor.policy_net:
             hidden = layer(hidden)

@@ -47,9 +47,9 @@ _OOM = (MemoryError, torch.OutOfMemoryError)
 _INVALID = "found invalid values"
 
 
-class ConvoptPPO(PPO):
-    """SB3 PPO whose update halves ``batch_size`` and retries on out-of-memory, and which turns
-    non-finite parameters or logits into a call of ``divergence_handler(phase, where)``."""
+class ConvoptUpdates:
+    """What ConvoptPPO adds to an SB3 on-policy algorithm, as a mixin placed before it (``ConvoptPPO``
+    over PPO; ``training.recurrent.ConvoptRecurrentPPO`` over sb3-contrib's RecurrentPPO)."""
 
     probe_clips = True
 
@@ -127,6 +127,11 @@ class ConvoptPPO(PPO):
             raise exc
         names = nonfinite_parameters(self.policy)
         return f"parameters {', '.join(names)}" if names else "logits of the policy (finite parameters)"
+
+
+class ConvoptPPO(ConvoptUpdates, PPO):
+    """SB3 PPO whose update halves ``batch_size`` and retries on out-of-memory, and which turns
+    non-finite parameters or logits into a call of ``divergence_handler(phase, where)``."""
 
 
 class _BoundaryOnly:

@@ -179,8 +179,14 @@ def make_model(cfg: OptimizedTrainingConfig, env: Any) -> ConvoptPPO:
                  "batch_windows": cfg.direct.batch_windows, "objective": cfg.direct.objective}
     else:  # neither component on: not one line of either runs
         ppo_class = CounterfactualPPO if cfg.counterfactual.enabled else ReplayPPO if cfg.replay_enabled else ConvoptPPO
+    policy = "MlpPolicy"
+    if cfg.recurrent.enabled:  # an LSTM policy (training/recurrent.py); the config refuses what cannot run with it
+        from .recurrent import ConvoptRecurrentPPO, recurrent_policy_kwargs
+
+        ppo_class, policy = ConvoptRecurrentPPO, "MlpLstmPolicy"
+        policy_kwargs.update(recurrent_policy_kwargs(cfg.recurrent))
     return ppo_class(
-        "MlpPolicy", env, learning_rate=learning_rate, n_steps=cfg.ppo.n_steps,
+        policy, env, learning_rate=learning_rate, n_steps=cfg.ppo.n_steps,
         batch_size=cfg.ppo.batch_size, n_epochs=cfg.ppo.n_epochs, gamma=cfg.ppo.gamma,
         gae_lambda=cfg.ppo.gae_lambda, clip_range=cfg.ppo.clip_range, ent_coef=cfg.ppo.ent_coef,
         vf_coef=cfg.ppo.vf_coef, max_grad_norm=cfg.ppo.max_grad_norm, policy_kwargs=policy_kwargs,

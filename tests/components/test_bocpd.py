@@ -1,4 +1,5 @@
-"""The block-vectorized BOCPD against the bar-by-bar reference it replaced (tests/components/bocpd_reference.py)."""
+"""The exact block-vectorized BOCPD (``prune=None``) against the bar-by-bar reference it replaced
+(tests/components/bocpd_reference.py)."""
 import sys
 from pathlib import Path
 
@@ -10,6 +11,11 @@ from convopt_mlflow.data.synthetic import generate_market
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bocpd_reference import ReferenceBOCPD  # noqa: E402
+
+
+def Exact(*args, **kwargs):
+    """The exact kernel (no pruning; the pruned default is tested in test_bocpd_fast.py)."""
+    return BayesianChangePointDetector(*args, prune=None, **kwargs)
 
 
 def _same_changes(a, b):
@@ -39,7 +45,7 @@ def test_lossless_truncation_matches_the_reference_exactly(seed):
     returns = _switching(seed)
     scale = robust_scale(returns[:200])
     ref, run_length, vol, regimes, changes = _reference(returns, scale, max_run=returns.size + 5)
-    det = BayesianChangePointDetector(scale, max_run=returns.size + 5)
+    det = Exact(scale, max_run=returns.size + 5)
     trace = det.process(returns)
     assert np.array_equal(trace.run_length, run_length)
     assert np.array_equal(trace.regimes, regimes)
@@ -55,7 +61,7 @@ def test_the_same_truncation_gives_the_same_answers(max_run):
     returns = _switching(3, n=900)
     scale = robust_scale(returns[:200])
     ref, run_length, vol, _, changes = _reference(returns, scale, max_run=max_run)
-    det = BayesianChangePointDetector(scale, max_run=max_run, block=50)
+    det = Exact(scale, max_run=max_run, block=50)
     trace = det.process(returns)
     assert np.array_equal(trace.run_length, run_length)
     assert np.max(np.abs(trace.vol - vol)) < 1e-9
@@ -68,17 +74,17 @@ def test_default_truncation_labels_a_regime_market_as_the_reference_does():
     returns = np.diff(np.log(market.frame["close"].to_numpy()))
     scale = robust_scale(returns)
     _, _, _, regimes, changes = _reference(returns, scale)  # the reference's own defaults (max_run 400)
-    trace = BayesianChangePointDetector(scale).process(returns)
+    trace = Exact(scale).process(returns)
     assert np.mean(trace.regimes == regimes) >= 0.99
     assert [c.bar for c in trace.changes] == [c.bar for c in changes]
 
 
 def test_batches_bar_by_bar_and_block_sizes_agree():
     returns = _switching(4, n=600)
-    whole = BayesianChangePointDetector(1e-3, max_run=100).process(returns)
-    pieces = BayesianChangePointDetector(1e-3, max_run=100, block=7)
+    whole = Exact(1e-3, max_run=100).process(returns)
+    pieces = Exact(1e-3, max_run=100, block=7)
     parts = [pieces.process(returns[a:b]) for a, b in ((0, 1), (1, 250), (250, 251), (251, 600))]
-    single = BayesianChangePointDetector(1e-3, max_run=100)
+    single = Exact(1e-3, max_run=100)
     one_by_one = [single.update(v, i) for i, v in enumerate(returns)]
     assert np.array_equal(np.concatenate([p.run_length for p in parts]), whole.run_length)
     assert _same_changes([c for p in parts for c in p.changes], whole.changes)
@@ -92,8 +98,8 @@ def test_non_finite_returns_count_as_zero():
     holed[[10, 150]] = [np.nan, np.inf]
     filled = returns.copy()
     filled[[10, 150]] = 0.0
-    a = BayesianChangePointDetector(1e-3).process(holed)
-    b = BayesianChangePointDetector(1e-3).process(filled)
+    a = Exact(1e-3).process(holed)
+    b = Exact(1e-3).process(filled)
     assert np.array_equal(a.run_length, b.run_length) and np.array_equal(a.vol, b.vol)
 
 
@@ -103,7 +109,7 @@ def test_a_block_whose_evidence_leaves_float_range_is_split(monkeypatch):
     import convopt_mlflow.components.bocpd as kernel
 
     returns = _switching(6, n=500)
-    expected = BayesianChangePointDetector(1e-3, max_run=50).process(returns)
+    expected = Exact(1e-3, max_run=50).process(returns)
     real = kernel._block
 
     def fails_on_long_blocks(x, *args):
@@ -112,5 +118,5 @@ def test_a_block_whose_evidence_leaves_float_range_is_split(monkeypatch):
         return real(x, *args)
 
     monkeypatch.setattr(kernel, "_block", fails_on_long_blocks)
-    got = BayesianChangePointDetector(1e-3, max_run=50).process(returns)
+    got = Exact(1e-3, max_run=50).process(returns)
     assert np.array_equal(got.run_length, expected.run_length) and np.allclose(got.vol, expected.vol)

@@ -1,0 +1,242 @@
+"""BOCPD with run-length pruning: the recursion of :mod:`~convopt_mlflow.components.bocpd` over the
+run lengths that still carry mass, a block of bars at a time (~10 µs of CPU per bar, half the exact kernel's;
+benchmarks/results/bocpd.json).
+
+The exact kernel keeps every run length ``0 .. R-1`` and costs O(R) per bar. Almost all of that
+mass is negligible: after a segment has lasted a while, only the run lengths of a few candidate
+starts hold more than ``prune`` of the posterior. Here the posterior is kept *sparse*: a sorted
+list of run lengths and their masses (:class:`SparseState`).
+
+Within a block of ``n`` bars nothing is pruned: the columns are the ``K`` run lengths alive at the
+block's start plus the ``n - 1`` segments that may start inside it, so the block costs
+O(n (K + n)), and the recursion over it is the exact one given the kept run lengths:
+
+* ``lp[t, c]``: the Student-t predictive of bar ``t`` under column ``c``'s segment (statistics of
+  at most the last ``R - 1`` bars, exactly as the exact kernel's merged tail), from cumulative sums;
+* ``G[t, c]``: the product of ``(1 - H) p(x_j | c)`` from the segment's first bar in the block to ``t``;
+* the evidences ``T_t`` solve ``(I - H/(1-H) L) T = b`` (lower triangular, ``L[t, j] = G[t, new j]``,
+  ``b[t] = Σ_k p_k G[t, k]``); the posterior after bar ``t`` is ``H`` at run length 0,
+  ``(1-H) p_k G[t, k] / T_t`` for a kept run length and ``H T_j G[t, j] / T_t`` for a start in the block.
+
+**Pruning** happens after every ``PRUNE_EVERY`` (64) bars, counted from the first bar fed, so the
+answers do not depend on how bars are split into calls or blocks (and stay causal: where it prunes
+never depends on later bars). Run lengths whose posterior mass is below ``prune`` are dropped,
+at most ``max_starts`` are kept (the largest masses; run length 0 always), and the rest are
+renormalized. Renormalizing after dropping mass ``m`` moves the posterior by exactly ``m`` in
+total variation; each pruning's ``m`` is added to :attr:`SparseState.dropped`, so the error put
+in is known exactly. The bound is ``m <= prune * dropped columns`` while ``max_starts`` does not
+bite; when it does (a diffuse posterior: long calm segments spread ~H of mass over every run
+length), ``m`` is what the ``max_starts`` smallest columns held, measured, not bounded a priori
+(on the regime market: ~0.005 per pruning at the defaults, see docs/guides/regimes.md). With
+``prune=0`` and ``max_starts >= R`` nothing is dropped and the answers are the exact kernel's
+(tests/components/test_bocpd_fast.py checks that, and the agreement at the defaults).
+
+Arithmetic is float64; each bar's predictives are scaled by their maximum (as in the exact kernel).
+Units: bars; values are standardized returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.linalg.lapack import dtrtrs
+from scipy.special import gammaln
+
+from convopt_mlflow.components.bocpd import Prior
+
+__all__ = ["SparseState", "sparse_block", "DEFAULT_PRUNE", "DEFAULT_MAX_STARTS"]
+
+#: run lengths with less posterior mass than this are dropped where a block ends
+DEFAULT_PRUNE = 1e-7
+#: at most this many run lengths are kept where a block ends (the largest masses)
+DEFAULT_MAX_STARTS = 64
+#: prune after every this many bars, counted from the first bar fed (not where a call or block ends,
+#: so the answers do not depend on how the bars are split into calls or blocks)
+PRUNE_EVERY = 64
+
+
+@dataclass
+class SparseState:
+    """The run-length posterior as the run lengths that carry mass.
+
+    ``runs``: run lengths (bars, ascending, unique, at most ``R - 1``, which stands for every older
+    one); ``probs``: their masses (sum 1); ``history``: the last ``R - 1`` clipped inputs
+    (chronological); ``vol``: the MAP segment's volatility after the last bar (1.0 before any bar);
+    ``dropped``: the total posterior mass pruned so far (summed over prunings); ``bars``: bars fed.
+    """
+
+    runs: np.ndarray
+    probs: np.ndarray
+    history: np.ndarray
+    vol: float = 1.0
+    dropped: float = 0.0
+    bars: int = 0
+    """Bars fed so far (pruning happens after every ``PRUNE_EVERY``-th bar, counted from the first)."""
+
+    def dense(self, length: int) -> np.ndarray:
+        """The posterior over run lengths ``0 .. length-1`` (zeros where pruned)."""
+        out = np.zeros(length)
+        out[self.runs] = self.probs
+        return out
+
+
+_FLOOR = -600.0
+
+
+@lru_cache(maxsize=8)
+def _upper(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the entries (t, j), j >= t, of an (n, n-1) matrix."""
+    return np.triu_indices(n, 0, n - 1)
+
+
+@lru_cache(maxsize=8)
+def _ratio(R: int, prior: Prior) -> np.ndarray:
+    """kappa / (2 (kappa + 1)) by run length 0 .. R-1."""
+    kappa = prior.kappa + np.arange(R, dtype=np.float64)
+    return kappa / (2.0 * (kappa + 1.0))
+
+
+@lru_cache(maxsize=8)
+def _power(R: int, prior: Prior) -> np.ndarray:
+    """alpha + 1/2 by run length 0 .. R-1."""
+    return prior.alpha + 0.5 * np.arange(R, dtype=np.float64) + 0.5
+
+
+@lru_cache(maxsize=8)
+def _const(R: int, prior: Prior) -> np.ndarray:
+    """The Student-t predictive's constant, by run length 0 .. R-1."""
+    a = np.arange(R, dtype=np.float64)
+    kappa, alpha = prior.kappa + a, prior.alpha + 0.5 * a
+    return gammaln(alpha + 0.5) - gammaln(alpha) - 0.5 * np.log(2 * np.pi * (kappa + 1) / kappa)
+
+
+class _SparseBlock:
+    """One block's matrices over kept and new run lengths; :meth:`state_at` prunes after any bar."""
+
+    def __init__(self, x, state: SparseState, H: float, R: int, prior: Prior, prune: float, max_starts: int):
+        self.R, self.H, self.prior, self.prune, self.max_starts = R, H, prior, prune, max_starts
+        self.dropped0, self.bars0 = state.dropped, state.bars
+        n, K = x.size, state.runs.size
+        y = np.concatenate((state.history, x)) - prior.mu
+        h = state.history.size
+        self.y, self.h, self.n, self.K = y, h, n, K
+        self.c1 = c1 = np.concatenate(((0.0,), np.cumsum(y)))
+        self.c2 = c2 = np.concatenate(((0.0,), np.cumsum(y * y)))
+        t = np.arange(n)
+        end = h + t
+        # columns: the K kept run lengths, then a segment starting after each bar j < n-1 of the block.
+        # Run length before bar t: runs[k] + t, or t-1-j (negative: not started yet); at most R-1.
+        shift = np.concatenate((state.runs, -1 - t[:n - 1]))
+        before = t[:, None] + shift[None, :]
+        np.maximum(before, 0, out=before)
+        np.minimum(before, R - 1, out=before)
+        # a segment's first bar (index into y) is fixed, h - runs[k] or h+1+j, except where its run is
+        # capped at R-1 (then the last R-1 bars): only the columns that reach the cap are gathered
+        s1 = c1[end][:, None] - c1[h - shift][None, :]
+        s2 = c2[end][:, None] - c2[h - shift][None, :]
+        cap = np.flatnonzero(shift + n >= R - 1)
+        if cap.size:
+            first = np.maximum((h - shift[cap])[None, :], (end - (R - 1))[:, None])
+            s1[:, cap] = c1[end][:, None] - c1[first]
+            s2[:, cap] = c2[end][:, None] - c2[first]
+        upper = _upper(n)  # flat indices of (t, new j) with j >= t: segments not started yet
+        s1[:, K:][upper] = 0.0  # the prior's predictive there (finite; masked below)
+        s2[:, K:][upper] = 0.0
+        kappa = before + prior.kappa
+        beta = s1 * s1
+        beta /= kappa
+        s2 -= beta
+        s2 *= 0.5
+        s2 += prior.beta
+        beta = s2  # beta of the segment: prior.beta + (s2 - s1^2 / kappa) / 2
+        s1 /= kappa
+        np.subtract((x - prior.mu)[:, None], s1, out=s1)  # x_t - the segment's predictive mean
+        s1 *= s1
+        s1 *= _ratio(R, prior)[before]
+        s1 /= beta
+        lp = np.log1p(s1, out=s1)
+        lp *= _power(R, prior)[before]
+        np.log(beta, out=beta)
+        beta *= 0.5
+        lp += beta
+        np.subtract(_const(R, prior)[before], lp, out=lp)
+        new = lp[:, K:]
+        new[upper] = -np.inf
+        lp -= lp.max(axis=1, keepdims=True)  # scaled: <= 0
+        lp += np.log1p(-H)
+        new[upper] = 0.0
+        np.cumsum(lp, axis=0, out=lp)  # a new column's rows before its start add 0
+        # below e^-600 of the bar's best a mass is nothing; the floor keeps exp and the products that
+        # follow out of subnormal floats (a hundredfold slower)
+        np.maximum(lp, _FLOOR, out=lp)
+        G = np.exp(lp, out=lp)
+        G[:, K:][upper] = 0.0
+        c = H / (1.0 - H)
+        b = G[:, :K] @ state.probs
+        A = np.zeros((n, n))
+        np.multiply(G[:, K:], -c, out=A[:, :n - 1])  # read below the diagonal only
+        T, info = dtrtrs(A, b, lower=1, unitdiag=1)
+        if info != 0 or not (np.all(np.isfinite(T)) and np.all(T > 0)):
+            raise FloatingPointError("sparse BOCPD evidence recursion failed")
+        # posterior after bar t (normalized), by column
+        P = G
+        P[:, :K] *= ((1.0 - H) * state.probs)[None, :]
+        P[:, K:] *= H * T[None, :n - 1]
+        P /= T[:, None]
+        self.P, self.shift = P, shift
+        # MAP run length; the columns capped at R-1 after bar t are one run length (their mass summed)
+        tail = np.zeros(n)
+        if cap.size:
+            kept = P[:, cap].copy()
+            capped = (t[:, None] + 1 + shift[cap][None, :]) >= R - 1
+            tail = np.where(capped, kept, 0.0).sum(axis=1)
+            P[:, cap] = np.where(capped, 0.0, kept)
+        best = np.argmax(P, axis=1)
+        best_p = P[t, best]
+        if cap.size:
+            P[:, cap] = kept
+        rl = np.where(best_p > H, np.minimum(t + 1 + shift[best], R - 1), 0)
+        self.run_length = np.where(tail > np.maximum(best_p, H), R - 1, rl)
+        self.vol = self._vol(t, self.run_length)
+
+    def _vol(self, t, rl):
+        """sqrt(beta / alpha) of the segment of ``rl`` bars ending at bar ``t`` (its posterior, x_t included)."""
+        p = self.prior
+        end = self.h + t + 1
+        s1 = self.c1[end] - self.c1[end - rl]
+        s2 = self.c2[end] - self.c2[end - rl]
+        beta = p.beta + 0.5 * s2 - s1 * s1 / (2.0 * (p.kappa + rl))
+        return np.sqrt(beta / (p.alpha + 0.5 * rl))
+
+    def state_at(self, i: int) -> SparseState:
+        """The state after bar ``i`` of the block: merged at R-1, pruned, renormalized."""
+        K = self.K
+        runs = np.minimum(np.concatenate(((0,), i + 1 + self.shift[:K + i])), self.R - 1)
+        probs = np.concatenate(((self.H,), self.P[i, :K], self.P[i, K:K + i]))
+        probs /= probs.sum()
+        if runs.size and runs.max() == self.R - 1:  # merge every capped column into one
+            top = runs == self.R - 1
+            merged = probs[top].sum()
+            runs, probs = np.append(runs[~top], self.R - 1), np.append(probs[~top], merged)
+        bars = self.bars0 + i + 1
+        keep = probs >= (self.prune if bars % PRUNE_EVERY == 0 else 0.0)
+        if bars % PRUNE_EVERY == 0 and keep.sum() > self.max_starts:
+            keep &= probs >= np.partition(probs, -self.max_starts)[-self.max_starts]
+        keep[0] = True  # run length 0 (mass H) is always kept
+        dropped = float(probs[~keep].sum())
+        runs, probs = runs[keep], probs[keep]
+        order = np.argsort(runs, kind="stable")
+        runs, probs = runs[order], probs[order] / probs.sum()
+        y = self.y[:self.h + i + 1] + self.prior.mu
+        history = y[max(0, y.size - (self.R - 1)):].copy()
+        return SparseState(runs.astype(np.int64), probs, history, float(self.vol[i]), self.dropped0 + dropped, bars)
+
+
+def sparse_block(prune: float, max_starts: int):
+    """A block function for :func:`~convopt_mlflow.components.bocpd.run_bocpd` that keeps sparse state."""
+    def block(x, state, hazard, R, prior):
+        return _SparseBlock(np.asarray(x, dtype=np.float64), state, float(hazard), int(R), prior,
+                            float(prune), int(max_starts))
+    block.every = PRUNE_EVERY
+    return block
