@@ -12,6 +12,7 @@ from ..env import deterministic_positions
 from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
 from ..evaluation.metrics import per_regime_metrics
 from ..evaluation.oracle import OracleRule, fit_oracle
+from .oracle_cache import cached_rule
 from .setup import Market, next_log_returns
 
 
@@ -101,8 +102,11 @@ def fit_market_oracle(market: Market, *, cost_bps: float, long_only: bool) -> Or
     core = market.cores["train"]
     start, stop = market.splits.train
     bars = np.arange(max(start, core.first_observable_bar), stop - 1)
-    return fit_oracle(signal[bars], next_log_returns(market, bars), cost_bps=cost_bps,
-                      periods_per_year=market.bars.periods_per_year, long_only=long_only)
+    ppy, returns = market.bars.periods_per_year, next_log_returns(market, bars)
+    return cached_rule(lambda: fit_oracle(signal[bars], returns, cost_bps=cost_bps, periods_per_year=ppy,
+                                          long_only=long_only),
+                       signal=signal[bars], next_log_returns=returns,
+                       settings={"cost_bps": float(cost_bps), "periods_per_year": float(ppy), "long_only": bool(long_only)})
 
 
 def benchmark_positions(market: Market, bars: np.ndarray, rule: OracleRule | None = None) -> dict[str, np.ndarray]:
