@@ -31,6 +31,7 @@ from functools import partial
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from .. import config as cfgmod
@@ -170,10 +171,19 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
                                           min_members=cfg.ensemble.min_members)
     plans = framework.initialize_models()
     member_cfgs = [member_config(cfg, plan) for plan in plans]  # ConfigError before any run exists
+    # the parent evaluates every member on val and test: with torch's default of one thread per
+    # core it competes with the workers (and on a shared machine with everyone), as a run's own does not
+    torch.set_num_threads(cfg.ppo.torch_threads)
+    workers = min(cfg.ensemble.workers or os.cpu_count() or 1, len(plans))
+    pool = ParallelMembers(workers).start()  # the workers import while the runs are created
     run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
-    parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
-                      run_name=run_display_name(preset, cfg.run.seed, "ensemble", cfg=cfg),
-                      tags={**_tags(cfg, preset), "convopt.role": "ensemble"})
+    try:
+        parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
+                          run_name=run_display_name(preset, cfg.run.seed, "ensemble", cfg=cfg),
+                          tags={**_tags(cfg, preset), "convopt.role": "ensemble"})
+    except BaseException:
+        pool.close()
+        raise
     try:
         _log_inputs(parent, cfg, market)
         parent.log_dict({"plans": [vars(p) for p in plans]}, "ensemble/plans.json")
@@ -188,9 +198,8 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
             children[plan.index] = child
             tasks[plan.index] = MemberTask(cfgmod.to_json(member_cfg), child.run_id, preset, tags, checkpoint_root,
                                            market.bars.digest)
-        workers = min(cfg.ensemble.workers or os.cpu_count() or 1, len(plans))
         parent.set_tags({"convopt.ensemble.workers": str(workers)})
-        training = framework.train_ensemble(partial(train_member, tasks), map_fn=ParallelMembers(workers))
+        training = framework.train_ensemble(partial(train_member, tasks), map_fn=pool)
         _end_lost_members(training.failed, children)
         parent.log_metrics({"ensemble/members_finished": len(training.finished),
                             "ensemble/members_failed": len(training.failed)}, step=cfg.run.total_timesteps)
@@ -202,10 +211,12 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
             parent.set_tags({"convopt.ensemble.lost_members": training.reason})
         return _build(parent, cfg, preset, market, framework, training.finished)
     except KeyboardInterrupt:
+        pool.close()
         parent.set_tags({"convopt.stop_reason": "interrupted"})
         parent.end("KILLED")
         return TrainResult(parent.run_id, "KILLED", 130, "interrupted")
     except BaseException as exc:
+        pool.close()
         parent.set_tags({"convopt.failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
         parent.end("FAILED")
         raise
