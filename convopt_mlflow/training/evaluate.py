@@ -75,6 +75,14 @@ def _walk(policy: Any, market: Market, split: str, *, cost_bps: float):
     return path, returns, metrics
 
 
+def walk_split(policy: Any, market: Market, split: str, *, cost_bps: float) -> tuple[Any, np.ndarray]:
+    """The greedy policy's :class:`~convopt_mlflow.env.rollout.PositionPath` on ``split`` and the
+    next-bar log returns of its decision bars; the walk a backtest of the same weights on this
+    market just made is reused, not repeated."""
+    path, returns, _ = _walk(policy, market, split, cost_bps=cost_bps)
+    return path, returns
+
+
 #: id(core) -> (weak reference to the core, (weights digest, cost, bar range), (path, returns, metrics))
 _LAST_WALK: dict[int, tuple] = {}
 
