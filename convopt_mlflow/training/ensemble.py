@@ -38,7 +38,7 @@ from .. import config as cfgmod
 from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, MemberPlan
 from ..evaluation import equity_figure
 from .coordinator import TrainResult, _describe, _tags, run_display_name
-from .ensemble_eval import EnsembleReport, ensemble_report
+from .ensemble_eval import EnsembleReport, ensemble_report, member_tables
 from .member_pool import ParallelMembers
 from .reporting import EQUITY_POINTS, SPLITS, model_inputs
 from .setup import Market, load_market
@@ -175,7 +175,8 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
     # core it competes with the workers (and on a shared machine with everyone), as a run's own does not
     torch.set_num_threads(cfg.ppo.torch_threads)
     workers = min(cfg.ensemble.workers or os.cpu_count() or 1, len(plans))
-    pool = ParallelMembers(workers).start()  # the workers import while the runs are created
+    prepared: dict[int, tuple[Any, dict]] = {}  # each member's policy and tables, made while others train
+    pool = ParallelMembers(workers, on_outcome=partial(_prepare, prepared, market)).start()  # imports meanwhile
     run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
     try:
         parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
@@ -209,7 +210,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
             return TrainResult(parent.run_id, "FAILED", 1, f"too few members: {training.reason}")
         if training.failed:
             parent.set_tags({"convopt.ensemble.lost_members": training.reason})
-        return _build(parent, cfg, preset, market, framework, training.finished)
+        return _build(parent, cfg, preset, market, framework, training.finished, prepared)
     except KeyboardInterrupt:
         pool.close()
         parent.set_tags({"convopt.stop_reason": "interrupted"})
@@ -245,18 +246,35 @@ def _end_lost_members(failed: list[MemberOutcome], children: Mapping[int, Any]) 
             child.end("KILLED" if outcome.status == "KILLED" else "FAILED")
 
 
-def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market: Any,
-           framework: EnsembleLearningFramework, finished: list[MemberOutcome]) -> TrainResult:
+def _member_policy(outcome: MemberOutcome) -> Any:
     from ..tracking import build_policy
 
-    policies = []
-    for outcome in finished:
-        policy = build_policy(outcome.payload["spec"])
-        policy.load_state_dict(_tensors(outcome.payload["weights"]))
-        policies.append(policy)
+    policy = build_policy(outcome.payload["spec"])
+    policy.load_state_dict(_tensors(outcome.payload["weights"]))
+    return policy
+
+
+def _prepare(prepared: dict[int, tuple[Any, dict]], market: Any, outcome: MemberOutcome) -> None:
+    """While other members train: a finished member's policy and its tables on val and test.
+    Best effort: whatever fails here is done again by :func:`_build`."""
+    if outcome.status != "FINISHED":
+        return
+    try:
+        policy = _member_policy(outcome)
+        prepared[outcome.index] = (policy, member_tables(policy, market))
+    except Exception:  # noqa: BLE001 - _build rebuilds it and reports its own errors
+        prepared.pop(outcome.index, None)
+
+
+def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market: Any,
+           framework: EnsembleLearningFramework, finished: list[MemberOutcome],
+           prepared: Mapping[int, tuple[Any, dict]] | None = None) -> TrainResult:
+    prepared = prepared or {}
+    policies = [prepared[o.index][0] if o.index in prepared else _member_policy(o) for o in finished]
+    computed = [prepared[o.index][1] if o.index in prepared else None for o in finished]
     indices = [o.index for o in finished]
     report = ensemble_report(framework, policies, indices, market, cost_bps=cfg.env.cost_bps,
-                             long_only=cfg.env.long_only)
+                             long_only=cfg.env.long_only, computed=computed)
     step = cfg.run.total_timesteps
     parent.log_metrics(report.metrics, step=step)
     decision = report.decision

@@ -22,7 +22,9 @@ Off the critical path (issue 20: an ensemble of 3 on 2 workers against one membe
   workers import while the parent is still creating its runs and logging its inputs;
 - a slot with nothing left to run is shut down without waiting for its process to exit (a
   worker that ran a member takes seconds to tear down torch and MLflow): its exit overlaps the
-  members still training and the parent's own work. Every result is in hand by then.
+  members still training and the parent's own work. Every result is in hand by then;
+- ``on_outcome`` lets the parent work on each member as it arrives (the ensemble builds its
+  policy and evaluates it on val and test) while the others still train.
 """
 from __future__ import annotations
 
@@ -51,9 +53,13 @@ class ParallelMembers:
     """``map_fn`` for :meth:`EnsembleLearningFramework.train_ensemble`: members on ``workers``
     long-lived spawned processes; a raise becomes FAILED, a dead worker KILLED (see module doc)."""
 
-    def __init__(self, workers: int, initializer: Callable[[], None] | None = warm_worker):
+    def __init__(self, workers: int, initializer: Callable[[], None] | None = warm_worker,
+                 on_outcome: Callable[[MemberOutcome], None] | None = None):
         self.workers = max(1, int(workers))
         self.initializer = initializer
+        self.on_outcome = on_outcome
+        """Called in this process with each outcome as it arrives, after the freed slot got its next
+        member: the parent's own work on a member overlaps the members still training."""
         self.processes_started = 0
         """How many worker processes this map started (``workers``, plus one per dead worker replaced)."""
         self._started: list[ProcessPoolExecutor] = []
@@ -89,8 +95,9 @@ class ParallelMembers:
                 pool.shutdown(wait=False)
         self._started = []
         running: dict[Future, tuple[MemberPlan, int]] = {}
+        arrived: list[MemberOutcome] = []
         try:
-            while pending or running:
+            while pending or running or arrived:
                 busy = {slot for _, slot in running.values()}
                 for slot in range(len(slots)):
                     if pending and slot not in busy:
@@ -98,11 +105,18 @@ class ParallelMembers:
                             slots[slot] = self._slot()
                         plan = pending.pop(0)
                         running[slots[slot].submit(fn, plan)] = (plan, slot)
+                for outcome in arrived:
+                    if self.on_outcome is not None:
+                        self.on_outcome(outcome)
+                arrived = []
+                if not running:
+                    continue
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     plan, slot = running.pop(future)
                     outcome, broken = _outcome(future, plan)
                     outcomes.append(outcome)
+                    arrived.append(outcome)
                     if broken:  # only this slot's process died: replace it, the others go on
                         slots[slot].shutdown(wait=True)
                         slots[slot] = None

@@ -56,3 +56,33 @@ def test_a_worker_with_nothing_left_exits_while_the_last_member_trains(monkeypat
     assert outcomes[2].payload["pid"] == outcomes[0].payload["pid"] != outcomes[1].payload["pid"]
     assert outcomes[2].payload["alive"] == []  # member 1's worker had exited before 2 ended
     assert _children_gone()
+
+
+def test_each_outcome_is_handed_to_the_parent_while_the_others_still_train(monkeypatch):
+    handed: dict[int, float] = {}
+    pool = ParallelMembers(2, initializer=None, on_outcome=lambda o: handed.setdefault(o.index, time.monotonic()))
+    outcomes = pool(_probe(monkeypatch, {0: ("ok", 0.0), 1: ("ok", 0.3), 2: ("ok", 5.0)}), _plans(3))
+    returned = time.monotonic()
+    assert sorted(handed) == [0, 1, 2] and len(outcomes) == 3
+    assert returned - handed[0] > 3.0 and returned - handed[1] > 3.0  # while member 2 still ran
+    assert _children_gone()
+
+
+def test_an_ensemble_report_from_tables_made_early_equals_one_made_at_the_end():
+    from convopt_mlflow.config import build_config
+    from convopt_mlflow.training.ensemble_eval import ensemble_report, member_tables
+    from convopt_mlflow.training.setup import load_market, make_env, make_model
+
+    from .conftest import TINY_RUN
+
+    cfg = build_config("ensemble", dict(TINY_RUN))
+    market = load_market(cfg)
+    policies = []
+    for seed in (1, 2):
+        torch_seed = __import__("torch").manual_seed(seed)  # noqa: F841 - two different random policies
+        policies.append(make_model(cfg, make_env(cfg, market)).policy)
+    framework = EnsembleLearningFramework(2, {}, seed=1)
+    late = ensemble_report(framework, policies, [0, 1], market, cost_bps=cfg.env.cost_bps, long_only=False)
+    early = ensemble_report(framework, policies, [0, 1], market, cost_bps=cfg.env.cost_bps, long_only=False,
+                            computed=[member_tables(policies[0], market), None])  # one early, one at the end
+    assert early.metrics == late.metrics and early.decision.method == late.decision.method
