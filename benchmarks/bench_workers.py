@@ -63,10 +63,16 @@ def loadavg() -> str:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _psycopg2(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, which is not installed."""
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1) if url.startswith("postgresql://") else url
+
+
 def _create_database(url: str, name: str) -> str:
-    """A fresh PostgreSQL database ``name`` next to ``url``'s; returns its URL."""
+    """A fresh PostgreSQL database ``name`` next to ``url``'s; returns its (psycopg2) URL."""
     import sqlalchemy
 
+    url = _psycopg2(url)
     engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
@@ -77,7 +83,7 @@ def _create_database(url: str, name: str) -> str:
 def _drop_database(url: str, name: str) -> None:
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    engine = sqlalchemy.create_engine(_psycopg2(url), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
