@@ -24,6 +24,18 @@ trial as well as the share (the share shrinks as the per-trial budget grows).
 
     CONVOPT_TEST_POSTGRES_URL=postgresql://user@host/db PGPASSWORD=... \
     python benchmarks/bench_workers.py [--seeds 4] [--steps 1024] [--workers 1,2] [--out results/workers.json]
+
+MLflow store (``--stores``, a comma list, each measured in every round):
+
+- ``sqlite``: a fresh temporary sqlite file per measurement (the default: what one machine uses);
+- ``postgresql``: one fresh database on the same PostgreSQL server (``CREATE DATABASE``; the role
+  needs CREATEDB), dropped at the end;
+- ``server``: ``mlflow server`` on 127.0.0.1 (one uvicorn worker) backed by such a database, with
+  a local artifact root: the scale-out set-up of N machines, here with the network on loopback.
+
+``--rounds R`` repeats every (store, worker count) R times, interleaved: one round measures each
+store with each worker count once, and every other round reverses the order. ``/proc/loadavg``
+is recorded before and after every measurement (the machine is shared).
 """
 from __future__ import annotations
 
@@ -44,7 +56,76 @@ TINY = ("env.n_envs=4,ppo.n_steps=64,ppo.batch_size=64,ppo.n_epochs=2,ppo.net_ar
 DATA = "synthetic:n_bars=3000,seed=1,signal_ic=0.1"
 
 
-def measure(url: str, workers: int, seeds: int, steps: int) -> dict:
+def loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _psycopg2(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, which is not installed."""
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1) if url.startswith("postgresql://") else url
+
+
+def _create_database(url: str, name: str) -> str:
+    """A fresh PostgreSQL database ``name`` next to ``url``'s; returns its (psycopg2) URL."""
+    import sqlalchemy
+
+    url = _psycopg2(url)
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_database(url: str, name: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(_psycopg2(url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+class MlflowServer:
+    """``mlflow server`` on a free loopback port, backed by ``backend`` (one uvicorn worker)."""
+
+    def __init__(self, backend: str, artifacts: str):
+        import socket
+        import subprocess
+        import urllib.request
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+                                      "--default-artifact-root", artifacts, "--host", "127.0.0.1",
+                                      "--port", str(port), "--workers", "1"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.uri + "/health", timeout=2)
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(1)
+        self.close()
+        raise SystemExit("mlflow server did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except Exception:  # noqa: BLE001
+            self.proc.kill()
+
+
+def measure(url: str, workers: int, seeds: int, steps: int, tracking_uri: str | None = None) -> dict:
     import optuna
     from mlflow.tracking import MlflowClient
 
@@ -55,7 +136,7 @@ def measure(url: str, workers: int, seeds: int, steps: int) -> dict:
     spec = spec_from_args("baseline,lr", seeds, total_timesteps=steps, data=DATA,
                           overrides=dict(kv.split("=") for kv in TINY.split(",")))
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri or f"sqlite:///{tmp}/mlflow.db"
         os.environ["CONVOPT_CHECKPOINT_ROOT"] = f"{tmp}/ckpt"
         MlflowClient().search_experiments()  # create the store before timing
         start = time.time()
@@ -82,7 +163,7 @@ def measure(url: str, workers: int, seeds: int, steps: int) -> dict:
     worker_time = sum(trial_s) + between
     first, last = min(r["start"] for r in rows), max(r["end"] for r in rows)
     wall = end - start
-    return {"workers": workers, "trials": len(rows), "other_trials": other, "wall_s": round(wall, 2),
+    return {"workers": workers, "store": (tracking_uri or "sqlite").split(":")[0], "trials": len(rows), "other_trials": other, "wall_s": round(wall, 2),
             "trials_per_min": round(len(rows) / wall * 60.0, 2),
             "trials_per_min_training_phase": round(len(rows) / (last - first) * 60.0, 2),
             "trial_s_median": round(statistics.median(trial_s), 3),
@@ -100,6 +181,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=1024)
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--stores", default="sqlite", help="comma list of sqlite, postgresql, server")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     url = os.environ.get("CONVOPT_TEST_POSTGRES_URL") or os.environ.get("CONVOPT_BENCH_POSTGRES_URL")
@@ -109,20 +192,63 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    counts = [int(w) for w in args.workers.split(",")]
+    uris, cleanup = {"sqlite": None}, []
+    tmp = tempfile.mkdtemp(prefix="bench-workers-stores-")
+    for kind in stores:
+        if kind in ("postgresql", "server") and kind not in uris:
+            name = f"bench_mlflow_{kind}_{uuid.uuid4().hex[:8]}"
+            backend = _create_database(url, name)
+            cleanup.append(lambda name=name: _drop_database(url, name))
+            if kind == "server":
+                server = MlflowServer(backend, f"{tmp}/artifacts")
+                cleanup.insert(0, server.close)
+                uris[kind] = server.uri
+            else:
+                uris[kind] = backend
+            os.environ["MLFLOW_TRACKING_URI"] = uris[kind]
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(uris[kind]).search_experiments()  # schema created before timing
     results = []
-    for workers in (int(w) for w in args.workers.split(",")):
-        r = measure(url, workers, args.seeds, args.steps)
-        results.append(r)
-        print(f"workers={workers}: {r['trials']} trials in {r['wall_s']} s = {r['trials_per_min']} trials/min "
-              f"({r['trials_per_min_training_phase']} in the training phase); trial {r['trial_s_median']} s, "
-              f"train {r['train_s_median']} s, in-trial bookkeeping {r['in_trial_bookkeeping_s_median']} s "
-              f"(medians); bookkeeping share {r['bookkeeping_share']:.1%}; setup {r['setup_s']} s, "
-              f"report {r['report_s']} s", flush=True)
+    order = [(kind, w) for kind in stores for w in counts]
+    try:
+        for rnd in range(args.rounds):
+            for kind, workers in (order if rnd % 2 == 0 else order[::-1]):
+                before = loadavg()
+                r = measure(url, workers, args.seeds, args.steps, tracking_uri=uris[kind])
+                r.update({"round": rnd, "store": kind, "loadavg_before": before, "loadavg_after": loadavg()})
+                results.append(r)
+                _print(r)
+    finally:
+        for step in cleanup:
+            step()
+    summary = {}
+    for kind in stores:
+        by = {w: [r["trials_per_min"] for r in results if r["store"] == kind and r["workers"] == w] for w in counts}
+        if len(counts) == 2 and all(by.values()):
+            ratios = [b / a for a, b in zip(by[counts[0]], by[counts[1]])]  # round by round
+            summary[kind] = {f"trials_per_min_{w}": v for w, v in by.items()}
+            summary[kind].update({"ratio_per_round": [round(x, 3) for x in ratios],
+                                  "ratio_min": round(min(ratios), 3), "ratio_median": round(statistics.median(ratios), 3),
+                                  "ratio_max": round(max(ratios), 3), "goal": 1.7,
+                                  "goal_met": statistics.median(ratios) >= 1.7})
     doc = {"benchmark": "bench_workers", "command": " ".join(["python", "benchmarks/bench_workers.py", *(argv or sys.argv[1:])]),
            "seeds": args.seeds, "steps": args.steps, "arms": "baseline,lr", "data": DATA, "config": TINY,
-           "machine": machine_info(), "load_avg_at_end": os.getloadavg(), "results": results}
+           "rounds": args.rounds, "stores": stores,
+           "machine": machine_info(), "load_avg_at_end": os.getloadavg(), "results": results, "summary": summary}
     write_result(doc, args.out)
     return 0
+
+
+def _print(r: dict) -> None:
+    print(f"[{r['store']}] workers={r['workers']}: {r['trials']} trials in {r['wall_s']} s = "
+          f"{r['trials_per_min']} trials/min ("
+          f"{r['trials_per_min_training_phase']} in the training phase); trial {r['trial_s_median']} s, "
+          f"train {r['train_s_median']} s, in-trial bookkeeping {r['in_trial_bookkeeping_s_median']} s "
+          f"(medians); bookkeeping share {r['bookkeeping_share']:.1%}; setup {r['setup_s']} s, "
+          f"report {r['report_s']} s; load {r['loadavg_before']} -> {r['loadavg_after']}", flush=True)
 
 
 if __name__ == "__main__":

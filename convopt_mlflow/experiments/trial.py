@@ -104,6 +104,7 @@ class TrialRunner:
     def _train(self, trial: optuna.Trial, arm: Arm, seed: int) -> float:
         from ..tracking import end_run_if_running, open_child_run
         from ..training.coordinator import train
+        from ..training.setup import load_market
 
         cfg = arm.config(self.spec.common, seed)
         tags = {"convopt.role": "ab-trial", "convopt.arm": arm.name, "convopt.seed": str(seed),
@@ -114,8 +115,9 @@ class TrialRunner:
         keep = _KeepModel()
         start = time.perf_counter()
         try:
+            market = load_market(cfg)  # one market per trial: training and the secondary metrics share it
             result = train(cfg, preset=arm.preset, run_id=child.run_id, checkpoint_root=self.checkpoint_root,
-                           extra_callbacks=[keep], tags=tags)
+                           extra_callbacks=[keep], tags=tags, market=market)
         except BaseException as exc:
             end_run_if_running(child.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
                                reason=f"{type(exc).__name__}: {exc}")
@@ -126,7 +128,7 @@ class TrialRunner:
         if result.status != "FINISHED":
             trial.set_user_attr("convopt.failure_reason", f"run ended {result.status}: {result.reason}"[:1000])
             raise TrialFailed(f"run {result.run_id} ended {result.status}: {result.reason}")
-        secondary = self._secondary(child, cfg, keep.model, time.perf_counter() - start)
+        secondary = self._secondary(child, cfg, keep.model, time.perf_counter() - start, market)
         metrics = {k: float(v) for k, v in {**result.metrics, **secondary}.items() if math.isfinite(float(v))}
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("no_edge", bool(result.no_edge))
@@ -138,18 +140,17 @@ class TrialRunner:
             raise TrialFailed(f"run {result.run_id} has no metric {self.spec.metric!r}")
         return metrics[self.spec.metric]
 
-    def _secondary(self, child: Any, cfg: Any, model: Any, wall_s: float) -> dict[str, float]:
+    def _secondary(self, child: Any, cfg: Any, model: Any, wall_s: float, market: Any) -> dict[str, float]:
         from ..evaluation import net_log_pnl
         from ..tracking import metric_history
-        from ..training.evaluate import backtest_split
-        from ..training.setup import load_market, next_log_returns
+        from ..training.evaluate import walk_split
 
         curve = metric_history(child.run_id, "eval/score", client=child.client)
         out = {"ab/eval_auc": eval_auc(curve), "ab/steps_to_edge": steps_to_edge(curve),
                "ab/wall_time_s": wall_s, "ab/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-        market = load_market(cfg)
-        path = backtest_split(model.policy, market, "test", cost_bps=cfg.env.cost_bps)["path"]
-        pnl = net_log_pnl(path.positions, next_log_returns(market, path.bars), cost_bps=cfg.env.cost_bps)
+        # the shipped weights' test walk: the run's own test backtest made it on this market (kept, not redone)
+        path, returns = walk_split(model.policy, market, "test", cost_bps=cfg.env.cost_bps)
+        pnl = net_log_pnl(path.positions, returns, cost_bps=cfg.env.cost_bps)
         child.log_dict({"net_log_pnl": [float(x) for x in np.round(pnl, 10)]}, PNL_ARTIFACT)
         child.log_metrics({k: v for k, v in out.items() if math.isfinite(v)}, step=int(model.num_timesteps))
         return out

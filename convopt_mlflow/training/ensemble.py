@@ -31,13 +31,14 @@ from functools import partial
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from .. import config as cfgmod
 from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, MemberPlan
 from ..evaluation import equity_figure
 from .coordinator import TrainResult, _describe, _tags, run_display_name
-from .ensemble_eval import EnsembleReport, ensemble_report
+from .ensemble_eval import EnsembleReport, ensemble_report, member_tables
 from .member_pool import ParallelMembers
 from .reporting import EQUITY_POINTS, SPLITS, model_inputs
 from .setup import Market, load_market
@@ -170,10 +171,20 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
                                           min_members=cfg.ensemble.min_members)
     plans = framework.initialize_models()
     member_cfgs = [member_config(cfg, plan) for plan in plans]  # ConfigError before any run exists
+    # the parent evaluates every member on val and test: with torch's default of one thread per
+    # core it competes with the workers (and on a shared machine with everyone), as a run's own does not
+    torch.set_num_threads(cfg.ppo.torch_threads)
+    workers = min(cfg.ensemble.workers or os.cpu_count() or 1, len(plans))
+    prepared: dict[int, tuple[Any, dict]] = {}  # each member's policy and tables, made while others train
+    pool = ParallelMembers(workers, on_outcome=partial(_prepare, prepared, market)).start()  # imports meanwhile
     run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
-    parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
-                      run_name=run_display_name(preset, cfg.run.seed, "ensemble", cfg=cfg),
-                      tags={**_tags(cfg, preset), "convopt.role": "ensemble"})
+    try:
+        parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
+                          run_name=run_display_name(preset, cfg.run.seed, "ensemble", cfg=cfg),
+                          tags={**_tags(cfg, preset), "convopt.role": "ensemble"})
+    except BaseException:
+        pool.close()
+        raise
     try:
         _log_inputs(parent, cfg, market)
         parent.log_dict({"plans": [vars(p) for p in plans]}, "ensemble/plans.json")
@@ -188,9 +199,8 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
             children[plan.index] = child
             tasks[plan.index] = MemberTask(cfgmod.to_json(member_cfg), child.run_id, preset, tags, checkpoint_root,
                                            market.bars.digest)
-        workers = min(cfg.ensemble.workers or os.cpu_count() or 1, len(plans))
         parent.set_tags({"convopt.ensemble.workers": str(workers)})
-        training = framework.train_ensemble(partial(train_member, tasks), map_fn=ParallelMembers(workers))
+        training = framework.train_ensemble(partial(train_member, tasks), map_fn=pool)
         _end_lost_members(training.failed, children)
         parent.log_metrics({"ensemble/members_finished": len(training.finished),
                             "ensemble/members_failed": len(training.failed)}, step=cfg.run.total_timesteps)
@@ -200,12 +210,14 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
             return TrainResult(parent.run_id, "FAILED", 1, f"too few members: {training.reason}")
         if training.failed:
             parent.set_tags({"convopt.ensemble.lost_members": training.reason})
-        return _build(parent, cfg, preset, market, framework, training.finished)
+        return _build(parent, cfg, preset, market, framework, training.finished, prepared)
     except KeyboardInterrupt:
+        pool.close()
         parent.set_tags({"convopt.stop_reason": "interrupted"})
         parent.end("KILLED")
         return TrainResult(parent.run_id, "KILLED", 130, "interrupted")
     except BaseException as exc:
+        pool.close()
         parent.set_tags({"convopt.failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
         parent.end("FAILED")
         raise
@@ -234,18 +246,35 @@ def _end_lost_members(failed: list[MemberOutcome], children: Mapping[int, Any]) 
             child.end("KILLED" if outcome.status == "KILLED" else "FAILED")
 
 
-def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market: Any,
-           framework: EnsembleLearningFramework, finished: list[MemberOutcome]) -> TrainResult:
+def _member_policy(outcome: MemberOutcome) -> Any:
     from ..tracking import build_policy
 
-    policies = []
-    for outcome in finished:
-        policy = build_policy(outcome.payload["spec"])
-        policy.load_state_dict(_tensors(outcome.payload["weights"]))
-        policies.append(policy)
+    policy = build_policy(outcome.payload["spec"])
+    policy.load_state_dict(_tensors(outcome.payload["weights"]))
+    return policy
+
+
+def _prepare(prepared: dict[int, tuple[Any, dict]], market: Any, outcome: MemberOutcome) -> None:
+    """While other members train: a finished member's policy and its tables on val and test.
+    Best effort: whatever fails here is done again by :func:`_build`."""
+    if outcome.status != "FINISHED":
+        return
+    try:
+        policy = _member_policy(outcome)
+        prepared[outcome.index] = (policy, member_tables(policy, market))
+    except Exception:  # noqa: BLE001 - _build rebuilds it and reports its own errors
+        prepared.pop(outcome.index, None)
+
+
+def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market: Any,
+           framework: EnsembleLearningFramework, finished: list[MemberOutcome],
+           prepared: Mapping[int, tuple[Any, dict]] | None = None) -> TrainResult:
+    prepared = prepared or {}
+    policies = [prepared[o.index][0] if o.index in prepared else _member_policy(o) for o in finished]
+    computed = [prepared[o.index][1] if o.index in prepared else None for o in finished]
     indices = [o.index for o in finished]
     report = ensemble_report(framework, policies, indices, market, cost_bps=cfg.env.cost_bps,
-                             long_only=cfg.env.long_only)
+                             long_only=cfg.env.long_only, computed=computed)
     step = cfg.run.total_timesteps
     parent.log_metrics(report.metrics, step=step)
     decision = report.decision

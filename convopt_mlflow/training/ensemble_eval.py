@@ -10,7 +10,7 @@ ensemble are scored on exactly the same decision bars as ``backtest_split``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -70,11 +70,26 @@ def action_probabilities(policy: Any):
     return probs
 
 
-def split_tables(policies: Sequence[Any], market: Market, split: str) -> SplitTables:
-    core = market.cores[split]
+def _decision_bars(market: Market, split: str) -> np.ndarray:
     start, stop = getattr(market.splits, split)
-    bars = np.arange(max(start, core.first_observable_bar), stop - 1)
-    tables = np.stack([policy_table(core, action_probabilities(p), bars) for p in policies])
+    return np.arange(max(start, market.cores[split].first_observable_bar), stop - 1)
+
+
+def member_tables(policy: Any, market: Market) -> dict[str, np.ndarray]:
+    """One member's action probabilities on every split, ``split -> (n, levels, actions)``: what
+    :func:`split_tables` stacks, computed as soon as the member is in (while others still train)."""
+    return {split: policy_table(market.cores[split], action_probabilities(policy), _decision_bars(market, split))
+            for split in SPLITS}
+
+
+def split_tables(policies: Sequence[Any], market: Market, split: str,
+                 computed: Sequence[Mapping[str, np.ndarray] | None] | None = None) -> SplitTables:
+    """The members' tables on ``split``; ``computed[k]`` (from :func:`member_tables`) is used for
+    member k where given, the rest are computed here."""
+    core = market.cores[split]
+    bars = _decision_bars(market, split)
+    tables = np.stack([computed[k][split] if computed is not None and computed[k] is not None
+                       else policy_table(core, action_probabilities(p), bars) for k, p in enumerate(policies)])
     return SplitTables(split, bars, next_log_returns(market, bars), tables, core.position_levels)
 
 
@@ -93,13 +108,15 @@ class EnsembleReport:
 
 
 def ensemble_report(framework: EnsembleLearningFramework, policies: Sequence[Any], indices: Sequence[int],
-                    market: Market, *, cost_bps: float, long_only: bool) -> EnsembleReport:
+                    market: Market, *, cost_bps: float, long_only: bool,
+                    computed: Sequence[Mapping[str, np.ndarray] | None] | None = None) -> EnsembleReport:
     """Choose the combination on val, then backtest the ensemble, each member and the benchmarks.
 
-    ``indices`` are the members' plan indices (a failed member leaves a gap), used in metric keys.
+    ``indices`` are the members' plan indices (a failed member leaves a gap), used in metric keys;
+    ``computed``: members' tables already computed (:func:`member_tables`), None where not.
     """
     ppy = market.bars.periods_per_year
-    tables = {split: split_tables(policies, market, split) for split in SPLITS}
+    tables = {split: split_tables(policies, market, split, computed) for split in SPLITS}
 
     def sharpe(positions: np.ndarray, t: SplitTables) -> float:
         return trading_metrics(positions, t.returns, cost_bps=cost_bps, periods_per_year=ppy)["sharpe"]

@@ -13,6 +13,7 @@ from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
 from ..evaluation.metrics import per_regime_metrics
 from ..evaluation.oracle import OracleRule, fit_oracle
 from ..recurrent import is_recurrent
+from .oracle_cache import cached_rule
 from .setup import Market, next_log_returns
 
 
@@ -80,6 +81,14 @@ def _walk(policy: Any, market: Market, split: str, *, cost_bps: float):
     return path, returns, metrics
 
 
+def walk_split(policy: Any, market: Market, split: str, *, cost_bps: float) -> tuple[Any, np.ndarray]:
+    """The greedy policy's :class:`~convopt_mlflow.env.rollout.PositionPath` on ``split`` and the
+    next-bar log returns of its decision bars; the walk a backtest of the same weights on this
+    market just made is reused, not repeated."""
+    path, returns, _ = _walk(policy, market, split, cost_bps=cost_bps)
+    return path, returns
+
+
 #: id(core) -> (weak reference to the core, (weights digest, cost, bar range), (path, returns, metrics))
 _LAST_WALK: dict[int, tuple] = {}
 
@@ -107,8 +116,11 @@ def fit_market_oracle(market: Market, *, cost_bps: float, long_only: bool) -> Or
     core = market.cores["train"]
     start, stop = market.splits.train
     bars = np.arange(max(start, core.first_observable_bar), stop - 1)
-    return fit_oracle(signal[bars], next_log_returns(market, bars), cost_bps=cost_bps,
-                      periods_per_year=market.bars.periods_per_year, long_only=long_only)
+    ppy, returns = market.bars.periods_per_year, next_log_returns(market, bars)
+    return cached_rule(lambda: fit_oracle(signal[bars], returns, cost_bps=cost_bps, periods_per_year=ppy,
+                                          long_only=long_only),
+                       signal=signal[bars], next_log_returns=returns,
+                       settings={"cost_bps": float(cost_bps), "periods_per_year": float(ppy), "long_only": bool(long_only)})
 
 
 def benchmark_positions(market: Market, bars: np.ndarray, rule: OracleRule | None = None) -> dict[str, np.ndarray]:

@@ -15,6 +15,16 @@ Failure semantics, per member:
 
 Slots are separate executors on purpose: one executor with several processes terminates
 all of them when one dies, which would lose the members running next to the dead one.
+
+Off the critical path (issue 20: an ensemble of 3 on 2 workers against one member's run):
+
+- :meth:`ParallelMembers.start` spawns the slots and runs their initializer right away, so the
+  workers import while the parent is still creating its runs and logging its inputs;
+- a slot with nothing left to run is shut down without waiting for its process to exit (a
+  worker that ran a member takes seconds to tear down torch and MLflow): its exit overlaps the
+  members still training and the parent's own work. Every result is in hand by then;
+- ``on_outcome`` lets the parent work on each member as it arrives (the ensemble builds its
+  policy and evaluates it on val and test) while the others still train.
 """
 from __future__ import annotations
 
@@ -43,37 +53,75 @@ class ParallelMembers:
     """``map_fn`` for :meth:`EnsembleLearningFramework.train_ensemble`: members on ``workers``
     long-lived spawned processes; a raise becomes FAILED, a dead worker KILLED (see module doc)."""
 
-    def __init__(self, workers: int, initializer: Callable[[], None] | None = warm_worker):
+    def __init__(self, workers: int, initializer: Callable[[], None] | None = warm_worker,
+                 on_outcome: Callable[[MemberOutcome], None] | None = None):
         self.workers = max(1, int(workers))
         self.initializer = initializer
+        self.on_outcome = on_outcome
+        """Called in this process with each outcome as it arrives, after the freed slot got its next
+        member: the parent's own work on a member overlaps the members still training."""
         self.processes_started = 0
         """How many worker processes this map started (``workers``, plus one per dead worker replaced)."""
+        self._started: list[ProcessPoolExecutor] = []
+        self._context = multiprocessing.get_context("spawn")
 
-    def _slot(self, context) -> ProcessPoolExecutor:
+    def _slot(self) -> ProcessPoolExecutor:
         self.processes_started += 1
-        return ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=self.initializer)
+        return ProcessPoolExecutor(max_workers=1, mp_context=self._context, initializer=self.initializer)
+
+    def start(self) -> "ParallelMembers":
+        """Spawn the ``workers`` slots now; each imports (its initializer) in the background.
+
+        Call :meth:`close` on every path that does not go on to call the map."""
+        while len(self._started) < self.workers:
+            slot = self._slot()
+            slot.submit(_ready)  # a process pool spawns its process on the first submit
+            self._started.append(slot)
+        return self
+
+    def close(self) -> None:
+        """Shut down started slots the map did not take (a run that failed before its members)."""
+        for slot in self._started:
+            slot.shutdown(wait=False, cancel_futures=True)
+        self._started = []
 
     def __call__(self, fn: Callable[[MemberPlan], MemberOutcome], plans: Iterable[MemberPlan]) -> list[MemberOutcome]:
         pending, outcomes = list(plans), []
-        context = multiprocessing.get_context("spawn")
         slots: list[ProcessPoolExecutor | None] = [None] * min(self.workers, max(1, len(pending)))
+        for slot, pool in enumerate(self._started):
+            if slot < len(slots):
+                slots[slot] = pool
+            else:  # more started than members: not needed
+                pool.shutdown(wait=False)
+        self._started = []
         running: dict[Future, tuple[MemberPlan, int]] = {}
+        arrived: list[MemberOutcome] = []
         try:
-            while pending or running:
+            while pending or running or arrived:
                 busy = {slot for _, slot in running.values()}
                 for slot in range(len(slots)):
                     if pending and slot not in busy:
                         if slots[slot] is None:
-                            slots[slot] = self._slot(context)
+                            slots[slot] = self._slot()
                         plan = pending.pop(0)
                         running[slots[slot].submit(fn, plan)] = (plan, slot)
+                for outcome in arrived:
+                    if self.on_outcome is not None:
+                        self.on_outcome(outcome)
+                arrived = []
+                if not running:
+                    continue
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     plan, slot = running.pop(future)
                     outcome, broken = _outcome(future, plan)
                     outcomes.append(outcome)
+                    arrived.append(outcome)
                     if broken:  # only this slot's process died: replace it, the others go on
                         slots[slot].shutdown(wait=True)
+                        slots[slot] = None
+                    elif not pending and slots[slot] is not None:  # nothing left for it: let it exit meanwhile
+                        slots[slot].shutdown(wait=False)
                         slots[slot] = None
         finally:
             interrupted = bool(running)
@@ -81,6 +129,10 @@ class ParallelMembers:
                 if pool is not None:
                     pool.shutdown(wait=not interrupted, cancel_futures=True)
         return outcomes
+
+
+def _ready() -> None:
+    """The first job of a started slot: returns once its initializer has run."""
 
 
 def _outcome(future: Future, plan: MemberPlan) -> tuple[MemberOutcome, bool]:

@@ -24,6 +24,7 @@ from ..env import MarketCore, TradingVecEnv
 from ..evaluation.true_oracle import causal_positions, discrete_states, solve_chain_plan, solve_plan
 from .augment import augmented_env
 from .guards import FiniteGuard
+from .oracle_cache import cached_plan
 from .ppo import ConvoptPPO
 from .counterfactual import CounterfactualPPO
 from .direct import DirectLearner
@@ -67,7 +68,9 @@ class Market:
         if self._generated.chain is not None:  # a panel mechanism (data/panel.py): its finite chain
             return solve_chain_plan(self._generated.chain, cost=core.cost_rate,
                                     levels=tuple(core.position_levels.tolist()))
-        return solve_plan(self._generated.dynamics, cost=core.cost_rate, levels=tuple(core.position_levels.tolist()))
+        levels = tuple(core.position_levels.tolist())
+        return cached_plan(lambda: solve_plan(self._generated.dynamics, cost=core.cost_rate, levels=levels),
+                           inputs=(self._generated.dynamics, core.cost_rate, levels))
 
     def oracle_positions(self, bars: np.ndarray) -> np.ndarray | None:
         """The true oracle's positions on consecutive decision ``bars`` (starting flat); None on real data."""

@@ -91,7 +91,16 @@ def test_a_market_kept_by_a_worker_trains_exactly_like_a_fresh_one(tracked, monk
 
 
 def test_ensemble_run_trains_members_as_child_runs_and_registers_the_ensemble(tracked):
-    result = train_ensemble_run(_config(), preset="ensemble", checkpoint_root=tracked.checkpoint_root("ens"))
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # torch's default on a 2-core machine
+    try:
+        result = train_ensemble_run(_config(), preset="ensemble", checkpoint_root=tracked.checkpoint_root("ens"))
+        # the parent evaluated the members with the configured threads (1), not torch's default
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert result.status == "FINISHED" and result.exit_code == 0, result.reason
     parent = tracked.client.get_run(result.run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["convopt.role"] == "ensemble"
