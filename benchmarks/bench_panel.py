@@ -206,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             result = future.result()
             results[futures[future]] = result
             print(f"{result['market']}: {result['seconds']:.0f} s; {result['verdict']}", flush=True)
-    doc = {"budget": args.budget, "arms": list(arms), "seeds": seeds, "steps": steps, "n_bars": n_bars,
-           "metric": METRIC, "overrides": overrides, "markets": [results[m] for m in markets],
-           "seconds": time.perf_counter() - started, "machine": machine_info()}
+            if len(results) < len(markets):  # a partial result after each market, in case the rest never ends
+                write_result(_doc(args, arms, seeds, steps, n_bars, overrides, [results[m] for m in markets
+                                                                                 if m in results], started), args.out)
+    doc = _doc(args, arms, seeds, steps, n_bars, overrides, [results[m] for m in markets], started)
     _print_table(doc)
     write_result(doc, args.out)
     if args.figure:
@@ -216,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         figure(doc).write_html(str(args.figure), include_plotlyjs=True)  # offline: plotly.js inlined, once
         print(f"wrote {args.figure}")
     return 0
+
+
+def _doc(args, arms, seeds, steps, n_bars, overrides, done: list[dict], started: float) -> dict:
+    return {"budget": args.budget, "arms": list(arms), "seeds": seeds, "steps": steps, "n_bars": n_bars,
+            "metric": METRIC, "overrides": overrides, "markets": done,
+            "seconds": time.perf_counter() - started, "machine": machine_info()}
 
 
 def _print_table(doc: dict) -> None:
