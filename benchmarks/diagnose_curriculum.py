@@ -13,7 +13,9 @@ For every synthetic panel market (at ``--n-bars``) it scores the train split's e
 
 and, for budgets of ``--budgets`` env steps, the step from which episodes start in the last stage, and
 (with ``curriculum.final_share``) the step from which they start anywhere in the train split, when the
-steps trigger alone moves the stages (the 20k budget never evaluates before its end: eval_freq 25k).
+steps trigger alone moves the stages. The performance trigger can move them earlier, at a validation
+eval (every 4,096 steps at 20k, where eval_freq is lowered to give 4 evals; every 25k at 200k) whose
+Sharpe reaches ``stage_progression_threshold`` (0.1) after the minimum dwell; a collapse can step back.
 
     python benchmarks/diagnose_curriculum.py --out benchmarks/results/curriculum_diagnosis.json
 """

@@ -46,10 +46,10 @@ class ForcedIntervention(ConvergenceMonitor):
 
 
 def main(pause_s: float, intervene_at: int) -> int:
-    cfg = build_config("full", TINY)
+    cfg = build_config("everything", TINY)
     comps = build_components(cfg)
     comps.monitor = ForcedIntervention(intervene_at, comps.monitor.thresholds, comps.monitor.intervention_strategies)
-    result = train(cfg, preset="full", components=comps, extra_callbacks=[Pause(pause_s)])
+    result = train(cfg, preset="everything", components=comps, extra_callbacks=[Pause(pause_s)])
     return result.exit_code
 
 

@@ -73,10 +73,10 @@ class TrackedStore:
     client: MlflowClient
 
     def config(self, **overrides: str) -> OptimizedTrainingConfig:
-        """``full`` preset at :data:`TINY_RUN` size; keyword ``run__max_rollbacks=1`` sets ``run.max_rollbacks``."""
+        """``everything`` preset (every component) at :data:`TINY_RUN` size; keyword ``run__max_rollbacks=1`` sets ``run.max_rollbacks``."""
         values = dict(TINY_RUN)
         values.update({k.replace("__", "."): str(v) for k, v in overrides.items()})
-        return build_config("full", values)
+        return build_config("everything", values)
 
     def checkpoint_root(self, name: str) -> str:
         return str(self.root / "checkpoints" / name)

@@ -289,8 +289,8 @@ def test_an_ensemble_member_with_scenario_replay_keeps_to_its_blocks():
 def test_full_runs_every_component_together_without_disabling_any(tracked):
     """`full` as one model: curriculum, scenario replay (inside the stage pools, over the augmented
     env's market bars), augmentation, meta controller and the monitor all stay enabled."""
-    cfg = tiny("full", ensemble_size="1", adaptation_frequency="512", run__eval_freq="256")
-    result = train(cfg, preset="full", checkpoint_root=tracked.checkpoint_root("full_all"))
+    cfg = tiny("everything", ensemble_size="1", adaptation_frequency="512", run__eval_freq="256")
+    result = train(cfg, preset="everything", checkpoint_root=tracked.checkpoint_root("full_all"))
     assert result.status == "FINISHED"
     assert "convopt.degraded" not in tracked.tags(result.run_id)
     prefixes = {k.split("/")[0] for k in tracked.client.get_run(result.run_id).data.metrics}

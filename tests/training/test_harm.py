@@ -22,7 +22,7 @@ def test_components_on_names_what_each_preset_turns_on():
     assert components_on(build_config("curriculum")) == ("curriculum",)
     assert components_on(build_config("augment")) == ("augment",)
     assert components_on(build_config("counterfactual")) == ("counterfactual",)
-    assert set(components_on(build_config("full"))) == {"scheduler", "monitor", "curriculum", "replay", "augment",
+    assert set(components_on(build_config("everything"))) == {"scheduler", "monitor", "curriculum", "replay", "augment",
                                                         "meta", "ensemble"}
     assert all(components_on(build_config(p)) for p in PRESETS if not p.startswith("baseline"))
 
