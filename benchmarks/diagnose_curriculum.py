@@ -17,7 +17,7 @@ steps trigger alone moves the stages. The performance trigger can move them earl
 eval (every 4,096 steps at 20k, where eval_freq is lowered to give 4 evals; every 25k at 200k) whose
 Sharpe reaches ``stage_progression_threshold`` (0.1) after the minimum dwell; a collapse can step back.
 
-    python benchmarks/diagnose_curriculum.py --out benchmarks/results/curriculum_diagnosis.json
+    python benchmarks/diagnose_curriculum.py --final-share 0.5 --out benchmarks/results/curriculum_diagnosis.json
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def schedule(budget: int, final_share: float, rollout: int = 2048) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-bars", type=int, default=50_000)
-    parser.add_argument("--budgets", default="20000,200000")
+    parser.add_argument("--budgets", default="20000,15000,200000")
     parser.add_argument("--final-share", type=float, default=None, help="also show the schedule with this share")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
