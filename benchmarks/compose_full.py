@@ -5,7 +5,10 @@ without it; Holm across the arms, paired over seeds) on every market of the pane
 ``convopt_mlflow.evaluation.do_no_harm.judge_components`` and writes the admissions with their reasons,
 the admitted components, and the preset overrides ``full`` should be:
 
-* the admitted arms' preset values over ``baseline``'s (the reference they were judged against), or
+* the admitted arm's preset exactly (one admitted), or the admitted arms' preset values over
+  ``baseline``'s, the reference they were judged against (several; strongest evidence first, and an arm
+  that cannot run with those already in, such as the direct learner with a PPO component, is left out
+  with its reason), or
 * when nothing is admitted, ``baseline-3e-5``'s values with a reason: the best-evidenced configuration
   with no optional component (see the panel guide for why that reference and not ``baseline``).
 
@@ -42,7 +45,7 @@ RULE = ("a component is admitted when, against baseline (the same training witho
 def compose(panel: dict, panel_path: str = "") -> dict:
     """The admissions, the admitted components and the ``full`` overrides of one panel result."""
     from convopt_mlflow.config.presets import PRESETS
-    from convopt_mlflow.evaluation.do_no_harm import admitted, judge_components, verdict_from_dict
+    from convopt_mlflow.evaluation.do_no_harm import judge_components, verdict_from_dict
 
     markets = [m["market"] for m in panel["markets"]]
     arms = [a for a in panel["arms"] if a in ARM_COMPONENTS]
@@ -50,12 +53,12 @@ def compose(panel: dict, panel_path: str = "") -> dict:
                       for m in panel["markets"] if "vs_baseline" in m["arms"].get(arm, {})}
                 for arm in arms}
     admissions = judge_components(verdicts, markets=markets)
-    chosen = admitted(admissions)
-    if chosen:
-        full = dict(PRESETS[REFERENCE])
-        for arm in chosen:
-            full.update(PRESETS[arm])
-        why = f"full = {REFERENCE} + the admitted arm(s) {', '.join(chosen)}"
+    full, chosen, excluded = _combine([a for a in admissions if a.admitted], verdicts, PRESETS)
+    if len(chosen) == 1:  # exactly the measured arm, so its panel row is full's
+        why = f"full is the {chosen[0]} preset, exactly as measured on the panel"
+    elif chosen:
+        why = (f"full = {REFERENCE} + the admitted arms {', '.join(chosen)} (a combination the panel did not "
+               f"measure as such)")
     else:
         full = dict(PRESETS[SAFE_DEFAULT])
         why = (f"no component is admitted, so full holds none: it is {SAFE_DEFAULT}'s settings (plain PPO at the "
@@ -65,7 +68,46 @@ def compose(panel: dict, panel_path: str = "") -> dict:
             "n_bars": panel["n_bars"], "reference": REFERENCE, "rule": RULE,
             "admissions": [{**a.to_dict(), "arm": a.component, "components": list(ARM_COMPONENTS[a.component])}
                            for a in admissions],
-            "admitted_arms": list(chosen), "full_components": components, "full_preset": full, "why": why}
+            "admitted_arms": [a.component for a in admissions if a.admitted], "full_arms": list(chosen),
+            "excluded": excluded, "full_components": components, "full_preset": full, "why": why}
+
+
+def _combine(admitted: list, verdicts: dict, presets: dict) -> tuple[dict, list[str], list[dict]]:
+    """Admitted arms into one config, strongest evidence first (markets better on, then mean effect over
+    the panel): an arm whose preset cannot run with those already in (a ``ConfigError``, e.g. the direct
+    learner, which replaces PPO, with a PPO component) is left out, with the reason."""
+    from convopt_mlflow.config import build_config
+    from convopt_mlflow.errors import ConfigError
+
+    def strength(a):
+        effects = [v.effect for v in verdicts[a.component].values()]
+        return (len(a.better_on), sum(effects) / len(effects))
+
+    full, chosen, excluded = dict(presets[REFERENCE]), [], []
+    for a in sorted(admitted, key=strength, reverse=True):
+        trial = {**full, **{k: v for k, v in presets[a.component].items() if k not in _set_by(chosen, presets)}}
+        try:
+            build_config(REFERENCE, [f"{k}={_text(v)}" for k, v in trial.items()])
+        except ConfigError as exc:
+            excluded.append({"arm": a.component, "reason": f"admitted, but cannot run with {', '.join(chosen)}: "
+                                                           + " ".join(str(exc).split())})
+            continue
+        full, chosen = trial, chosen + [a.component]
+    if len(chosen) == 1:
+        full = dict(presets[chosen[0]])
+    return full, chosen, excluded
+
+
+def _set_by(arms: list[str], presets: dict) -> set[str]:
+    return {k for arm in arms for k in presets[arm]}
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (tuple, list)):
+        return "+".join(str(v) for v in value)
+    return str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = compose(json.loads(args.panel.read_text()), str(args.panel))
     for a in doc["admissions"]:
         print(f"{'ADMIT ' if a['admitted'] else 'reject'} {a['arm']:<15} {a['reason']}")
+    for e in doc["excluded"]:
+        print(f"left out {e['arm']}: {e['reason']}")
     print(doc["why"])
     print(f"full components: {', '.join(doc['full_components']) or '(none)'}")
     if args.out:
