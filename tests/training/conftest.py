@@ -52,7 +52,7 @@ class OptimizerLR(BaseCallback):
 
 
 # --------------------------------------------------------------------------- coordinator runs
-#: The ``full`` preset at a size that trains in about a second: 256 env steps per
+#: The ``everything`` preset at a size that trains in about a second: 256 env steps per
 #: rollout (4 envs x 64 steps), so 8 updates in 2,048 steps; a checkpoint every
 #: 2 updates and a validation eval every 4.
 TINY_RUN = {

@@ -1,7 +1,7 @@
 """Plasticity surgery on real SB3 policies, and end to end through the coordinator.
 
 Unit tests check the weights against values computed independently (SB3's own policy
-constructor under the same seed). End-to-end runs are the ``full`` preset at the tiny size
+constructor under the same seed). End-to-end runs are the ``everything`` preset at the tiny size
 of ``conftest.TINY_RUN`` (update k ends at env step 256 k, checkpoints every 512 steps) on a
 real sqlite MLflow store read back with MlflowClient; the actions are forced by a scripted
 monitor, or by a real monitor fed a forced dead-unit reading.

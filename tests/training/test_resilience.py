@@ -1,6 +1,6 @@
 """Divergence handling end to end: real SB3 training, a real sqlite MLflow store, injected faults.
 
-Every run is the ``full`` preset at the tiny size of ``conftest.TINY_RUN``: 256 env
+Every run is the ``everything`` preset (every component) at the tiny size of ``conftest.TINY_RUN``: 256 env
 steps per update, so update k ends at step 256 k; a checkpoint every 512 steps (and
 one at step 0). Faults are injected the way they happen for real: NaN rewards into
 the rollout buffer, NaN observations out of the env, parameters blown up in place,
