@@ -43,7 +43,7 @@ from _common import machine_info, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = "synthetic:n_bars=300000,seed=11,signal_ic=0.05"
-ARMS = {"baseline": ("baseline", []), "full-1": ("full", ["ensemble_size=1"])}
+ARMS = {"baseline": ("baseline", []), "full-1": ("everything", ["ensemble_size=1"])}  # every component (the old full)
 BUDGETS = (60_000, 120_000)
 GOALS = {"baseline": 5.0, "full-1": 7.0}
 

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_info, write_result  # noqa: E402
 
-ARMS = {"baseline": ("baseline", []), "full-1": ("full", ["ensemble_size=1"])}
+ARMS = {"baseline": ("baseline", []), "full-1": ("everything", ["ensemble_size=1"])}  # every component (the old full)
 
 CHILD = r"""
 import json, os, resource, sys, tempfile, time

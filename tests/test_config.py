@@ -43,7 +43,7 @@ def test_overrides_coerce_types_and_nest():
 
 
 def test_presets_differ_as_documented():
-    baseline, lr, full = (cfgmod.build_config(p) for p in ("baseline", "lr", "full"))
+    baseline, lr, full = (cfgmod.build_config(p) for p in ("baseline", "lr", "everything"))
     assert not baseline.scheduler_enabled and not baseline.monitor.enabled
     assert baseline.base_learning_rate == 3e-4  # SB3's default LR: "baseline" always names its LR
     assert lr.scheduler_enabled and lr.monitor.enabled
@@ -93,7 +93,7 @@ def test_bad_config_names_the_problem(preset, overrides, needle):
 
 
 def test_flatten_json_roundtrip_and_hash():
-    cfg = cfgmod.build_config("full", ["ppo.net_arch=8+8"])
+    cfg = cfgmod.build_config("everything", ["ppo.net_arch=8+8"])
     flat = cfgmod.flatten(cfg)
     assert flat["ppo.net_arch"] == "8+8" and flat["data.source"] == "eurusd-1h"
     back = cfgmod.from_dict(json.loads(cfgmod.to_json(cfg)))
@@ -136,9 +136,9 @@ def test_every_field_has_a_rule_or_is_free_text_or_a_switch():
 
 def test_a_logged_config_loads_back_as_it_was_logged():
     """A run's config.json rebuilds the same config (resume depends on it), component fields included."""
-    old = json.loads(cfgmod.to_json(cfgmod.build_config("full")))
+    old = json.loads(cfgmod.to_json(cfgmod.build_config("everything")))
     old.update(replay_ratio=0.25, meta_learning_rate=1e-3)
-    assert cfgmod.from_dict(old) == cfgmod.build_config("full", ["replay_ratio=0.25", "meta_learning_rate=1e-3"])
+    assert cfgmod.from_dict(old) == cfgmod.build_config("everything", ["replay_ratio=0.25", "meta_learning_rate=1e-3"])
 
 
 def test_curriculum_and_augmentation_fields_are_live():
@@ -173,5 +173,5 @@ def test_transition_replay_with_augmentation_is_refused():
 def test_the_meta_controller_needs_validation_evals_but_any_cadence():
     with pytest.raises(ConfigError, match=r"run.eval_freq=0: meta_enabled needs validation evaluations"):
         cfgmod.build_config("meta", ["run.eval_freq=0"])
-    cfg = cfgmod.build_config("full", ["run.eval_freq=1024"])  # any eval cadence: adaptation uses the newest score
+    cfg = cfgmod.build_config("everything", ["run.eval_freq=1024"])  # any eval cadence: adaptation uses the newest score
     assert cfg.meta_enabled and cfg.adaptation_frequency == 25_000

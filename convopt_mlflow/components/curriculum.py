@@ -22,6 +22,22 @@ When the score collapses (falls ``collapse_margin`` below the score the stage wa
 with), the curriculum steps back one stage, at most ``max_step_backs`` times, and the
 step schedule then waits ``hold_fraction * total_steps`` steps before moving it on again.
 One stage change at a time; each is a :class:`StageChange` kept in :attr:`changes`.
+
+**The run ends on the full distribution** (``final_share``, default 0.5): the last ``final_share`` of
+``total_steps`` draws episode starts uniformly from every scored start (the whole train split, no
+hard-start weighting), whatever the stage; the stages (and the ``steps`` schedule, compressed into the
+first ``1 - final_share`` of the run) play out before that, and no stage moves after it. Why: the
+difficulty score ranks windows mostly by volatility, so the early stages over-sample one regime (on the
+panel's regime markets the first stage holds 68-71% trend-regime bars against 45% in the split, and
+almost no high-volatility ones), and the design's schedule left only the last 10% of a run, hard starts
+doubled, for the distribution the policy is tested on (``docs/guides/market-panel.md``). The switch is
+taken at the first decision point (the glue's update boundary, ``decision_interval`` env steps apart)
+after which an episode could start at or past ``full_from_step``, so no episode starting in the last
+share comes from a stage pool (the pool changes up to one interval early, at a boundary that a resumed
+run, whose rollouts are shifted, may place differently). The switch step, :attr:`full_since`, is
+``full_from_step`` itself, the same in a fresh and a resumed run; the decision is a
+:class:`StageChange` with ``source == target`` at the decision point. ``final_share=0`` is the design's
+curriculum unchanged.
 """
 from __future__ import annotations
 
@@ -51,7 +67,7 @@ TRIGGERS = ("steps", "performance", "monitor")
 _CRITERIA_DEFAULTS: dict[str, Any] = {
     "total_steps": 0, "step_fractions": None, "threshold": 0.1, "metric": "eval_score", "triggers": TRIGGERS,
     "min_stage_fraction": 0.05, "collapse_margin": 1.0, "max_step_backs": 2, "hold_fraction": 0.1,
-    "min_pool": 64,
+    "min_pool": 64, "final_share": 0.5, "decision_interval": 0,
 }
 
 
@@ -89,7 +105,9 @@ class CurriculumLearningSystem:
             (``len(stages) - 1`` increasing fractions; default 25/50/75/90% for five stages,
             else even), ``threshold``, ``metric``, ``triggers``, ``min_stage_fraction``,
             ``collapse_margin``, ``max_step_backs``, ``hold_fraction``, ``min_pool`` (a pool
-            smaller than this falls back to the ``min_pool`` easiest starts).
+            smaller than this falls back to the ``min_pool`` easiest starts), ``final_share`` (in
+            [0, 1): the last share of ``total_steps`` starts anywhere; see the module docstring),
+            ``decision_interval`` (env steps between the glue's calls, its rollout size; 0 = every step).
 
     Examples:
         >>> rng = np.random.default_rng(0)
@@ -126,6 +144,13 @@ class CurriculumLearningSystem:
         if bad:
             raise ConfigError(f"unknown curriculum trigger(s) {sorted(bad)}; choose from {', '.join(TRIGGERS)}")
         criteria["step_fractions"] = fractions
+        share = _finite(criteria["final_share"])
+        if share is None or not 0.0 <= share < 1.0:
+            raise ConfigError(f"curriculum.final_share must be in [0, 1) (the share of the run trained on the whole "
+                              f"train split at the end), got {criteria['final_share']!r}")
+        if int(criteria["decision_interval"]) < 0:
+            raise ConfigError(f"curriculum decision_interval must be >= 0, got {criteria['decision_interval']}")
+        criteria["final_share"] = share
         self.criteria = criteria
         self.total_steps = int(criteria["total_steps"])
         self.windows: WindowDifficulty | None = None
@@ -137,6 +162,36 @@ class CurriculumLearningSystem:
         self.best_in_stage: float | None = None
         self.entry_scores: dict[int, float] = {}
         self.changes: list[StageChange] = []
+        self.full_since: int | None = None
+        """Once switched: :attr:`full_from_step`, the env step from which every episode starts anywhere."""
+
+    @property
+    def full_from_step(self) -> int | None:
+        """First env step of the final share (``ceil((1 - final_share) * total_steps)``); None when off."""
+        share = self.criteria["final_share"]
+        if share <= 0.0 or self.total_steps <= 0:
+            return None
+        return int(math.ceil((1.0 - share) * self.total_steps))
+
+    @property
+    def on_full_distribution(self) -> bool:
+        return self.full_since is not None
+
+    def check_final_share(self, step: int) -> StageChange | None:
+        """Switch to the full distribution when an episode starting before the next decision point could
+        start at or after :attr:`full_from_step`; the change made, else None."""
+        start = self.full_from_step
+        if self.full_since is not None or start is None:
+            return None
+        if int(step) + max(int(self.criteria["decision_interval"]), 1) - 1 < start:
+            return None
+        self.full_since = start
+        change = StageChange(int(step), self.stage, self.stage,
+                             f"full distribution: the last {self.criteria['final_share']:.0%} of {self.total_steps} "
+                             f"steps (from step {start}) start anywhere in the train split")
+        self.changes.append(change)
+        self._pool_cache = None
+        return change
 
     # --------------------------------------------------------------- windows
     def score_windows(self, log_returns: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
@@ -167,12 +222,23 @@ class CurriculumLearningSystem:
         return pool
 
     @property
+    def pool_key(self) -> int:
+        """Which pool is in force: the stage index, or ``len(stages)`` for the full distribution."""
+        return len(self.stages) if self.full_since is not None else self.stage
+
+    @property
     def pool(self) -> np.ndarray:
-        """The current stage's start bars (int64, read-only; cached until the stage changes)."""
-        if self._pool_cache is None or self._pool_cache[0] != self.stage:
-            pool = self.stage_pool(self.stage)
+        """The start bars in force (int64, read-only; cached until :attr:`pool_key` changes): the
+        current stage's pool, or every scored start once on the full distribution."""
+        if self._pool_cache is None or self._pool_cache[0] != self.pool_key:
+            if self.full_since is not None:
+                if self.windows is None:
+                    raise RuntimeError("call score_windows() before asking for a stage's pool")
+                pool = self.windows.starts.copy()
+            else:
+                pool = self.stage_pool(self.stage)
             pool.flags.writeable = False
-            self._pool_cache = (self.stage, pool)
+            self._pool_cache = (self.pool_key, pool)
         return self._pool_cache[1]
 
     def generate_stage_data(self, stage: Mapping[str, Any] | int, base_data: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -200,9 +266,13 @@ class CurriculumLearningSystem:
         """Apply the triggers at env ``step`` with the latest ``performance``; return the stage.
 
         ``performance`` holds ``metric`` (default ``eval_score``) only when a new score exists.
-        The returned dict is the stage plus ``index`` and ``n_stages``.
+        The returned dict is the stage plus ``index`` and ``n_stages``. Once on the full
+        distribution (:meth:`check_final_share`), no trigger moves the stage any more.
         """
         step = int(step)
+        self.check_final_share(step)
+        if self.full_since is not None:
+            return self.current_stage
         score = _finite((performance or {}).get(self.criteria["metric"]))
         if score is not None:
             self.best_in_stage = score if self.best_in_stage is None else max(self.best_in_stage, score)
@@ -216,10 +286,11 @@ class CurriculumLearningSystem:
                 self._move(step, self.stage + 1, f"{self.criteria['metric']} {score:.3g} >= "
                                                  f"threshold {self.criteria['threshold']:.3g}")
         if "steps" in self.criteria["triggers"] and self.total_steps > 0 and step >= self.hold_until:
-            scheduled = int(np.searchsorted(self.criteria["step_fractions"], step / self.total_steps, side="right"))
+            staged = (1.0 - self.criteria["final_share"]) * self.total_steps  # the stages' part of the run
+            scheduled = int(np.searchsorted(self.criteria["step_fractions"], step / staged, side="right"))
             if scheduled > self.stage:
                 fraction = self.criteria["step_fractions"][self.stage]
-                self._move(step, self.stage + 1, f"step {step} passed {fraction:.0%} of {self.total_steps}")
+                self._move(step, self.stage + 1, f"step {step} passed {fraction:.0%} of {staged:.0f}")
         return self.current_stage
 
     def should_advance_stage(self, metrics: Mapping[str, float]) -> bool:
@@ -236,6 +307,8 @@ class CurriculumLearningSystem:
         """The monitor's ``advance_curriculum``: the change made, or why none was made."""
         if "monitor" not in self.criteria["triggers"]:
             return "monitor requests are not a trigger of this curriculum"
+        if self.full_since is not None:
+            return f"on the full distribution since step {self.full_since}"
         if self.stage >= len(self.stages) - 1:
             return "already at the last stage"
         if not self._dwelt(int(step)):
@@ -266,7 +339,7 @@ class CurriculumLearningSystem:
         return {"stage": self.stage, "stage_start_step": self.stage_start_step, "hold_until": self.hold_until,
                 "step_backs": self.step_backs, "best_in_stage": self.best_in_stage,
                 "entry_scores": {str(k): v for k, v in self.entry_scores.items()},
-                "changes": [c.to_dict() for c in self.changes]}
+                "changes": [c.to_dict() for c in self.changes], "full_since": self.full_since}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         stage = int(state["stage"])
@@ -277,6 +350,8 @@ class CurriculumLearningSystem:
         self.best_in_stage = _finite(state.get("best_in_stage"))
         self.entry_scores = {int(k): float(v) for k, v in state.get("entry_scores", {}).items()}
         self.changes = [StageChange(**c) for c in state.get("changes", [])]
+        full_since = state.get("full_since")
+        self.full_since = None if full_since is None else int(full_since)
         self._pool_cache = None
 
 

@@ -52,7 +52,8 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
     "baseline": dict(_PPO),
     "baseline-3e-5": dict(_PPO),
     "lr": {**_PPO, **_SCHEDULE},
-    "full": {**_PPO, **_SCHEDULE},
+    "full": dict(_PPO),  # the counterfactual preset (what the panel admitted): no scheduler
+    "everything": {**_PPO, **_SCHEDULE},
     "replay": {**_PPO, "replay_mode": Choice(("scenario", "transition")), "replay_ratio": Range(0.1, 0.75),
                "priority_alpha": Range(0.2, 1.0),
                "priority_strategy": Choice(("pnl_impact", "rare_events", "learning_difficulty", "regime_transitions"))},

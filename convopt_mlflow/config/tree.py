@@ -176,6 +176,9 @@ class CurriculumConfig:
     """Step back a stage when the validation score falls this far below the score the stage was entered with."""
     max_step_backs: int = 2
     """Step-backs allowed in a run (0: never step back)."""
+    final_share: float = 0.5
+    """Share of the run, at its end, whose episodes start anywhere in the train split whatever the stage
+    (the stages' step schedule is compressed into the rest); in [0, 1), 0 = the design's curriculum."""
 
 
 @dataclass(frozen=True)

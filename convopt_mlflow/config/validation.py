@@ -82,6 +82,7 @@ RULES: dict[str, Range | tuple[str, ...]] = {
     "replay_mode": REPLAY_MODES, "priority_strategy": PRIORITY_STRATEGIES, "replay_beta0": PROBABILITY,
     "curriculum.triggers": ("steps", "performance", "monitor"), "curriculum.min_stage_fraction": Range(0, 1, high_open=True),
     "curriculum.collapse_margin": POSITIVE, "curriculum.max_step_backs": NON_NEGATIVE,
+    "curriculum.final_share": Range(0, 1, high_open=True),
     "counterfactual.baseline": ("critic", "policy_mean"),
     "direct.window": AT_LEAST_1, "direct.passes": AT_LEAST_1, "direct.batch_windows": AT_LEAST_1,
     "direct.lr": POSITIVE, "direct.objective": ("pnl", "sharpe"),

@@ -31,6 +31,8 @@ def build_curriculum(cfg: Any) -> CurriculumLearningSystem | None:
         "total_steps": cfg.run.total_timesteps, "threshold": cfg.stage_progression_threshold,
         "triggers": tuple(cfg.curriculum.triggers), "min_stage_fraction": cfg.curriculum.min_stage_fraction,
         "collapse_margin": cfg.curriculum.collapse_margin, "max_step_backs": cfg.curriculum.max_step_backs,
+        "final_share": cfg.curriculum.final_share,
+        "decision_interval": cfg.ppo.n_steps * cfg.env.n_envs,  # the pool is set once per rollout
     })
 
 
@@ -82,7 +84,8 @@ class CurriculumDriver:
         return self.guard.active(NAME)
 
     def install(self, step: int = 0) -> None:
-        """Hand the env the current stage's pool (if it changed); uniform starts once disabled."""
+        """Hand the env the pool in force (if it changed): the stage's, or the whole split in the run's
+        final share; uniform starts once disabled."""
         if not self.active:
             if self._installed is not None:
                 if self.sink is not None:
@@ -91,11 +94,12 @@ class CurriculumDriver:
                     self.env.set_start_sampler(None)
                 self._installed = None
             return
+        self.guard.call(NAME, self.curriculum.check_final_share, step, fallback=None, step=step)
         pool = self.guard.call(NAME, lambda: self.curriculum.pool, fallback=None, step=step)
         if pool is None:
             self.install(step)  # disabled just now
             return
-        if self._installed != self.curriculum.stage:
+        if self._installed != self.curriculum.pool_key:
             if self.allowed is not None:
                 kept = pool[np.isin(pool, self.allowed)]
                 pool = kept if kept.size else pool
@@ -103,7 +107,7 @@ class CurriculumDriver:
                 self.sink(pool)
             else:
                 self.env.set_start_sampler(pool_sampler(pool))
-            self._installed = self.curriculum.stage
+            self._installed = self.curriculum.pool_key
 
     def update(self, step: int, performance: dict[str, float]) -> None:
         """Let the curriculum apply its triggers at ``step``, then install the resulting stage."""
@@ -124,10 +128,13 @@ class CurriculumDriver:
 
 
     def log(self) -> None:
-        """Record ``curriculum/stage`` (1-based, as the design numbers them) and ``curriculum/pool_size``."""
+        """Record ``curriculum/stage`` (1-based, as the design numbers them), ``curriculum/pool_size`` and
+        ``curriculum/full_distribution`` (1 once episodes start anywhere in the train split: its first
+        step at 1 is the switch step, also a row of the curriculum's ``changes``)."""
         if self.record is not None and self.active:
             self.record("curriculum/stage", float(self.curriculum.stage + 1))
             self.record("curriculum/pool_size", float(self.curriculum.pool.size))
+            self.record("curriculum/full_distribution", float(self.curriculum.on_full_distribution))
 
 
 class CurriculumCallback(_UpdateCallback):

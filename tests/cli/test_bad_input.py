@@ -53,6 +53,8 @@ def test_broken_csv_lists_every_problem_with_rows(tmp_path, store, capsys):
     (["train", "--set", "replay_ratio=-3"], "replay_ratio=-3.0: must be in [0, 1]"),
     (["train", "--set", "ensemble_size=0"], "ensemble_size=0: must be >= 1"),
     (["train", "--set", "monitor.interventions=advance_curriculum"], "advance_curriculum needs curriculum_enabled"),
+    (["train", "--preset", "curriculum", "--set", "curriculum.final_share=1"],
+     "curriculum.final_share=1.0: must be in [0, 1)"),
     (["train", "--set", "ppo.batchsize=3"], "did you mean `ppo.batch_size`?"),
     (["train", "--preset", "basline"], "did you mean `baseline`"),
     (["train", "--data", "/nonexistent/bars.csv"], "/nonexistent/bars.csv"),

@@ -31,8 +31,9 @@ def constructed_market(seed=0):
 
 
 def fitted(**criteria):
+    """A curriculum over the constructed market; the design's stages alone (final_share=0) unless given."""
     r, high, low, close, _ = constructed_market()
-    cur = CurriculumLearningSystem(progression_criteria={"total_steps": 1000, **criteria})
+    cur = CurriculumLearningSystem(progression_criteria={"total_steps": 1000, "final_share": 0.0, **criteria})
     cur.score_windows(r, high, low, close, (30, r.size - EPISODE - 1), EPISODE)
     return cur
 
@@ -164,3 +165,44 @@ def test_default_stages_for_other_counts():
     assert [s["max"].get("difficulty") for s in stages[:2]] == [pytest.approx(1 / 3), pytest.approx(2 / 3)]
     assert stages[-1]["name"] == "full_adversarial"
     assert CurriculumLearningSystem(stages, {"total_steps": 90}).criteria["step_fractions"] == (1 / 3, 2 / 3)
+
+
+# ------------------------------------------------------------------ final share on the full distribution
+def test_the_final_share_starts_anywhere_and_the_stages_play_out_before_it():
+    cur = fitted(final_share=0.5, threshold=100.0)  # every trigger; performance never reaches the threshold
+    assert cur.full_from_step == 500
+    stages = [cur.get_current_stage(step, {"eval_score": 5.0})["index"] for step in (0, 125, 250, 375, 450, 499)]
+    assert stages == [0, 1, 2, 3, 4, 4]  # 25/50/75/90% of the first half
+    assert not cur.on_full_distribution and cur.pool.size < 2 * len(cur.windows)
+    cur.get_current_stage(500, {"eval_score": 5.0})
+    assert cur.full_since == 500 and cur.pool_key == len(cur.stages)
+    np.testing.assert_array_equal(cur.pool, cur.windows.starts)  # every start once: no hard weighting
+    assert cur.changes[-1].source == cur.changes[-1].target == 4 and "last 50%" in cur.changes[-1].reason
+    # nothing moves the stage any more: a collapse (entry score 5) would step back; nor does the monitor
+    cur.get_current_stage(600, {"eval_score": -50.0})
+    assert cur.stage == 4 and cur.full_since == 500
+    assert cur.request_advance(700) == "on the full distribution since step 500"
+
+
+def test_the_switch_comes_one_decision_interval_early_so_no_late_episode_starts_in_a_stage_pool():
+    cur = fitted(triggers=("steps",), final_share=0.5, decision_interval=128)
+    cur.get_current_stage(372)  # episodes of steps 372..499 start before 500
+    assert not cur.on_full_distribution
+    cur.get_current_stage(373)  # this interval reaches step 500
+    assert cur.full_since == 500 and cur.changes[-1].step == 373
+
+
+def test_the_full_distribution_survives_a_state_round_trip():
+    cur = fitted(triggers=("steps",), final_share=0.25)
+    for step in range(0, 800, 50):
+        cur.get_current_stage(step)
+    other = fitted(triggers=("steps",), final_share=0.25)
+    other.load_state_dict(cur.state_dict())
+    assert other.full_since == cur.full_since == 750
+    np.testing.assert_array_equal(other.pool, cur.windows.starts)
+
+
+@pytest.mark.parametrize("share", [1.0, -0.1, 1.5, float("nan"), "half"])
+def test_a_final_share_outside_0_1_is_a_config_error(share):
+    with pytest.raises(ConfigError, match="final_share must be in \\[0, 1\\)"):
+        CurriculumLearningSystem(progression_criteria={"total_steps": 100, "final_share": share})

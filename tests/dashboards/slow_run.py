@@ -1,6 +1,6 @@
 """A tiny training run paced for the browser test: ``python slow_run.py <pause_s> <intervene_at>``.
 
-The ``full`` preset (one member) at a tiny size, 64 updates of 256 env steps, a
+The ``everything`` preset (one member) at a tiny size, 64 updates of 256 env steps, a
 validation eval every 2 updates, and a sleep of ``pause_s`` after every rollout so a
 browser can watch it grow. A scripted monitor forces ``increase_entropy`` at env step
 ``intervene_at``. Tracking goes to ``$MLFLOW_TRACKING_URI``.
@@ -46,10 +46,10 @@ class ForcedIntervention(ConvergenceMonitor):
 
 
 def main(pause_s: float, intervene_at: int) -> int:
-    cfg = build_config("full", TINY)
+    cfg = build_config("everything", TINY)
     comps = build_components(cfg)
     comps.monitor = ForcedIntervention(intervene_at, comps.monitor.thresholds, comps.monitor.intervention_strategies)
-    result = train(cfg, preset="full", components=comps, extra_callbacks=[Pause(pause_s)])
+    result = train(cfg, preset="everything", components=comps, extra_callbacks=[Pause(pause_s)])
     return result.exit_code
 
 

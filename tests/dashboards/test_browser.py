@@ -141,7 +141,7 @@ def test_live_dashboard_follows_a_training_run_in_chromium(tmp_path):
         assert browser.execute_script("return document.cookie") == ""  # HttpOnly: no script can read it
         row = _wait(lambda: browser.find_elements("css selector", "#runs-table tr.run"), 120, "the run in the list")
         name = row[0].find_element("css selector", "td").text  # the run's overrides, compactly, on one line
-        assert name.startswith("full[") and name.endswith("]-s0") and "\n" not in name, name
+        assert name.startswith("everything[") and name.endswith("]-s0") and "\n" not in name, name
         chart = browser.find_element("id", "convergence")
         points = lambda: int(chart.get_attribute("data-points") or 0)  # noqa: E731
         first = _wait(points, 120, "points on the convergence chart")

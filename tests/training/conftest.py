@@ -52,7 +52,7 @@ class OptimizerLR(BaseCallback):
 
 
 # --------------------------------------------------------------------------- coordinator runs
-#: The ``full`` preset at a size that trains in about a second: 256 env steps per
+#: The ``everything`` preset at a size that trains in about a second: 256 env steps per
 #: rollout (4 envs x 64 steps), so 8 updates in 2,048 steps; a checkpoint every
 #: 2 updates and a validation eval every 4.
 TINY_RUN = {
@@ -73,10 +73,10 @@ class TrackedStore:
     client: MlflowClient
 
     def config(self, **overrides: str) -> OptimizedTrainingConfig:
-        """``full`` preset at :data:`TINY_RUN` size; keyword ``run__max_rollbacks=1`` sets ``run.max_rollbacks``."""
+        """``everything`` preset (every component) at :data:`TINY_RUN` size; keyword ``run__max_rollbacks=1`` sets ``run.max_rollbacks``."""
         values = dict(TINY_RUN)
         values.update({k.replace("__", "."): str(v) for k, v in overrides.items()})
-        return build_config("full", values)
+        return build_config("everything", values)
 
     def checkpoint_root(self, name: str) -> str:
         return str(self.root / "checkpoints" / name)

@@ -56,7 +56,7 @@ class KillAt(BaseCallback):
 
 
 def test_curriculum_preset_moves_by_step_fraction_and_draws_from_the_stage_pools(tracked):
-    cfg = tiny("curriculum", curriculum__triggers="steps")
+    cfg = tiny("curriculum", curriculum__triggers="steps", curriculum__final_share="0")  # the design's schedule
     comps = build_components(cfg)
     starts = EpisodeStarts()
     result = train(cfg, preset="curriculum", components=comps, extra_callbacks=[starts],
@@ -75,6 +75,50 @@ def test_curriculum_preset_moves_by_step_fraction_and_draws_from_the_stage_pools
     assert tracked.client.get_run(run).data.params["curriculum_enabled"] == "True"
 
 
+def test_the_last_share_of_the_run_starts_episodes_anywhere_in_the_train_split(tracked):
+    # stuck in stage 0 (performance only, unreachable threshold): its pool is ~15% of the starts
+    cfg = tiny("curriculum", curriculum__triggers="performance", stage_progression_threshold="1e9",
+               curriculum__final_share="0.5")
+    comps = build_components(cfg)
+    starts = EpisodeStarts()
+    result = train(cfg, preset="curriculum", components=comps, extra_callbacks=[starts],
+                   checkpoint_root=tracked.checkpoint_root("cur_final"))
+    run = result.run_id
+    assert result.status == "FINISHED" and "convopt.degraded" not in tracked.tags(run)
+    cur = comps.curriculum
+    # episodes of the rollout after update 768 start before 1024; the one after 1024 reaches the last half
+    assert cur.full_since == 1024 and cur.stage == 0
+    assert tracked.history(run, "curriculum/full_distribution") == {s: float(s >= 1024) for s in UPDATES}
+    assert tracked.client.get_run(run).data.params["curriculum.final_share"] == "0.5"
+    stage0 = set(cur.stage_pool(0).tolist())
+    assert len(stage0) < 0.3 * len(cur.windows)
+    early = [bar for step, bar in starts.starts if step <= 1024]
+    late = [bar for step, bar in starts.starts if step > 1024]
+    assert early and all(bar in stage0 for bar in early)
+    lo, hi = cur.windows.starts[0], cur.windows.starts[-1]
+    assert len(late) >= 12 and all(lo <= bar <= hi for bar in late)
+    assert sum(bar not in stage0 for bar in late) > len(late) / 2  # the whole split, not the stage's pool
+
+
+def test_a_resumed_run_switches_to_the_full_distribution_at_the_same_step(tracked):
+    cfg = tiny("curriculum", curriculum__triggers="steps", curriculum__final_share="0.5")
+    root = tracked.checkpoint_root("resume_final")
+    killed = train(cfg, preset="curriculum", extra_callbacks=[KillAt(600)], checkpoint_root=root)
+    run = killed.run_id
+    assert killed.status == "KILLED"
+    entry, state, _ = CheckpointStore(tracked.tags(run)["convopt.checkpoint_dir"]).load_latest_good()
+    assert entry.step < 1024 and json.loads(state["extras_json"])["curriculum"]["full_since"] is None
+    comps = build_components(cfg)
+    resumed = train(cfg, resume=run, components=comps)
+    assert resumed.status == "FINISHED" and tracked.status(run) == "FINISHED"
+    cur = comps.curriculum
+    assert cur.full_since == 1024  # the same switch step as an uninterrupted run
+    switches = [c for c in cur.changes if c.source == c.target]
+    assert len(switches) == 1 and 1024 - 256 < switches[0].step <= 1024  # the resumed run's update boundary
+    full = tracked.history(run, "curriculum/full_distribution")
+    assert full[max(full)] == 1.0 and all(v == (s > 1024 - 256) for s, v in full.items())
+
+
 class ScriptedMonitor(ConvergenceMonitor):
     """Analyses for real, decides only ``advance_curriculum`` at the scripted steps."""
 
@@ -90,7 +134,8 @@ class ScriptedMonitor(ConvergenceMonitor):
 
 def test_the_monitor_advances_the_curriculum(tracked):
     cfg = tiny("curriculum", curriculum__triggers="monitor", monitor__enabled="true",
-               monitor__interventions="lr_restart+advance_curriculum", curriculum__min_stage_fraction="0.2")
+               monitor__interventions="lr_restart+advance_curriculum", curriculum__min_stage_fraction="0.2",
+               curriculum__final_share="0")
     comps = build_components(cfg)
     comps.monitor = ScriptedMonitor({512, 768, 1280}, comps.monitor.thresholds, comps.monitor.intervention_strategies)
     result = train(cfg, preset="curriculum", components=comps, checkpoint_root=tracked.checkpoint_root("cur_mon"))
@@ -122,7 +167,8 @@ def test_augment_preset_logs_augment_metrics_per_rollout(tracked):
 
 
 def test_resume_restores_the_curriculum_stage_and_the_augmentation_rng(tracked):
-    overrides = dict(curriculum__triggers="steps", noise_injection_prob="0.5", time_warp_prob="0.3")
+    overrides = dict(curriculum__triggers="steps", noise_injection_prob="0.5", time_warp_prob="0.3",
+                     curriculum__final_share="0")
     cfg = tiny("curriculum", **overrides)
     root = tracked.checkpoint_root("resume")
     killed = train(cfg, preset="curriculum", extra_callbacks=[KillAt(1100)], checkpoint_root=root)
@@ -169,7 +215,7 @@ class AugmentationFailingAfter(TradingDataAugmentation):
 
 
 def test_failing_curriculum_and_augmentation_are_disabled_and_the_run_finishes_degraded(tracked):
-    cfg = tiny("curriculum", curriculum__triggers="steps", noise_injection_prob="0.5")
+    cfg = tiny("curriculum", curriculum__triggers="steps", noise_injection_prob="0.5", curriculum__final_share="0")
     comps = build_components(cfg)
     comps.curriculum = CurriculumFailingAt(comps.curriculum.stages, comps.curriculum.criteria)
     comps.augmentation = AugmentationFailingAfter(comps.augmentation.config)
@@ -243,8 +289,8 @@ def test_an_ensemble_member_with_scenario_replay_keeps_to_its_blocks():
 def test_full_runs_every_component_together_without_disabling_any(tracked):
     """`full` as one model: curriculum, scenario replay (inside the stage pools, over the augmented
     env's market bars), augmentation, meta controller and the monitor all stay enabled."""
-    cfg = tiny("full", ensemble_size="1", adaptation_frequency="512", run__eval_freq="256")
-    result = train(cfg, preset="full", checkpoint_root=tracked.checkpoint_root("full_all"))
+    cfg = tiny("everything", ensemble_size="1", adaptation_frequency="512", run__eval_freq="256")
+    result = train(cfg, preset="everything", checkpoint_root=tracked.checkpoint_root("full_all"))
     assert result.status == "FINISHED"
     assert "convopt.degraded" not in tracked.tags(result.run_id)
     prefixes = {k.split("/")[0] for k in tracked.client.get_run(result.run_id).data.metrics}

@@ -69,7 +69,7 @@ def test_parameter_watch_measures_the_observations_the_env_produced():
 
 def test_exploration_rate_of_a_long_only_run_is_on_the_log_2_scale(tracked):
     cfg = tracked.config(env__long_only="true", run__total_timesteps="512")
-    result = train(cfg, preset="full", checkpoint_root=tracked.checkpoint_root("long_only"))
+    result = train(cfg, preset="everything", checkpoint_root=tracked.checkpoint_root("long_only"))
     assert result.status == "FINISHED"
     entropy = -tracked.history(result.run_id, "train/entropy_loss")[256]
     rate = tracked.history(result.run_id, "convergence/exploration_rate")[256]

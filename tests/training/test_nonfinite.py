@@ -86,7 +86,7 @@ def restored_step(row: dict) -> int:
 ], ids=["between_updates", "mid_rollout", "before_update", "inside_update"])
 def test_nonfinite_weights_are_rolled_back_not_a_crash(tracked, capsys, injector, step, phase, restored):
     nan = injector()
-    result = train(tracked.config(), preset="full", extra_callbacks=[nan],
+    result = train(tracked.config(), preset="everything", extra_callbacks=[nan],
                    checkpoint_root=tracked.checkpoint_root(f"nan_weight_{step}"))
     run = result.run_id
     assert nan.injected == [step]
@@ -106,7 +106,7 @@ def test_nonfinite_weights_are_rolled_back_not_a_crash(tracked, capsys, injector
 
 def test_nonfinite_weights_after_max_rollbacks_fail_the_run(tracked, capsys):
     nan = NanWeight("rollout_start", range(512, 4096, 256))  # every boundary from 512 on
-    result = train(tracked.config(run__max_rollbacks=1), preset="full", extra_callbacks=[nan],
+    result = train(tracked.config(run__max_rollbacks=1), preset="everything", extra_callbacks=[nan],
                    checkpoint_root=tracked.checkpoint_root("nan_weight_persistent"))
     run = result.run_id
     assert (result.status, result.exit_code) == ("FAILED", 1) and tracked.status(run) == "FAILED"

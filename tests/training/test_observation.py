@@ -50,7 +50,7 @@ def test_auto_reward_scale_is_one_over_the_train_return_std():
 @pytest.mark.parametrize("observation", ["multiscale", "window"])
 def test_logged_model_sees_what_the_training_env_saw(tracked, observation):
     cfg = tracked.config(env__observation=observation, run__total_timesteps=512)
-    result = train(cfg, preset="full", checkpoint_root=tracked.checkpoint_root(f"obs-{observation}"))
+    result = train(cfg, preset="everything", checkpoint_root=tracked.checkpoint_root(f"obs-{observation}"))
     market = load_market(cfg)
     model = make_model(cfg, make_env(cfg, market))
     local = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model")

@@ -1,7 +1,7 @@
 """Plasticity surgery on real SB3 policies, and end to end through the coordinator.
 
 Unit tests check the weights against values computed independently (SB3's own policy
-constructor under the same seed). End-to-end runs are the ``full`` preset at the tiny size
+constructor under the same seed). End-to-end runs are the ``everything`` preset at the tiny size
 of ``conftest.TINY_RUN`` (update k ends at env step 256 k, checkpoints every 512 steps) on a
 real sqlite MLflow store read back with MlflowClient; the actions are forced by a scripted
 monitor, or by a real monitor fed a forced dead-unit reading.
@@ -125,7 +125,7 @@ def test_forced_surgery_is_logged_with_health_and_a_rollback_restores_the_pre_in
     comps.monitor = ScriptedMonitor({768: "shrink_perturb", 1024: "rollback", 1280: "reset_head"},
                                     comps.monitor.thresholds, comps.monitor.intervention_strategies)
     snaps = Snapshots()
-    result = train(cfg, preset="full", components=comps, extra_callbacks=[snaps],
+    result = train(cfg, preset="everything", components=comps, extra_callbacks=[snaps],
                    checkpoint_root=tracked.checkpoint_root("plastic"))
     run = result.run_id
     assert result.status == "FINISHED" and tracked.status(run) == "FINISHED"
@@ -175,7 +175,7 @@ def dead_unit_components(cfg):
 def test_resume_restores_the_plasticity_cooldown_and_rows(tracked):
     cfg = tracked.config(monitor__interventions=PLASTIC, monitor__plasticity_patience="1",
                          monitor__plasticity_cooldown="1024")
-    killed = train(cfg, preset="full", components=dead_unit_components(cfg), extra_callbacks=[SigtermAt(768)],
+    killed = train(cfg, preset="everything", components=dead_unit_components(cfg), extra_callbacks=[SigtermAt(768)],
                    checkpoint_root=tracked.checkpoint_root("plastic_resume"))
     run = killed.run_id
     assert killed.status == "KILLED" and tracked.status(run) == "KILLED"

@@ -17,7 +17,7 @@ from convopt_mlflow.training.setup import load_market, make_env, make_model
 
 def test_logged_model_rebuilds_the_regime_features_training_saw(tracked):
     cfg = tracked.config(env__regime_features="true", run__total_timesteps=512)  # `full`: augmentation on too
-    result = train(cfg, preset="full", checkpoint_root=tracked.checkpoint_root("regime-features"))
+    result = train(cfg, preset="everything", checkpoint_root=tracked.checkpoint_root("regime-features"))
     market = load_market(cfg)
     assert market.base_feature_names[-3:] == list(REGIME_FEATURES)
     assert sum(name.startswith("regime_") for name in market.features.names) == 3 * 4  # multiscale @1,2,4,8

@@ -1,6 +1,6 @@
 """Divergence handling end to end: real SB3 training, a real sqlite MLflow store, injected faults.
 
-Every run is the ``full`` preset at the tiny size of ``conftest.TINY_RUN``: 256 env
+Every run is the ``everything`` preset (every component) at the tiny size of ``conftest.TINY_RUN``: 256 env
 steps per update, so update k ends at step 256 k; a checkpoint every 512 steps (and
 one at step 0). Faults are injected the way they happen for real: NaN rewards into
 the rollout buffer, NaN observations out of the env, parameters blown up in place,
@@ -107,7 +107,7 @@ def restored_step(row: dict) -> int:
 # ----------------------------------------------------------------------------- NaN rewards
 def test_nan_rewards_trigger_a_rollback_and_no_nonfinite_value_reaches_mlflow(tracked):
     nan = NanRewards(512, 516)  # one env step of the 3rd rollout: the update at step 768 diverges
-    result = train(tracked.config(), preset="full", extra_callbacks=[nan],
+    result = train(tracked.config(), preset="everything", extra_callbacks=[nan],
                    checkpoint_root=tracked.checkpoint_root("nan_rewards"))
     run = result.run_id
     assert nan.injected == 1
@@ -139,7 +139,7 @@ def test_nan_observations_are_counted_by_the_guard_and_rolled_back(tracked, monk
         return obs, rewards, dones, infos
 
     monkeypatch.setattr(TradingVecEnv, "step_wait", step_wait_with_nan)
-    result = train(tracked.config(), preset="full", checkpoint_root=tracked.checkpoint_root("nan_obs"))
+    result = train(tracked.config(), preset="everything", checkpoint_root=tracked.checkpoint_root("nan_obs"))
     run = result.run_id
     assert result.status == "FINISHED" and tracked.status(run) == "FINISHED"
     assert tracked.history(run, "intervention/rollback") == {768: 1.0}
@@ -156,7 +156,7 @@ def test_nan_observations_are_counted_by_the_guard_and_rolled_back(tracked, monk
 def blown_up_run(tracked):
     """Every policy parameter x1000 right after the update at step 512; snapshots at every boundary."""
     snapshots = Snapshots()
-    result = train(tracked.config(run__keep_checkpoints=10), preset="full",
+    result = train(tracked.config(run__keep_checkpoints=10), preset="everything",
                    extra_callbacks=[snapshots, ScaleParams(512, 1e3)],
                    checkpoint_root=tracked.checkpoint_root("blow_up"))
     return result, snapshots
@@ -204,7 +204,7 @@ def test_rollback_skips_a_corrupt_newest_checkpoint(tracked):
     root = tracked.checkpoint_root("corrupt")
     corrupt = CorruptNewestCheckpoint(1024, root)
     nan = NanRewards(1024, 1028)  # the update at step 1280 diverges
-    result = train(tracked.config(), preset="full", extra_callbacks=[corrupt, nan], checkpoint_root=root)
+    result = train(tracked.config(), preset="everything", extra_callbacks=[corrupt, nan], checkpoint_root=root)
     run = result.run_id
     assert corrupt.corrupted is not None and corrupt.corrupted.name == "ckpt_000000001024.pt"
     assert result.status == "FINISHED" and tracked.status(run) == "FINISHED"
@@ -217,7 +217,7 @@ def test_rollback_skips_a_corrupt_newest_checkpoint(tracked):
 
 def test_divergence_that_persists_after_max_rollbacks_fails_the_run(tracked):
     nan = NanRewards(512, 10**9)  # every rollout from the 3rd on
-    result = train(tracked.config(run__max_rollbacks=1), preset="full", extra_callbacks=[nan],
+    result = train(tracked.config(run__max_rollbacks=1), preset="everything", extra_callbacks=[nan],
                    checkpoint_root=tracked.checkpoint_root("persistent"))
     run = result.run_id
     assert (result.status, result.exit_code) == ("FAILED", 1)

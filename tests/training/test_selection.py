@@ -30,7 +30,7 @@ def test_logged_model_is_the_best_by_validation_checkpoint(tracked, monkeypatch,
     # evaluations at 512, 1024, 1536, 2048 steps score 0.5, 3.0, 1.0, 0.2; the final check scores 0.1
     monkeypatch.setattr(coordinator, "validation_scorer", _scripted_scorer([0.5, 3.0, 1.0, 0.2, 0.1]))
     cfg = tracked.config(run__eval_freq=512, run__final_model=final_model)
-    result = train(cfg, preset="full", checkpoint_root=tracked.checkpoint_root(f"select-{final_model}"))
+    result = train(cfg, preset="everything", checkpoint_root=tracked.checkpoint_root(f"select-{final_model}"))
     assert result.status == "FINISHED"
     tags = tracked.tags(result.run_id)
     metrics = tracked.client.get_run(result.run_id).data.metrics
@@ -71,7 +71,7 @@ def test_no_edge_market_is_tagged_and_finishes(tracked, capsys):
 
 
 def test_planted_signal_run_logs_the_oracle(tracked):
-    result = train(tracked.config(), preset="full", checkpoint_root=tracked.checkpoint_root("oracle"))
+    result = train(tracked.config(), preset="everything", checkpoint_root=tracked.checkpoint_root("oracle"))
     metrics = tracked.client.get_run(result.run_id).data.metrics
     for split in ("val", "test"):
         assert metrics[f"benchmark/{split}/oracle/sharpe"] > 0  # IC 0.1 at 1 bp: the oracle has an edge

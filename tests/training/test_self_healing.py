@@ -81,7 +81,7 @@ def test_a_failing_scheduler_is_disabled_and_the_lr_falls_back_to_the_constant_b
                                             fail_after=1024)
     assert cfg.base_learning_rate == 1e-4
     used = OptimizerLR()
-    result = train(cfg, preset="full", components=comps, extra_callbacks=[used],
+    result = train(cfg, preset="everything", components=comps, extra_callbacks=[used],
                    checkpoint_root=tracked.checkpoint_root("bad_sched"))
     run = result.run_id
     assert result.status == "FINISHED" and tracked.status(run) == "FINISHED"
@@ -99,7 +99,7 @@ def test_a_failing_monitor_is_disabled_and_the_run_finishes(tracked):
     cfg = tracked.config()
     comps = build_components(cfg)
     comps.monitor = MonitorFailingAfter(comps.monitor.thresholds, comps.monitor.intervention_strategies, fail_at=3)
-    result = train(cfg, preset="full", components=comps, checkpoint_root=tracked.checkpoint_root("bad_monitor"))
+    result = train(cfg, preset="everything", components=comps, checkpoint_root=tracked.checkpoint_root("bad_monitor"))
     run = result.run_id
     assert result.status == "FINISHED" and tracked.status(run) == "FINISHED"
     assert tracked.tags(run)["convopt.degraded"] == "monitor"
@@ -118,7 +118,7 @@ def test_increase_regularization_and_entropy_change_what_ppo_trains_with(tracked
     # 1024: roll back to that checkpoint (regularization must survive it); 1280: raise entropy
     comps = scripted_components(cfg, {768: "increase_regularization", 1024: "rollback", 1280: "increase_entropy"})
     watch = OptimizerWatch()
-    result = train(cfg, preset="full", components=comps, extra_callbacks=[watch],
+    result = train(cfg, preset="everything", components=comps, extra_callbacks=[watch],
                    checkpoint_root=tracked.checkpoint_root("regularize"))
     run = result.run_id
     assert result.status == "FINISHED"
@@ -141,7 +141,7 @@ def test_increase_regularization_and_entropy_change_what_ppo_trains_with(tracked
 def test_lr_restart_goes_through_the_schedulers_cycle_gate(tracked):
     cfg = tracked.config(restart_period="2000")  # SGDR cycles of 2,000 steps; min_cycle_fraction 0.25
     comps = scripted_components(cfg, {256: "lr_restart", 1024: "lr_restart"})
-    result = train(cfg, preset="full", components=comps, checkpoint_root=tracked.checkpoint_root("restart_gate"))
+    result = train(cfg, preset="everything", components=comps, checkpoint_root=tracked.checkpoint_root("restart_gate"))
     run = result.run_id
     assert result.status == "FINISHED"
     early, late = rows(tracked, run, "lr_restart")
@@ -162,7 +162,7 @@ def test_out_of_memory_halves_the_batch_and_is_logged(tracked, monkeypatch):
         return original(self, batch_size)
 
     monkeypatch.setattr(RolloutBuffer, "get", get_failing_once)
-    result = train(tracked.config(), preset="full", checkpoint_root=tracked.checkpoint_root("oom"))
+    result = train(tracked.config(), preset="everything", checkpoint_root=tracked.checkpoint_root("oom"))
     run = result.run_id
     assert result.status == "FINISHED" and tracked.status(run) == "FINISHED"
     assert tracked.history(run, "train/batch_size") == {256: 64.0, 512: 64.0, **{s: 32.0 for s in range(768, 2049, 256)}}
@@ -244,7 +244,7 @@ def test_an_unanswered_signal_is_a_metric_and_an_interventions_row(tracked):
 def test_early_stop_ends_the_run_early_with_backtest_and_model(tracked):
     cfg = tracked.config()
     comps = scripted_components(cfg, {1280: "early_stop"})
-    result = train(cfg, preset="full", components=comps, checkpoint_root=tracked.checkpoint_root("early"))
+    result = train(cfg, preset="everything", components=comps, checkpoint_root=tracked.checkpoint_root("early"))
     run = result.run_id
     assert (result.status, result.exit_code) == ("FINISHED", 0) and tracked.status(run) == "FINISHED"
     assert tracked.tags(run)["convopt.stop_reason"] == "early_stop at step 1280" == result.reason
