@@ -30,11 +30,13 @@ def run_variant(variant: str, seed: int, milestones: list[int], ema_decay: float
 
     from convopt_mlflow.config import build_config
     from convopt_mlflow.training.evaluate import validation_scorer
-    from convopt_mlflow.training.setup import make_env, make_model
+    from convopt_mlflow.training.setup import load_market, make_env, make_model
 
     sets = [s for s in variant.split(";") if s and not s.startswith("#")]
     extras = dict(s[1:].split("=") for s in variant.split(";") if s.startswith("#"))
     cfg = build_config("direct", [f"data.source={data}", f"run.seed={seed}", *sets])
+    if any(s.startswith("env.") for s in sets):  # the observation is built with the market: load it for this variant
+        market = load_market(cfg)
     model = make_model(cfg, make_env(cfg, market))
     if "wd" in extras:
         for group in model.policy.optimizer.param_groups:
