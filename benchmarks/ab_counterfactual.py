@@ -22,9 +22,9 @@ needs for its validation fraction (linearly interpolated between evaluations) to
 code, ``eval/score`` (current weights) every 50,000 steps, into the same store (experiment
 ``<study>-reference``). The ratio is 400,000 / median(steps over seeds), with a 95% bootstrap
 CI resampling the arm's seeds and the reference's seeds (a seed that never reaches it counts as inf).
-(``benchmarks/results/learning_baseline_3e5_400k.json`` was measured by an older version of the
-code, whose validation oracle Sharpe was 6.63 rather than 6.83 and whose baseline curves differ,
-so it is not used.)
+(``benchmarks/results/learning_baseline_3e5_400k.json`` was measured with the splits from before the
+holdout split: other validation bars, a true-oracle validation Sharpe of 6.63 rather than 6.83, so
+it is not used.)
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def _trials(client, study: str) -> list[dict]:
     out = []
     for r in runs:
         m = r.data.metrics
-        oracle = m.get("benchmark/val/oracle/sharpe")
+        oracle = m.get("benchmark/val/oracle/sharpe", float("nan"))  # none on real data
         history = sorted((h.step, h.value) for h in client.get_metric_history(r.info.run_id, "eval/score"))
         out.append({"preset": r.data.tags.get("convopt.arm"), "seed": int(r.data.tags["convopt.seed"]),
                     "status": r.info.status, "run_id": r.info.run_id,
@@ -106,7 +106,8 @@ def _trials(client, study: str) -> list[dict]:
                     "test_sharpe": m.get("backtest/test/sharpe"), "val_sharpe": m.get("backtest/val/sharpe"),
                     "test_oracle_fraction": m.get("backtest/test/oracle_fraction"),
                     "val_oracle_fraction": m.get("backtest/val/oracle_fraction"),
-                    "model_source": r.data.tags.get("convopt.model_source")})
+                    "model_source": r.data.tags.get("convopt.model_source"),
+                    "no_edge": r.data.tags.get("convopt.no_edge") == "true"})
     return out
 
 
@@ -153,7 +154,7 @@ def collect(args: argparse.Namespace) -> None:
     summary = {a: {"n": len(ts), "test_sharpe": mean_ci([t["test_sharpe"] for t in ts]),
                    "test_oracle_fraction": mean_ci([t["test_oracle_fraction"] for t in ts]),
                    "val_oracle_fraction_shipped": mean_ci([t["val_oracle_fraction"] for t in ts]),
-                   "seconds": mean_ci([t["seconds"] for t in ts]),
+                   "seconds": mean_ci([t["seconds"] for t in ts]), "no_edge_runs": sum(t["no_edge"] for t in ts),
                    "val_fraction_curve": {str(s): mean_ci([_at(t["curve"], s) for t in ts]) for s in GRID}}
                for a, ts in done.items()}
     doc = {"data": args.data, "study": args.study, "arms": arms, "metric": report.get("metric"),
@@ -168,9 +169,13 @@ def collect(args: argparse.Namespace) -> None:
         figure(done, ref_finals, Path(args.figure))
     for a in arms:
         s = summary[a]
-        print(a, "n", s["n"], "test_frac", round(s["test_oracle_fraction"]["mean"], 3),
+        print(a, "n", s["n"], "test_sharpe", round(s["test_sharpe"]["mean"], 3), "no_edge", s["no_edge_runs"],
+              "test_frac", round(s["test_oracle_fraction"]["mean"], 3),
               {k: round(v["mean"], 3) for k, v in s["val_fraction_curve"].items()})
     print(json.dumps(doc["sample_efficiency"], indent=1)[:2000])
+    for c in report.get("comparisons", []):
+        print({k: c.get(k) for k in ("arm", "mean_difference", "difference_ci_low", "difference_ci_high", "p_value",
+                                      "p_adjusted", "significant", "hedges_g")})
     print(report.get("verdict"))
 
 
