@@ -48,7 +48,7 @@ from bench_learning import mean_ci, steps_to_reach  # noqa: E402
 DATA = "synthetic:n_bars=300000,seed=11,signal_ic=0.05"
 ARMS = "baseline-3e-5,direct,counterfactual"
 STUDY = "counterfactual-goals"
-GRID = (5_000, 10_000, 20_000, 40_000, 80_000, 120_000, 160_000, 200_000)
+GRID = (6_144, 10_240, 20_480, 40_960, 81_920, 120_832, 161_792, 200_704)  # evaluation steps: 2,048-step rollouts and batches
 
 
 def run(args: argparse.Namespace) -> None:
