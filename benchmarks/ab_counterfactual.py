@@ -141,6 +141,26 @@ def efficiency(trials: list[dict], reference_finals: np.ndarray, reference_steps
                             "mean_curve_steps": steps_to_reach(mean_curve, target),
                             "ratio_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
                             "reached": int(np.isfinite(steps).sum()), "n": len(curves)}
+    out["vs_baseline_arm"] = _paired_ratios(trials, target, rng, n_boot)
+    return out
+
+
+def _paired_ratios(trials: list[dict], target: float, rng: np.random.Generator, n_boot: int,
+                   baseline: str = "baseline-3e-5") -> dict:
+    """median(baseline steps) / median(arm steps) to the same target over the seeds both ran, with a
+    paired seed-bootstrap 95% CI: how much sooner than the baseline arm of the same study."""
+    by = {(t["preset"], t["seed"]): steps_to_reach(t["curve"], target) for t in trials
+          if t["status"] == "FINISHED" and t["curve"]}
+    out = {}
+    for arm in sorted({a for a, _ in by} - {baseline}):
+        seeds = sorted(s for a, s in by if a == arm and (baseline, s) in by)
+        base = np.array([by[(baseline, s)] for s in seeds])
+        mine = np.array([by[(arm, s)] for s in seeds])
+        ratio = lambda i: float(np.median(base[i]) / np.median(mine[i]))  # noqa: E731
+        boot = [ratio(rng.integers(0, len(seeds), len(seeds))) for _ in range(n_boot)]
+        out[arm] = {"seeds": seeds, "baseline_steps": base.tolist(), "steps": mine.tolist(),
+                    "ratio": ratio(np.arange(len(seeds))),
+                    "ratio_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
     return out
 
 
