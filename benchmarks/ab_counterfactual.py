@@ -42,8 +42,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import machine_info, write_result  # noqa: E402
-from bench_learning import mean_ci, steps_to_reach  # noqa: E402
+from _common import machine_info, write_result
+from bench_learning import mean_ci, steps_to_reach
 
 DATA = "synthetic:n_bars=300000,seed=11,signal_ic=0.05"
 ARMS = "baseline-3e-5,direct,counterfactual"
@@ -90,6 +90,10 @@ def _reference_finals(client, study: str) -> tuple[np.ndarray, int, list[dict]]:
     finals = np.array([row["curve"][-1]["val_fraction"] for row in rows])
     steps = int(np.median([row["curve"][-1]["step"] for row in rows])) if rows else 0
     return finals, steps, rows
+
+
+def _median_ratio(base: np.ndarray, mine: np.ndarray, pick: np.ndarray) -> float:
+    return float(np.median(base[pick]) / np.median(mine[pick]))
 
 
 def _trials(client, study: str) -> list[dict]:
@@ -156,10 +160,9 @@ def _paired_ratios(trials: list[dict], target: float, rng: np.random.Generator, 
         seeds = sorted(s for a, s in by if a == arm and (baseline, s) in by)
         base = np.array([by[(baseline, s)] for s in seeds])
         mine = np.array([by[(arm, s)] for s in seeds])
-        ratio = lambda i: float(np.median(base[i]) / np.median(mine[i]))  # noqa: E731
-        boot = [ratio(rng.integers(0, len(seeds), len(seeds))) for _ in range(n_boot)]
+        boot = [_median_ratio(base, mine, rng.integers(0, len(seeds), len(seeds))) for _ in range(n_boot)]
         out[arm] = {"seeds": seeds, "baseline_steps": base.tolist(), "steps": mine.tolist(),
-                    "ratio": ratio(np.arange(len(seeds))),
+                    "ratio": _median_ratio(base, mine, np.arange(len(seeds))),
                     "ratio_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
     return out
 
