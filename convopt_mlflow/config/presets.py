@@ -46,8 +46,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The direct learner: gradient ascent on the exact expected net PnL of 64-bar train windows
     # (no critic, no sampled action); evaluated, selected, backtested and exported like PPO.
+    # 32 windows per batch at Adam 3e-4: the steadiest of the levers swept on 5 seeds
+    # (benchmarks/results/direct_sweep_5seeds.json; docs/studies/counterfactual-goals.md).
     "direct": {
         "scheduler_enabled": False, "monitor.enabled": False, "direct.enabled": True,
+        "direct.lr": 3e-4, "direct.batch_windows": 32,
     },
     # `lr` + the meta-learning controller (regime detection, per-regime bandit over LR/entropy/clip
     # multipliers); a small entropy bonus so the entropy multiplier has something to scale.

@@ -23,8 +23,9 @@ from convopt_mlflow.training.setup import load_market, make_env, make_model
 
 from .conftest import SigtermAt, TINY_RUN
 
-#: 32-bar windows, 8 per batch: 256 bars drawn per batch, so 8 batches in TINY_RUN's 2,048 steps.
-TINY_DIRECT = {**TINY_RUN, "direct.window": "32", "direct.batch_windows": "8", "direct.passes": "3"}
+#: 32-bar windows, 8 per batch: 256 bars drawn per batch, so 8 batches in TINY_RUN's 2,048 steps; Adam at 1e-3
+#: (the preset's 3e-4 is tuned for 2,048-bar batches).
+TINY_DIRECT = {**TINY_RUN, "direct.window": "32", "direct.batch_windows": "8", "direct.passes": "3", "direct.lr": "1e-3"}
 BARS_PER_BATCH = 256
 
 
@@ -74,6 +75,12 @@ def test_steps_count_bars_drawn_once_per_draw_not_per_pass(passes):
     model.learn(1000)
     assert model.num_timesteps == 4 * BARS_PER_BATCH  # 4 batches cover 1000 bars, whatever the passes
     assert model._n_updates == 4 * int(passes)
+
+
+def test_the_preset_takes_the_steadier_sweep_setting():
+    cfg = build_config("direct")
+    assert (cfg.direct.lr, cfg.direct.batch_windows, cfg.direct.window, cfg.direct.passes) == (3e-4, 32, 64, 10)
+    assert cfg.direct.window * cfg.direct.batch_windows == 2048  # bars drawn per batch
 
 
 def test_ppo_presets_are_untouched():
