@@ -25,6 +25,8 @@ Example:
     >>> schedule = BlockSchedule(("a", "b"))
     >>> [schedule.next({"a": 0.75, "b": 0.25}) for _ in range(4)]
     ['a', 'a', 'b', 'a']
+    >>> {k: round(v, 3) for k, v in schedule.targets({"a": 0.99, "b": 0.01}).items()}  # b raised x4, not to 0.1
+    {'a': 0.961, 'b': 0.039}
 """
 from __future__ import annotations
 
@@ -83,20 +85,22 @@ class BlockSchedule:
     """Which stratum the next block of rollouts trains on: the one furthest behind its target share.
 
     Deterministic (no randomness to inject): after ``t`` blocks, stratum g has had about
-    ``target_g * t`` of them, ``target_g`` its share of train episode starts raised to at least
-    ``min_share`` (then renormalized). The run thus trains on nearly the mix of regimes an unstratified
-    one sees (only which update sees which regime changes), except that a rare regime still gets
-    enough blocks for its bandit to learn. Strata with share 0 are never chosen.
+    ``target_g * t`` of them, ``target_g`` its share of train episode starts raised towards
+    ``min_share``, by at most ``max_oversample`` times (then renormalized). The run thus trains on
+    nearly the mix of regimes an unstratified one sees (only which update sees which regime changes),
+    except that a rare regime still gets blocks for its bandit to learn from, while a stratum of a
+    handful of windows is not replayed over and over. Strata with share 0 are never chosen.
     """
 
-    def __init__(self, names: tuple[str, ...] = STRATA, *, min_share: float = 0.1):
+    def __init__(self, names: tuple[str, ...] = STRATA, *, min_share: float = 0.1, max_oversample: float = 4.0):
         self.names = tuple(names)
-        self.min_share = float(min_share)
+        self.min_share, self.max_oversample = float(min_share), float(max_oversample)
         self.counts = dict.fromkeys(self.names, 0)
 
     def targets(self, shares: Mapping[str, float]) -> dict[str, float]:
         """The share of blocks each stratum is scheduled to get."""
-        raised = {n: max(float(shares[n]), self.min_share) for n in self.names if shares.get(n, 0.0) > 0}
+        raised = {n: max(float(shares[n]), min(self.min_share, self.max_oversample * float(shares[n])))
+                  for n in self.names if shares.get(n, 0.0) > 0}
         mass = sum(raised.values())
         return {n: v / mass for n, v in raised.items()}
 

@@ -1,0 +1,84 @@
+"""Read back an A/B study's trial runs from MLflow: test Sharpe, true-oracle fraction, per-regime test
+Sharpe and, for runs with the stratified meta controller, the per-stratum bandit arm counts, value
+estimates and rewards and how many updates trained on each stratum (``meta/regime``).
+
+    python benchmarks/regime_goals_readback.py --tracking-uri sqlite:///mlflow.db --experiment regime-goal-a \\
+        --out benchmarks/results/regime_goal_a.json
+
+Also copies the study's own report (``ab/report.md`` of the parent run) next to the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info, write_result  # noqa: E402
+
+from convopt_mlflow.components.meta import ADJUSTMENTS  # noqa: E402
+from convopt_mlflow.components.strata import STRATA  # noqa: E402
+
+KEYS = ("backtest/test/sharpe", "backtest/test/oracle_fraction", "benchmark/test/oracle/sharpe",
+        "backtest/val/sharpe", "backtest/val/oracle_fraction")
+
+
+def read(client, experiment: str) -> tuple[list[dict], str | None]:
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    rows, parent = [], None
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        if tags.get("convopt.role") != "ab-trial":
+            if "ab/report.md" in [a.path for a in client.list_artifacts(run.info.run_id, "ab")]:
+                parent = run.info.run_id
+            continue
+        row = {"arm": tags.get("convopt.arm"), "seed": int(tags.get("convopt.seed", -1)), "status": run.info.status,
+               **{k: metrics.get(k) for k in KEYS},
+               "test_regime_sharpe": {k.split("/")[3]: v for k, v in metrics.items()
+                                      if k.startswith("backtest/test/regime/") and k.endswith("/sharpe")}}
+        if any(k.startswith("meta/") for k in metrics):
+            updates = Counter(int(p.value) for p in client.get_metric_history(run.info.run_id, "meta/regime"))
+            row["meta"] = {
+                "updates_per_stratum": {STRATA[k]: n for k, n in sorted(updates.items()) if k < len(STRATA)},
+                "arm_counts": {g: {a: metrics.get(f"meta/{g}/{a}_n") for a in ADJUSTMENTS} for g in STRATA},
+                "arm_values": {g: {a: metrics.get(f"meta/{g}/{a}_q") for a in ADJUSTMENTS} for g in STRATA},
+                "rewards": {g: [p.value for p in client.get_metric_history(run.info.run_id, f"meta/{g}/reward")]
+                            for g in STRATA},
+            }
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["arm"] or "", r["seed"])), parent
+
+
+def main() -> None:
+    from mlflow.tracking import MlflowClient
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--experiment", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    client = MlflowClient(tracking_uri=args.tracking_uri)
+    rows, parent = read(client, args.experiment)
+    summary = {}
+    for arm in sorted({r["arm"] for r in rows}):
+        group = [r for r in rows if r["arm"] == arm and r["backtest/test/sharpe"] is not None]
+        mean = lambda k: sum(r[k] for r in group) / len(group) if group else None  # noqa: E731
+        summary[arm] = {"n": len(group), "test_sharpe": mean("backtest/test/sharpe"),
+                        "oracle_fraction": mean("backtest/test/oracle_fraction"),
+                        "oracle_sharpe": mean("benchmark/test/oracle/sharpe")}
+    write_result({"experiment": args.experiment, "machine": machine_info(), "summary": summary, "runs": rows},
+                  args.out)
+    if parent is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(parent, "ab/report.md", tmp)
+            shutil.copy(path, args.out.with_suffix(".md"))
+    for arm, values in summary.items():
+        print(arm, values)
+
+
+if __name__ == "__main__":
+    main()
