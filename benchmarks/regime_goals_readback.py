@@ -53,6 +53,33 @@ def read(client, experiment: str) -> tuple[list[dict], str | None]:
     return sorted(rows, key=lambda r: (r["arm"] or "", r["seed"])), parent
 
 
+def paired_effects(rows: list[dict], baseline: str, metric: str) -> dict:
+    """Per arm: mean paired difference to ``baseline`` over common seeds, its 95% t CI, d_z, and the MDE
+    (80% power, alpha 0.05 two-sided, Holm over the arms compared) in d_z and in metric units."""
+    import numpy as np
+    from scipy import stats as st
+
+    from convopt_mlflow.stats import minimum_detectable_effect
+
+    base = {r["seed"]: r[metric] for r in rows if r["arm"] == baseline and r.get(metric) is not None}
+    arms = sorted({r["arm"] for r in rows} - {baseline})
+    out = {}
+    for arm in arms:
+        other = {r["seed"]: r[metric] for r in rows if r["arm"] == arm and r.get(metric) is not None}
+        seeds = sorted(set(base) & set(other))
+        d = np.array([other[s] - base[s] for s in seeds])
+        if d.size < 2:
+            continue
+        sd = float(d.std(ddof=1))
+        half = float(st.t.ppf(0.975, d.size - 1) * sd / np.sqrt(d.size))
+        mde = minimum_detectable_effect(d.size, paired=True, comparisons=len(arms))
+        out[arm] = {"n": int(d.size), "metric": metric, "mean_diff": float(d.mean()),
+                    "ci95": [float(d.mean()) - half, float(d.mean()) + half], "sd_diff": sd,
+                    "d_z": float(d.mean()) / sd if sd > 0 else None, "p_t": float(st.ttest_1samp(d, 0.0).pvalue),
+                    "mde_d_z": mde, "mde_metric_units": mde * sd}
+    return out
+
+
 def main() -> None:
     from mlflow.tracking import MlflowClient
 
@@ -60,6 +87,8 @@ def main() -> None:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--baseline", default=None, help="arm the others are paired against (by seed)")
+    parser.add_argument("--metric", default="backtest/test/sharpe")
     args = parser.parse_args()
     client = MlflowClient(tracking_uri=args.tracking_uri)
     rows, parent = read(client, args.experiment)
@@ -70,8 +99,11 @@ def main() -> None:
         summary[arm] = {"n": len(group), "test_sharpe": mean("backtest/test/sharpe"),
                         "oracle_fraction": mean("backtest/test/oracle_fraction"),
                         "oracle_sharpe": mean("benchmark/test/oracle/sharpe")}
-    write_result({"experiment": args.experiment, "machine": machine_info(), "summary": summary, "runs": rows},
-                  args.out)
+    paired = paired_effects(rows, args.baseline, args.metric) if args.baseline else {}
+    write_result({"experiment": args.experiment, "machine": machine_info(), "summary": summary,
+                  "paired_vs_baseline": paired, "runs": rows}, args.out)
+    for arm, values in paired.items():
+        print("paired", arm, values)
     if parent is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(parent, "ab/report.md", tmp)
