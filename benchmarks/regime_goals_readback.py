@@ -53,6 +53,10 @@ def read(client, experiment: str) -> tuple[list[dict], str | None]:
     return sorted(rows, key=lambda r: (r["arm"] or "", r["seed"])), parent
 
 
+def _mean(group: list[dict], key: str) -> float | None:
+    return sum(r[key] for r in group) / len(group) if group else None
+
+
 def paired_effects(rows: list[dict], baseline: str, metric: str) -> dict:
     """Per arm: mean paired difference to ``baseline`` over common seeds, its 95% t CI, d_z, and the MDE
     (80% power, alpha 0.05 two-sided, Holm over the arms compared) in d_z and in metric units."""
@@ -95,10 +99,9 @@ def main() -> None:
     summary = {}
     for arm in sorted({r["arm"] for r in rows}):
         group = [r for r in rows if r["arm"] == arm and r["backtest/test/sharpe"] is not None]
-        mean = lambda k: sum(r[k] for r in group) / len(group) if group else None  # noqa: E731
-        summary[arm] = {"n": len(group), "test_sharpe": mean("backtest/test/sharpe"),
-                        "oracle_fraction": mean("backtest/test/oracle_fraction"),
-                        "oracle_sharpe": mean("benchmark/test/oracle/sharpe")}
+        summary[arm] = {"n": len(group), "test_sharpe": _mean(group, "backtest/test/sharpe"),
+                        "oracle_fraction": _mean(group, "backtest/test/oracle_fraction"),
+                        "oracle_sharpe": _mean(group, "benchmark/test/oracle/sharpe")}
     paired = paired_effects(rows, args.baseline, args.metric) if args.baseline else {}
     write_result({"experiment": args.experiment, "machine": machine_info(), "summary": summary,
                   "paired_vs_baseline": paired, "runs": rows}, args.out)

@@ -223,7 +223,8 @@ class MetaLearningController:
         regime = self.schedule.next(shares)
         why = f"block of regime {regime} (share {shares.get(regime, 0.0):.2f})"
         if self.last_reward is not None:
-            why += f"; last choice {self.last_reward['arm']} ({self.last_reward['regime']}) earned {self.last_reward['reward']:+.4g}"
+            got = self.last_reward
+            why += f"; last choice {got['arm']} ({got['regime']}) earned {got['reward']:+.4g}"
         elif pending is not None:
             why += f"; last choice {pending['arm']} ({pending['regime']}) unrewarded (no score for it)"
         chosen = self.adapt_hyperparameters(regime, step=step, reason=why)

@@ -127,7 +127,8 @@ def build_strata(controller: Any, market: Any) -> StrataPlan:
     if controller.labels.size and end < stop:
         controller.detect_regime_change(returns[end:stop])  # val bars: labelled as a live observer would
     vol = np.full(stop, REGIMES.index("normal"), dtype=np.int8)
-    vol[controller.first_bar:controller.first_bar + controller.labels.size] = controller.labels[:max(stop - controller.first_bar, 0)]
+    first, labels = controller.first_bar, controller.labels
+    vol[first:first + labels.size] = labels[:max(stop - first, 0)]
     codes = np.full(returns.size, STRATA.index("neutral"), dtype=np.int8)
     codes[:stop] = combine_labels(TrendDetector().probabilities(returns[:stop]), vol)
     core = market.cores["train"]

@@ -10,9 +10,13 @@ from __future__ import annotations
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from convopt_mlflow.components.meta import MetaLearningController
 from convopt_mlflow.components.strata import STRATA, window_majority
 from convopt_mlflow.config import build_config
 from convopt_mlflow.training.coordinator import build_components, train
+from convopt_mlflow.training.labelling import label_train_split
+from convopt_mlflow.training.meta import StrataPlan, build_strata
+from convopt_mlflow.training.setup import load_market
 
 from .conftest import TINY_RUN
 from .test_meta import SIGTERMAt, rows
@@ -62,11 +66,7 @@ def test_every_stratum_bandit_chooses_and_is_rewarded_and_episodes_start_in_its_
     for step, bars, regime, fresh in seen.seen:
         assert fresh, step
         if majority is None:
-            from convopt_mlflow.training.meta import build_strata  # the run's own labels, rebuilt
-            from convopt_mlflow.training.setup import load_market
-            from convopt_mlflow.training.labelling import label_train_split
-            from convopt_mlflow.components.meta import MetaLearningController
-            market = load_market(cfg)
+            market = load_market(cfg)  # the run's own labels, rebuilt
             again = MetaLearningController({"stratified": True})
             label_train_split(again, market.features.log_returns, market.splits.train, market.features.warmup)
             majority = window_majority(build_strata(again, market).codes, episode)
@@ -104,8 +104,6 @@ def test_resume_keeps_the_bandits_and_the_block_schedule(tracked):
 
 
 def test_the_stratum_sampler_keeps_another_components_pool():
-    from convopt_mlflow.training.meta import StrataPlan
-
     codes = np.array([0, 1] * 50, dtype=np.int8)
     plan = StrataPlan(codes, {"trend": np.arange(0, 100, 2), "mean_reversion": np.arange(1, 100, 2)},
                       {"trend": 0.5, "mean_reversion": 0.5})
