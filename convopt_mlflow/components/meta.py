@@ -15,8 +15,8 @@ rewarded with the change of the validation score between the adaptation that cho
 the next one (:meth:`learn_adaptation_strategy`); ``meta_learning_rate`` is the floor of its
 step size (see :class:`~convopt_mlflow.components.bandit.ThompsonBandit`).
 
-Stratified mode (``stratified=True``; the default of the config's ``meta_stratified``). The mode above
-picks each update's multipliers from the regime *around* the envs' current bars, which with random
+Stratified mode (``stratified=True``; config ``meta_stratified=true``, on in the ``regime`` preset).
+The mode above picks each update's multipliers from the regime *around* the envs' current bars, which with random
 episode windows is nearly always the market's most common regime: one bandit learns, the others
 never choose. Stratified, the controller makes each update's data belong to one regime instead:
 before each block of ``adaptation_frequency`` env steps it picks a stratum
