@@ -115,3 +115,16 @@ def test_the_stratum_sampler_keeps_another_components_pool():
     assert set(inside.tolist()) <= {11, 13, 15, 17, 19}
     only_even = lambda r, k: 2 * r.integers(0, 5, size=k)  # no start of the stratum: the pool wins
     assert set(plan.sampler("mean_reversion", only_even, uniform=False)(rng, 50).tolist()) <= {0, 2, 4, 6, 8}
+
+
+def test_the_regime_preset_runs_stratified_with_regime_features(tracked):
+    cfg = build_config("regime", {**STRATIFIED, "run.total_timesteps": "1536"})
+    assert cfg.meta_enabled and cfg.meta_stratified and cfg.env.regime_features
+    result = train(cfg, preset="regime", checkpoint_root=tracked.checkpoint_root("regime_preset"))
+    run = result.run_id
+    assert result.status == "FINISHED" and "convopt.degraded" not in tracked.tags(run)
+    params = tracked.client.get_run(run).data.params
+    assert params["meta_stratified"] == "True" and params["env.regime_features"] == "True"
+    metrics = tracked.client.get_run(run).data.metrics
+    assert {f"eval/score_{g}" for g in ("mean_reversion", "neutral")} <= set(metrics)
+    assert len(tracked.history(run, "meta/regime")) == 6 and not tracked.nonfinite_values(run)
