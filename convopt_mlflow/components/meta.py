@@ -15,6 +15,24 @@ rewarded with the change of the validation score between the adaptation that cho
 the next one (:meth:`learn_adaptation_strategy`); ``meta_learning_rate`` is the floor of its
 step size (see :class:`~convopt_mlflow.components.bandit.ThompsonBandit`).
 
+Stratified mode (``stratified=True``; config ``meta_stratified=true``, on in the ``regime`` preset).
+The mode above picks each update's multipliers from the regime *around* the envs' current bars, which with random
+episode windows is nearly always the market's most common regime: one bandit learns, the others
+never choose. Stratified, the controller makes each update's data belong to one regime instead:
+before each block of ``adaptation_frequency`` env steps it picks a stratum
+(:data:`~convopt_mlflow.components.strata.STRATA`, by :class:`~convopt_mlflow.components.strata.BlockSchedule`),
+every env draws its episode windows from that stratum's bars, and that stratum's bandit picks the
+multipliers (:meth:`adapt_stratum`). At the next block the choice is rewarded with the change of
+*its own stratum's* validation score (the Sharpe of the validation walk on that stratum's bars).
+
+Why stratified rollouts and not per-env regimes with regime-weighted losses: a PPO update has one
+LR, one clip range and one entropy coefficient for the whole batch, so the multipliers can belong
+to a regime only if the batch does; weighting per-sample losses by regime would turn three scalar
+multipliers into per-sample weights (a different optimizer, no longer "the LR of this update") and
+would still mix every regime's gradient in each step. Stratifying keeps plain PPO and makes the
+reward attributable: one update, one regime, one arm, one regime's score. The schedule keeps each
+stratum's share of blocks at its share of train bars, so the run trains on the same mix of data.
+
 Units: bars and env steps; multipliers are relative to the values the schedules would use
 without the controller (they do not compound).
 """
@@ -28,6 +46,7 @@ import numpy as np
 
 from convopt_mlflow.components.bandit import ThompsonBandit
 from convopt_mlflow.components.changepoint import REGIMES, BayesianChangePointDetector, robust_scale
+from convopt_mlflow.components.strata import STRATA, BlockSchedule
 from convopt_mlflow.errors import ConfigError
 
 #: adjustment name -> (LR multiplier, ent_coef multiplier, clip-range multiplier)
@@ -59,7 +78,8 @@ class Adaptation:
 NEUTRAL = Adaptation(0, REGIMES[1], "keep", 1.0, 1.0, 1.0, "no adaptation yet")
 
 _DEFAULTS: dict[str, Any] = {"meta_learning_rate": 1e-4, "adaptation_frequency": 10_000, "seed": 0,
-                             "lookback": 64, "hazard": 1 / 1000, "confirm": 10, "prior_std": 1.0}
+                             "lookback": 64, "hazard": 1 / 1000, "confirm": 10, "prior_std": 1.0,
+                             "stratified": False}
 
 
 class MetaLearningController:
@@ -71,7 +91,8 @@ class MetaLearningController:
             (bars behind each env's current bar that define its regime), ``hazard`` / ``confirm``
             (of the change-point detector), ``prior_std`` (reward scale before two rewards are seen)
             and ``adjustments`` (name -> (lr, ent_coef, clip_range) multipliers; default
-            :data:`ADJUSTMENTS`).
+            :data:`ADJUSTMENTS`), ``stratified`` (bool: one bandit per stratum of
+            :data:`~convopt_mlflow.components.strata.STRATA`, chosen by :meth:`adapt_stratum`).
 
     Examples:
         >>> rng = np.random.default_rng(0)
@@ -104,8 +125,13 @@ class MetaLearningController:
             if len(mult) != 3 or not all(math.isfinite(m) and m > 0 for m in mult):
                 raise ConfigError(f"meta controller: adjustment {name!r}={mult!r} needs 3 multipliers > 0")
         self.rng = np.random.default_rng(int(cfg["seed"]))
+        self.stratified = bool(cfg["stratified"])
+        self.regimes = STRATA if self.stratified else REGIMES
         self.bandits = {regime: ThompsonBandit(list(self.adjustments), learning_rate=self.learning_rate,
-                                               prior_std=float(cfg["prior_std"])) for regime in REGIMES}
+                                               prior_std=float(cfg["prior_std"])) for regime in self.regimes}
+        self.schedule = BlockSchedule(STRATA)
+        self.last_reward: dict[str, Any] | None = None  # the newest reward given: regime, arm, reward
+        self._known: dict[str, float] = {}  # newest validation score seen per stratum
         self.current = NEUTRAL
         self.pending: dict[str, Any] | None = None  # the last choice, waiting for its reward
         self.detector: BayesianChangePointDetector | None = None
@@ -145,7 +171,7 @@ class MetaLearningController:
     def adapt_hyperparameters(self, regime: str, *, step: int = 0, reason: str = "") -> Adaptation:
         """Pick an adjustment for ``regime`` with its bandit; returns (and keeps) the multipliers in force."""
         if regime not in self.bandits:
-            raise ValueError(f"unknown regime {regime!r}; expected one of {', '.join(REGIMES)}")
+            raise ValueError(f"unknown regime {regime!r}; expected one of {', '.join(self.regimes)}")
         arm = self.bandits[regime].select(self.rng)
         lr, ent, clip = self.adjustments[arm]
         self.current = Adaptation(int(step), regime, arm, lr, ent, clip, reason or f"regime {regime}: {arm}")
@@ -176,6 +202,39 @@ class MetaLearningController:
         self.pending = {"regime": regime, "arm": chosen.arm, "score_before": before}
         return chosen
 
+    def adapt_stratum(self, step: int, scores: Mapping[str, float] | None, shares: Mapping[str, float]) -> Adaptation:
+        """One stratified block boundary (``stratified=True``).
+
+        Rewards the pending choice with ``scores[its stratum]`` minus that stratum's score when the
+        choice was made (both finite), picks the next block's stratum (shares: stratum -> share of
+        train episode starts) and lets that stratum's bandit pick the multipliers.
+        ``scores``: per-stratum validation scores of the newest evaluation since the last boundary,
+        or None when there was none (the pending choice then goes unrewarded).
+        """
+        if not self.stratified:
+            raise ValueError("adapt_stratum needs a controller built with stratified=True")
+        scores = dict(scores or {})
+        self.last_reward = None
+        pending = self.pending
+        if pending is not None and _finite(scores.get(pending["regime"])) and _finite(pending.get("score_before")):
+            reward = float(scores[pending["regime"]]) - float(pending["score_before"])
+            self.learn_adaptation_strategy([{**pending, "reward": reward}])
+            self.last_reward = {"regime": pending["regime"], "arm": pending["arm"], "reward": reward}
+        regime = self.schedule.next(shares)
+        why = f"block of regime {regime} (share {shares.get(regime, 0.0):.2f})"
+        if self.last_reward is not None:
+            got = self.last_reward
+            why += f"; last choice {got['arm']} ({got['regime']}) earned {got['reward']:+.4g}"
+        elif pending is not None:
+            why += f"; last choice {pending['arm']} ({pending['regime']}) unrewarded (no score for it)"
+        chosen = self.adapt_hyperparameters(regime, step=step, reason=why)
+        before = scores.get(regime)
+        if not _finite(before):  # no fresh score: the newest known one of this stratum
+            before = self._known.get(regime)
+        self._known.update({k: float(v) for k, v in scores.items() if _finite(v)})
+        self.pending = {"regime": regime, "arm": chosen.arm, "score_before": before}
+        return chosen
+
     def bandit_summary(self, regime: str) -> dict[str, float]:
         """``{arm}_q`` and ``{arm}_n`` of ``regime``'s bandit (for logging)."""
         bandit = self.bandits[regime]
@@ -188,7 +247,8 @@ class MetaLearningController:
         """JSON-able: bandits, RNG, the decision in force and the one awaiting its reward.
         The per-bar labels are not kept: they are recomputed from the data on setup."""
         return {"bandits": {r: b.state_dict() for r, b in self.bandits.items()},
-                "rng": self.rng.bit_generator.state, "current": asdict(self.current), "pending": self.pending}
+                "rng": self.rng.bit_generator.state, "current": asdict(self.current), "pending": self.pending,
+                "schedule": self.schedule.state_dict(), "known_scores": dict(self._known)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for regime, bandit_state in state["bandits"].items():
@@ -196,6 +256,9 @@ class MetaLearningController:
         self.rng.bit_generator.state = state["rng"]
         self.current = Adaptation(**state["current"])
         self.pending = None if state["pending"] is None else dict(state["pending"])
+        if "schedule" in state:
+            self.schedule.load_state_dict(state["schedule"])
+        self._known = dict(state.get("known_scores", {}))
 
 
 def _finite(value: Any) -> bool:

@@ -59,6 +59,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_schedule_type": "cosine_with_restarts", "monitor.enabled": True, "ppo.ent_coef": 0.005,
         "meta_enabled": True, "adaptation_frequency": 25_000, "run.eval_freq": 25_000,
     },
+    # Regime-aware: plain PPO at the reference LR (3e-5), the trend detector's causal regime probabilities
+    # as observations, and the meta controller with regime-stratified rollouts (each block of 20k steps
+    # trains on one regime's windows with that regime's bandit's LR / entropy / clip multipliers).
+    "regime": {
+        "base_learning_rate": 3e-5, "scheduler_enabled": False, "monitor.enabled": False, "ppo.ent_coef": 0.005,
+        "env.regime_features": True, "meta_enabled": True, "meta_stratified": True,
+        "adaptation_frequency": 20_000, "run.eval_freq": 20_000,
+    },
     # Baseline (SB3's default LR) + curriculum: episodes start in easy windows first (steps or performance advance).
     "curriculum": {
         "base_learning_rate": 3e-4, "max_learning_rate": 3e-4, "scheduler_enabled": False, "monitor.enabled": False,

@@ -316,6 +316,11 @@ class OptimizedTrainingConfig:
     meta_enabled: bool = False
     """Run the meta-learning controller: regime detection on the train split and per-regime bandits
     choosing LR / ent_coef / clip-range multipliers every adaptation_frequency env steps."""
+    meta_stratified: bool = False
+    """Meta controller with regime-stratified rollouts: each block of adaptation_frequency env steps trains
+    on one regime's episode windows (trend, mean_reversion, neutral, high_vol; trend detector + BOCPD) with
+    that regime's bandit's multipliers, rewarded by the change of that regime's validation Sharpe. False:
+    the regime around the envs' current bars picks the bandit (almost always one regime)."""
     data: DataConfig = field(default_factory=DataConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)

@@ -153,6 +153,15 @@ class TradingVecEnv(VecEnv):
         self.reset_infos = [{} for _ in range(self.num_envs)]
         return self._observe()
 
+    def restart(self) -> VecEnvObs:
+        """End every episode now (untracked: no ``episode`` info) and start fresh ones from the start
+        sampler, without reseeding; returns their first observations. For a caller that changes
+        the sampler between rollouts and wants every env in the new windows at once."""
+        if self._steps_to_done <= 0:
+            raise RuntimeError("TradingVecEnv.restart() called before reset()")
+        self._begin(np.arange(self.num_envs))
+        return self._observe()
+
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions).reshape(-1)
 

@@ -33,7 +33,7 @@ from .counterfactual import attach_counterfactual
 from .curriculum import CurriculumCallback, build_curriculum, start_curriculum
 from .evaluate import MIN_EVALUATIONS, effective_eval_freq, validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
-from .meta import MetaCallback, label_train_split
+from .meta import MetaCallback, build_strata, label_train_split, stratum_scored
 from .plasticity import PlasticitySurgeon
 from .progress import RolloutProgressBar
 from .replay import build_replay
@@ -98,7 +98,8 @@ def build_components(cfg: cfgmod.OptimizedTrainingConfig) -> Components:
     meta = None
     if cfg.meta_enabled:
         meta = MetaLearningController({"meta_learning_rate": cfg.meta_learning_rate,
-                                       "adaptation_frequency": cfg.adaptation_frequency, "seed": cfg.run.seed})
+                                       "adaptation_frequency": cfg.adaptation_frequency, "seed": cfg.run.seed,
+                                       "stratified": cfg.meta_stratified})
     return Components(scheduler, monitor, regularization, curriculum=build_curriculum(cfg), replay=build_replay(cfg),
                       augmentation=build_augmentation(cfg), meta=meta)
 
@@ -301,9 +302,15 @@ def _meta_callback(cfg, market: Market, comps: Components, guard: ComponentGuard
         guard.call("meta", label_train_split, comps.meta, market.features.log_returns, market.splits.train,
                    market.features.warmup, fallback=None, step=0)
     bounds = (cfg.min_learning_rate, cfg.max_learning_rate) if cfg.scheduler_enabled else None
+    strata = scored = None
+    if getattr(comps.meta, "stratified", False):  # stratified rollouts: strata, per-stratum validation scores
+        strata = guard.call("meta", build_strata, comps.meta, market, fallback=None, step=0)
+        if strata is not None:
+            scored = stratum_scored(evaluation.evaluate, market, strata, cost_bps=cfg.env.cost_bps)
+            evaluation.evaluate = scored
     return [MetaCallback(comps.meta, regularization=comps.regularization, guard=guard,
                          record=convergence.record_intervention, scores=lambda: evaluation.history,
-                         lr_bounds=bounds)]
+                         lr_bounds=bounds, strata=strata, evaluate=scored)]
 
 
 def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluation) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import torch
 
 from ..env import deterministic_positions
 from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
-from ..evaluation.metrics import per_regime_metrics
+from ..evaluation.metrics import annualized_sharpe, net_log_pnl, per_regime_metrics
 from ..evaluation.oracle import OracleRule, fit_oracle
 from ..recurrent import is_recurrent
 from .oracle_cache import cached_rule
@@ -178,3 +178,23 @@ def validation_scorer(market: Market, *, cost_bps: float) -> Callable[[Any], dic
         return {"score": metrics["sharpe"], **{k: v for k, v in metrics.items() if k != "n_bars"}}
 
     return evaluate
+
+
+def stratum_scores(policy: Any, market: Market, codes: np.ndarray, names: tuple[str, ...], *,
+                   cost_bps: float) -> dict[str, float]:
+    """``{"score_<name>": Sharpe}`` of the greedy validation walk restricted to the bars of each stratum.
+
+    ``codes[b]`` (int, indexed by absolute bar) is the stratum of bar b; a position is grouped by the
+    bar it is held over. The PnL is computed over the whole walk first (a trade's cost falls where
+    it is made). Strata with fewer than 2 validation bars are left out. Reuses the walk the
+    validation score just made (same weights: cached).
+    """
+    path, returns, _ = _walk(policy, market, "val", cost_bps=cost_bps)
+    pnl = net_log_pnl(path.positions, returns, cost_bps=cost_bps)
+    held = np.asarray(codes)[path.bars + 1]
+    out = {}
+    for k, name in enumerate(names):
+        part = pnl[held == k]
+        if part.size >= 2:
+            out[f"score_{name}"] = annualized_sharpe(part, market.bars.periods_per_year)
+    return out

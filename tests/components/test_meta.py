@@ -67,3 +67,35 @@ def test_no_new_score_means_no_reward_and_state_round_trips_through_json():
 def test_bad_config_is_a_config_error(config):
     with pytest.raises(ConfigError):
         MetaLearningController(config)
+
+
+def test_stratified_controller_rewards_each_bandit_with_its_own_strata_score():
+    from convopt_mlflow.components.strata import STRATA
+
+    meta = MetaLearningController({"seed": 1, "stratified": True})
+    assert tuple(meta.bandits) == STRATA
+    shares = {"trend": 0.4, "mean_reversion": 0.4, "neutral": 0.15, "high_vol": 0.05}
+    first = meta.adapt_stratum(0, {"trend": 1.0, "mean_reversion": -1.0, "neutral": 0.0, "high_vol": 0.5}, shares)
+    assert first.regime == "trend" and meta.pending["score_before"] == 1.0
+    # only the trend score moved by +0.25: the trend bandit gets +0.25, nobody else anything
+    second = meta.adapt_stratum(100, {"trend": 1.25, "mean_reversion": 5.0, "neutral": 9.0, "high_vol": 9.0}, shares)
+    assert meta.last_reward == {"regime": "trend", "arm": first.arm, "reward": 0.25}
+    assert [int(b.n.sum()) for b in meta.bandits.values()] == [1, 0, 0, 0]
+    assert second.regime == "mean_reversion" and meta.pending["score_before"] == 5.0
+    # no evaluation since: unrewarded; the next stratum's score_before is its newest known score
+    third = meta.adapt_stratum(200, None, shares)
+    assert meta.last_reward is None and sum(int(b.n.sum()) for b in meta.bandits.values()) == 1
+    assert meta.pending["score_before"] == {"trend": 1.25, "mean_reversion": 5.0, "neutral": 9.0}.get(third.regime, 9.0)
+    # the raised floor gives rare strata blocks too; the state round-trips
+    for step in range(300, 4000, 100):
+        meta.adapt_stratum(step, None, shares)
+    counts = meta.schedule.counts
+    assert counts["high_vol"] >= 3 and counts["trend"] > counts["neutral"] > counts["high_vol"]
+    again = MetaLearningController({"seed": 1, "stratified": True})
+    again.load_state_dict(meta.state_dict())
+    assert again.schedule.counts == counts and again.pending == meta.pending and again._known == meta._known
+
+
+def test_a_controller_in_the_old_mode_refuses_stratified_blocks():
+    with pytest.raises(ValueError, match="stratified=True"):
+        MetaLearningController({}).adapt_stratum(0, None, {"trend": 1.0})

@@ -21,7 +21,8 @@ from convopt_mlflow.training.coordinator import build_components, train
 from .conftest import OptimizerLR, ScriptedMonitor, TINY_RUN
 
 #: adaptations at 512, 1024, 1536, 2048; the constant LR makes every product exact
-META_RUN = {**TINY_RUN, "adaptation_frequency": "512", "run.eval_freq": "512", "lr_schedule_type": "constant"}
+META_RUN = {**TINY_RUN, "adaptation_frequency": "512", "run.eval_freq": "512", "lr_schedule_type": "constant",
+            "meta_stratified": "false"}  # the regime-around-the-bars mode; stratified: test_meta_strata.py
 BASE_LR, CLIP, ENT = 1e-4, 0.2, 0.005
 
 
