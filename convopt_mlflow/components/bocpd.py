@@ -63,6 +63,17 @@ class Prior:
     beta: float = 1.0
 
 
+def segment_vol(prior: "Prior", c1: np.ndarray, c2: np.ndarray, end, rl) -> np.ndarray:
+    """sqrt(beta / alpha) of the Normal-Gamma posterior of the ``rl`` bars before ``end``.
+
+    ``c1``/``c2`` are cumulative sums of the inputs and of their squares (``c[0] = 0``), so a
+    segment's sums are differences; ``end`` and ``rl`` broadcast (one value per bar)."""
+    s1 = c1[end] - c1[end - rl]
+    s2 = c2[end] - c2[end - rl]
+    beta = prior.beta + 0.5 * s2 - s1 * s1 / (2.0 * (prior.kappa + rl))
+    return np.sqrt(beta / (prior.alpha + 0.5 * rl))
+
+
 def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, clip: float,
               prior: Prior = Prior(), block: int = 256, kernel=None) -> tuple[np.ndarray, np.ndarray, RunState]:
     """Feed standardized returns ``z`` (1-D; non-finite values count as 0) after ``state``.
@@ -216,12 +227,7 @@ class _Block:
 
     def _vol(self, t, rl):
         """sqrt(beta / alpha) of the segment of ``rl`` bars ending at bar ``t`` (its posterior, x_t included)."""
-        p = self.prior
-        end = self.h + t + 1
-        s1 = self.c1[end] - self.c1[end - rl]
-        s2 = self.c2[end] - self.c2[end - rl]
-        beta = p.beta + 0.5 * s2 - s1 * s1 / (2.0 * (p.kappa + rl))
-        return np.sqrt(beta / (p.alpha + 0.5 * rl))
+        return segment_vol(self.prior, self.c1, self.c2, self.h + t + 1, rl)
 
     def state_at(self, i: int) -> RunState:
         """The state after bar ``i`` of the block."""

@@ -43,7 +43,7 @@ import numpy as np
 from scipy.linalg.lapack import dtrtrs
 from scipy.special import gammaln
 
-from convopt_mlflow.components.bocpd import Prior
+from convopt_mlflow.components.bocpd import Prior, segment_vol
 
 __all__ = ["SparseState", "sparse_block", "DEFAULT_PRUNE", "DEFAULT_MAX_STARTS"]
 
@@ -202,12 +202,7 @@ class _SparseBlock:
 
     def _vol(self, t, rl):
         """sqrt(beta / alpha) of the segment of ``rl`` bars ending at bar ``t`` (its posterior, x_t included)."""
-        p = self.prior
-        end = self.h + t + 1
-        s1 = self.c1[end] - self.c1[end - rl]
-        s2 = self.c2[end] - self.c2[end - rl]
-        beta = p.beta + 0.5 * s2 - s1 * s1 / (2.0 * (p.kappa + rl))
-        return np.sqrt(beta / (p.alpha + 0.5 * rl))
+        return segment_vol(self.prior, self.c1, self.c2, self.h + t + 1, rl)
 
     def state_at(self, i: int) -> SparseState:
         """The state after bar ``i`` of the block: merged at R-1, pruned, renormalized."""
