@@ -2,6 +2,8 @@
 that is damaged or belongs to other inputs is never used."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -86,8 +88,10 @@ def test_a_second_market_load_restores_both_oracles_without_solving(tmp_path, mo
     def refuse(*args, **kwargs):
         raise AssertionError("solved again")
 
-    monkeypatch.setattr("convopt_mlflow.training.setup.solve_plan", refuse)
-    monkeypatch.setattr("convopt_mlflow.training.evaluate.fit_oracle", refuse)
+    # the module objects whose functions this test calls (a dotted path resolves through the package's
+    # attributes, which another test may have replaced by deleting it from sys.modules)
+    monkeypatch.setattr(sys.modules[load_market.__module__], "solve_plan", refuse)
+    monkeypatch.setattr(sys.modules[fit_market_oracle.__module__], "fit_oracle", refuse)
     second = load_market(cfg)
     assert second.oracle_plan.continuation.tobytes() == plan.continuation.tobytes()
     assert fit_market_oracle(second, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only) == rule
