@@ -11,7 +11,7 @@ under a sha256 of exactly those:
 
 A disk entry is one ``.npz`` written to a temporary file and renamed into place, holding the
 labels, the declared change bars and the detector's state after the last bar (so feeding more
-bars later continues exactly as if it had labelled them itself), with the labels' sha256. An entry
+bars later continues exactly as if it had labelled them itself), in :mod:`.disk_cache`'s format. An entry
 that does not read back whole and matching is ignored and recomputed.
 """
 from __future__ import annotations
@@ -19,22 +19,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..components import bocpd, bocpd_fast, changepoint, meta
+from .disk_cache import code_digest, default_cache_dir, read_entry, write_entry
 
 __all__ = ["label_train_split", "default_cache_dir"]
 
 _KEPT: dict[str, dict[str, Any]] = {}
 _CODE: list[str] = []
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CONVOPT_CACHE_DIR", ".convopt/cache"))
 
 
 def label_train_split(controller: Any, log_returns: np.ndarray, train: tuple[int, int], warmup: int = 0, *,
@@ -47,14 +43,14 @@ def label_train_split(controller: Any, log_returns: np.ndarray, train: tuple[int
         controller.detect_regime_change(returns, first_bar=start)
         return
     key = _key(controller, returns, start)
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    entry = _KEPT.get(key) or _read(folder / f"labels-{key[:32]}.npz", key)
+    path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"labels-{key[:32]}.npz"
+    entry = _KEPT.get(key) or _read(path, key)
     if entry is None:
         controller.detect_regime_change(returns, first_bar=start)
         entry = {"labels": controller.labels.copy(), "change_bars": list(controller.change_bars),
                  "first_bar": controller.first_bar, "scale": controller.detector.scale,
                  "detector": controller.detector.state_dict()}
-        _write(folder / f"labels-{key[:32]}.npz", key, entry)
+        write_entry(path, key, {"labels": entry["labels"]}, {k: entry[k] for k in _HEAD})
     else:
         detector = changepoint.BayesianChangePointDetector(entry["scale"], hazard=controller.hazard,
                                                            confirm=controller.confirm)
@@ -66,38 +62,19 @@ def label_train_split(controller: Any, log_returns: np.ndarray, train: tuple[int
 
 def _key(controller: Any, returns: np.ndarray, start: int) -> str:
     if not _CODE:  # the detector's and the controller's code: a change to either is a new key
-        modules = (changepoint, bocpd, bocpd_fast, meta)
-        _CODE.append(hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in modules)).hexdigest())
+        _CODE.append(code_digest((changepoint, bocpd, bocpd_fast, meta)))
     digest = hashlib.sha256(_CODE[0].encode())
     digest.update(json.dumps([int(start), controller.hazard, controller.confirm, returns.size]).encode())
     digest.update(returns.tobytes())
     return digest.hexdigest()
 
 
+_HEAD = ("change_bars", "first_bar", "scale", "detector")
+
+
 def _read(path: Path, key: str) -> dict[str, Any] | None:
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            labels, head = stored["labels"].copy(), json.loads(str(stored["head"]))
-    except Exception:  # noqa: BLE001 - missing, truncated or foreign: label afresh
+    stored = read_entry(path, key)
+    if stored is None or "labels" not in stored[0]:
         return None
-    if head.get("key") != key or head.get("labels_sha256") != hashlib.sha256(labels.tobytes()).hexdigest():
-        return None
-    return {"labels": labels, **{k: head[k] for k in ("change_bars", "first_bar", "scale", "detector")}}
-
-
-def _write(path: Path, key: str, entry: dict[str, Any]) -> None:
-    """Best effort: a cache that cannot be written only costs the next run the labelling."""
-    head = {"key": key, "labels_sha256": hashlib.sha256(entry["labels"].tobytes()).hexdigest(),
-            **{k: entry[k] for k in ("change_bars", "first_bar", "scale", "detector")}}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".labels-", suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, labels=entry["labels"], head=np.array(json.dumps(head)))
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp.name, path)
-    except OSError:
-        try:
-            os.unlink(tmp.name)
-        except (OSError, UnboundLocalError):
-            pass
+    arrays, head = stored
+    return {"labels": arrays["labels"], **{k: head[k] for k in _HEAD}}
