@@ -101,6 +101,8 @@ class EnsembleReport:
     curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     timestamps: dict[str, Any] = field(default_factory=dict)
     decision: Any = None
+    val_pnl: np.ndarray | None = None
+    """``(bars,)`` per-bar net log PnL of the chosen combination on validation (the no-edge verdict's input)."""
 
     @property
     def val_sharpe(self) -> float:
@@ -145,6 +147,8 @@ def _split_report(report: EnsembleReport, t: SplitTables, decision: Any, indices
     positions, agreement = t.ensemble_path(decision.method, decision.weights)
     metrics = trading_metrics(positions, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
     out.update({f"backtest/{split}/{k}": float(v) for k, v in metrics.items()})
+    if split == "val":
+        report.val_pnl = net_log_pnl(positions, t.returns, cost_bps=cost_bps)
     curves = {"ensemble": equity_curve(positions, t.returns, cost_bps=cost_bps)}
     member_metrics, member_returns = [], []
     for k, i in enumerate(indices):
