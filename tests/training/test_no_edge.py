@@ -1,0 +1,58 @@
+"""The selection-aware no-edge verdict on real runs: pure noise ends ``convopt.no_edge=true`` even when
+the best of the run's validation scores beats flat, and a resumed run counts every evaluation."""
+from __future__ import annotations
+
+from convopt_mlflow.config import build_config
+from convopt_mlflow.evaluation.summary import RunSummary, run_note
+from convopt_mlflow.training.coordinator import train
+
+from .conftest import SigtermAt
+
+# pure Gaussian noise, no costs (so the agent trades), 8 evaluations (every 256 of 2048 steps)
+NOISE_RUN = {
+    "data.source": "synthetic:mechanism=noise,n_bars=4000,seed=1", "env.cost_bps": "0", "run.seed": "0",
+    "env.n_envs": "4", "ppo.n_steps": "64", "ppo.batch_size": "64", "ppo.n_epochs": "2", "ppo.net_arch": "16",
+    "env.window": "8", "env.episode_length": "64", "run.total_timesteps": "2048", "run.eval_freq": "256",
+    "run.progress_bar": "false",
+}
+EDGE_METRICS = ("model/edge/n_trials", "model/edge/sr0", "model/edge/dsr", "model/edge/psr", "model/edge/threshold",
+                "model/edge/n_bars")
+
+
+def _run(tracked, run_id):
+    return tracked.client.get_run(run_id)
+
+
+def test_a_lucky_best_checkpoint_on_pure_noise_ends_no_edge(tracked):
+    result = train(build_config("baseline", NOISE_RUN), preset="baseline",
+                   checkpoint_root=tracked.checkpoint_root("noise"))
+    run = _run(tracked, result.run_id)
+    metrics, tags = run.data.metrics, run.data.tags
+    assert run.info.status == "FINISHED"
+    # the shipped weights are the best of 8 validation scores and beat flat by chance: the old rule
+    # (validation Sharpe > 0) called that an edge
+    assert tags["convopt.model_source"] == "best" and metrics["model/val_score"] > 0
+    assert result.no_edge and tags["convopt.no_edge"] == "true"
+    assert set(EDGE_METRICS) <= set(metrics)
+    assert metrics["model/edge/n_trials"] == 8  # evaluations at 256..2048; the last weights are the 2048 one's
+    assert metrics["model/edge/threshold"] == 0.95 and metrics["model/edge/dsr"] <= 0.95
+    assert metrics["model/edge/sr0"] > metrics["model/val_score"]  # luck alone expects more than it scored
+    assert metrics["model/edge/dsr"] < metrics["model/edge/psr"]
+    assert "DSR" in tags["convopt.edge_reason"] and "best of 8 validation scores" in tags["convopt.edge_reason"]
+    summary = RunSummary(result.run_id, run.info.run_name, "baseline", "noise", "FINISHED", metrics, tags)
+    line = summary.edge_line()
+    assert "the best of 8 validation scores" in line and "deflated Sharpe ratio" in line and "not above 0.95" in line
+    assert "no edge over staying flat" in run_note(summary)
+
+
+def test_a_resumed_run_counts_the_evaluations_before_the_kill(tracked):
+    cfg = build_config("baseline", NOISE_RUN)
+    first = train(cfg, preset="baseline", extra_callbacks=[SigtermAt(1024)],
+                  checkpoint_root=tracked.checkpoint_root("noise-resume"))
+    assert first.status == "KILLED"
+    resumed = train(cfg, resume=first.run_id)
+    assert resumed.status == "FINISHED"
+    metrics = _run(tracked, first.run_id).data.metrics
+    # 4 evaluations before the kill (256..1024) and 4 after it: the verdict counts all 8
+    assert metrics["model/edge/n_trials"] == 8
+    assert _run(tracked, first.run_id).data.tags["convopt.no_edge"] == "true"
