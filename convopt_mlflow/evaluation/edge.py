@@ -80,7 +80,7 @@ class EdgeVerdict:
         a = self.annualize
         if not math.isfinite(self.sharpe):
             return "the shipped weights never trade on validation"
-        picked = (f"the best of {self.n_trials} validation scores" if self.n_trials > 1
+        picked = (f"selected over {self.n_trials} validation scores" if self.n_trials > 1
                   else "its only validation score")
         verdict = "above" if not self.no_edge else "not above"
         return (f"DSR {self.dsr:.3f} {verdict} {self.threshold:g}: validation Sharpe {a * self.sharpe:.3f} "

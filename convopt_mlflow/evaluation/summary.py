@@ -117,7 +117,7 @@ class RunSummary:
             return "not above flat's 0"
         dsr = m.get("model/edge/dsr")
         judged = f"deflated Sharpe ratio {dsr:.3f}" if dsr is not None else "it never trades on validation, so no"
-        return (f"the best of {int(n)} validation scores, against {sr0:.3f}, the best that {int(n)} no-edge "
+        return (f"selected over {int(n)} validation scores, against {sr0:.3f}, the best that {int(n)} no-edge "
                 f"tries would score: {judged} not above {threshold:g}")
 
     def edge_line(self) -> str:

@@ -98,6 +98,6 @@ def test_summary_explains_the_deflated_rule():
     summary = RunSummary("r", "baseline-s0", "baseline", "noise", "FINISHED", metrics, {"convopt.no_edge": "true"})
     assert summary.edge_line() == (
         "no edge over staying flat: the shipped weights score a validation Sharpe (annualized) of 1.600, "
-        "the best of 8 validation scores, against 5.680, the best that 8 no-edge tries would score: "
+        "selected over 8 validation scores, against 5.680, the best that 8 no-edge tries would score: "
         "deflated Sharpe ratio 0.149 not above 0.95; validation alone decides this "
         "(the test split, -0.500, is only reported)")

@@ -38,10 +38,10 @@ def test_a_lucky_best_checkpoint_on_pure_noise_ends_no_edge(tracked):
     assert metrics["model/edge/threshold"] == 0.95 and metrics["model/edge/dsr"] <= 0.95
     assert metrics["model/edge/sr0"] > metrics["model/val_score"]  # luck alone expects more than it scored
     assert metrics["model/edge/dsr"] < metrics["model/edge/psr"]
-    assert "DSR" in tags["convopt.edge_reason"] and "best of 8 validation scores" in tags["convopt.edge_reason"]
+    assert "DSR" in tags["convopt.edge_reason"] and "selected over 8 validation scores" in tags["convopt.edge_reason"]
     summary = RunSummary(result.run_id, run.info.run_name, "baseline", "noise", "FINISHED", metrics, tags)
     line = summary.edge_line()
-    assert "the best of 8 validation scores" in line and "deflated Sharpe ratio" in line and "not above 0.95" in line
+    assert "selected over 8 validation scores" in line and "deflated Sharpe ratio" in line and "not above 0.95" in line
     assert "no edge over staying flat" in run_note(summary)
 
 
