@@ -247,7 +247,8 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     _describe(handle)
     handle.end("FINISHED")
     no_edge = get_run_tags(handle.run_id).get("convopt.no_edge") == "true"
-    return TrainResult(handle.run_id, "FINISHED", 0, early_stop, metrics or {}, no_edge=no_edge)
+    chosen = {k: v for k, v in handle.client.get_run(handle.run_id).data.metrics.items() if k.startswith("model/")}
+    return TrainResult(handle.run_id, "FINISHED", 0, early_stop, {**chosen, **(metrics or {})}, no_edge=no_edge)
 
 
 def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, actuator, handle) -> tuple[int, bool]:

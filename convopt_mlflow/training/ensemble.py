@@ -40,7 +40,7 @@ from .. import config as cfgmod
 from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, MemberPlan
 from ..evaluation import equity_figure
 from .coordinator import TrainResult, _describe, _tags, run_display_name
-from .ensemble_eval import EnsembleReport, ensemble_report, member_tables
+from .ensemble_eval import EnsembleReport, ensemble_edge, ensemble_report, member_tables
 from .member_pool import ParallelMembers
 from .reporting import EQUITY_POINTS, SPLITS, model_inputs
 from .setup import Market, load_market
@@ -285,7 +285,7 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
                      "mean_return_correlations": dict(zip(map(str, indices), decision.correlations)),
                      "members": {str(o.index): o.payload["run_id"] for o in finished}}, "ensemble/decision.json")
     _log_equity(parent, report, market)
-    edge = _edge_verdict(parent, report, finished, market)
+    edge = _edge_verdict(parent, report, finished)
     parent.log_metrics(edge.metrics(), step=step)
     no_edge = edge.no_edge
     tags = {"convopt.ensemble.method": decision.method, "convopt.ensemble.reason": decision.reason,
@@ -316,20 +316,11 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
     return TrainResult(parent.run_id, "FINISHED", 0, reason, report.metrics, no_edge=no_edge)
 
 
-def _edge_verdict(parent: Any, report: EnsembleReport, finished: list[MemberOutcome], market: Any):
-    """The deflated-Sharpe verdict on the ensemble's validation PnL. The trials: every validation score
-    each member's own selection looked at (its ``model/edge/n_trials``, 1 where a member lacks it) and
-    the combination methods the decision compared."""
-    from ..components.ensemble import METHODS
-    from ..evaluation.edge import edge_verdict
-
+def _edge_verdict(parent: Any, report: EnsembleReport, finished: list[MemberOutcome]):
+    """The no-edge verdict on the ensemble, counting each member's selection (1 where a member lacks it)."""
     members = [parent.client.get_run(o.payload["run_id"]).data.metrics.get("model/edge/n_trials", 1.0)
                for o in finished]
-    n_trials = int(sum(members)) + len(METHODS)
-    ppy = market.bars.periods_per_year
-    return edge_verdict(report.val_pnl if report.val_pnl is not None else [], n_trials,
-                        trial_sharpes=[v / np.sqrt(ppy) for v in report.decision.val_scores.values()],
-                        periods_per_year=ppy)
+    return ensemble_edge(report, members)
 
 
 def _tensors(weights: Mapping[str, np.ndarray]) -> dict:

@@ -56,3 +56,21 @@ def test_a_resumed_run_counts_the_evaluations_before_the_kill(tracked):
     # 4 evaluations before the kill (256..1024) and 4 after it: the verdict counts all 8
     assert metrics["model/edge/n_trials"] == 8
     assert _run(tracked, first.run_id).data.tags["convopt.no_edge"] == "true"
+
+
+def test_an_ensemble_counts_its_members_selections_and_its_combination_methods():
+    import numpy as np
+
+    from convopt_mlflow.components.ensemble import METHODS, EnsembleDecision
+    from convopt_mlflow.training.ensemble_eval import EnsembleReport, ensemble_edge
+
+    rng = np.random.default_rng(0)
+    decision = EnsembleDecision("mean_prob", (1 / 3,) * 3, {m: 0.5 for m in METHODS}, "best on validation")
+    lucky = EnsembleReport(decision=decision, val_pnl=rng.normal(0.04, 1.0, 2000), periods_per_year=100.0)
+    one_try = ensemble_edge(lucky, [])
+    assert one_try.n_trials == len(METHODS) == 3
+    verdict = ensemble_edge(lucky, [8.0, 8.0, 8.0])
+    assert verdict.n_trials == 27 and verdict.benchmark > one_try.benchmark and verdict.dsr < one_try.dsr
+    assert verdict.no_edge
+    strong = EnsembleReport(decision=decision, val_pnl=rng.normal(0.2, 1.0, 2000), periods_per_year=100.0)
+    assert not ensemble_edge(strong, [8.0, 8.0, 8.0]).no_edge
