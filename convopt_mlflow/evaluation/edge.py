@@ -35,8 +35,8 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -119,8 +119,8 @@ def edge_verdict(pnl: ArrayLike, n_trials: int, *, trial_sharpes: Sequence[float
     spread = float(sharpes.std(ddof=1)) if sharpes.size >= 2 else float("nan")
     bars = int(r.size)
     benchmark = expected_max_sharpe(n_trials, 1.0 / (bars - 1)) if n_trials >= 2 and bars >= 2 else 0.0
-    common = dict(n_trials=int(n_trials), n_bars=bars, benchmark=benchmark, threshold=float(threshold),
-                  trial_sharpe_std=spread, annualize=math.sqrt(periods_per_year))
+    common = {"n_trials": int(n_trials), "n_bars": bars, "benchmark": benchmark, "threshold": float(threshold),
+              "trial_sharpe_std": spread, "annualize": math.sqrt(periods_per_year)}
     nan = float("nan")
     if bars < 3 or r.std() == 0.0:
         return EdgeVerdict(sharpe=nan, psr=nan, dsr=nan, **common)
