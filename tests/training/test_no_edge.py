@@ -2,6 +2,8 @@
 the best of the run's validation scores beats flat, and a resumed run counts every evaluation."""
 from __future__ import annotations
 
+import pytest
+
 from convopt_mlflow.config import build_config
 from convopt_mlflow.evaluation.summary import RunSummary, run_note
 from convopt_mlflow.training.coordinator import train
@@ -23,9 +25,13 @@ def _run(tracked, run_id):
     return tracked.client.get_run(run_id)
 
 
-def test_a_lucky_best_checkpoint_on_pure_noise_ends_no_edge(tracked):
-    result = train(build_config("baseline", NOISE_RUN), preset="baseline",
-                   checkpoint_root=tracked.checkpoint_root("noise"))
+@pytest.fixture(scope="module")
+def noise_run(tracked):
+    return train(build_config("baseline", NOISE_RUN), preset="baseline", checkpoint_root=tracked.checkpoint_root("noise"))
+
+
+def test_a_lucky_best_checkpoint_on_pure_noise_ends_no_edge(tracked, noise_run):
+    result = noise_run
     run = _run(tracked, result.run_id)
     metrics, tags = run.data.metrics, run.data.tags
     assert run.info.status == "FINISHED"
@@ -43,6 +49,27 @@ def test_a_lucky_best_checkpoint_on_pure_noise_ends_no_edge(tracked):
     line = summary.edge_line()
     assert "selected over 8 validation scores" in line and "deflated Sharpe ratio" in line and "not above 0.95" in line
     assert "no edge over staying flat" in run_note(summary)
+
+
+def test_an_a_b_winner_on_pure_noise_is_not_registered(tracked, noise_run):
+    from convopt_mlflow.experiments.registration import register_winner
+    from convopt_mlflow.experiments.report import winner_of
+
+    # the A/B module's records and report as a study on noise would leave them, had the lucky run's arm won
+    records = [{"arm": "lucky", "seed": 0, "run_id": noise_run.run_id, "value": 1.0, "no_edge": noise_run.no_edge,
+                "metrics": noise_run.metrics}]
+    comparison = {"arm": "lucky", "p_value": 0.01, "p_adjusted": 0.01, "hedges_g": 2.0, "mean_difference": 1.0,
+                  "difference_ci_low": 0.5, "difference_ci_high": 1.5, "probability_of_improvement": 0.9,
+                  "primary": "paired_t"}
+    report = {"winner": "lucky", "comparisons": [comparison], "baseline": "baseline",
+              "metric": "backtest/val/sharpe", "seeds_compared": [0]}
+    winner = winner_of(report, records)
+    assert winner.evidence["edge_trials"] == [8.0] and not winner.registrable
+    registration = register_winner(winner, parent_run_id="unused", study="noise", verdict="lucky beats baseline",
+                                   registry_name="convopt-noise")
+    assert registration.version is None and noise_run.run_id in registration.skipped
+    assert "never registered" in registration.skipped
+    assert tracked.client.search_registered_models("name = 'convopt-noise'") == []
 
 
 def test_a_resumed_run_counts_the_evaluations_before_the_kill(tracked):
