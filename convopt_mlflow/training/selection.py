@@ -67,7 +67,7 @@ class ModelChoice:
 
 def selection_trials(evaluated: Sequence[tuple[float, float]], last_step: int, final_model: str) -> int:
     """How many validation scores chose the shipped weights: every evaluation ``(step, score)`` of the
-    whole run and the last weights (once, when an evaluation already scored them); 1 with
+    whole run and the last weights (not again when an evaluation at ``last_step`` scored them); 1 with
     ``final_model="last"``, where nothing is chosen."""
     if final_model == "last":
         return 1
