@@ -109,6 +109,17 @@ class RunSummary:
             text += " (the last update" + (f", validation Sharpe {score:.3f})" if score is not None else ")")
         return text
 
+    def _deflated(self) -> str:
+        """What the score was judged against: the deflated Sharpe rule's numbers, or (older runs) flat's 0."""
+        m = self.metrics
+        n, sr0, threshold = m.get("model/edge/n_trials"), m.get("model/edge/sr0"), m.get("model/edge/threshold")
+        if n is None or sr0 is None or threshold is None:
+            return "not above flat's 0"
+        dsr = m.get("model/edge/dsr")
+        judged = f"deflated Sharpe ratio {dsr:.3f}" if dsr is not None else "it never trades on validation, so no"
+        return (f"selected over {int(n)} validation scores, against {sr0:.3f}, the best that {int(n)} no-edge "
+                f"tries would score: {judged} not above {threshold:g}")
+
     def edge_line(self) -> str:
         """One line explaining ``convopt.no_edge``: what was compared, on which split; empty with an edge."""
         if self.tags.get("convopt.no_edge") != "true":
@@ -117,7 +128,7 @@ class RunSummary:
         test = self.metrics.get("backtest/test/sharpe")
         shown = f" {score:.3f}" if score is not None and math.isfinite(score) else ""
         line = (f"no edge over staying flat: the shipped weights score a validation {SHARPE_LABEL} of{shown}, "
-                f"not above flat's 0; validation alone decides this")
+                f"{self._deflated()}; validation alone decides this")
         if test is not None and math.isfinite(test):
             line += f" (the test split, {test:.3f}, is only reported)"
         return line

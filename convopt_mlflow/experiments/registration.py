@@ -127,7 +127,9 @@ def register_winner(winner: Winner | None, *, parent_run_id: str, study: str, ve
     Nothing is registered when there is no significant winner (``verdict``, which states the
     minimum detectable effect, is the reason), when a failed cell makes the winner
     unregistrable (``winner.refusal``), when a seed model has ``convopt.no_edge``, or
-    when the combined ensemble's validation Sharpe is not above 0. A study that already
+    when the combined ensemble has no edge on validation (its deflated Sharpe ratio, counting every
+    validation score the seed models' selections and the combination looked at, is not above 0.95;
+    :mod:`convopt_mlflow.evaluation.edge`). A study that already
     registered a version (tagged with ``parent_run_id``) gets that version back, marked
     ``reused``; ``challenger`` is not moved.
     """
@@ -143,6 +145,7 @@ def register_winner(winner: Winner | None, *, parent_run_id: str, study: str, ve
     from ..tracking import get_run_tags
     from ..tracking.registration import ensemble_sources, register_members, study_version
     from ..tracking.runs import get_run_config
+    from ..training.ensemble_eval import ensemble_edge
 
     existing = study_version(registry_name, parent_run_id)
     if existing is not None:
@@ -156,9 +159,11 @@ def register_winner(winner: Winner | None, *, parent_run_id: str, study: str, ve
     chosen = {"method": decision.method, "weights": list(decision.weights), "val_scores": dict(decision.val_scores),
               "reason": decision.reason, "members": len(decision.weights)}
     metrics = {f"winner/{key}": float(value) for key, value in report.metrics.items() if math.isfinite(float(value))}
-    if not report.val_sharpe > 0:
-        return Registration(None, f"winner {winner.arm}'s ensemble ({decision.method}) has validation Sharpe "
-                                  f"{report.val_sharpe:.4g}, no edge over flat; a no-edge model is never registered",
+    edge = ensemble_edge(report, winner.evidence.get("edge_trials") or [1.0] * len(winner.run_ids))
+    metrics.update({f"winner/{k}": v for k, v in edge.metrics().items()})
+    if edge.no_edge:
+        return Registration(None, f"winner {winner.arm}'s ensemble ({decision.method}) has no edge over flat on "
+                                  f"validation ({edge.reason()}); a no-edge model is never registered",
                             metrics, chosen)
     tags = evidence_tags(winner, study=study, parent_run_id=parent_run_id, run_tags=run_tags,
                          data_source=str(cfg.data.source))

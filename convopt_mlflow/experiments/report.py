@@ -239,6 +239,8 @@ def winner_of(report: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -
         evidence.update(z=seq["z"], boundary=seq["boundary"], look=seq["look"])
     no_edge = [r["run_id"] for r in mine if r.get("no_edge")]
     evidence["no_edge_runs"] = no_edge
+    # validation scores the seed models' selections looked at (the ensemble's no-edge verdict counts them)
+    evidence["edge_trials"] = [float(r.get("metrics", {}).get("model/edge/n_trials", 1.0)) for r in mine]
     refusal = (report.get("unregistrable") or {}).get(arm, "")
     return Winner(arm, tuple(r["run_id"] for r in mine), tuple(int(r["seed"]) for r in mine), evidence,
                   registrable=not no_edge and not refusal, refusal=refusal)

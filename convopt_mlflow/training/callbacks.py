@@ -74,6 +74,9 @@ class ValidationEvalCallback(_UpdateCallback):
     ``callback_after_eval`` (as in SB3's ``EvalCallback``) is called after each evaluation,
     with ``parent.history[-1]`` holding its result; when it returns False, training stops
     at the next step (e.g. a pruned tuning trial).
+
+    ``scores()`` lists ``(step, score)`` of every evaluation of the run: ``earlier`` holds those a
+    resumed run made before its restart (saved with each checkpoint), ``history`` this process's.
     """
 
     def __init__(self, evaluate: Callable[[Any], Mapping[str, float]], eval_freq: int, verbose: int = 0,
@@ -83,6 +86,7 @@ class ValidationEvalCallback(_UpdateCallback):
         self.eval_freq = eval_freq
         self.best_score = -math.inf
         self.history: list[dict[str, float]] = []
+        self.earlier: list[tuple[float, float]] = []
         self.callback_after_eval = callback_after_eval
         self._continue = True
 
@@ -110,6 +114,10 @@ class ValidationEvalCallback(_UpdateCallback):
 
     def _on_step(self) -> bool:
         return self._continue
+
+    def scores(self) -> list[tuple[float, float]]:
+        """``(step, score)`` of every evaluation of the run, a resumed run's earlier ones first."""
+        return [*self.earlier, *((float(h["step"]), float(h.get("score", math.nan))) for h in self.history)]
 
 
 class ConvergenceCallback(_UpdateCallback):

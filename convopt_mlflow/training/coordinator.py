@@ -31,7 +31,7 @@ from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest, signals_to
 from .counterfactual import attach_counterfactual
 from .curriculum import CurriculumCallback, build_curriculum, start_curriculum
-from .evaluate import MIN_EVALUATIONS, effective_eval_freq, validation_scorer
+from .evaluate import MIN_EVALUATIONS, effective_eval_freq, validation_pnl, validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .meta import MetaCallback, build_strata, label_train_split, stratum_scored
 from .plasticity import PlasticitySurgeon
@@ -39,7 +39,7 @@ from .progress import RolloutProgressBar
 from .replay import build_replay
 from .reporting import finalize_run, write_progress_artifacts
 from .resume import plan_resume
-from .selection import choose_final_model
+from .selection import choose_final_model, judge_edge
 from .setup import Market, load_market, make_env, make_model, split_record
 
 
@@ -225,6 +225,9 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
         # which weights ship, decided once: a resume into finalization keeps the decision
         choice = choose_final_model(model, store, lambda policy: evaluation.evaluate(policy)["score"],
                                     final_model=cfg.run.final_model)
+        choice = judge_edge(choice, validation_pnl(model.policy, market, cost_bps=cfg.env.cost_bps),
+                            evaluation.scores(), last_step=model.num_timesteps, final_model=cfg.run.final_model,
+                            periods_per_year=market.bars.periods_per_year)
         handle.set_tags(choice.tags())
         handle.log_metrics(choice.metrics(), step=model.num_timesteps)
         phase["training_done"] = True
@@ -244,7 +247,8 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
     _describe(handle)
     handle.end("FINISHED")
     no_edge = get_run_tags(handle.run_id).get("convopt.no_edge") == "true"
-    return TrainResult(handle.run_id, "FINISHED", 0, early_stop, metrics or {}, no_edge=no_edge)
+    chosen = {k: v for k, v in handle.client.get_run(handle.run_id).data.metrics.items() if k.startswith("model/")}
+    return TrainResult(handle.run_id, "FINISHED", 0, early_stop, {**chosen, **(metrics or {})}, no_edge=no_edge)
 
 
 def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, actuator, handle) -> tuple[int, bool]:
@@ -262,6 +266,7 @@ def _restore(model, checkpoint, comps, convergence, evaluation, checkpoints, act
     convergence.history = list(extras.get("history", []))
     convergence.interventions = list(extras.get("interventions", []))
     convergence.counts = dict(extras.get("counts", {}))
+    evaluation.earlier = [(float(step), float(score)) for step, score in extras.get("eval_scores", [])]
     if extras.get("best_eval") is not None:
         evaluation.best_score = checkpoints.best_score = float(extras["best_eval"])
     actuator.skipped_checkpoints = list(extras.get("skipped_checkpoints", []))
@@ -318,7 +323,8 @@ def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluati
                            "interventions": convergence.interventions, "counts": convergence.counts,
                            "skipped_checkpoints": convergence.actuator.skipped_checkpoints,
                            "actuator": convergence.actuator.state_dict(model),
-                           "best_eval": evaluation.best_score if math.isfinite(evaluation.best_score) else None}
+                           "best_eval": evaluation.best_score if math.isfinite(evaluation.best_score) else None,
+                           "eval_scores": [[step, score] for step, score in evaluation.scores()]}
     for name, part in comps.stateful().items():
         out[name] = part.state_dict()
     out["env_rng"] = model.env.unwrapped.rng_state

@@ -15,7 +15,9 @@ Flow (``train_ensemble_run``):
    the combination is chosen on validation (:class:`~convopt_mlflow.components.ensemble.EnsembleDecision`),
    backtested on val and test next to each member and the benchmarks, and logged as one model
    holding every member's weights. It is registered as a new version of ``ensemble.registry_name``
-   unless its validation Sharpe is <= 0 (``convopt.no_edge=true``). Fewer members: the ensemble
+   unless it has no edge on validation (``convopt.no_edge=true``: its deflated Sharpe ratio, counting
+   every validation score the members' selections and the combination looked at, is not above 0.95;
+   :mod:`convopt_mlflow.evaluation.edge`). Fewer members: the ensemble
    run ends FAILED with the reason.
 
 Test hook: ``CONVOPT_ENSEMBLE_FAULTS="1:kill,2:raise"`` makes member 1 SIGKILL its own worker and
@@ -38,7 +40,7 @@ from .. import config as cfgmod
 from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, MemberPlan
 from ..evaluation import equity_figure
 from .coordinator import TrainResult, _describe, _tags, run_display_name
-from .ensemble_eval import EnsembleReport, ensemble_report, member_tables
+from .ensemble_eval import EnsembleReport, ensemble_edge, ensemble_report, member_tables
 from .member_pool import ParallelMembers
 from .reporting import EQUITY_POINTS, SPLITS, model_inputs
 from .setup import Market, load_market
@@ -283,9 +285,11 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
                      "mean_return_correlations": dict(zip(map(str, indices), decision.correlations)),
                      "members": {str(o.index): o.payload["run_id"] for o in finished}}, "ensemble/decision.json")
     _log_equity(parent, report, market)
-    no_edge = not report.val_sharpe > 0
+    edge = _edge_verdict(parent, report, finished)
+    parent.log_metrics(edge.metrics(), step=step)
+    no_edge = edge.no_edge
     tags = {"convopt.ensemble.method": decision.method, "convopt.ensemble.reason": decision.reason,
-            "convopt.no_edge": str(no_edge).lower(), "convopt.ensemble.members": ",".join(map(str, indices))}
+            **edge.tags(), "convopt.ensemble.members": ",".join(map(str, indices))}
     uri, why_not = _log_model(parent, cfg, market, finished, decision, step)
     if uri:
         tags["convopt.model_uri"] = uri
@@ -293,7 +297,7 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
         tags["convopt.model_skipped"] = why_not
     reason = ""
     if no_edge:
-        reason = "no edge on validation (val Sharpe <= 0): not registered"
+        reason = f"no edge on validation ({edge.reason()}): not registered"
     elif uri and cfg.ensemble.register:
         from ..tracking import register_verified_model
 
@@ -310,6 +314,13 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
     _describe(parent)
     parent.end("FINISHED")
     return TrainResult(parent.run_id, "FINISHED", 0, reason, report.metrics, no_edge=no_edge)
+
+
+def _edge_verdict(parent: Any, report: EnsembleReport, finished: list[MemberOutcome]):
+    """The no-edge verdict on the ensemble, counting each member's selection (1 where a member lacks it)."""
+    members = [parent.client.get_run(o.payload["run_id"]).data.metrics.get("model/edge/n_trials", 1.0)
+               for o in finished]
+    return ensemble_edge(report, members)
 
 
 def _tensors(weights: Mapping[str, np.ndarray]) -> dict:

@@ -101,10 +101,28 @@ class EnsembleReport:
     curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     timestamps: dict[str, Any] = field(default_factory=dict)
     decision: Any = None
+    val_pnl: np.ndarray | None = None
+    """``(bars,)`` per-bar net log PnL of the chosen combination on validation (the no-edge verdict's input)."""
+    periods_per_year: float = 1.0
 
     @property
     def val_sharpe(self) -> float:
         return self.metrics.get("backtest/val/sharpe", float("nan"))
+
+
+def ensemble_edge(report: EnsembleReport, member_trials: Sequence[float]):
+    """The deflated-Sharpe no-edge verdict on the combination's validation PnL
+    (:mod:`convopt_mlflow.evaluation.edge`). The trials: every validation score the members' own
+    selections looked at (``member_trials``, each a member's ``model/edge/n_trials``) and the
+    combination methods the decision compared."""
+    from ..evaluation.edge import edge_verdict
+
+    periods_per_year = report.periods_per_year
+    scale = np.sqrt(periods_per_year)
+    return edge_verdict(report.val_pnl if report.val_pnl is not None else [],
+                        int(sum(member_trials)) + len(METHODS),
+                        trial_sharpes=[v / scale for v in report.decision.val_scores.values()],
+                        periods_per_year=periods_per_year)
 
 
 def ensemble_report(framework: EnsembleLearningFramework, policies: Sequence[Any], indices: Sequence[int],
@@ -126,7 +144,7 @@ def ensemble_report(framework: EnsembleLearningFramework, policies: Sequence[Any
     val_returns = np.stack([net_log_pnl(p, val.returns, cost_bps=cost_bps) for p in member_val])
     decision = framework.decide([sharpe(p, val) for p in member_val], val_returns,
                                 lambda method, w: sharpe(val.ensemble_path(method, w)[0], val))
-    report = EnsembleReport(decision=decision)
+    report = EnsembleReport(decision=decision, periods_per_year=ppy)
     out = report.metrics
     for method in METHODS:
         out[f"ensemble/val_score/{method}"] = decision.val_scores[method]
@@ -145,6 +163,8 @@ def _split_report(report: EnsembleReport, t: SplitTables, decision: Any, indices
     positions, agreement = t.ensemble_path(decision.method, decision.weights)
     metrics = trading_metrics(positions, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
     out.update({f"backtest/{split}/{k}": float(v) for k, v in metrics.items()})
+    if split == "val":
+        report.val_pnl = net_log_pnl(positions, t.returns, cost_bps=cost_bps)
     curves = {"ensemble": equity_curve(positions, t.returns, cost_bps=cost_bps)}
     member_metrics, member_returns = [], []
     for k, i in enumerate(indices):

@@ -180,6 +180,12 @@ def validation_scorer(market: Market, *, cost_bps: float) -> Callable[[Any], dic
     return evaluate
 
 
+def validation_pnl(policy: Any, market: Market, *, cost_bps: float) -> np.ndarray:
+    """``(bars,)`` per-bar net log PnL of the greedy policy on validation (the score's walk, reused)."""
+    path, returns, _ = _walk(policy, market, "val", cost_bps=cost_bps)
+    return net_log_pnl(path.positions, returns, cost_bps=cost_bps)
+
+
 def stratum_scores(policy: Any, market: Market, codes: np.ndarray, names: tuple[str, ...], *,
                    cost_bps: float) -> dict[str, float]:
     """``{"score_<name>": Sharpe}`` of the greedy validation walk restricted to the bars of each stratum.
