@@ -19,7 +19,7 @@ is done on ``(bars, R)`` matrices, a block of bars at a time (measured in benchm
   depends on the posterior one bar earlier. A bar whose standardized return is within ``clip`` is
   never clipped (the bound is at least ``clip``), nor is one while the segment's volatility is
   below 1 (the bound is then ``clip`` itself). A bar that may be clipped above ``clip`` starts a
-  block of its own, where its bound is known exactly. Every block is checked afterwards with the
+  block of its own, where its bound is known exactly (exact kernel; the pruned kernel guesses). Every block is checked afterwards with the
   bounds it implies, and recomputed from the first bar whose clipped value was guessed wrong. The
   result is the sequential recursion's, not an approximation of it (tests/components/test_bocpd.py
   checks it against the bar-by-bar implementation to 1e-9).
@@ -99,12 +99,17 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
         guess_vol[max(ahead, done):stop] = state.vol  # not computed yet: the latest volatility
         bounds = clip * np.maximum(1.0, np.concatenate(((state.vol,), guess_vol[done:stop - 1])))
         # A bar that may be clipped at a bound above ``clip`` starts the next block, where its bound is
-        # known exactly; where the segment's volatility is below 1 the bound is ``clip`` itself.
-        guess = guess_vol[done:stop - 1]
-        risky = np.flatnonzero((np.abs(z[done + 1:stop]) > np.maximum(clip, MARGIN * clip * guess)) & (guess > MARGIN))
-        if risky.size:
-            stop = done + 1 + int(risky[0])
-            bounds = bounds[:stop - done]
+        # known exactly; where the segment's volatility is below 1 the bound is ``clip`` itself. Not for
+        # the pruned kernel: its blocks are short and cost mostly per call, so a block computed on a
+        # guess that turns out wrong (kept up to that bar, below) is cheaper than a split before every
+        # bar that might be clipped (a third of those are not).
+        if not every:
+            guess = guess_vol[done:stop - 1]
+            risky = np.flatnonzero((np.abs(z[done + 1:stop]) > np.maximum(clip, MARGIN * clip * guess))
+                                   & (guess > MARGIN))
+            if risky.size:
+                stop = done + 1 + int(risky[0])
+                bounds = bounds[:stop - done]
         x = np.where(finite[done:stop], np.clip(z[done:stop], -bounds, bounds), 0.0)
         try:
             res = (kernel or _block)(x, state, hazard, max_run, prior)
