@@ -89,14 +89,27 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
     finite = np.isfinite(z)
     z = np.where(finite, z, 0.0)
     done, ahead, guess_vol = 0, 0, np.zeros(n)  # guess_vol[:ahead]: vols of an earlier (speculative) pass
+    # bars whose |z| exceeds ``clip``, counted: a block with none has nothing clipped (every bound is at least clip)
+    over = np.concatenate(((0,), np.cumsum(np.abs(z) > clip))) if clip > 0 else np.arange(n + 1)
     size = int(block)
+    every = getattr(kernel, "every", None)
     while done < n:
         stop = min(n, done + size)
-        every = getattr(kernel, "every", None)
         if every:  # the pruned kernel's blocks end where it prunes (every ``every`` bars fed)
             stop = min(stop, done + every - state.bars % every)
         size = int(block)
         guess_vol[max(ahead, done):stop] = state.vol  # not computed yet: the latest volatility
+        if over[stop] == over[done]:  # nothing to clip, whatever the bounds
+            res = _fit(kernel, z[done:stop].copy(), state, hazard, max_run, prior)
+            if res is None:
+                size = (stop - done) // 2
+                continue
+            run_length[done:stop], vols[done:stop] = res.run_length, res.vol
+            guess_vol[done:stop] = res.vol
+            ahead = max(ahead, stop)
+            state = res.state_at(stop - done - 1)
+            done = stop
+            continue
         bounds = clip * np.maximum(1.0, np.concatenate(((state.vol,), guess_vol[done:stop - 1])))
         # A bar that may be clipped at a bound above ``clip`` starts the next block, where its bound is
         # known exactly; where the segment's volatility is below 1 the bound is ``clip`` itself. Not for
@@ -111,11 +124,8 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
                 stop = done + 1 + int(risky[0])
                 bounds = bounds[:stop - done]
         x = np.where(finite[done:stop], np.clip(z[done:stop], -bounds, bounds), 0.0)
-        try:
-            res = (kernel or _block)(x, state, hazard, max_run, prior)
-        except FloatingPointError:  # the scaled evidence left float64's range: a shorter block
-            if stop - done == 1:
-                raise
+        res = _fit(kernel, x, state, hazard, max_run, prior)
+        if res is None:
             size = (stop - done) // 2
             continue
         actual = clip * np.maximum(1.0, np.concatenate(((state.vol,), res.vol[:-1])))
@@ -130,6 +140,16 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
         state = res.state_at(keep - 1)
         done += keep
     return run_length, vols, state
+
+
+def _fit(kernel, x, state, hazard, max_run, prior):
+    """One block, or None where its scaled evidence left float64's range (then a shorter block is tried)."""
+    try:
+        return (kernel or _block)(x, state, hazard, max_run, prior)
+    except FloatingPointError:
+        if x.size == 1:
+            raise
+        return None
 
 
 class _Block:
