@@ -133,15 +133,25 @@ class _SparseBlock:
         # Run length before bar t: runs[k] + t, or t-1-j (negative: not started yet); at most R-1.
         shift = np.concatenate((state.runs, -1 - t[:n - 1]))
         before = t[:, None] + shift[None, :]
-        np.maximum(before, 0, out=before)
-        np.minimum(before, R - 1, out=before)
+        # the columns whose run reaches R-1 within the block. While the block is shorter than R only kept
+        # run lengths can, a suffix of them (they ascend): a slice, so the columns below are views
+        if n < R:
+            lo = int(np.searchsorted(state.runs, R - 1 - n))
+            cap = slice(lo, K) if lo < K else None
+            np.maximum(before[:, K:], 0, out=before[:, K:])  # (only a new segment's can be negative)
+            if cap is not None:
+                np.minimum(before[:, cap], R - 1, out=before[:, cap])
+        else:
+            cap = np.flatnonzero(shift + n >= R - 1)
+            cap = cap if cap.size else None
+            np.maximum(before, 0, out=before)
+            np.minimum(before, R - 1, out=before)
         # a segment's first bar (index into y) is fixed, h - runs[k] or h+1+j, except where its run is
         # capped at R-1 (then the last R-1 bars): only the columns that reach the cap are gathered
         c1_end, c2_end = c1[h:h + n, None], c2[h:h + n, None]
         s1 = c1_end - c1.take(h - shift)[None, :]
         s2 = c2_end - c2.take(h - shift)[None, :]
-        cap = np.flatnonzero(shift + n >= R - 1)
-        if cap.size:
+        if cap is not None:
             first = np.maximum((h - shift[cap])[None, :], (end - (R - 1))[:, None])
             s1[:, cap] = c1_end - c1.take(first)
             s2[:, cap] = c2_end - c2.take(first)
@@ -193,14 +203,14 @@ class _SparseBlock:
         self.P, self.shift = P, shift
         # MAP run length; the columns capped at R-1 after bar t are one run length (their mass summed)
         tail = np.zeros(n)
-        if cap.size:
+        if cap is not None:
             kept = P[:, cap].copy()
             capped = (t[:, None] + 1 + shift[cap][None, :]) >= R - 1
             tail = np.where(capped, kept, 0.0).sum(axis=1)
             P[:, cap] = np.where(capped, 0.0, kept)
         best = np.argmax(P, axis=1)
         best_p = P[t, best]
-        if cap.size:
+        if cap is not None:
             P[:, cap] = kept
         rl = np.where(best_p > H, np.minimum(t + 1 + shift[best], R - 1), 0)
         self.run_length = np.where(tail > np.maximum(best_p, H), R - 1, rl)
@@ -219,7 +229,8 @@ class _SparseBlock:
         if runs.size and runs.max() == self.R - 1:  # merge every capped column into one
             top = runs == self.R - 1
             merged = probs[top].sum()
-            runs, probs = np.append(runs[~top], self.R - 1), np.append(probs[~top], merged)
+            runs = np.concatenate((runs[~top], (self.R - 1,)))
+            probs = np.concatenate((probs[~top], (merged,)))
         bars = self.bars0 + i + 1
         keep = probs >= (self.prune if bars % PRUNE_EVERY == 0 else 0.0)
         if bars % PRUNE_EVERY == 0 and keep.sum() > self.max_starts:
