@@ -1,6 +1,6 @@
 """BOCPD with run-length pruning: the recursion of :mod:`~convopt_mlflow.components.bocpd` over the
-run lengths that still carry mass, a block of bars at a time (~10 µs of CPU per bar, half the exact kernel's;
-benchmarks/results/bocpd.json).
+run lengths that still carry mass, a block of bars at a time (~10 µs of CPU per bar, half the exact kernel's,
+benchmarks/results/bocpd.json; ~7 µs since the per-call cuts of issue 19, benchmarks/results/regime_cost.json).
 
 The exact kernel keeps every run length ``0 .. R-1`` and costs O(R) per bar. Almost all of that
 mass is negligible: after a segment has lasted a while, only the run lengths of a few candidate
