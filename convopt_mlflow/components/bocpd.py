@@ -18,8 +18,9 @@ is done on ``(bars, R)`` matrices, a block of bars at a time (measured in benchm
 * The detector winsorizes each input at ``clip`` times the current segment's volatility, which
   depends on the posterior one bar earlier. A bar whose standardized return is within ``clip`` is
   never clipped (the bound is at least ``clip``), nor is one while the segment's volatility is
-  below 1 (the bound is then ``clip`` itself). A bar that may be clipped above ``clip`` starts a
-  block of its own, where its bound is known exactly (exact kernel; the pruned kernel guesses). Every block is checked afterwards with the
+  below 1 (the bound is then ``clip`` itself). With the exact kernel a bar that may be clipped
+  above ``clip`` starts a block of its own, where its bound is known exactly; the pruned kernel
+  guesses its bound instead. Every block is checked afterwards with the
   bounds it implies, and recomputed from the first bar whose clipped value was guessed wrong. The
   result is the sequential recursion's, not an approximation of it (tests/components/test_bocpd.py
   checks it against the bar-by-bar implementation to 1e-9).
