@@ -18,8 +18,9 @@ is done on ``(bars, R)`` matrices, a block of bars at a time (measured in benchm
 * The detector winsorizes each input at ``clip`` times the current segment's volatility, which
   depends on the posterior one bar earlier. A bar whose standardized return is within ``clip`` is
   never clipped (the bound is at least ``clip``), nor is one while the segment's volatility is
-  below 1 (the bound is then ``clip`` itself). A bar that may be clipped above ``clip`` starts a
-  block of its own, where its bound is known exactly. Every block is checked afterwards with the
+  below 1 (the bound is then ``clip`` itself). With the exact kernel a bar that may be clipped
+  above ``clip`` starts a block of its own, where its bound is known exactly; the pruned kernel
+  guesses its bound instead. Every block is checked afterwards with the
   bounds it implies, and recomputed from the first bar whose clipped value was guessed wrong. The
   result is the sequential recursion's, not an approximation of it (tests/components/test_bocpd.py
   checks it against the bar-by-bar implementation to 1e-9).
@@ -89,28 +90,43 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
     finite = np.isfinite(z)
     z = np.where(finite, z, 0.0)
     done, ahead, guess_vol = 0, 0, np.zeros(n)  # guess_vol[:ahead]: vols of an earlier (speculative) pass
+    # bars whose |z| exceeds ``clip``, counted: a block with none has nothing clipped (every bound is at least clip)
+    over = np.concatenate(((0,), np.cumsum(np.abs(z) > clip))) if clip > 0 else np.arange(n + 1)
     size = int(block)
+    every = getattr(kernel, "every", None)
     while done < n:
         stop = min(n, done + size)
-        every = getattr(kernel, "every", None)
         if every:  # the pruned kernel's blocks end where it prunes (every ``every`` bars fed)
             stop = min(stop, done + every - state.bars % every)
         size = int(block)
         guess_vol[max(ahead, done):stop] = state.vol  # not computed yet: the latest volatility
+        if over[stop] == over[done]:  # nothing to clip, whatever the bounds
+            res = _fit(kernel, z[done:stop].copy(), state, hazard, max_run, prior)
+            if res is None:
+                size = (stop - done) // 2
+                continue
+            run_length[done:stop], vols[done:stop] = res.run_length, res.vol
+            guess_vol[done:stop] = res.vol
+            ahead = max(ahead, stop)
+            state = res.state_at(stop - done - 1)
+            done = stop
+            continue
         bounds = clip * np.maximum(1.0, np.concatenate(((state.vol,), guess_vol[done:stop - 1])))
         # A bar that may be clipped at a bound above ``clip`` starts the next block, where its bound is
-        # known exactly; where the segment's volatility is below 1 the bound is ``clip`` itself.
-        guess = guess_vol[done:stop - 1]
-        risky = np.flatnonzero((np.abs(z[done + 1:stop]) > np.maximum(clip, MARGIN * clip * guess)) & (guess > MARGIN))
-        if risky.size:
-            stop = done + 1 + int(risky[0])
-            bounds = bounds[:stop - done]
+        # known exactly; where the segment's volatility is below 1 the bound is ``clip`` itself. Not for
+        # the pruned kernel: its blocks are short and cost mostly per call, so a block computed on a
+        # guess that turns out wrong (kept up to that bar, below) is cheaper than a split before every
+        # bar that might be clipped (a third of those are not).
+        if not every:
+            guess = guess_vol[done:stop - 1]
+            risky = np.flatnonzero((np.abs(z[done + 1:stop]) > np.maximum(clip, MARGIN * clip * guess))
+                                   & (guess > MARGIN))
+            if risky.size:
+                stop = done + 1 + int(risky[0])
+                bounds = bounds[:stop - done]
         x = np.where(finite[done:stop], np.clip(z[done:stop], -bounds, bounds), 0.0)
-        try:
-            res = (kernel or _block)(x, state, hazard, max_run, prior)
-        except FloatingPointError:  # the scaled evidence left float64's range: a shorter block
-            if stop - done == 1:
-                raise
+        res = _fit(kernel, x, state, hazard, max_run, prior)
+        if res is None:
             size = (stop - done) // 2
             continue
         actual = clip * np.maximum(1.0, np.concatenate(((state.vol,), res.vol[:-1])))
@@ -125,6 +141,16 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
         state = res.state_at(keep - 1)
         done += keep
     return run_length, vols, state
+
+
+def _fit(kernel, x, state, hazard, max_run, prior):
+    """One block, or None where its scaled evidence left float64's range (then a shorter block is tried)."""
+    try:
+        return (kernel or _block)(x, state, hazard, max_run, prior)
+    except FloatingPointError:
+        if x.size == 1:
+            raise
+        return None
 
 
 class _Block:

@@ -1,6 +1,6 @@
 """BOCPD with run-length pruning: the recursion of :mod:`~convopt_mlflow.components.bocpd` over the
-run lengths that still carry mass, a block of bars at a time (~10 µs of CPU per bar, half the exact kernel's;
-benchmarks/results/bocpd.json).
+run lengths that still carry mass, a block of bars at a time (~10 µs of CPU per bar, half the exact kernel's,
+benchmarks/results/bocpd.json; ~7 µs since the per-call cuts of issue 19, benchmarks/results/regime_cost.json).
 
 The exact kernel keeps every run length ``0 .. R-1`` and costs O(R) per bar. Almost all of that
 mass is negligible: after a segment has lasted a while, only the run lengths of a few candidate
@@ -84,10 +84,10 @@ class SparseState:
 _FLOOR = -600.0
 
 
-@lru_cache(maxsize=8)
-def _upper(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the entries (t, j), j >= t, of an (n, n-1) matrix."""
-    return np.triu_indices(n, 0, n - 1)
+@lru_cache(maxsize=None)
+def _upper(n: int) -> np.ndarray:
+    """Mask of the entries (t, j), j >= t, of an (n, n-1) matrix (one per block length: at most the block size)."""
+    return np.triu(np.ones((n, n - 1), dtype=bool))
 
 
 @lru_cache(maxsize=8)
@@ -118,66 +118,82 @@ class _SparseBlock:
         self.R, self.H, self.prior, self.prune, self.max_starts = R, H, prior, prune, max_starts
         self.dropped0, self.bars0 = state.dropped, state.bars
         n, K = x.size, state.runs.size
-        y = np.concatenate((state.history, x)) - prior.mu
+        y = np.concatenate((state.history, x))
+        y -= prior.mu
         h = state.history.size
         self.y, self.h, self.n, self.K = y, h, n, K
-        self.c1 = c1 = np.concatenate(((0.0,), np.cumsum(y)))
-        self.c2 = c2 = np.concatenate(((0.0,), np.cumsum(y * y)))
+        self.c1 = c1 = np.empty(y.size + 1)
+        self.c2 = c2 = np.empty(y.size + 1)
+        c1[0] = c2[0] = 0.0
+        np.cumsum(y, out=c1[1:])
+        np.cumsum(y * y, out=c2[1:])
         t = np.arange(n)
         end = h + t
         # columns: the K kept run lengths, then a segment starting after each bar j < n-1 of the block.
         # Run length before bar t: runs[k] + t, or t-1-j (negative: not started yet); at most R-1.
         shift = np.concatenate((state.runs, -1 - t[:n - 1]))
         before = t[:, None] + shift[None, :]
-        np.maximum(before, 0, out=before)
-        np.minimum(before, R - 1, out=before)
+        # the columns whose run reaches R-1 within the block. While the block is shorter than R only kept
+        # run lengths can, a suffix of them (they ascend): a slice, so the columns below are views
+        if n < R:
+            lo = int(np.searchsorted(state.runs, R - 1 - n))
+            cap = slice(lo, K) if lo < K else None
+            np.maximum(before[:, K:], 0, out=before[:, K:])  # (only a new segment's can be negative)
+            if cap is not None:
+                np.minimum(before[:, cap], R - 1, out=before[:, cap])
+        else:
+            cap = np.flatnonzero(shift + n >= R - 1)
+            cap = cap if cap.size else None
+            np.maximum(before, 0, out=before)
+            np.minimum(before, R - 1, out=before)
         # a segment's first bar (index into y) is fixed, h - runs[k] or h+1+j, except where its run is
         # capped at R-1 (then the last R-1 bars): only the columns that reach the cap are gathered
-        s1 = c1[end][:, None] - c1[h - shift][None, :]
-        s2 = c2[end][:, None] - c2[h - shift][None, :]
-        cap = np.flatnonzero(shift + n >= R - 1)
-        if cap.size:
+        c1_end, c2_end = c1[h:h + n, None], c2[h:h + n, None]
+        s1 = c1_end - c1.take(h - shift)[None, :]
+        s2 = c2_end - c2.take(h - shift)[None, :]
+        if cap is not None:
             first = np.maximum((h - shift[cap])[None, :], (end - (R - 1))[:, None])
-            s1[:, cap] = c1[end][:, None] - c1[first]
-            s2[:, cap] = c2[end][:, None] - c2[first]
-        upper = _upper(n)  # flat indices of (t, new j) with j >= t: segments not started yet
-        s1[:, K:][upper] = 0.0  # the prior's predictive there (finite; masked below)
-        s2[:, K:][upper] = 0.0
-        kappa = before + prior.kappa
-        beta = s1 * s1
-        beta /= kappa
-        s2 -= beta
-        s2 *= 0.5
-        s2 += prior.beta
-        beta = s2  # beta of the segment: prior.beta + (s2 - s1^2 / kappa) / 2
-        s1 /= kappa
-        np.subtract((x - prior.mu)[:, None], s1, out=s1)  # x_t - the segment's predictive mean
-        s1 *= s1
-        s1 *= _ratio(R, prior)[before]
-        s1 /= beta
-        lp = np.log1p(s1, out=s1)
-        lp *= _power(R, prior)[before]
-        np.log(beta, out=beta)
-        beta *= 0.5
-        lp += beta
-        np.subtract(_const(R, prior)[before], lp, out=lp)
+            s1[:, cap] = c1_end - c1.take(first)
+            s2[:, cap] = c2_end - c2.take(first)
+        # (t, new j) with j >= t: segments not started yet. Their entries below are meaningless (even
+        # NaN: a negative-length segment) and are overwritten before they are used.
+        upper = _upper(n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            kappa = before + prior.kappa
+            beta = s1 * s1
+            beta /= kappa
+            s2 -= beta
+            s2 *= 0.5
+            s2 += prior.beta
+            beta = s2  # beta of the segment: prior.beta + (s2 - s1^2 / kappa) / 2
+            s1 /= kappa
+            np.subtract((x - prior.mu)[:, None], s1, out=s1)  # x_t - the segment's predictive mean
+            s1 *= s1
+            s1 *= _ratio(R, prior).take(before)
+            s1 /= beta
+            lp = np.log1p(s1, out=s1)
+            lp *= _power(R, prior).take(before)
+            np.log(beta, out=beta)
+            beta *= 0.5
+            lp += beta
+            np.subtract(_const(R, prior).take(before), lp, out=lp)
         new = lp[:, K:]
-        new[upper] = -np.inf
+        np.copyto(new, -np.inf, where=upper)
         lp -= lp.max(axis=1, keepdims=True)  # scaled: <= 0
         lp += np.log1p(-H)
-        new[upper] = 0.0
-        np.cumsum(lp, axis=0, out=lp)  # a new column's rows before its start add 0
+        np.copyto(new, 0.0, where=upper)
+        np.add.accumulate(lp, axis=0, out=lp)  # a new column's rows before its start add 0
         # below e^-600 of the bar's best a mass is nothing; the floor keeps exp and the products that
         # follow out of subnormal floats (a hundredfold slower)
         np.maximum(lp, _FLOOR, out=lp)
         G = np.exp(lp, out=lp)
-        G[:, K:][upper] = 0.0
+        np.copyto(G[:, K:], 0.0, where=upper)
         c = H / (1.0 - H)
         b = G[:, :K] @ state.probs
         A = np.zeros((n, n))
         np.multiply(G[:, K:], -c, out=A[:, :n - 1])  # read below the diagonal only
         T, info = dtrtrs(A, b, lower=1, unitdiag=1)
-        if info != 0 or not (np.all(np.isfinite(T)) and np.all(T > 0)):
+        if info != 0 or not (T.min() > 0 and T.max() < np.inf):  # (NaN fails the first)
             raise FloatingPointError("sparse BOCPD evidence recursion failed")
         # posterior after bar t (normalized), by column
         P = G
@@ -187,14 +203,14 @@ class _SparseBlock:
         self.P, self.shift = P, shift
         # MAP run length; the columns capped at R-1 after bar t are one run length (their mass summed)
         tail = np.zeros(n)
-        if cap.size:
+        if cap is not None:
             kept = P[:, cap].copy()
             capped = (t[:, None] + 1 + shift[cap][None, :]) >= R - 1
             tail = np.where(capped, kept, 0.0).sum(axis=1)
             P[:, cap] = np.where(capped, 0.0, kept)
         best = np.argmax(P, axis=1)
         best_p = P[t, best]
-        if cap.size:
+        if cap is not None:
             P[:, cap] = kept
         rl = np.where(best_p > H, np.minimum(t + 1 + shift[best], R - 1), 0)
         self.run_length = np.where(tail > np.maximum(best_p, H), R - 1, rl)
@@ -213,7 +229,8 @@ class _SparseBlock:
         if runs.size and runs.max() == self.R - 1:  # merge every capped column into one
             top = runs == self.R - 1
             merged = probs[top].sum()
-            runs, probs = np.append(runs[~top], self.R - 1), np.append(probs[~top], merged)
+            runs = np.concatenate((runs[~top], (self.R - 1,)))
+            probs = np.concatenate((probs[~top], (merged,)))
         bars = self.bars0 + i + 1
         keep = probs >= (self.prune if bars % PRUNE_EVERY == 0 else 0.0)
         if bars % PRUNE_EVERY == 0 and keep.sum() > self.max_starts:

@@ -65,7 +65,7 @@ def window_majority(codes: np.ndarray, length: int, n_states: int = len(STRATA))
     if length < 1 or codes.size < length:
         return np.zeros(0, dtype=np.int8)
     counts = np.zeros((codes.size + 1, n_states), dtype=np.int32)
-    np.add.at(counts, (np.arange(1, codes.size + 1), codes), 1)
+    counts[np.arange(1, codes.size + 1), codes] = 1  # one code per row: a plain assignment (np.add.at is ~20x slower)
     np.cumsum(counts, axis=0, out=counts)
     windows = counts[length:] - counts[:-length]
     return np.argmax(windows, axis=1).astype(np.int8)

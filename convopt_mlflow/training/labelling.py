@@ -1,7 +1,8 @@
 """The train split's regime labels, computed once per (returns, detector settings, code).
 
 The meta controller labels every train bar with an online change-point detector (Bayesian,
-causal, with run-length pruning: about 10 us of CPU per bar, 2-5 s for a 200k-bar split). The
+causal, with run-length pruning: about 7 us of CPU per bar, 1.2-1.3 s for the 180k-bar train split of
+benchmarks/bench_regime_cost.py on a loaded machine). The
 labels depend only on the returns fed, where they start, the detector's settings and its code, so they are kept
 under a sha256 of exactly those:
 

@@ -37,6 +37,26 @@ def test_probabilities_never_look_ahead():
         assert not np.array_equal(after[t + 1:], before[t + 1:])
 
 
+def test_probabilities_are_the_three_gaussians_posterior():
+    """The posterior computed state by state is the one of the (n, 3, 2) einsum it replaced (to 1e-12;
+    bit for bit on the numpy this was written on), with the same most probable state at every bar."""
+    r = np.diff(np.log(generate_market(20001, seed=4, signal_regimes="1:-1:0").frame["close"].to_numpy()))
+    det = TrendDetector()
+    z_ac, z_vr = det.statistics(r)
+    c = det.null_correlation
+    inv = np.linalg.inv(np.array([[1.0, c], [c, 1.0]]))
+    direction = det.effect * np.array([1.0, c])
+    diff = np.stack([z_ac, z_vr], axis=1)[:, None, :] - np.stack([direction, -direction, np.zeros(2)])[None]
+    loglik = -0.5 * np.einsum("nki,ij,nkj->nk", diff, inv, diff)
+    expected = np.exp(loglik - loglik.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    expected[:det.warmup] = 1.0 / 3.0
+    probs = det.probabilities(r)
+    assert np.max(np.abs(probs - expected)) < 1e-12
+    assert np.array_equal(np.argmax(probs, axis=1), np.argmax(expected, axis=1))
+    assert len(set(np.argmax(probs[det.warmup:], axis=1).tolist())) == 3
+
+
 def test_declared_switches_by_hand():
     probs = np.zeros((12, 3))
     labels = [2, 2, 2, 1, 1, 1, 2, 1, 1, 1, 0, 0]
