@@ -96,3 +96,33 @@ def test_a_worker_builds_the_market_once_for_its_trials_and_rebuilds_it_when_the
     digests = [r.data.tags["convopt.data.digest"] for r in runs]
     assert digests[0] == digests[1] != digests[2]
     assert all("backtest/test/sharpe" in r.data.metrics for r in runs)
+
+
+def test_trials_on_a_kept_market_train_exactly_like_trials_on_a_fresh_one(tmp_path, mlflow_uri, monkeypatch):
+    """Arms that build episodes from the market (curriculum scores its windows, augmentation
+    transforms them) after a trial of another arm on the same kept market: the same results as on
+    a market built for them alone."""
+    monkeypatch.setattr(setup, "_SHARED", {})
+    spec = spec_from_args("baseline,curriculum,augment", 2, total_timesteps=1024, data=DATA,
+                          overrides=dict(kv.split("=") for kv in TINY.split(",")))
+    parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "ab-parent"})
+
+    def backtests(study_name: str, cells) -> dict:
+        study = open_study(spec, get_storage(f"sqlite:///{tmp_path}/{study_name}.db"), study_name)
+        runner = TrialRunner(spec, parent.run_id, study_name, str(tmp_path / study_name))
+        for arm, seed in cells:
+            study.enqueue_trial({"arm": arm, "seed": seed})
+            study.optimize(runner, n_trials=1)
+        runs = [MlflowClient().get_run(t.user_attrs["mlflow_run_id"]) for t in study.trials]
+        return {(r.data.tags["convopt.arm"], r.data.tags["convopt.worker.market_cache"]):
+                {k: v for k, v in r.data.metrics.items() if k.startswith(("backtest/", "eval/"))} for r in runs}
+
+    kept = backtests("kept", [("baseline", 0), ("curriculum", 0), ("augment", 0)])
+    fresh = {}
+    for arm in ("curriculum", "augment"):
+        monkeypatch.setattr(setup, "_SHARED", {})
+        fresh.update(backtests(f"fresh-{arm}", [(arm, 0)]))
+    parent.end("FINISHED")
+    assert set(kept) == {("baseline", "miss"), ("curriculum", "hit"), ("augment", "hit")}
+    for arm in ("curriculum", "augment"):
+        assert kept[(arm, "hit")] == fresh[(arm, "miss")] and kept[(arm, "hit")]
