@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,20 +37,20 @@ DATA = "synthetic:n_bars=300000,seed=11,signal_ic=0.05"
 GOAL = 1.7
 
 
-def _config(data: str, steps: int, seed: int):
+def _config(data: str, steps: int, seed: int, workers: int = 2):
     from convopt_mlflow.config import build_config
 
     return build_config("ensemble", {"data.source": data, "run.seed": str(seed), "run.total_timesteps": str(steps),
-                                     "run.progress_bar": "false", "ensemble.workers": "2",
+                                     "run.progress_bar": "false", "ensemble.workers": str(workers),
                                      "ensemble.register": "false"})
 
 
-def child(kind: str, data: str, steps: int, seed: int) -> dict:
+def child(kind: str, data: str, steps: int, seed: int, workers: int = 2) -> dict:
     """Runs inside the measured process; returns what it saw."""
     start = time.perf_counter()
     tmp = os.environ.get("BENCH_ENSW_DIR") or tempfile.mkdtemp(prefix=f"bench-ensw-{kind}-")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-    cfg = _config(data, steps, seed)
+    cfg = _config(data, steps, seed, workers)
     if kind == "ensemble":
         from convopt_mlflow.training.ensemble import train_ensemble_run
 
@@ -62,7 +63,8 @@ def child(kind: str, data: str, steps: int, seed: int) -> dict:
         plans = EnsembleLearningFramework(cfg.ensemble_size, diversity_config(cfg), seed=cfg.run.seed,
                                           min_members=cfg.ensemble.min_members).initialize_models()
         result = train(member_config(cfg, plans[0]), preset="ensemble", checkpoint_root=f"{tmp}/ckpt")
-    return {"status": result.status, "reason": result.reason, "in_process_wall_s": time.perf_counter() - start}
+    return {"status": result.status, "reason": result.reason, "in_process_wall_s": time.perf_counter() - start,
+            "parent_cpu_s": round(time.process_time(), 2)}
 
 
 def loadavg() -> str:
@@ -88,22 +90,26 @@ def warm(path: str, data: str) -> None:
                    cwd=tempfile.gettempdir())
 
 
-def measure(path: str, kind: str, data: str, steps: int, seed: int) -> dict:
+def measure(path: str, kind: str, data: str, steps: int, seed: int, workers: int = 2) -> dict:
     """One whole process; its sqlite store is created (and migrated) before the clock starts,
     as a user's existing store is."""
     folder = tempfile.mkdtemp(prefix=f"bench-ensw-{kind}-")
     env = {**_code_env(path), "BENCH_ENSW_DIR": folder, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
     subprocess.run([sys.executable, "-c", "from mlflow.tracking import MlflowClient; MlflowClient().search_experiments()"],
                    env=env, check=True, capture_output=True, cwd=folder)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--data", data, "--steps", str(steps), "--seed", str(seed)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--data", data, "--steps", str(steps), "--seed", str(seed),
+           "--workers", str(workers)]
     before = loadavg()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} at {path} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"wall_s": round(wall, 2), **seen, "loadavg_before": before, "loadavg_after": loadavg(), "folder": folder}
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), **seen, "loadavg_before": before, "loadavg_after": loadavg(), "folder": folder}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,11 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--workers", default="2",
+                    help="ensemble.workers values, comma-separated (e.g. 2,3): each round measures every one")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.data, args.steps, args.seed)))
+        print(json.dumps(child(args.child, args.data, args.steps, args.seed, int(args.workers))))
         return 0
+    workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
     codes = dict(item.split("=", 1) for item in (args.code or ["new=."]))
     results, load_before = {}, os.getloadavg()
     for label, path in codes.items():
@@ -126,16 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     rounds_by = {label: [] for label in codes}
     for rnd in range(args.rounds):  # interleaved: every version in every round, the order reversed every other round
         for label, path in (list(codes.items()) if rnd % 2 == 0 else list(codes.items())[::-1]):
-            kinds = ("single", "ensemble") if rnd % 2 == 0 else ("ensemble", "single")
-            seen = {kind: measure(path, kind, args.data, args.steps, args.seed) for kind in kinds}
-            rounds_by[label].append({**seen, "ratio": round(seen["ensemble"]["wall_s"] / seen["single"]["wall_s"], 3)})
+            kinds = ["single", *(f"ensemble_w{w}" for w in workers)]
+            kinds = kinds if rnd % 2 == 0 else kinds[::-1]
+            seen = {kind: measure(path, kind.partition("_w")[0], args.data, args.steps, args.seed,
+                                  int(kind.partition("_w")[2] or 2)) for kind in kinds}
+            if len(workers) == 1:  # the result's shape before --workers: "ensemble"
+                seen["ensemble"] = seen.pop(f"ensemble_w{workers[0]}")
+            ratios = {k: round(v["wall_s"] / seen["single"]["wall_s"], 3) for k, v in seen.items() if k != "single"}
+            rounds_by[label].append({**seen, **{f"ratio{k[len('ensemble'):]}": r for k, r in ratios.items()}})
             print(label, json.dumps(rounds_by[label][-1]), flush=True)
     for label, path in codes.items():
         rounds = rounds_by[label]
-        ratios = [r["ratio"] for r in rounds]
-        results[label] = {"path": path, "rounds": rounds, "ratio_min": min(ratios),
-                          "ratio_median": statistics.median(ratios), "ratio_max": max(ratios),
-                          "goal_met": statistics.median(ratios) <= GOAL}
+        results[label] = {"path": path, "rounds": rounds}
+        for key in sorted(k for k in rounds[0] if k.startswith("ratio")):
+            ratios = [r[key] for r in rounds]
+            results[label].update({f"{key}_min": min(ratios), f"{key}_median": statistics.median(ratios),
+                                   f"{key}_max": max(ratios), f"{key}_goal_met": statistics.median(ratios) <= GOAL})
     doc = {"benchmark": "ensemble_workers", "goal": f"ensemble of 3 on 2 workers <= {GOAL}x one member's run (wall)",
            "data": args.data, "steps": args.steps, "seed": args.seed, "rounds": args.rounds,
            "measures": "whole-process wall time (imports included), a sqlite MLflow store per process created before "

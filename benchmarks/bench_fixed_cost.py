@@ -43,9 +43,10 @@ from _common import machine_info, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = "synthetic:n_bars=300000,seed=11,signal_ic=0.05"
-ARMS = {"baseline": ("baseline", []), "full-1": ("everything", ["ensemble_size=1"])}  # every component (the old full)
+ARMS = {"baseline": ("baseline", []), "full": ("full", []),  # `full` is the counterfactual preset, one model
+        "full-1": ("everything", ["ensemble_size=1"])}  # every component (the old full)
 BUDGETS = (60_000, 120_000)
-GOALS = {"baseline": 5.0, "full-1": 7.0}
+GOALS = {"baseline": 5.0, "full": 7.0, "full-1": 7.0}
 
 
 def _env(code: Path, store: Path) -> dict[str, str]:
@@ -97,7 +98,7 @@ def _spread(values: list[float]) -> dict:
 
 def summarize(rounds: list[dict], version: str) -> dict:
     out = {}
-    for arm in ARMS:
+    for arm in rounds[0][version]:
         per_round = [fixed_cost(r[version][arm]["60000"]["wall_s"], r[version][arm]["120000"]["wall_s"])
                      for r in rounds]
         t60 = [r[version][arm]["60000"]["wall_s"] for r in rounds]
@@ -119,8 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--before", type=Path, default=None,
                         help="a folder holding an older convopt_mlflow/ to run interleaved with this one")
+    parser.add_argument("--arms", default="baseline,full-1",
+                        help=f"comma-separated, of {', '.join(ARMS)} (full: the `full` preset as it is now)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        parser.error(f"unknown --arms {unknown}; choose from {', '.join(ARMS)}")
     versions = {"after": REPO}
     if args.before:
         versions["before"] = args.before.resolve()
@@ -130,19 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     # and the OS file cache for the imports of both versions alike); its time is reported
     warmup = {name: run_once(code, tmp / name, "full-1", 2048) for name, code in versions.items()}
     load_start = list(os.getloadavg())
-    jobs = [(v, arm, steps) for arm in ARMS for steps in BUDGETS for v in versions]
+    jobs = [(v, arm, steps) for arm in arms for steps in BUDGETS for v in versions]
     rounds = []
     for i in range(args.rounds):
         order = jobs if i % 2 == 0 else jobs[::-1]
-        row: dict = {v: {arm: {} for arm in ARMS} for v in versions}
+        row: dict = {v: {arm: {} for arm in arms} for v in versions}
         for version, arm, steps in order:
             r = row[version][arm][str(steps)] = run_once(versions[version], tmp / version, arm, steps)
             print(f"round {i + 1} {version:<6} {arm:<8} {steps:>6} steps: {r['wall_s']:.2f} s "
                   f"(load {r['loadavg_1min_before']:.1f})", flush=True)
         rounds.append(row)
     summary = {v: summarize(rounds, v) for v in versions}
-    for version, arms in summary.items():
-        for arm, s in arms.items():
+    for version, per_arm in summary.items():
+        for arm, s in per_arm.items():
             fc = s["fixed_cost_s"]
             print(f"{version:<6} {arm:<8} fixed cost {fc['median']:.2f} s [{fc['min']:.2f}, {fc['max']:.2f}] "
                   f"(goal <= {s['goal_s']:.0f} s); learning {s['learn_per_60k_s']:.2f} s per 60k steps")

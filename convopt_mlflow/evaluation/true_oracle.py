@@ -241,13 +241,23 @@ def causal_positions(expected_returns: np.ndarray, states: np.ndarray, signal: n
         cell = np.clip(np.searchsorted(plan.z_grid, z) - 1, 0, plan.z_grid.size - 2)
         w = (z - plan.z_grid[cell]) / (plan.z_grid[cell + 1] - plan.z_grid[cell])
         cont = ((1 - w) * plan.continuation[:, states, cell] + w * plan.continuation[:, states, cell + 1]).T
-    score = (mu[:, None] * lv[None, :] + cont).tolist()
-    switch = (cost * np.abs(lv[:, None] - lv[None, :])).tolist()
-    held = int(np.argmin(np.abs(lv - start)))
-    out = np.empty(mu.size, dtype=np.intp)
-    ks = range(lv.size)
-    for t, row in enumerate(score):
-        costs = switch[held]
-        held = max(ks, key=lambda q: row[q] - costs[q])
-        out[t] = held
-    return lv[out]
+    score = mu[:, None] * lv[None, :] + cont  # (T, Q)
+    switch = cost * np.abs(lv[:, None] - lv[None, :])  # (held, Q)
+    # the choice at every (bar, held level) at once: the first best level, as max() over levels took it
+    choices = np.argmax(score[:, None, :] - switch[None, :, :], axis=2)  # (T, held)
+    return lv[_follow(choices, int(np.argmin(np.abs(lv - start))))]
+
+
+def _follow(choices: np.ndarray, start: int) -> np.ndarray:
+    """The level index held after each decision, starting at ``start``, walking ``choices[t, held]``.
+
+    The per-decision maps are composed by doubling (a prefix scan, log2(T) array steps), as
+    ``env.rollout.follow_choices`` walks a policy's table; kept here so that evaluation imports
+    no env (which imports SB3 and torch).
+    """
+    composed = np.asarray(choices, dtype=np.intp).copy()
+    shift = 1
+    while shift < len(composed):
+        composed[shift:] = np.take_along_axis(composed[shift:], composed[:-shift], axis=1)
+        shift *= 2
+    return composed[:, start].copy() if len(composed) else np.empty(0, dtype=np.intp)

@@ -104,7 +104,7 @@ class TrialRunner:
     def _train(self, trial: optuna.Trial, arm: Arm, seed: int) -> float:
         from ..tracking import end_run_if_running, open_child_run
         from ..training.coordinator import train
-        from ..training.setup import load_market
+        from ..training.setup import shared_market
 
         cfg = arm.config(self.spec.common, seed)
         tags = {"convopt.role": "ab-trial", "convopt.arm": arm.name, "convopt.seed": str(seed),
@@ -115,9 +115,12 @@ class TrialRunner:
         keep = _KeepModel()
         start = time.perf_counter()
         try:
-            market = load_market(cfg)  # one market per trial: training and the secondary metrics share it
+            # one market per trial, shared by training and the secondary metrics, and kept by the
+            # worker for its next trial on the same bars (digest) and settings
+            market, hit = shared_market(cfg)
             result = train(cfg, preset=arm.preset, run_id=child.run_id, checkpoint_root=self.checkpoint_root,
-                           extra_callbacks=[keep], tags=tags, market=market)
+                           extra_callbacks=[keep], tags={**tags, "convopt.worker.market_cache": "hit" if hit else "miss"},
+                           market=market)
         except BaseException as exc:
             end_run_if_running(child.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
                                reason=f"{type(exc).__name__}: {exc}")

@@ -114,6 +114,7 @@ class TuneObjective:
         from .. import config as cfgmod
         from ..tracking import end_run_if_running, open_child_run
         from ..training.coordinator import train
+        from ..training.setup import shared_market
 
         params = suggest(trial, self.spec.space())
         cfg = cfgmod.build_config(self.spec.preset, {**self.spec.common, **params,
@@ -126,8 +127,10 @@ class TuneObjective:
         trial.set_user_attr(SEED_ATTR, self.spec.seed)
         report, keep = ReportToTrial(trial), _KeepModel()
         try:
-            result = train(cfg, preset=self.spec.preset, run_id=child.run_id, tags=tags, after_eval=report,
-                           extra_callbacks=[keep])
+            market, hit = shared_market(cfg)  # kept by the worker for its next trial on the same bars and settings
+            result = train(cfg, preset=self.spec.preset, run_id=child.run_id, after_eval=report,
+                           tags={**tags, "convopt.worker.market_cache": "hit" if hit else "miss"},
+                           extra_callbacks=[keep], market=market)
         except BaseException as exc:
             end_run_if_running(child.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
                                reason=f"{type(exc).__name__}: {exc}")
@@ -138,26 +141,26 @@ class TuneObjective:
             raise RuntimeError(f"trial {trial.number}: run {result.run_id} ended {result.status}: {result.reason}")
         metrics = {k: float(v) for k, v in result.metrics.items() if math.isfinite(float(v))}
         trial.set_user_attr("metrics", metrics)
-        self._log_val_pnl(child, cfg, keep.model, trial)
+        log_val_pnl(child, val_pnl(cfg, keep.model, market), trial)
         if report.pruned_at is not None:
             child.set_tags({"convopt.pruned": "true", "convopt.pruned_at": str(report.pruned_at)})
             raise optuna.TrialPruned(f"pruned at step {report.pruned_at}")
         return metrics.get(METRIC, float("nan"))
 
-    @staticmethod
-    def _log_val_pnl(child: Any, cfg: Any, model: Any, trial: optuna.Trial) -> None:
-        log_val_pnl(child, val_pnl(cfg, model), trial)
 
 
-def val_pnl(cfg: Any, model: Any) -> np.ndarray:
-    """The shipped policy's per-bar net log returns ``(bars,)`` over the validation split of ``cfg``."""
+def val_pnl(cfg: Any, model: Any, market: Any = None) -> np.ndarray:
+    """The shipped policy's per-bar net log returns ``(bars,)`` over the validation split of ``cfg``.
+
+    ``market``: the one the run trained on (default: this worker's kept market for ``cfg``); the
+    run's own validation backtest of these weights on it is reused, not walked again."""
     from ..evaluation import net_log_pnl
-    from ..training.evaluate import backtest_split
-    from ..training.setup import load_market, next_log_returns
+    from ..training.evaluate import walk_split
+    from ..training.setup import shared_market
 
-    market = load_market(cfg)
-    path = backtest_split(model.policy, market, "val", cost_bps=cfg.env.cost_bps)["path"]
-    return net_log_pnl(path.positions, next_log_returns(market, path.bars), cost_bps=cfg.env.cost_bps)
+    market = market if market is not None else shared_market(cfg)[0]
+    path, returns = walk_split(model.policy, market, "val", cost_bps=cfg.env.cost_bps)
+    return net_log_pnl(path.positions, returns, cost_bps=cfg.env.cost_bps)
 
 
 def log_val_pnl(child: Any, pnl: np.ndarray, trial: optuna.Trial) -> None:

@@ -150,11 +150,25 @@ def _zero_lr(_progress_remaining: float) -> float:
     return 0.0
 
 
+class _NoOptimizer:
+    """What an inference-only policy holds in SB3's ``optimizer`` slot: nothing that can step.
+
+    SB3 builds ``optimizer_class(parameters, lr=...)`` with every policy. A torch optimizer's
+    first construction in a process imports ``torch._dynamo`` (and sympy): 1.2-1.5 s of CPU
+    (measured in a fresh process), paid by every process that only loads a model (an
+    ensemble's parent, a served or promoted model) for an optimizer it never uses.
+    """
+
+    def __init__(self, params: Any, lr: float = 0.0, **_kwargs: Any) -> None:
+        self.lr = lr
+
+
 def build_policy(spec: Mapping[str, Any]) -> ActorCriticPolicy:
     """Rebuild the network described by :func:`policy_spec` on CPU, in eval mode.
 
     The result accepts ``load_state_dict`` of the original policy's state_dict exactly
-    (same keys and shapes). Its optimizer is a placeholder (learning rate 0).
+    (same keys and shapes). It is for inference: its optimizer is a placeholder that cannot
+    step (:class:`_NoOptimizer`; a recurrent policy keeps SB3's, learning rate 0).
 
     Raises:
         ModelIntegrityError: a malformed spec (e.g. from a hand-edited policy.json).
@@ -175,7 +189,7 @@ def build_policy(spec: Mapping[str, Any]) -> ActorCriticPolicy:
             raise ModelIntegrityError(f"malformed recurrent policy spec {dict(spec)!r}: {exc!r}") from None
     else:
         policy = ActorCriticPolicy(observation_space=obs_space, action_space=act_space, lr_schedule=_zero_lr,
-                                   net_arch=arch, activation_fn=activation,
+                                   net_arch=arch, activation_fn=activation, optimizer_class=_NoOptimizer,
                                    ortho_init=False)  # the weights come from a state_dict
     policy.set_training_mode(False)
     return policy.to("cpu")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Mapping
 
@@ -43,7 +43,7 @@ from .coordinator import TrainResult, _describe, _tags, run_display_name
 from .ensemble_eval import EnsembleReport, ensemble_edge, ensemble_report, member_tables
 from .member_pool import ParallelMembers
 from .reporting import EQUITY_POINTS, SPLITS, model_inputs
-from .setup import Market, load_market
+from .setup import Market, load_market, shared_market
 
 FAULTS_ENV = "CONVOPT_ENSEMBLE_FAULTS"
 _SUMMARY = ("backtest/val/sharpe", "backtest/test/sharpe", "backtest/test/max_drawdown", "backtest/test/total_return")
@@ -89,24 +89,11 @@ class MemberTask:
 
 
 #: This worker process's markets: ``(data digest, what the market is built from) -> Market``.
-_MARKETS: dict[tuple[str, str], Market] = {}
-_MARKETS_KEPT = 2
-
-
 def member_market(cfg: cfgmod.OptimizedTrainingConfig, digest: str) -> tuple[Market, bool]:
-    """The member's market, from this process's cache when one with ``digest`` was built here
+    """The member's market, from this worker's cache when one with ``digest`` was built here
     from the same data and env settings; ``(market, hit)``. Members share their data settings,
-    so a worker generates and featurizes the market once. A market is read-only to training."""
-    key = (digest, json.dumps([asdict(cfg.data), asdict(cfg.env)], sort_keys=True, default=str))
-    if digest and key in _MARKETS:
-        return _MARKETS[key], True
-    market = load_market(cfg)
-    key = (market.bars.digest, key[1])
-    _MARKETS.pop(key, None)
-    _MARKETS[key] = market
-    while len(_MARKETS) > _MARKETS_KEPT:
-        _MARKETS.pop(next(iter(_MARKETS)))
-    return market, False
+    so a worker generates and featurizes the market once (:func:`.setup.shared_market`)."""
+    return shared_market(cfg, digest)
 
 
 class _KeepModel(BaseCallback):

@@ -125,6 +125,40 @@ def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Marke
     return Market(bars, features, splits, cores, observed.base_names)
 
 
+#: (bars digest, the data and env settings as JSON) -> the market this process built from them
+_SHARED: dict[tuple[str, str], Market] = {}
+_SHARED_KEPT = 2
+
+
+def shared_market(cfg: OptimizedTrainingConfig, digest: str = "") -> tuple[Market, bool]:
+    """``cfg``'s market, from this process's cache when one was built here from the same bars (by
+    their digest) and the same ``data.*`` and ``env.*`` settings; ``(market, hit)``.
+
+    What a long-lived worker runs one after another (ensemble members, A/B trials) shares its data,
+    so the features and env cores are built once per worker. The bars are read every time unless
+    ``digest`` is given (an ensemble member gets its run's): the key is the digest of what was
+    read, so a data file changed in between is a miss, never a stale market. A market is
+    read-only to training (its cores' arrays are write-protected views). At most
+    :data:`_SHARED_KEPT` markets are kept, the oldest dropped first.
+    """
+    import json
+    from dataclasses import asdict
+
+    settings = json.dumps([asdict(cfg.data), asdict(cfg.env)], sort_keys=True, default=str)
+    if digest and (digest, settings) in _SHARED:
+        return _SHARED[(digest, settings)], True
+    max_gap = None if cfg.data.max_gap.lower() in ("", "none", "off") else cfg.data.max_gap
+    bars = load_bars(cfg.data.source, min_bars=min_bars_needed(cfg), max_gap=max_gap)
+    key = (bars.digest, settings)
+    if key in _SHARED:
+        return _SHARED[key], True
+    market = load_market(cfg, bars=bars)
+    _SHARED[key] = market
+    while len(_SHARED) > _SHARED_KEPT:
+        _SHARED.pop(next(iter(_SHARED)))
+    return market, False
+
+
 def split_record(cfg: OptimizedTrainingConfig, market: Market) -> dict[str, Any]:
     """The run's split boundaries (bar indices and timestamps) and data digest, as every run records them."""
     return split_boundaries(market.splits, market.bars.frame.index, embargo_bars=cfg.data.embargo_bars,

@@ -116,3 +116,55 @@ def test_causal_oracle_long_only_and_without_signal():
     positions = causal_positions(mu, discrete_states(market.regimes, market.trend_direction)[:-1], None, plan, cost=COST)
     assert set(np.unique(positions)) <= {0.0, 1.0}
     assert expected_net_pnl(positions, mu, cost=COST) > max(0.0, expected_net_pnl(np.ones_like(mu), mu, cost=COST))
+
+
+def _causal_bar_by_bar(mu, states, signal, plan, cost, start=0.0):
+    """The reference: the oracle's decision made one bar at a time (what causal_positions was)."""
+    lv = plan.levels
+    if plan.z_grid.size == 1 or signal is None:
+        cont = plan.continuation[:, states, 0].T
+    else:
+        z = np.clip(signal, plan.z_grid[0], plan.z_grid[-1])
+        cell = np.clip(np.searchsorted(plan.z_grid, z) - 1, 0, plan.z_grid.size - 2)
+        w = (z - plan.z_grid[cell]) / (plan.z_grid[cell + 1] - plan.z_grid[cell])
+        cont = ((1 - w) * plan.continuation[:, states, cell] + w * plan.continuation[:, states, cell + 1]).T
+    score = (mu[:, None] * lv[None, :] + cont).tolist()
+    switch = (cost * np.abs(lv[:, None] - lv[None, :])).tolist()
+    held, out = int(np.argmin(np.abs(lv - start))), []
+    for row in score:
+        costs = switch[held]
+        held = max(range(lv.size), key=lambda q: row[q] - costs[q])
+        out.append(held)
+    return lv[np.array(out, dtype=np.intp)]
+
+
+def test_causal_oracle_equals_its_bar_by_bar_walk_without_a_python_object_per_bar(planted):
+    """Bit-identical to deciding one bar at a time (ties to the first best level, every start and
+    both level sets, with and without a signal), and no per-bar lists: a backtest on a 45k-bar
+    split walked them in Python, 0.2 s of CPU per split in every run on a synthetic market."""
+    import gc
+
+    market, plan, states, mu, positions, _ = planted
+    np.testing.assert_array_equal(positions, _causal_bar_by_bar(mu, states[:-1], market.signal[:-1], plan, COST))
+    for start in (-1.0, 0.0, 1.0):
+        got = causal_positions(mu[:999], states[:999], market.signal[:999], plan, cost=COST, start=start)
+        np.testing.assert_array_equal(got, _causal_bar_by_bar(mu[:999], states[:999], market.signal[:999], plan,
+                                                              COST, start))
+    flat = generate_market(5_000, seed=13)
+    long_only = solve_plan(flat.dynamics, cost=COST, levels=LEVELS_LONG_ONLY)
+    flat_states = discrete_states(flat.regimes, flat.trend_direction)[:-1]
+    flat_mu = flat.expected_next_return[:-1]
+    np.testing.assert_array_equal(causal_positions(flat_mu, flat_states, None, long_only, cost=COST),
+                                  _causal_bar_by_bar(flat_mu, flat_states, None, long_only, COST))
+    tied = causal_positions(np.zeros(4), np.zeros(4, dtype=np.intp), None, long_only, cost=0.0)
+    assert tied.tolist() == _causal_bar_by_bar(np.zeros(4), np.zeros(4, dtype=np.intp), None, long_only, 0.0).tolist()
+    assert causal_positions(np.zeros(0), np.zeros(0, dtype=np.intp), None, long_only, cost=COST).size == 0
+    collections = []
+    gc.callbacks.append(record := lambda phase, info: collections.append(phase) if phase == "start" else None)
+    try:
+        gc.collect()
+        collections.clear()
+        causal_positions(mu, states[:-1], market.signal[:-1], plan, cost=COST)
+    finally:
+        gc.callbacks.remove(record)
+    assert len(collections) < 5  # 100k bars as Python lists set off dozens of collections

@@ -145,3 +145,39 @@ def cli_seeds(command: str) -> list[int]:
     argv = shlex.split(command)[2:]
     args = cli_parser._parser().parse_args(["ab-test", *argv])
     return list(spec_from_args(args.arms, args.seeds, first_seed=args.first_seed).seeds)
+
+
+def test_a_tune_worker_builds_the_market_once_and_reuses_the_runs_validation_walk(tmp_path, mlflow_uri, monkeypatch):
+    """Trials of one worker share its market (kept by the bars' digest and settings), and the DSR's
+    validation PnL is the run's own validation backtest of the shipped weights, not a new market's."""
+    import numpy as np
+
+    from convopt_mlflow.experiments.tune import VAL_PNL_ARTIFACT, TuneObjective, TuneSpec
+    from convopt_mlflow.tracking import open_run
+    from convopt_mlflow.training import setup
+
+    builds = []
+    load = setup.load_market
+
+    def counted_load(cfg, *args, **kwargs):
+        builds.append(cfg.data.source)
+        return load(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(setup, "load_market", counted_load)
+    monkeypatch.setattr(setup, "_SHARED", {})
+    overrides = dict(kv.split("=") for kv in TINY.split(","))
+    spec = TuneSpec("baseline", 2, {**overrides, "data.source": DATA, "run.total_timesteps": "1024",
+                                    "run.progress_bar": "false"})
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "tune-parent"})
+    study.optimize(TuneObjective(spec, parent.run_id, "shared"), n_trials=2)
+    parent.end("FINISHED")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert builds == [DATA]  # once for both trials and their validation PnL
+    client = MlflowClient()
+    runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in study.trials]
+    assert [r.data.tags["convopt.worker.market_cache"] for r in runs] == ["miss", "hit"]
+    for run in runs:
+        path = client.download_artifacts(run.info.run_id, VAL_PNL_ARTIFACT, str(tmp_path / run.info.run_id[:8]))
+        pnl = json.loads(Path(path).read_text())["net_log_pnl"]
+        assert np.expm1(np.sum(pnl)) == pytest.approx(run.data.metrics["backtest/val/total_return"], rel=1e-6, abs=1e-9)

@@ -96,6 +96,21 @@ def test_spec_rebuilds_the_same_network(market, trained):
         assert torch.equal(rebuilt.get_distribution(obs).distribution.probs, expected)
 
 
+
+def test_a_policy_rebuilt_for_inference_builds_no_torch_optimizer():
+    """Rebuilding a policy (an ensemble's parent, a loaded model) constructs no torch optimizer: the
+    first one in a process imports torch._dynamo and sympy, 1.2-1.5 s of CPU, for nothing that steps."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom convopt_mlflow.tracking.model import build_policy\n"
+            "p = build_policy({'obs_size': 9, 'n_actions': 3, 'net_arch': {'pi': [8], 'vf': [8]}, 'activation': 'tanh'})\n"
+            "assert not hasattr(p.optimizer, 'step'), type(p.optimizer)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
 def test_logging_leaves_the_run_and_the_fluent_state_alone(logged):
     client, run, uri = logged
     after = client.get_run(run.info.run_id).info

@@ -72,16 +72,17 @@ def test_a_dead_worker_loses_only_its_own_member(monkeypatch):
 
 def test_a_market_kept_by_a_worker_trains_exactly_like_a_fresh_one(tracked, monkeypatch):
     from convopt_mlflow.config import apply_values
-    from convopt_mlflow.training import ensemble
+    from convopt_mlflow.training import ensemble, setup
     from convopt_mlflow.training.coordinator import train
 
-    monkeypatch.setattr(ensemble, "_MARKETS", {})
+    monkeypatch.setattr(setup, "_SHARED", {})
     member = member_config(_config(run__total_timesteps=1024), _plans(3)[0])
     market, hit = ensemble.member_market(member, "")
     assert not hit
     again, hit = ensemble.member_market(member, market.bars.digest)
     assert hit and again is market
-    assert not ensemble.member_market(member, "another-digest")[1]
+    # an unknown digest: the bars are read, and they are the kept market's (the key is what was read)
+    assert ensemble.member_market(member, "another-digest")[0] is market
     assert not ensemble.member_market(apply_values(member, {"env.cost_bps": 3.0}), market.bars.digest)[1]
     first = train(member, preset="ensemble", market=market)
     second = train(member, preset="ensemble", market=market)  # the same arrays, a second run in one process
