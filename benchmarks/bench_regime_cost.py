@@ -1,6 +1,7 @@
-"""Benchmark: what the regime-aware parts cost, as a share of learn time, in one ``regime`` run.
+"""Benchmark: what the regime-aware parts cost, as a share of learn time, in one stratified-meta run.
 
-One ``coordinator.train`` run of the ``regime`` preset in a fresh process, against a temporary sqlite store
+One ``coordinator.train`` run of ``baseline`` with the stratified meta controller and the regime features
+(``STRATIFIED``: what the ``regime`` preset was before it became the context-features direct learner) in a fresh process, against a temporary sqlite store
 and an empty label cache (so the one-off BOCPD labelling is paid, as on a market's first run). Timers
 wrap every regime-aware part:
 
@@ -89,16 +90,28 @@ print(json.dumps({"status": result.status, "train_s": took, "train_cpu_s": took_
 """
 
 
+# The stratified meta controller with the regime features: what the `regime` preset was until the
+# context-features direct learner replaced it (that preset has no controller, BOCPD or trend detector).
+STRATIFIED = {"base_learning_rate": "3e-5", "scheduler_enabled": "false",
+              "monitor.enabled": "false", "ppo.ent_coef": "0.005", "env.regime_features": "true",
+              "meta_enabled": "true", "meta_stratified": "true", "adaptation_frequency": "20000",
+              "run.eval_freq": "20000"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=50_000)
-    parser.add_argument("--preset", default="regime")
+    parser.add_argument("--preset", default="baseline",
+                        help="the preset under the --stratified overrides (default: the stratified meta controller)")
+    parser.add_argument("--no-stratified", dest="stratified", action="store_false",
+                        help="run --preset as it is, without the stratified meta controller's overrides")
     parser.add_argument("--data", default="synthetic:n_bars=300000,seed=11,signal_ic=0.05,signal_regimes=1:-1:0")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--profile", type=Path, default=None,
                         help="write cProfile's top functions of the regime-aware parts (not learn) here")
     args = parser.parse_args()
-    overrides = {"run.total_timesteps": str(args.timesteps), "run.progress_bar": "false", "data.source": args.data}
+    overrides = {"run.total_timesteps": str(args.timesteps), "run.progress_bar": "false", "data.source": args.data,
+                 **(STRATIFIED if args.stratified else {})}
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "CONVOPT_CACHE_DIR": f"{tmp}/cache"}
         env.pop("MLFLOW_RUN_ID", None)

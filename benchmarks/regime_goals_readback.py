@@ -39,7 +39,10 @@ def read(client, experiment: str) -> tuple[list[dict], str | None]:
         row = {"arm": tags.get("convopt.arm"), "seed": int(tags.get("convopt.seed", -1)), "status": run.info.status,
                **{k: metrics.get(k) for k in KEYS},
                "test_regime_sharpe": {k.split("/")[3]: v for k, v in metrics.items()
-                                      if k.startswith("backtest/test/regime/") and k.endswith("/sharpe")}}
+                                      if k.startswith("backtest/test/regime/") and k.endswith("/sharpe")},
+               "test_oracle_regime_sharpe": {k.split("/")[4]: v for k, v in metrics.items()
+                                             if k.startswith("benchmark/test/oracle/regime/")
+                                             and k.endswith("/sharpe")}}
         if any(k.startswith("meta/") for k in metrics):
             updates = Counter(int(p.value) for p in client.get_metric_history(run.info.run_id, "meta/regime"))
             row["meta"] = {
@@ -55,6 +58,13 @@ def read(client, experiment: str) -> tuple[list[dict], str | None]:
 
 def _mean(group: list[dict], key: str) -> float | None:
     return sum(r[key] for r in group) / len(group) if group else None
+
+
+def _regime_means(group: list[dict], key: str) -> dict[str, float]:
+    """Mean over the group's runs of each regime's value under ``key`` (runs that have it)."""
+    names = sorted({name for r in group for name in r.get(key, {})})
+    return {name: sum(r[key][name] for r in group if name in r[key]) / sum(name in r[key] for r in group)
+            for name in names}
 
 
 def paired_effects(rows: list[dict], baseline: str, metric: str) -> dict:
@@ -101,7 +111,9 @@ def main() -> None:
         group = [r for r in rows if r["arm"] == arm and r["backtest/test/sharpe"] is not None]
         summary[arm] = {"n": len(group), "test_sharpe": _mean(group, "backtest/test/sharpe"),
                         "oracle_fraction": _mean(group, "backtest/test/oracle_fraction"),
-                        "oracle_sharpe": _mean(group, "benchmark/test/oracle/sharpe")}
+                        "oracle_sharpe": _mean(group, "benchmark/test/oracle/sharpe"),
+                        "test_regime_sharpe": _regime_means(group, "test_regime_sharpe"),
+                        "test_oracle_regime_sharpe": _regime_means(group, "test_oracle_regime_sharpe")}
     paired = paired_effects(rows, args.baseline, args.metric) if args.baseline else {}
     write_result({"experiment": args.experiment, "machine": machine_info(), "summary": summary,
                   "paired_vs_baseline": paired, "runs": rows}, args.out)

@@ -59,13 +59,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_schedule_type": "cosine_with_restarts", "monitor.enabled": True, "ppo.ent_coef": 0.005,
         "meta_enabled": True, "adaptation_frequency": 25_000, "run.eval_freq": 25_000,
     },
-    # Regime-aware: plain PPO at the reference LR (3e-5), the trend detector's causal regime probabilities
-    # as observations, and the meta controller with regime-stratified rollouts (each block of 20k steps
-    # trains on one regime's windows with that regime's bandit's LR / entropy / clip multipliers).
+    # Regime-aware: the direct learner (as `direct`) observing the context features (env.context_features,
+    # data/context.py): trailing lag-1 autocorrelation, vol ratio and each feat_* signal's recent IC over 64
+    # and 256 bars, mechanism-agnostic evidence of what flips a signal's sign. Screened on the regime market
+    # (2 seeds, 100k/200k) against PPO with them, the trend detector's probabilities, the Sharpe objective, LR
+    # 1e-3 and a 128x128 net (benchmarks/results/regime_screen.json; docs/studies/meta-controller.md).
     "regime": {
-        "base_learning_rate": 3e-5, "scheduler_enabled": False, "monitor.enabled": False, "ppo.ent_coef": 0.005,
-        "env.regime_features": True, "meta_enabled": True, "meta_stratified": True,
-        "adaptation_frequency": 20_000, "run.eval_freq": 20_000,
+        "scheduler_enabled": False, "monitor.enabled": False, "direct.enabled": True,
+        "direct.lr": 3e-4, "direct.batch_windows": 32, "env.context_features": True,
     },
     # Baseline (SB3's default LR) + curriculum: episodes start in easy windows first (steps or performance advance).
     "curriculum": {

@@ -52,6 +52,10 @@ class EnvConfig:
     regime_features: bool = False
     """Observe the trend / mean-reversion detector's probabilities (regime_trend, regime_mean_reversion,
     regime_neutral; components/trend_detector.py) as three more features, computed once, causally."""
+    context_features: bool = False
+    """Observe trailing statistics of what flips a signal's sign (data/context.py): the returns' lag-1
+    autocorrelation and the vol ratio over 64 and 256 bars, each feat_* signal's recent IC and the signal
+    signed by it; computed once, causally, and rebuilt identically by the pyfunc."""
 
 
 @dataclass(frozen=True)

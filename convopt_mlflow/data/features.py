@@ -16,11 +16,16 @@ volume_z        z-score of log1p(volume) over the last w bars |x| <= sqrt(w - 1)
 feat_*          passed through unchanged                      the user's responsibility
 regime_*        P(trend), P(mean_reversion), P(neutral) from  [0, 1], sum 1
                 the last 2*64+7 returns (optional, below)
+ctx_*           trailing autocorrelation, vol ratio and each  see data/context.py
+                ``feat_*``'s recent IC (optional, below)
 ==============  ============================================  ==========================
 
 The ``regime_*`` columns (``regime_features=True``, config ``env.regime_features``) are
 :class:`~convopt_mlflow.components.trend_detector.TrendDetector`'s probabilities, placed after
 every other column; with them the warm-up is at least the detector's.
+The ``ctx_*`` columns (``context_features=True``, config ``env.context_features``) are
+:func:`~convopt_mlflow.data.context.context_columns`, placed last; with them the warm-up is at
+least :func:`~convopt_mlflow.data.context.context_warmup`.
 
 Because the window includes the current bar, every ratio is bounded even when
 volatility is tiny. ``volume_z`` exists only when the frame has a volume column
@@ -37,6 +42,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from convopt_mlflow.components.trend_detector import TrendDetector
+from convopt_mlflow.data.context import context_columns, context_warmup, uses_context_features  # noqa: F401
 from convopt_mlflow.errors import ConfigError
 
 #: Columns added by ``regime_features=True``: the trend / mean-reversion detector's probabilities.
@@ -85,7 +91,7 @@ def regime_columns(log_returns: np.ndarray) -> np.ndarray:
 
 
 def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: bool | None = None,
-                     regime_features: bool = False) -> Features:
+                     regime_features: bool = False, context_features: bool = False) -> Features:
     """Compute the features of a canonical bar frame (see :func:`validate_frame`).
 
     Args:
@@ -98,6 +104,8 @@ def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: boo
             frame's decision, so both have the same columns.
         regime_features: append the :data:`REGIME_FEATURES` columns (and extend the warm-up
             to the detector's).
+        context_features: append the ``ctx_*`` columns of :mod:`convopt_mlflow.data.context`
+            (and extend the warm-up to theirs).
 
     Raises:
         ConfigError: if ``vol_window`` is invalid or the frame has no more bars
@@ -111,6 +119,8 @@ def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: boo
     warmup = w + long_window - 1
     if regime_features:
         warmup = max(warmup, TrendDetector().warmup)
+    if context_features:
+        warmup = max(warmup, context_warmup())
     n_bars = len(frame)
     if n_bars <= warmup:
         raise ConfigError(f"features with vol_window={w} need more than {warmup} bars, got {n_bars}")
@@ -140,6 +150,8 @@ def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: boo
             columns[str(name)] = frame[name].to_numpy(dtype=np.float64)
     if regime_features:
         columns.update(zip(REGIME_FEATURES, regime_columns(log_returns).T))
+    if context_features:
+        columns.update(context_columns(log_returns, {c: columns[c] for c in columns if c.startswith("feat_")}))
 
     values = np.empty((n_bars, len(columns)), dtype=np.float32)
     for j, column in enumerate(columns.values()):
@@ -203,20 +215,32 @@ class Observation:
 
 
 def observation_features(frame: pd.DataFrame, *, vol_window: int, observation: str, history: int,
-                         volume_z: bool | None = None, regime_features: bool = False) -> Observation:
+                         volume_z: bool | None = None, regime_features: bool = False,
+                         context_features: bool = False) -> Observation:
     """The features an env observes and the window (bars) the env reads of them.
 
     ``observation="multiscale"``: :func:`multiscale_features` over ``history`` bars, read
     one bar at a time (window 1). ``"window"``: the raw features, ``history`` lagged bars.
     The training env and the logged model both build their observations here.
-    ``volume_z``, ``regime_features``: see :func:`compute_features`.
+    ``volume_z``, ``regime_features``, ``context_features``: see :func:`compute_features`.
     """
     if observation not in OBSERVATIONS:
         raise ConfigError(f"observation must be one of {', '.join(OBSERVATIONS)}, got {observation!r}")
-    features = compute_features(frame, vol_window=vol_window, volume_z=volume_z, regime_features=regime_features)
+    features = compute_features(frame, vol_window=vol_window, volume_z=volume_z, regime_features=regime_features,
+                                context_features=context_features)
     if observation == "window":
         return Observation(features, int(history), list(features.names))
     return Observation(multiscale_features(features, int(history)), 1, list(features.names))
+
+
+def plain_observation_warmup(vol_window: int, *, observation: str, history: int) -> int:
+    """The warm-up (bars) of the observation without the optional ``regime_*`` / ``ctx_*`` sets.
+
+    Runs split their bars from here whatever optional sets they observe, so arms that differ only in
+    those sets are validated and tested on the same bars (their train split starts at their own warm-up).
+    """
+    warmup = int(vol_window) * (1 + VOL_TREND_WINDOWS) - 1
+    return warmup + (int(history) - 1 if observation == "multiscale" else 0)
 
 
 def observation_size(n_base_features: int, *, observation: str, history: int) -> int:
@@ -227,7 +251,8 @@ def observation_size(n_base_features: int, *, observation: str, history: int) ->
 
 
 def segment_observation_values(bars: np.ndarray, columns: Sequence[str], *, vol_window: int, observation: str,
-                               history: int, volume_z: bool, regime_features: bool = False) -> np.ndarray:
+                               history: int, volume_z: bool, regime_features: bool = False,
+                               context_features: bool = False) -> np.ndarray:
     """The observed feature values of a short segment of bars, in numpy (float32 ``(T, F)``).
 
     The same definitions as :func:`observation_features` (a test holds them equal), without
@@ -239,7 +264,8 @@ def segment_observation_values(bars: np.ndarray, columns: Sequence[str], *, vol_
     data = {str(c): np.asarray(bars[:, j], dtype=np.float64) for j, c in enumerate(columns)}
     w = int(vol_window)
     long_window, momentum_bars = VOL_TREND_WINDOWS * w, w // 4
-    warmup = max(w + long_window - 1, TrendDetector().warmup if regime_features else 0)
+    warmup = max(w + long_window - 1, TrendDetector().warmup if regime_features else 0,
+                 context_warmup() if context_features else 0)
     n_bars = bars.shape[0]
     if n_bars <= warmup:
         raise ConfigError(f"features with vol_window={w} need more than {warmup} bars, got {n_bars}")
@@ -259,6 +285,9 @@ def segment_observation_values(bars: np.ndarray, columns: Sequence[str], *, vol_
     columns_out += [data[c] for c in data if c.startswith("feat_")]
     if regime_features:
         columns_out += list(regime_columns(np.nan_to_num(returns)).T)
+    if context_features:
+        columns_out += list(context_columns(np.nan_to_num(returns), {c: data[c] for c in data
+                                                                     if c.startswith("feat_")}).values())
     values = np.column_stack(columns_out).astype(np.float32)
     values[:warmup] = 0.0
     base = Features(values=values, names=[str(i) for i in range(values.shape[1])], warmup=warmup,

@@ -5,6 +5,7 @@ without having created a run.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,7 +17,7 @@ import torch
 from ..components.ensemble import block_start_sampler
 from ..config import OptimizedTrainingConfig
 from ..data import Bars, Features, Splits, chronological_splits, load_bars
-from ..data.features import observation_features
+from ..data.features import observation_features, plain_observation_warmup
 from ..data.splits import split_boundaries
 from ..data.loading import SYNTHETIC_PREFIX, generated_market, parse_synthetic_spec
 from ..data.synthetic import UNIFORM_LOADINGS
@@ -109,12 +110,18 @@ def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Marke
         bars = load_bars(cfg.data.source, min_bars=min_bars_needed(cfg), max_gap=max_gap)
     observed = observation_features(bars.frame, vol_window=cfg.data.vol_window,
                                     observation=cfg.env.observation, history=cfg.env.window,
-                                    regime_features=cfg.env.regime_features)
+                                    regime_features=cfg.env.regime_features,
+                                    context_features=cfg.env.context_features)
     features = observed.features
+    # split from the plain observation's warm-up, so the optional sets (regime_*, ctx_*) leave val and
+    # test on the same bars as an arm without them; the train split starts where every feature is valid
+    plain = plain_observation_warmup(cfg.data.vol_window, observation=cfg.env.observation, history=cfg.env.window)
     splits = chronological_splits(bars.n_bars, val_fraction=cfg.data.val_fraction,
                                   test_fraction=cfg.data.test_fraction,
                                   holdout_fraction=cfg.data.holdout_fraction, embargo_bars=cfg.data.embargo_bars,
-                                  start=features.warmup)
+                                  start=min(plain, features.warmup))
+    if splits.train[0] < features.warmup:
+        splits = dataclasses.replace(splits, train=(features.warmup, splits.train[1]))
     cores = {}
     for name in ("train", "val", "test"):  # no core for the holdout: only `convopt promote` walks it
         # only training needs whole episodes; val/test are walked bar by bar

@@ -117,10 +117,13 @@ def test_the_stratum_sampler_keeps_another_components_pool():
     assert set(plan.sampler("mean_reversion", only_even, uniform=False)(rng, 50).tolist()) <= {0, 2, 4, 6, 8}
 
 
-def test_the_regime_preset_runs_stratified_with_regime_features(tracked):
-    cfg = build_config("regime", {**STRATIFIED, "run.total_timesteps": "1536"})
+def test_stratified_meta_runs_with_regime_features(tracked):
+    """What the `regime` preset was before the context features: PPO at 3e-5, the trend detector's
+    probabilities observed, the stratified controller."""
+    cfg = build_config("baseline", {**STRATIFIED, "run.total_timesteps": "1536", "base_learning_rate": "3e-5",
+                                    "ppo.ent_coef": "0.005", "env.regime_features": "true", "meta_enabled": "true"})
     assert cfg.meta_enabled and cfg.meta_stratified and cfg.env.regime_features
-    result = train(cfg, preset="regime", checkpoint_root=tracked.checkpoint_root("regime_preset"))
+    result = train(cfg, preset="baseline", checkpoint_root=tracked.checkpoint_root("regime_preset"))
     run = result.run_id
     assert result.status == "FINISHED" and "convopt.degraded" not in tracked.tags(run)
     params = tracked.client.get_run(run).data.params

@@ -1,0 +1,113 @@
+"""Context features: trailing, lookahead-free statistics of what flips a signal's sign.
+
+A regime market's published signal (and the return's own autocorrelation) can change sign with
+a regime the agent does not see. Rather than detect one mechanism's regimes, these columns
+measure, over trailing windows of ``W`` bars, the evidence any mechanism leaves in the data:
+
+=============================  =================================================================  ============
+name                           definition at bar t (``r`` log returns, ``s`` a ``feat_*`` column)  range
+=============================  =================================================================  ============
+ctx_autocorr_W                 corr(r[u-1], r[u]) over u = t-W+1..t (lag-1 autocorrelation)        [-1, 1]
+ctx_vol_ratio_W1_W2            rms(r over W1 bars) / rms(r over W2 bars) - 1, W1 < W2              [-1, sqrt(W2/W1) - 1]
+ctx_return_W                   r[t] / rms(r over W bars) * ctx_autocorr_W * sqrt(W)                the last return, signed
+                                                                                                   by its recent lag-1 IC
+ctx_ic_{s}_W                   corr(s[u-1], r[u]) over u = t-W+1..t (the signal's recent IC)       [-1, 1]
+ctx_signed_{s}_W               s[t] * ctx_ic_{s}_W * sqrt(W) (the signal read with the sign and    the signal, signed
+                               z-score of its recent IC)
+=============================  =================================================================  ============
+
+for ``W`` in :data:`CONTEXT_WINDOWS` (``W1, W2`` consecutive windows). Each window holds bars
+``<= t`` only and each sum is taken over the window's own values (no running cumulative sum), so
+the same bars give bit-identical values whatever segment of the series they are computed in:
+the training env, an augmented episode and the pyfunc at predict time agree exactly. The
+warm-up is ``max(CONTEXT_WINDOWS) + 1`` bars (the first return and one lag).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = ["CONTEXT_WINDOWS", "CONTEXT_PREFIX", "context_columns", "context_warmup", "uses_context_features"]
+
+#: Trailing windows (bars) of the context statistics.
+CONTEXT_WINDOWS = (64, 256)
+#: Prefix of every context column's name.
+CONTEXT_PREFIX = "ctx_"
+_EPS = 1e-12
+
+
+def context_warmup() -> int:
+    """First bar at which every context column is valid."""
+    return max(CONTEXT_WINDOWS) + 1
+
+
+def uses_context_features(names: Sequence[str]) -> bool:
+    """Whether feature ``names`` (a model's, a market's) include the context columns."""
+    return any(str(name).startswith(CONTEXT_PREFIX) for name in names)
+
+
+def context_columns(log_returns: np.ndarray, signals: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The context columns (float64, NaN before their window fills), in a fixed order.
+
+    Args:
+        log_returns: ``float[n]``, ``r[t] = log(close[t] / close[t-1])``; ``r[0]`` is ignored.
+        signals: the ``feat_*`` columns by name, each ``float[n]``, published at the close of bar t.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> columns = context_columns(rng.normal(size=600), {"feat_x": rng.normal(size=600)})
+        >>> list(columns)[:3], bool(np.isnan(columns["ctx_autocorr_64"][64]))
+        (['ctx_autocorr_64', 'ctx_return_64', 'ctx_autocorr_256'], True)
+    """
+    r = np.array(log_returns, dtype=np.float64)
+    r[0] = np.nan
+    lagged_r = _lag(r)
+    out: dict[str, np.ndarray] = {}
+    rms = {}
+    for w in CONTEXT_WINDOWS:
+        rms[w] = np.sqrt(_window_sum(r * r, w) / w)
+        autocorr = _rolling_corr(lagged_r, r, w)
+        out[f"{CONTEXT_PREFIX}autocorr_{w}"] = autocorr
+        out[f"{CONTEXT_PREFIX}return_{w}"] = r / (rms[w] + _EPS) * autocorr * np.sqrt(w)
+    for short, long in zip(CONTEXT_WINDOWS, CONTEXT_WINDOWS[1:]):
+        out[f"{CONTEXT_PREFIX}vol_ratio_{short}_{long}"] = rms[short] / (rms[long] + _EPS) - 1.0
+    for name, values in signals.items():
+        signal = np.asarray(values, dtype=np.float64)
+        tag = str(name)[len("feat_"):] if str(name).startswith("feat_") else str(name)
+        for w in CONTEXT_WINDOWS:
+            ic = _rolling_corr(_lag(signal), r, w)
+            out[f"{CONTEXT_PREFIX}ic_{tag}_{w}"] = ic
+            out[f"{CONTEXT_PREFIX}signed_{tag}_{w}"] = signal * ic * np.sqrt(w)
+    return out
+
+
+def _lag(x: np.ndarray) -> np.ndarray:
+    lagged = np.empty_like(x)
+    lagged[0] = np.nan
+    lagged[1:] = x[:-1]
+    return lagged
+
+
+def _window_sum(x: np.ndarray, window: int) -> np.ndarray:
+    """Sum of ``x[t-window+1..t]``, each window summed on its own (NaN before it fills)."""
+    out = np.full(x.size, np.nan)
+    if x.size >= window:
+        out[window - 1:] = sliding_window_view(x, window).sum(axis=1)
+    return out
+
+
+def _rolling_corr(x: np.ndarray, y: np.ndarray, window: int) -> np.ndarray:
+    """Pearson correlation of the pairs ``(x[u], y[u])`` over ``u = t-window+1..t``; 0 if either is constant."""
+    n = float(window)
+    sx, sy = _window_sum(x, window), _window_sum(y, window)
+    sxx, syy, sxy = _window_sum(x * x, window), _window_sum(y * y, window), _window_sum(x * y, window)
+    cov = sxy - sx * sy / n
+    var_x = np.maximum(sxx - sx * sx / n, 0.0)
+    var_y = np.maximum(syy - sy * sy / n, 0.0)
+    denom = np.sqrt(var_x * var_y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(denom > _EPS * n, cov / np.where(denom > 0, denom, 1.0), 0.0)
+    corr = np.where(np.isnan(sx) | np.isnan(sy), np.nan, corr)
+    return np.clip(corr, -1.0, 1.0)
