@@ -40,7 +40,7 @@ PHASES = (
     ("open child run + tags", "convopt_mlflow.tracking", "open_child_run"),
     ("market (kept by the worker, by digest)", "convopt_mlflow.training.setup", "shared_market"),
     ("coordinator.train", "convopt_mlflow.training.coordinator", "train"),
-    ("  open run, log config/params/dataset/splits", "convopt_mlflow.training.coordinator", "_log_run_inputs"),
+    ("  open run, log config/params/dataset/splits", "convopt_mlflow.training.coordinator", "log_run_inputs"),
     ("  make env", "convopt_mlflow.training.coordinator", "make_env"),
     ("  make model", "convopt_mlflow.training.coordinator", "make_model"),
     ("  learn (PPO, evals, checkpoints)", "stable_baselines3.common.on_policy_algorithm", "OnPolicyAlgorithm.learn"),
@@ -54,7 +54,7 @@ PHASES = (
     ("    equity figures", "convopt_mlflow.training.reporting", "equity_figure"),
     ("    log figures (html)", "convopt_mlflow.tracking.html", "log_figure"),
     ("    log model", "convopt_mlflow.tracking", "log_policy_model"),
-    ("  run description", "convopt_mlflow.training.coordinator", "_describe"),
+    ("  run description", "convopt_mlflow.training.coordinator", "describe"),
     ("  end run", "convopt_mlflow.tracking.runs", "RunHandle.end"),
     ("secondary metrics + test PnL artifact", "convopt_mlflow.experiments.trial", "TrialRunner._secondary"),
 )

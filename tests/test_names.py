@@ -6,7 +6,7 @@ from convopt_mlflow.config.names import MAX_LABEL_CHARS, config_differences, ove
 from convopt_mlflow.experiments.arms import parse_arms
 from convopt_mlflow.experiments.session import parent_run_name
 from convopt_mlflow.tracking.live import evidence_summary
-from convopt_mlflow.training.coordinator import run_display_name
+from convopt_mlflow.training.run_meta import run_display_name
 
 
 def test_run_names_show_overrides_compactly():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,20 +17,24 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger
 
 from .. import config as cfgmod
-from ..components import AdvancedLRScheduler, ConvergenceMonitor, MonitorThresholds, RegularizationSchedule
+from ..components import (
+    AdvancedLRScheduler,
+    ConvergenceMonitor,
+    MonitorThresholds,
+    RegularizationSchedule,
+)
 from ..components.ensemble import block_start_sampler, block_starts
 from ..components.meta import MetaLearningController
 from ..components.plasticity import PLASTICITY_ACTIONS, PlasticityGate
 from ..components.replay_scenario import ScenarioReplay
-from ..tracking import MLflowOutputFormat, RunHandle, get_run_tags, log_dataset, open_run
-from ..tracking.splits import log_split_boundaries
+from ..tracking import MLflowOutputFormat, RunHandle, get_run_tags, open_run
 from .augment import AugmentCallback, build_augmentation
 from .callbacks import CheckpointCallback, ConvergenceCallback, ValidationEvalCallback
 from .checkpoints import CheckpointStore, restore_training_state
 from .control import ComponentGuard, StopRequest, signals_to
 from .counterfactual import attach_counterfactual
 from .curriculum import CurriculumCallback, build_curriculum, start_curriculum
-from .evaluate import MIN_EVALUATIONS, effective_eval_freq, validation_pnl, validation_scorer
+from .evaluate import validation_pnl, validation_scorer
 from .interventions import InterventionActuator, TrainingDiverged
 from .meta import MetaCallback, build_strata, label_train_split, stratum_scored
 from .plasticity import PlasticitySurgeon
@@ -39,9 +42,16 @@ from .progress import RolloutProgressBar
 from .replay import build_replay
 from .reporting import finalize_run, write_progress_artifacts
 from .resume import plan_resume
+from .run_meta import (
+    describe,
+    eval_freq,
+    log_run_inputs,
+    run_display_name,
+    run_tags,
+    warn_harm,
+)
 from .selection import choose_final_model, judge_edge
-from .setup import Market, load_market, make_env, make_model, split_record
-
+from .setup import Market, load_market, make_env, make_model
 
 
 @dataclass
@@ -135,14 +145,14 @@ def train(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", resume
     checkpoint = plan.checkpoint if plan else None
     handle = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
                       run_name=run_display_name(preset, cfg.run.seed, cfg=cfg) if named_here else None,
-                      tags={**_tags(cfg, preset), **(tags or {})})
+                      tags={**run_tags(cfg, preset), **(tags or {})})
     root = Path(checkpoint_root or os.environ.get("CONVOPT_CHECKPOINT_ROOT", ".convopt/checkpoints"))
     ckpt_dir = plan.checkpoint_dir if plan and plan.checkpoint_dir else (root / handle.run_id).resolve()
     stop = StopRequest()
     with signals_to(stop):
         try:
             if checkpoint is None:  # a new run, or one killed before its first checkpoint
-                _log_run_inputs(handle, cfg, market, ckpt_dir)
+                log_run_inputs(handle, cfg, market, ckpt_dir)
             store = CheckpointStore(ckpt_dir, keep_last=cfg.run.keep_checkpoints)
             return _train_in_run(cfg, market, handle, comps, stop, store, checkpoint, extra_callbacks, after_eval)
         except TrainingDiverged as exc:
@@ -174,7 +184,7 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
                                     stop=stop, max_rollbacks=cfg.run.max_rollbacks, curriculum=curriculum,
                                     plasticity=PlasticitySurgeon(cfg.monitor.shrink_perturb_fraction, cfg.run.seed,
                                                                  observations=lambda: convergence.watch_sample))
-    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), _eval_freq(cfg),
+    evaluation = ValidationEvalCallback(validation_scorer(market, cost_bps=cfg.env.cost_bps), eval_freq(cfg),
                                         callback_after_eval=after_eval)
     phase = {"training_done": False}  # saved with every checkpoint: True only in the final one
     checkpoints = CheckpointCallback(store, cfg.run.checkpoint_freq,
@@ -242,9 +252,9 @@ def _train_in_run(cfg, market: Market, handle: RunHandle, comps: Components, sto
         handle.end("KILLED")
         return TrainResult(handle.run_id, "KILLED", stop.exit_code,
                            f"{reason}; `convopt train --resume {handle.run_id}` logs what is missing")
-    _warn_harm(handle, cfg, metrics or {})
+    warn_harm(handle, cfg, metrics or {})
     handle.set_tags({"convopt.phase": "finished"})
-    _describe(handle)
+    describe(handle)
     handle.end("FINISHED")
     no_edge = get_run_tags(handle.run_id).get("convopt.no_edge") == "true"
     chosen = {k: v for k, v in handle.client.get_run(handle.run_id).data.metrics.items() if k.startswith("model/")}
@@ -329,69 +339,6 @@ def _extras(comps: Components, convergence: ConvergenceCallback, model, evaluati
         out[name] = part.state_dict()
     out["env_rng"] = model.env.unwrapped.rng_state
     return out
-
-
-def run_display_name(preset: str, seed: int, role: str = "",
-                     cfg: cfgmod.OptimizedTrainingConfig | None = None) -> str:
-    """The name a run shows in the MLflow UI: ``<preset>-s<seed>``, then its role (``-member2``).
-
-    With ``cfg``, what it changes from the preset is shown compactly: ``baseline[lr=1e-4]-s0``
-    (see :mod:`convopt_mlflow.config.names`).
-    """
-    label = preset
-    if cfg is not None and preset in cfgmod.PRESETS:
-        from ..config.names import config_differences, preset_label
-
-        preset_flat = cfgmod.flatten(cfgmod.build_config(preset))
-        label = preset_label(preset, config_differences(cfgmod.flatten(cfg), preset_flat))
-    return f"{label}-s{seed}" + (f"-{role}" if role else "")
-
-
-def _tags(cfg, preset: str) -> dict[str, str]:
-    return {"convopt.preset": preset, "convopt.arm": preset, "convopt.seed": str(cfg.run.seed),
-            "convopt.role": "train", "convopt.config_hash": cfgmod.config_hash(cfg),
-            "convopt.pid": str(os.getpid()), "convopt.host": socket.gethostname()}
-
-
-def _warn_harm(handle: RunHandle, cfg, metrics: dict) -> None:
-    """Tag ``convopt.harm_warning`` (and say it) when a component-on run ends below flat on validation."""
-    from ..evaluation.harm import HARM_TAG, components_on, harm_warning
-
-    warning = harm_warning(components_on(cfg), metrics)
-    if warning:
-        handle.set_tags({HARM_TAG: warning})
-        print(f"convopt: warning: {warning}")
-
-
-def _describe(handle: RunHandle) -> None:
-    """The run's markdown description in the MLflow UI; a failure to write it only warns."""
-    from ..tracking.describe import describe_run
-
-    try:
-        describe_run(handle.run_id, handle.client, status="FINISHED")
-    except Exception as exc:  # noqa: BLE001 - the run itself is done and logged
-        print(f"convopt: warning: run description not written ({type(exc).__name__}: {exc})")
-
-
-def _log_run_inputs(handle: RunHandle, cfg, market: Market, ckpt_dir: Path) -> None:
-    handle.log_text(cfgmod.to_json(cfg), "config.json")  # first: a resume needs only this
-    handle.set_tags({"convopt.checkpoint_dir": str(ckpt_dir), "convopt.data.digest": market.bars.digest,
-                     "convopt.phase": "training"})
-    params = cfgmod.flatten(cfg)
-    params["config_hash"] = cfgmod.config_hash(cfg)
-    params["run.eval_freq_effective"] = _eval_freq(cfg)
-    handle.log_params(params)
-    if params["run.eval_freq_effective"] != cfg.run.eval_freq:
-        print(f"convopt: evaluating on validation every {params['run.eval_freq_effective']:,} steps: "
-              f"run.eval_freq={cfg.run.eval_freq:,} would give fewer than {MIN_EVALUATIONS} evaluations "
-              f"in {cfg.run.total_timesteps:,} steps")
-    log_dataset(handle, market.bars.frame, name=market.bars.name, source=market.bars.source,
-                digest=market.bars.digest)
-    log_split_boundaries(handle, split_record(cfg, market))
-
-
-def _eval_freq(cfg) -> int:
-    return effective_eval_freq(cfg.run.eval_freq, cfg.run.total_timesteps, cfg.ppo.n_steps * cfg.env.n_envs)
 
 
 class _NullMonitor:

@@ -39,10 +39,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from .. import config as cfgmod
 from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, MemberPlan
 from ..evaluation import equity_figure
-from .coordinator import TrainResult, _describe, _tags, run_display_name
+from .coordinator import TrainResult
 from .ensemble_eval import EnsembleReport, ensemble_edge, ensemble_report, member_tables
 from .member_pool import ParallelMembers
 from .reporting import EQUITY_POINTS, SPLITS, model_inputs
+from .run_meta import describe, run_display_name, run_tags
 from .setup import Market, load_market, shared_market
 
 FAULTS_ENV = "CONVOPT_ENSEMBLE_FAULTS"
@@ -170,7 +171,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
     try:
         parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
                           run_name=run_display_name(preset, cfg.run.seed, "ensemble", cfg=cfg),
-                          tags={**_tags(cfg, preset), "convopt.role": "ensemble"})
+                          tags={**run_tags(cfg, preset), "convopt.role": "ensemble"})
     except BaseException:
         pool.close()
         raise
@@ -184,7 +185,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
                     "convopt.member": str(plan.index), "convopt.ensemble_run": parent.run_id}
             child = open_run(experiment=experiment, run_id=None,
                              run_name=run_display_name(preset, member_cfg.run.seed, f"member{plan.index}", cfg=cfg),
-                             tags={**_tags(member_cfg, preset), **tags}, client=parent.client)
+                             tags={**run_tags(member_cfg, preset), **tags}, client=parent.client)
             children[plan.index] = child
             tasks[plan.index] = MemberTask(cfgmod.to_json(member_cfg), child.run_id, preset, tags, checkpoint_root,
                                            market.bars.digest)
@@ -298,7 +299,7 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
     if warning:  # the ensemble itself is a component: judged on the ensemble's validation Sharpe
         tags[HARM_TAG] = warning
     parent.set_tags(tags)
-    _describe(parent)
+    describe(parent)
     parent.end("FINISHED")
     return TrainResult(parent.run_id, "FINISHED", 0, reason, report.metrics, no_edge=no_edge)
 
