@@ -27,10 +27,10 @@ def _log(client: MlflowClient, run_id: str, key: str, steps, t0: int = 0) -> Non
 
 
 @pytest.fixture(scope="module")
-def big_run(tmp_path_factory):
+def big_run(tmp_path_factory, mlflow_template):
     """``(uri, run id)``: a RUNNING run with 100k points of ``train/loss`` and 100 of ``eval/score``."""
     root = tmp_path_factory.mktemp("first_look")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = mlflow_template.copy_to(root)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("convopt", artifact_location=f"{root}/artifacts")
     run_id = client.create_run(experiment, run_name="full-s0").info.run_id
