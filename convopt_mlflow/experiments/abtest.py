@@ -10,11 +10,15 @@ budget of one COMPLETE trial per cell, and a trial that finds its cell already h
 down (:func:`~convopt_mlflow.experiments.trial.duplicate_of`), so no cell trains twice,
 even when the study is re-run to resume it.
 
-Example (one worker, sqlite):
-    >>> spec = StudySpec(arms=("baseline", "lr"), seeds=(0, 1))             # doctest: +SKIP
-    >>> study = open_study(spec, get_storage(None), "ab-demo")               # doctest: +SKIP
-    >>> run_cells(study, spec, parent_run_id)                                # doctest: +SKIP
-    >>> [r.arm for r in completed_trials(study, spec)]                       # doctest: +SKIP
+Example (one worker, sqlite; it trains every cell, so it is shown here rather than run as a
+doctest: ``tests/experiments/test_abtest.py`` runs it at a tiny budget):
+
+```python
+spec = StudySpec(arms=("baseline", "lr"), seeds=(0, 1))
+study = open_study(spec, get_storage(None), "ab-demo")
+run_cells(study, spec, parent_run_id)
+[r.arm for r in completed_trials(study, spec)]
+```
 """
 from __future__ import annotations
 

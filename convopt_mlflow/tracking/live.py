@@ -30,9 +30,16 @@ after the points already held (offset in ``(timestamp, step, value)`` order), ev
 point from the first read on.
 
 Example:
-    >>> reader = LiveReader(MlflowClient("sqlite:///mlflow.db"))   # doctest: +SKIP
-    >>> reader.series(run_id)["eval/score"]                         # doctest: +SKIP
-    (array([ 1024., 2048.]), array([0.1, 0.3]))
+    >>> from mlflow.tracking import MlflowClient
+    >>> client = MlflowClient()
+    >>> run_id = client.create_run("0").info.run_id
+    >>> client.log_metric(run_id, "eval/score", 0.1, step=1024)
+    >>> reader = LiveReader(client)
+    >>> reader.series(run_id)["eval/score"]
+    (array([1024.]), array([0.1]))
+    >>> client.log_metric(run_id, "eval/score", 0.3, step=2048)  # the next read fetches only this point
+    >>> reader.series(run_id)["eval/score"]
+    (array([1024., 2048.]), array([0.1, 0.3]))
 """
 from __future__ import annotations
 

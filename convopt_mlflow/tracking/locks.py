@@ -21,12 +21,20 @@ whose holder died in that window is removed by the next process (a second takeov
 guard in the same milliseconds is the one race left).
 
 Example:
-    >>> claim = try_claim(client, "convopt-ensemble", {"convopt.lock.alias": "champion"}, "moving champion")  # doctest: +SKIP
-    >>> if isinstance(claim, Claim):                                                                        # doctest: +SKIP
+    >>> from mlflow.tracking import MlflowClient
+    >>> client = MlflowClient()
+    >>> claim = try_claim(client, "convopt-ensemble", {"convopt.lock.alias": "champion"}, "moving champion")
+    >>> claim.lock
+    'convopt-ensemble.promotion-lock'
+    >>> isinstance(try_claim(client, "convopt-ensemble", {}, "a second mover"), Held)  # this process holds it
+    True
+    >>> if isinstance(claim, Claim):
     ...     try:
-    ...         ...  # re-read the alias, compare, set
+    ...         pass  # re-read the alias, compare, set
     ...     finally:
     ...         release(client, claim)
+    >>> isinstance(try_claim(client, "convopt-ensemble", {}, "a second mover"), Claim)
+    True
 """
 from __future__ import annotations
 

@@ -25,13 +25,23 @@ row per input row: ``position`` (the position to hold after the bar's close), on
 (False on warm-up bars that have no full observation window yet; their probabilities and
 agreement are None, which serves as JSON null).
 
-Example:
-    >>> spec = policy_spec(ppo)                                               # doctest: +SKIP
-    >>> uri = log_policy_model(run_id, members=[ppo.policy.state_dict()], spec=spec,
-    ...     feature_config={"window": 16, "observation": "multiscale", "vol_window": 20, "cost_bps": 1.0,
+Example (a PPO that never trained, on a synthetic market; ``MLFLOW_TRACKING_URI`` names the store):
+    >>> from stable_baselines3 import PPO
+    >>> from convopt_mlflow.data import compute_features, generate_market
+    >>> from convopt_mlflow.env import MarketCore, TradingVecEnv
+    >>> bars = generate_market(200, seed=0).frame
+    >>> features = compute_features(bars, vol_window=4)
+    >>> core = MarketCore(features.values, features.log_returns, window=4, episode_length=32,
+    ...                   cost_bps=1.0, warmup=features.warmup)
+    >>> ppo = PPO("MlpPolicy", TradingVecEnv(core, n_envs=1, seed=0), policy_kwargs={"net_arch": [8]}, device="cpu")
+    >>> run_id = MlflowClient().create_run("0").info.run_id
+    >>> uri = log_policy_model(run_id, members=[ppo.policy.state_dict()], spec=policy_spec(ppo),
+    ...     feature_config={"window": 4, "observation": "window", "vol_window": 4, "cost_bps": 1.0,
     ...                     "long_only": False, "feature_names": features.names},
-    ...     input_example=bars.frame.iloc[:256])                            # doctest: +SKIP
-    >>> mlflow.pyfunc.load_model(uri).predict(bars.frame)                    # doctest: +SKIP
+    ...     input_example=bars.iloc[:40])
+    >>> decisions = mlflow.pyfunc.load_model(uri).predict(bars)
+    >>> list(decisions.columns), len(decisions) == len(bars)
+    (['position', 'prob_short', 'prob_flat', 'prob_long', 'agreement', 'ready'], True)
 """
 from __future__ import annotations
 

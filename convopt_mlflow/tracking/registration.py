@@ -17,12 +17,14 @@ Guards:
 - a failed registry read (a timeout, a 403) is an error, never "no alias"
   (:class:`~convopt_mlflow.tracking.registry.RegistryReadError`).
 
-Example:
-    >>> version = register_ensemble(parent_run_id, ["runs:/<a>/model", "runs:/<b>/model"],
+Example (``model_uris``: ``runs:/<run_id>/model`` of two seed runs, ``parent_run_id``: the study's run):
+    >>> version = register_ensemble(parent_run_id, model_uris,
     ...     name="convopt-ensemble", tags={"convopt.arm": "full"},
-    ...     combination={"method": "mean_prob", "weights": [0.5, 0.5]})       # doctest: +SKIP
-    >>> alias_version("convopt-ensemble", "challenger") == version.version     # doctest: +SKIP
+    ...     combination={"method": "mean_prob", "weights": [0.5, 0.5]})
+    >>> alias_version("convopt-ensemble", "challenger") == str(version.version)  # aliases read back as str
     True
+    >>> len(verified_members(f"models:/convopt-ensemble/{version.version}").members)  # both seeds' weights
+    2
 """
 from __future__ import annotations
 

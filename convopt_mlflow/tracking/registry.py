@@ -11,11 +11,14 @@ user can write to between the check and the load; it holds exactly the recorded 
 and the model code is imported with ``sys.dont_write_bytecode`` set, so no ``.pyc`` is
 written next to it or read from it (:func:`load_verified_copy`).
 
-Example:
-    >>> version = register_verified_model(f"runs:/{run_id}/model", "convopt-ensemble",
-    ...                                   tags={"convopt.arm": "full"})          # doctest: +SKIP
-    >>> MlflowClient().set_registered_model_alias("convopt-ensemble", "challenger", version.version)  # doctest: +SKIP
-    >>> load_model("models:/convopt-ensemble@challenger").predict(bars.frame)  # doctest: +SKIP
+Example (``model_uri`` is ``runs:/<run_id>/model`` of a logged convopt model, ``bars`` OHLC bars):
+    >>> version = register_verified_model(model_uri, "convopt-ensemble", tags={"convopt.arm": "full"})
+    >>> version.version, version.tags["convopt.arm"], version.tags["convopt.no_edge"]
+    (1, 'full', 'false')
+    >>> MlflowClient().set_registered_model_alias("convopt-ensemble", "challenger", version.version)
+    >>> decisions = load_model("models:/convopt-ensemble@challenger").predict(bars)
+    >>> len(decisions) == len(bars), sorted(set(decisions["position"].dropna()) - {-1, 0, 1})
+    (True, [])
 """
 from __future__ import annotations
 

@@ -4,10 +4,15 @@ Everything goes through :class:`mlflow.tracking.MlflowClient`; no fluent
 "active run" is set, so nothing leaks between runs that share a process
 (A/B trials, tuning trials, tests).
 
-Example:
-    >>> handle = open_run(experiment="convopt", run_id=None, tags={"convopt.role": "train"})  # doctest: +SKIP
-    >>> handle.log_params({"ppo.learning_rate": 3e-5})                        # doctest: +SKIP
-    >>> handle.end("FINISHED")                                                # doctest: +SKIP
+Example (``MLFLOW_TRACKING_URI`` names the store):
+    >>> handle = open_run(experiment="convopt", run_id=None, tags={"convopt.role": "train"})
+    >>> handle.log_params({"ppo.learning_rate": 3e-5})
+    ParamsLogged(written=1, unchanged=0, conflicts={})
+    >>> handle.log_params({"ppo.learning_rate": 1e-4}).conflicts   # params are immutable
+    {'ppo.learning_rate': ('3e-05', '0.0001')}
+    >>> handle.end("FINISHED")
+    >>> handle.client.get_run(handle.run_id).info.status
+    'FINISHED'
 """
 from __future__ import annotations
 

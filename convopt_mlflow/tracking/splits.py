@@ -11,9 +11,15 @@ run is tagged ``convopt.splits.holdout=none``. The bars' digest is the run's
 ``convopt.data.digest`` tag, as before.
 
 Example:
-    >>> log_split_boundaries(handle, record)                      # doctest: +SKIP
-    >>> read_split_boundaries(handle.run_id)["splits"]["val"]     # doctest: +SKIP
-    {'start': 580, 'stop': 730, 'first': '2024-01-25T04:00:00', 'last': '2024-01-31T09:00:00'}
+    >>> import pandas as pd
+    >>> from convopt_mlflow.data.splits import chronological_splits, split_boundaries
+    >>> from convopt_mlflow.tracking.runs import open_run
+    >>> times = pd.date_range("2024-01-01", periods=1000, freq="h")
+    >>> record = split_boundaries(chronological_splits(1000), times, embargo_bars=0, digest="abc")
+    >>> handle = open_run(experiment="convopt", run_id=None, tags={})
+    >>> log_split_boundaries(handle, record)
+    >>> read_split_boundaries(handle.run_id)["splits"]["val"]
+    {'start': 600, 'stop': 750, 'first': '2024-01-26T00:00:00', 'last': '2024-02-01T05:00:00'}
 """
 from __future__ import annotations
 

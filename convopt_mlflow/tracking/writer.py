@@ -141,10 +141,14 @@ class MLflowOutputFormat(KVWriter):
         dumps_skipped: dumps dropped because their step was ``<= min_step``.
 
     Example:
-        >>> writer = MLflowOutputFormat(run_id, client)               # doctest: +SKIP
-        >>> writer.write({"train/loss": 0.5, "x": float("nan")}, {}, step=64)  # doctest: +SKIP
-        >>> writer.points_written, writer.dropped_nonfinite          # doctest: +SKIP
+        >>> client = MlflowClient()
+        >>> run_id = client.create_run("0").info.run_id
+        >>> writer = MLflowOutputFormat(run_id, client)
+        >>> writer.write({"train/loss": 0.5, "x": float("nan")}, {}, step=64)
+        >>> writer.points_written, writer.dropped_nonfinite
         (1, 1)
+        >>> [(m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")]
+        [(64, 0.5)]
     """
 
     def __init__(self, run_id: str, client: MlflowClient | None = None, *, min_step: int = -1,

@@ -110,15 +110,12 @@ def _wait(condition, timeout: float, what: str, poll: float = 0.5):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def test_live_dashboard_follows_a_training_run_in_chromium(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_live_dashboard_follows_a_training_run_in_chromium(tmp_path, mlflow_template):
+    uri = mlflow_template.copy_to(tmp_path)
     shots = Path(os.environ.get("CONVOPT_TEST_ARTIFACTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    from mlflow.tracking import MlflowClient
-
-    # create the store's tables before anyone else opens it: two processes migrating one new
-    # sqlite file at once collide (the trainer, and this test polling for its run)
-    MlflowClient(tracking_uri=uri).search_experiments()
+    # the store's tables exist before anyone opens it (a copy of the session's empty store): two
+    # processes migrating one new sqlite file at once collide (the trainer, and this test polling)
     trainer = subprocess.Popen([sys.executable, str(ROOT / "tests" / "dashboards" / "slow_run.py"), "0.4",
                                 str(INTERVENE_AT)], cwd=tmp_path, env=_env(uri),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -165,11 +162,8 @@ def test_live_dashboard_follows_a_training_run_in_chromium(tmp_path):
                 _stop(proc)
 
 
-def test_a_non_local_bind_refuses_requests_without_its_token(tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    MlflowClient(tracking_uri=uri).search_experiments()  # the dashboard reads a store; it never creates one
+def test_a_non_local_bind_refuses_requests_without_its_token(tmp_path, mlflow_template):
+    uri = mlflow_template.copy_to(tmp_path)  # the dashboard reads a store; it never creates one
     dashboard, port, line = _dashboard(tmp_path, uri, "--host", "0.0.0.0", token="s3cret")
     assert "token from the environment" in line and "s3cret" not in line
     try:

@@ -33,9 +33,11 @@ POSTGRES = os.environ.get("CONVOPT_TEST_POSTGRES_URL", "")
 TOKEN = "t0ken-for-tests-0123456789abcdef"
 
 
-@pytest.fixture()
-def served(mlflow_uri):
-    with Served(create_app(mlflow_uri, token=TOKEN)) as s:
+@pytest.fixture(scope="module")
+def served(module_mlflow):
+    """One server for the module's request tests: they only read, and each sends its own headers."""
+    uri, _ = module_mlflow
+    with Served(create_app(uri, token=TOKEN)) as s:
         yield s
 
 

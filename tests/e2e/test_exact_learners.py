@@ -26,8 +26,8 @@ TINY = ("env.n_envs=4,ppo.n_steps=64,ppo.batch_size=64,ppo.n_epochs=2,ppo.net_ar
 
 
 @pytest.mark.parametrize("preset", ["counterfactual", "direct"])
-def test_mlflow_run_registers_and_predicts(preset, tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_mlflow_run_registers_and_predicts(preset, tmp_path, monkeypatch, mlflow_template):
+    uri = mlflow_template.copy_to(tmp_path)
     proc = subprocess.run(
         [*_mlflow_cli(), "run", str(ROOT), "--env-manager", "local", "-P", f"preset={preset}",
          "-P", "total_timesteps=1024", "-P", f"data={DATA}", "-P", "n_envs=4", "-P", f"overrides={TINY}"],
@@ -49,8 +49,8 @@ def test_mlflow_run_registers_and_predicts(preset, tmp_path, monkeypatch):
     assert len(ready) > 2000 and set(ready["position"]) <= {-1.0, 0.0, 1.0}
 
 
-def test_the_ab_module_compares_both_presets_with_the_baseline(tmp_path, monkeypatch, capsys):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_the_ab_module_compares_both_presets_with_the_baseline(tmp_path, monkeypatch, capsys, mlflow_template):
+    uri = mlflow_template.copy_to(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("CONVOPT_CHECKPOINT_ROOT", str(tmp_path / "ckpt"))
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)

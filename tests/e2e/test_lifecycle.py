@@ -16,8 +16,8 @@ SETTINGS = ("data.source=synthetic:n_bars=4000,seed=2,signal_ic=0.1,env.n_envs=4
 
 
 @pytest.fixture()
-def workdir(tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+def workdir(tmp_path, mlflow_template):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_template.copy_to(tmp_path)}
     env.pop("MLFLOW_RUN_ID", None)
     return tmp_path, env, MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
 

@@ -73,8 +73,8 @@ def test_mlflow_run_trains_on_eurusd_and_logs_a_loadable_model(tmp_path):
     assert len(out) == 300 and out["ready"].sum() > 100
 
 
-def test_mlflow_run_bad_param_fails_with_one_message(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_mlflow_run_bad_param_fails_with_one_message(tmp_path, mlflow_template):
+    uri = mlflow_template.copy_to(tmp_path)  # (the first test trains in a folder with no store yet)
     env = _env(uri)
     proc = subprocess.run([*_mlflow_cli(), "run", str(ROOT), "--env-manager", "local", "-P", "preset=nope"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -92,8 +92,8 @@ def _assert_discarded(client, reason):
     assert reason in run.data.tags["convopt.failure_reason"]
 
 
-def test_mlflow_run_unknown_param_lists_the_entry_points_parameters(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_mlflow_run_unknown_param_lists_the_entry_points_parameters(tmp_path, mlflow_template):
+    uri = mlflow_template.copy_to(tmp_path)
     proc = subprocess.run([*_mlflow_cli(), "run", str(ROOT), "--env-manager", "local", "-e", "data_check",
                            "-P", "nosuchparam=1"], cwd=tmp_path, env=_env(uri), capture_output=True, text=True,
                           timeout=600)

@@ -27,12 +27,13 @@ def _log_same_market(uri: str, experiment_id: str, barrier, results) -> None:
         results.put((run.info.run_id, f"{type(error).__name__}: {error}"[:300]))
 
 
-def test_concurrent_workers_logging_one_market_all_link_to_a_single_dataset(tmp_path):
+def test_concurrent_workers_logging_one_market_all_link_to_a_single_dataset(tmp_path, mlflow_template):
     # MLflow looks the dataset up, then inserts it: unserialized, so simultaneous workers used to
     # break the (experiment, name, digest) key and lose their trial (CI saw it on a 2-worker tune).
     context = mp.get_context("fork")
     for round_ in range(ROUNDS):
-        uri = f"sqlite:///{tmp_path}/round{round_}.db"
+        (tmp_path / f"round{round_}").mkdir()
+        uri = mlflow_template.copy_to(tmp_path / f"round{round_}")
         experiment_id = MlflowClient(uri).create_experiment("race")
         barrier, results = context.Barrier(WORKERS), context.Queue()
         workers = [context.Process(target=_log_same_market, args=(uri, experiment_id, barrier, results))

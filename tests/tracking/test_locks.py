@@ -40,8 +40,8 @@ def _fast(uri, at_delete, rival_done, results):
     results.put(("fast", type(claim).__name__))
 
 
-def test_two_processes_taking_over_one_dead_lock_never_both_hold_it(tmp_path):
-    uri = f"sqlite:///{tmp_path}/registry.db"
+def test_two_processes_taking_over_one_dead_lock_never_both_hold_it(tmp_path, mlflow_template):
+    uri = mlflow_template.copy_to(tmp_path)
     client = MlflowClient(uri)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -63,8 +63,8 @@ def test_two_processes_taking_over_one_dead_lock_never_both_hold_it(tmp_path):
     assert [m.name for m in client.search_registered_models() if m.name.endswith(".takeover")] == []
 
 
-def test_a_guard_left_by_a_dead_taker_is_removed_and_the_stale_lock_taken_over(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path}/registry.db")
+def test_a_guard_left_by_a_dead_taker_is_removed_and_the_stale_lock_taken_over(tmp_path, mlflow_template):
+    client = MlflowClient(mlflow_template.copy_to(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     dead_holder = f"{socket.gethostname()}:{dead.pid}"

@@ -58,9 +58,15 @@ def test_the_backtest_carries_the_lstm_state_like_sb3_contribs_own_predict():
     assert any(memoryless)  # the state mattered somewhere on this split
 
 
-def test_trains_logs_a_recurrent_model_and_predict_gives_the_backtest_positions(tracked, tmp_path):
+@pytest.fixture(scope="module")
+def recurrent_run(tracked):
+    """``(config, result)``: one finished recurrent run whose model the read-only tests below inspect."""
     cfg = _cfg()
-    result = train(cfg, preset="baseline", checkpoint_root=tracked.checkpoint_root("recurrent"))
+    return cfg, train(cfg, preset="baseline", checkpoint_root=tracked.checkpoint_root("recurrent"))
+
+
+def test_trains_logs_a_recurrent_model_and_predict_gives_the_backtest_positions(tracked, recurrent_run, tmp_path):
+    cfg, result = recurrent_run
     assert result.status == "FINISHED"
     run = tracked.client.get_run(result.run_id)
     assert run.data.params["recurrent.enabled"] == "True" and run.data.params["recurrent.lstm_hidden_size"] == "8"
@@ -100,10 +106,10 @@ def test_trains_logs_a_recurrent_model_and_predict_gives_the_backtest_positions(
                      "--out", str(table)]) == 0
 
 
-def test_a_tampered_recurrent_model_is_refused(tracked, tmp_path):
-    """Integrity as for any model: policy.json's member hash, and the run's record of every file."""
-    cfg = _cfg(run__total_timesteps="512", run__eval_freq="256", run__checkpoint_freq="0")
-    result = train(cfg, preset="baseline", checkpoint_root=tracked.checkpoint_root("recurrent_tamper"))
+def test_a_tampered_recurrent_model_is_refused(recurrent_run, tmp_path):
+    """Integrity as for any model: policy.json's member hash, and the run's record of every file
+    (a downloaded copy is changed; the stored model stays as it was)."""
+    _, result = recurrent_run
     assert result.status == "FINISHED"
     uri = f"runs:/{result.run_id}/model"
     local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "m")))

@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_own_sb3_script_logs_monitor_scheduler_and_tags(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_own_sb3_script_logs_monitor_scheduler_and_tags(tmp_path, mlflow_template):
+    uri = mlflow_template.copy_to(tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     env.pop("MLFLOW_RUN_ID", None)
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "own_sb3_script.py"), "--timesteps", "8192"],
