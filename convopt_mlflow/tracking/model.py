@@ -62,7 +62,7 @@ from torch import nn
 from convopt_mlflow.components.combine import make_combination
 from convopt_mlflow.data import compute_features, validate_frame
 from convopt_mlflow.data.features import (
-    OBSERVATIONS, observation_size, uses_context_features, uses_regime_features,
+    OBSERVATIONS, observation_size, uses_context_features, uses_context_momentum, uses_regime_features,
 )
 from convopt_mlflow.errors import ConfigError, RunNotFoundError
 from convopt_mlflow.recurrent import build_recurrent_policy, is_recurrent, recurrent_spec
@@ -273,7 +273,8 @@ def _spec_copy(spec: Mapping[str, Any]) -> dict:
 def _feature_names(frame: pd.DataFrame, config: Mapping[str, Any]) -> list[str]:
     features = compute_features(frame, vol_window=config["vol_window"],
                                 regime_features=uses_regime_features(config["feature_names"]),
-                                context_features=uses_context_features(config["feature_names"]))
+                                context_features=uses_context_features(config["feature_names"]),
+                                context_momentum=uses_context_momentum(config["feature_names"]))
     need = features.warmup + config["window"]
     if len(frame) < need:
         raise ConfigError(f"the input example needs at least {need} bars to show a decision, got {len(frame)}")
