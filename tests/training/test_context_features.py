@@ -29,6 +29,7 @@ def test_the_regime_preset_trains_and_its_model_rebuilds_the_context_features(tr
                                   "direct.window": "32", "direct.batch_windows": "8",
                                   "env.context_momentum": momentum})
     assert cfg.direct.enabled and cfg.env.context_features
+    assert build_config("regime").env.context_momentum  # the preset observes the drift z-scores
     result = train(cfg, preset="regime", checkpoint_root=tracked.checkpoint_root(f"regime-context-{momentum}"))
     assert result.status == "FINISHED"
     params = tracked.client.get_run(result.run_id).data.params
