@@ -63,10 +63,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # data/context.py): trailing lag-1 autocorrelation, vol ratio and each feat_* signal's recent IC over 64
     # and 256 bars, mechanism-agnostic evidence of what flips a signal's sign. Screened on the regime market
     # (2 seeds, 100k/200k) against PPO with them, the trend detector's probabilities, the Sharpe objective, LR
-    # 1e-3 and a 128x128 net (benchmarks/results/regime_screen.json; docs/studies/meta-controller.md).
+    # 1e-3 and a 128x128 net (benchmarks/results/regime_screen.json; docs/studies/meta-controller.md). Plus the
+    # trailing drift z-scores (env.context_momentum: +0.62/+0.76 test Sharpe on both seeds at 400k, +0.58 on
+    # the planted market at 100k; benchmarks/results/regime_screen2.json).
     "regime": {
         "scheduler_enabled": False, "monitor.enabled": False, "direct.enabled": True,
-        "direct.lr": 3e-4, "direct.batch_windows": 32, "env.context_features": True,
+        "direct.lr": 3e-4, "direct.batch_windows": 32, "env.context_features": True, "env.context_momentum": True,
     },
     # Baseline (SB3's default LR) + curriculum: episodes start in easy windows first (steps or performance advance).
     "curriculum": {

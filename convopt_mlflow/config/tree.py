@@ -56,6 +56,9 @@ class EnvConfig:
     """Observe trailing statistics of what flips a signal's sign (data/context.py): the returns' lag-1
     autocorrelation and the vol ratio over 64 and 256 bars, each feat_* signal's recent IC and the signal
     signed by it; computed once, causally, and rebuilt identically by the pyfunc."""
+    context_momentum: bool = False
+    """With context_features: also observe the trailing drift's z-score, the sum of the last M log returns
+    over their rms * sqrt(M), for M in 32, 64, 256 (ctx_momentum_M; data/context.py)."""
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,19 @@ ctx_autocorr_W                 corr(r[u-1], r[u]) over u = t-W+1..t (lag-1 autoc
 ctx_vol_ratio_W1_W2            rms(r over W1 bars) / rms(r over W2 bars) - 1, W1 < W2              [-1, sqrt(W2/W1) - 1]
 ctx_return_W                   r[t] / rms(r over W bars) * ctx_autocorr_W * sqrt(W)                the last return, signed
                                                                                                    by its recent lag-1 IC
+ctx_momentum_M                 sum(r over M bars) / (rms(r over M bars) * sqrt(M))                 [-sqrt(M), sqrt(M)],
+                                                                                                   the trailing drift's
+                                                                                                   z-score
 ctx_ic_{s}_W                   corr(s[u-1], r[u]) over u = t-W+1..t (the signal's recent IC)       [-1, 1]
 ctx_signed_{s}_W               s[t] * ctx_ic_{s}_W * sqrt(W) (the signal read with the sign and    the signal, signed
                                z-score of its recent IC)
 =============================  =================================================================  ============
 
-for ``W`` in :data:`CONTEXT_WINDOWS` (``W1, W2`` consecutive windows). Each window holds bars
-``<= t`` only and each sum is taken over the window's own values (no running cumulative sum), so
+for ``W`` in :data:`CONTEXT_WINDOWS` (``W1, W2`` consecutive windows) and ``M`` in
+:data:`MOMENTUM_WINDOWS`; the ``ctx_momentum_M`` columns only with ``momentum=True``
+(``env.context_momentum``; a model rebuilds them when its feature names hold them, see
+:func:`uses_context_momentum`, so models saved without them keep their own columns). Each window
+holds bars ``<= t`` only and each sum is taken over the window's own values (no running cumulative sum), so
 the same bars give bit-identical values whatever segment of the series they are computed in:
 the training env, an augmented episode and the pyfunc at predict time agree exactly. The
 warm-up is ``max(CONTEXT_WINDOWS) + 1`` bars (the first return and one lag).
@@ -29,10 +35,13 @@ from typing import Mapping, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["CONTEXT_WINDOWS", "CONTEXT_PREFIX", "context_columns", "context_warmup", "uses_context_features"]
+__all__ = ["CONTEXT_WINDOWS", "MOMENTUM_WINDOWS", "CONTEXT_PREFIX", "context_columns", "context_warmup",
+           "uses_context_features", "uses_context_momentum"]
 
 #: Trailing windows (bars) of the context statistics.
 CONTEXT_WINDOWS = (64, 256)
+#: Trailing windows (bars) of the ``ctx_momentum_M`` columns (each within ``max(CONTEXT_WINDOWS)``).
+MOMENTUM_WINDOWS = (32, 64, 256)
 #: Prefix of every context column's name.
 CONTEXT_PREFIX = "ctx_"
 _EPS = 1e-12
@@ -48,12 +57,19 @@ def uses_context_features(names: Sequence[str]) -> bool:
     return any(str(name).startswith(CONTEXT_PREFIX) for name in names)
 
 
-def context_columns(log_returns: np.ndarray, signals: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def uses_context_momentum(names: Sequence[str]) -> bool:
+    """Whether feature ``names`` include the ``ctx_momentum_M`` columns (``env.context_momentum``)."""
+    return any(str(name).startswith(f"{CONTEXT_PREFIX}momentum_") for name in names)
+
+
+def context_columns(log_returns: np.ndarray, signals: Mapping[str, np.ndarray], *,
+                    momentum: bool = False) -> dict[str, np.ndarray]:
     """The context columns (float64, NaN before their window fills), in a fixed order.
 
     Args:
         log_returns: ``float[n]``, ``r[t] = log(close[t] / close[t-1])``; ``r[0]`` is ignored.
         signals: the ``feat_*`` columns by name, each ``float[n]``, published at the close of bar t.
+        momentum: append the ``ctx_momentum_M`` columns (after the vol ratio, before the signals').
 
     Examples:
         >>> rng = np.random.default_rng(0)
@@ -73,6 +89,10 @@ def context_columns(log_returns: np.ndarray, signals: Mapping[str, np.ndarray]) 
         out[f"{CONTEXT_PREFIX}return_{w}"] = r / (rms[w] + _EPS) * autocorr * np.sqrt(w)
     for short, long in zip(CONTEXT_WINDOWS, CONTEXT_WINDOWS[1:]):
         out[f"{CONTEXT_PREFIX}vol_ratio_{short}_{long}"] = rms[short] / (rms[long] + _EPS) - 1.0
+    if momentum:
+        for m in MOMENTUM_WINDOWS:
+            total, energy = _window_sum(r, m), _window_sum(r * r, m)
+            out[f"{CONTEXT_PREFIX}momentum_{m}"] = total / (np.sqrt(energy / m) * np.sqrt(m) + _EPS)
     for name, values in signals.items():
         signal = np.asarray(values, dtype=np.float64)
         tag = str(name)[len("feat_"):] if str(name).startswith("feat_") else str(name)

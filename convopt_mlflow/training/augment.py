@@ -11,7 +11,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..components.augmentation import TradingDataAugmentation
-from ..data.features import segment_observation_values, uses_context_features, uses_regime_features
+from ..data.features import (
+    segment_observation_values, uses_context_features, uses_context_momentum, uses_regime_features,
+)
 from ..env.augmented import AugmentedVecEnv, SegmentAugmenter
 from .callbacks import _UpdateCallback
 
@@ -48,7 +50,8 @@ def augmented_env(cfg: Any, market: Any, augmentation: TradingDataAugmentation, 
                                           observation=cfg.env.observation, history=cfg.env.window,
                                           volume_z=volume_z,
                                           regime_features=uses_regime_features(market.base_feature_names),
-                                          context_features=uses_context_features(market.base_feature_names))
+                                          context_features=uses_context_features(market.base_feature_names),
+                                          context_momentum=uses_context_momentum(market.base_feature_names))
 
     observed = market.features.names
     groups = [[j for j, name in enumerate(observed) if name.rsplit("@", 1)[0] == base]
