@@ -170,6 +170,12 @@ def test_transition_replay_with_augmentation_is_refused():
     cfgmod.build_config("augment", ["replay_enabled=true", "replay_mode=scenario"])  # scenario replay is fine
 
 
+def test_context_momentum_without_the_context_features_is_refused():
+    with pytest.raises(ConfigError, match=r"env.context_momentum=true needs env.context_features=true"):
+        cfgmod.build_config("baseline", ["env.context_momentum=true"])
+    assert cfgmod.build_config("regime").env.context_momentum  # the preset sets both
+
+
 def test_the_meta_controller_needs_validation_evals_but_any_cadence():
     with pytest.raises(ConfigError, match=r"run.eval_freq=0: meta_enabled needs validation evaluations"):
         cfgmod.build_config("meta", ["run.eval_freq=0"])

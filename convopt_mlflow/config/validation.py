@@ -178,6 +178,9 @@ def problems(cfg: Any) -> Iterator[str]:
     if not cfg.data.source.strip():
         yield "data.source='': needs a bundled name, a CSV/Parquet path or a synthetic:k=v,... spec"
     yield from _ensemble_problems(cfg)
+    if cfg.env.context_momentum and not cfg.env.context_features:
+        yield ("env.context_momentum=true needs env.context_features=true: the momentum columns are part of the "
+               "context features")
     augmented = max(cfg.noise_injection_prob, cfg.time_warp_prob, cfg.feature_dropout_prob) > 0
     if cfg.replay_enabled and cfg.replay_mode == "transition" and augmented:
         yield ("replay_mode='transition' with augmentation: replayed observations are rebuilt from the "
