@@ -6,6 +6,7 @@ from typing import Callable
 
 import numpy as np
 
+from convopt_mlflow.choices import follow_choices
 from convopt_mlflow.env.core import MarketCore
 from convopt_mlflow.errors import ConfigError
 
@@ -50,22 +51,6 @@ def policy_table(core: MarketCore, fn: Callable[[np.ndarray], np.ndarray], bars:
     assert out is not None
     return out
 
-
-def follow_choices(choices: np.ndarray, start: int) -> np.ndarray:
-    """Walk a choice table: ``choices[i, h]`` is the action taken at decision ``i`` while
-    holding level ``h`` (an action index is the index of the level it moves to).
-
-    Returns the action index taken at each decision, int ``(n,)``, starting from level ``start``.
-    """
-    # composed[i, h]: the level held after decision i when holding h before decision 0. Composing
-    # the per-decision maps by doubling (a prefix scan) takes log2(n) array steps and makes no
-    # Python object per decision (a list of every row set off full garbage collections).
-    composed = np.asarray(choices, dtype=np.intp).copy()
-    shift = 1
-    while shift < len(composed):
-        composed[shift:] = np.take_along_axis(composed[shift:], composed[:-shift], axis=1)
-        shift *= 2
-    return composed[:, start].copy() if len(composed) else np.empty(0, dtype=np.intp)
 
 
 def deterministic_positions(

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from convopt_mlflow.choices import follow_choices
+
 __all__ = ["LEVELS_LONG_ONLY", "LEVELS_LONG_SHORT", "Plan", "causal_positions", "discrete_states", "expected_net_pnl",
            "optimal_positions", "solve_chain_plan", "solve_plan"]
 
@@ -245,19 +247,4 @@ def causal_positions(expected_returns: np.ndarray, states: np.ndarray, signal: n
     switch = cost * np.abs(lv[:, None] - lv[None, :])  # (held, Q)
     # the choice at every (bar, held level) at once: the first best level, as max() over levels took it
     choices = np.argmax(score[:, None, :] - switch[None, :, :], axis=2)  # (T, held)
-    return lv[_follow(choices, int(np.argmin(np.abs(lv - start))))]
-
-
-def _follow(choices: np.ndarray, start: int) -> np.ndarray:
-    """The level index held after each decision, starting at ``start``, walking ``choices[t, held]``.
-
-    The per-decision maps are composed by doubling (a prefix scan, log2(T) array steps), as
-    ``env.rollout.follow_choices`` walks a policy's table; kept here so that evaluation imports
-    no env (which imports SB3 and torch).
-    """
-    composed = np.asarray(choices, dtype=np.intp).copy()
-    shift = 1
-    while shift < len(composed):
-        composed[shift:] = np.take_along_axis(composed[shift:], composed[:-shift], axis=1)
-        shift *= 2
-    return composed[:, start].copy() if len(composed) else np.empty(0, dtype=np.intp)
+    return lv[follow_choices(choices, int(np.argmin(np.abs(lv - start))))]
