@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phases", action="store_true", help="also time the parts of each trial (CPU s)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    out = args.out.resolve() if args.out else None  # the trials run in a temporary folder (chdir below)
 
     tmp = tempfile.mkdtemp(prefix="bench-wfc-")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"      {s['phases_cpu_s_at_B'][label]:6.3f}  {label}")
     write_result({"benchmark": "worker_fixed_cost", "machine": machine_info(), "arms": list(arms),
                   "budgets": list(budgets), "pairs": args.pairs, "data": args.data, "warm_up": warm,
-                  "trials": rows, "summary": summary}, args.out)
+                  "trials": rows, "summary": summary}, out)
     return 0
 
 
