@@ -147,8 +147,8 @@ class MLflowOutputFormat(KVWriter):
         >>> writer.write({"train/loss": 0.5, "x": float("nan")}, {}, step=64)
         >>> writer.points_written, writer.dropped_nonfinite
         (1, 1)
-        >>> [(m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")]
-        [(64, 0.5)]
+        >>> {m.step: m.value for m in client.get_metric_history(run_id, "train/loss")}
+        {64: 0.5}
     """
 
     def __init__(self, run_id: str, client: MlflowClient | None = None, *, min_step: int = -1,
