@@ -144,3 +144,28 @@ class SigtermAt(BaseCallback):
         if not self.sent and self.model.num_timesteps >= self.step:
             self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def assert_model_rebuilds_training(run_id: str, cfg, market) -> None:
+    """The run's logged pyfunc rebuilds exactly the feature matrix training saw from the market's
+    OHLCV bars, and its positions are the greedy backtest's of the same weights."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from convopt_mlflow.env import deterministic_positions
+    from convopt_mlflow.training.evaluate import greedy_actions
+    from convopt_mlflow.training.setup import make_env, make_model
+
+    frame = market.bars.frame
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    rebuilt = loaded.unwrap_python_model()._core(frame)
+    np.testing.assert_array_equal(rebuilt.features[:-1], market.features.values)  # [-1]: the model's padding bar
+    assert rebuilt.warmup == market.features.warmup
+
+    model = make_model(cfg, make_env(cfg, market))
+    (weights,) = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model")).rglob("member_0.pt")
+    model.policy.load_state_dict(torch.load(weights, weights_only=True))
+    out = loaded.predict(frame)
+    path = deterministic_positions(market.cores["test"], greedy_actions(model.policy), (0, len(frame)))
+    np.testing.assert_array_equal(out["position"].to_numpy()[path.bars], path.positions)

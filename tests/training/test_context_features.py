@@ -3,20 +3,13 @@ the logged model rebuilds exactly the features training saw and acts as the back
 optional feature sets leave val and test on the bars of an arm without them."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import mlflow
-import numpy as np
 import pytest
-import torch
 
 from convopt_mlflow.config import build_config
-from convopt_mlflow.env import deterministic_positions
 from convopt_mlflow.training.coordinator import train
-from convopt_mlflow.training.evaluate import greedy_actions
-from convopt_mlflow.training.setup import load_market, make_env, make_model
+from convopt_mlflow.training.setup import load_market
 
-from .conftest import TINY_RUN
+from .conftest import TINY_RUN, assert_model_rebuilds_training
 
 REGIME_MARKET = "synthetic:n_bars=3000,seed=2,signal_ic=0.1,signal_regimes=1:-1:0"
 
@@ -37,18 +30,7 @@ def test_the_regime_preset_trains_and_its_model_rebuilds_the_context_features(tr
     market = load_market(cfg)
     assert "ctx_signed_signal_64" in market.base_feature_names
     assert ("ctx_momentum_64" in market.base_feature_names) == (momentum == "true")
-    frame = market.bars.frame
-    loaded = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
-    rebuilt = loaded.unwrap_python_model()._core(frame)
-    np.testing.assert_array_equal(rebuilt.features[:-1], market.features.values)  # [-1]: the model's padding bar
-    assert rebuilt.warmup == market.features.warmup
-
-    model = make_model(cfg, make_env(cfg, market))
-    (weights,) = Path(mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model")).rglob("member_0.pt")
-    model.policy.load_state_dict(torch.load(weights, weights_only=True))
-    out = loaded.predict(frame)
-    path = deterministic_positions(market.cores["test"], greedy_actions(model.policy), (0, len(frame)))
-    np.testing.assert_array_equal(out["position"].to_numpy()[path.bars], path.positions)
+    assert_model_rebuilds_training(result.run_id, cfg, market)
 
 
 def test_optional_feature_sets_leave_val_and_test_on_the_same_bars():
