@@ -154,13 +154,11 @@ def val_pnl(cfg: Any, model: Any, market: Any = None) -> np.ndarray:
 
     ``market``: the one the run trained on (default: this worker's kept market for ``cfg``); the
     run's own validation backtest of these weights on it is reused, not walked again."""
-    from ..evaluation import net_log_pnl
-    from ..training.evaluate import walk_split
+    from ..training.evaluate import validation_pnl
     from ..training.setup import shared_market
 
     market = market if market is not None else shared_market(cfg)[0]
-    path, returns = walk_split(model.policy, market, "val", cost_bps=cfg.env.cost_bps)
-    return net_log_pnl(path.positions, returns, cost_bps=cfg.env.cost_bps)
+    return validation_pnl(model.policy, market, cost_bps=cfg.env.cost_bps)
 
 
 def log_val_pnl(child: Any, pnl: np.ndarray, trial: optuna.Trial) -> None:
