@@ -273,7 +273,7 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
                      "mean_return_correlations": dict(zip(map(str, indices), decision.correlations)),
                      "members": {str(o.index): o.payload["run_id"] for o in finished}}, "ensemble/decision.json")
     _log_equity(parent, report, market)
-    edge = _edge_verdict(parent, report, finished)
+    edge = _edge_verdict(report, finished)
     parent.log_metrics(edge.metrics(), step=step)
     no_edge = edge.no_edge
     tags = {"convopt.ensemble.method": decision.method, "convopt.ensemble.reason": decision.reason,
@@ -304,10 +304,10 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
     return TrainResult(parent.run_id, "FINISHED", 0, reason, report.metrics, no_edge=no_edge)
 
 
-def _edge_verdict(parent: Any, report: EnsembleReport, finished: list[MemberOutcome]):
-    """The no-edge verdict on the ensemble, counting each member's selection (1 where a member lacks it)."""
-    members = [parent.client.get_run(o.payload["run_id"]).data.metrics.get("model/edge/n_trials", 1.0)
-               for o in finished]
+def _edge_verdict(report: EnsembleReport, finished: list[MemberOutcome]):
+    """The no-edge verdict on the ensemble, counting each member's selection (1 where a member lacks it):
+    each member's run returned its ``model/edge/n_trials`` with its metrics."""
+    members = [(o.payload.get("metrics") or {}).get("model/edge/n_trials", 1.0) for o in finished]
     return ensemble_edge(report, members)
 
 
