@@ -104,10 +104,15 @@ def min_bars_needed(cfg: OptimizedTrainingConfig) -> int:
     return int(math.ceil(train_need / share)) + gaps * cfg.data.embargo_bars
 
 
-def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Market:
+def read_bars(cfg: OptimizedTrainingConfig) -> Bars:
+    """``data.source``'s bars, checked for length and gaps as ``cfg`` asks."""
     max_gap = None if cfg.data.max_gap.lower() in ("", "none", "off") else cfg.data.max_gap
+    return load_bars(cfg.data.source, min_bars=min_bars_needed(cfg), max_gap=max_gap)
+
+
+def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Market:
     if bars is None:
-        bars = load_bars(cfg.data.source, min_bars=min_bars_needed(cfg), max_gap=max_gap)
+        bars = read_bars(cfg)
     observed = observation_features(bars.frame, vol_window=cfg.data.vol_window,
                                     observation=cfg.env.observation, history=cfg.env.window,
                                     regime_features=cfg.env.regime_features,
@@ -155,8 +160,7 @@ def shared_market(cfg: OptimizedTrainingConfig, digest: str = "") -> tuple[Marke
     settings = json.dumps([asdict(cfg.data), asdict(cfg.env)], sort_keys=True, default=str)
     if digest and (digest, settings) in _SHARED:
         return _SHARED[(digest, settings)], True
-    max_gap = None if cfg.data.max_gap.lower() in ("", "none", "off") else cfg.data.max_gap
-    bars = load_bars(cfg.data.source, min_bars=min_bars_needed(cfg), max_gap=max_gap)
+    bars = read_bars(cfg)
     key = (bars.digest, settings)
     if key in _SHARED:
         return _SHARED[key], True
