@@ -97,6 +97,12 @@ def _log1m(H: float) -> float:
 
 
 @lru_cache(maxsize=8)
+def _tables(R: int, prior: Prior) -> np.ndarray:
+    """kappa, kappa / (2 (kappa + 1)), alpha + 1/2 and the predictive's constant, by run length 0 .. R-1: (4, R)."""
+    return np.stack((prior.kappa + np.arange(R, dtype=np.float64), _ratio(R, prior), _power(R, prior), _const(R, prior)))
+
+
+@lru_cache(maxsize=8)
 def _ratio(R: int, prior: Prior) -> np.ndarray:
     """kappa / (2 (kappa + 1)) by run length 0 .. R-1."""
     kappa = prior.kappa + np.arange(R, dtype=np.float64)
@@ -173,8 +179,8 @@ class _SparseBlock:
         # (about twice the time of the whole array), and the other entries are untouched
         upper = _upper(n)
         np.copyto(segment[:, :, K:], 0.0, where=upper)
+        kappa, ratio, power, const = _tables(R, prior).take(before, axis=1)  # by run length before bar t
         with np.errstate(invalid="ignore", divide="ignore"):
-            kappa = before + prior.kappa
             beta = s1 * s1
             beta /= kappa
             s2 -= beta
@@ -184,19 +190,22 @@ class _SparseBlock:
             s1 /= kappa
             np.subtract((x - prior.mu)[:, None], s1, out=s1)  # x_t - the segment's predictive mean
             s1 *= s1
-            s1 *= _ratio(R, prior).take(before)
+            s1 *= ratio
             s1 /= beta
             lp = np.log1p(s1, out=s1)
-            lp *= _power(R, prior).take(before)
+            lp *= power
             np.log(beta, out=beta)
             beta *= 0.5
             lp += beta
-            np.subtract(_const(R, prior).take(before), lp, out=lp)
-        new = lp[:, K:]
-        np.copyto(new, -np.inf, where=upper)
-        lp -= lp.max(axis=1, keepdims=True)  # scaled: <= 0
+            np.subtract(const, lp, out=lp)
+        # scaled by each bar's maximum: <= 0. The entries of segments not started yet are, bit for bit, the
+        # empty segment's of the bar (run length 0 before it, column K + t - 1), except on bar 0, which has
+        # none: its maximum is over the kept run lengths only
+        top = lp.max(axis=1, keepdims=True)
+        top[0] = lp[0, :K].max()
+        lp -= top
         lp += _log1m(H)
-        np.copyto(new, 0.0, where=upper)
+        np.copyto(lp[:, K:], 0.0, where=upper)
         np.add.accumulate(lp, axis=0, out=lp)  # a new column's rows before its start add 0
         # below e^-600 of the bar's best a mass is nothing; the floor keeps exp and the products that
         # follow out of subnormal floats (a hundredfold slower)
@@ -204,7 +213,7 @@ class _SparseBlock:
         G = np.exp(lp, out=lp)
         np.copyto(G[:, K:], 0.0, where=upper)
         b = G[:, :K] @ state.probs
-        A = np.zeros((n, n))
+        A = np.empty((n, n))  # (its diagonal, last column and upper triangle are never read)
         np.multiply(G[:, K:], -(H / (1.0 - H)), out=A[:, :n - 1])  # read below the diagonal only
         T, info = dtrtrs(A, b, lower=1, unitdiag=1)
         if info != 0 or not (T.min() > 0 and T.max() < np.inf):  # (NaN fails the first)
