@@ -262,26 +262,36 @@ class _SparseBlock:
 
     def state_at(self, i: int) -> SparseState:
         """The state after bar ``i`` of the block: merged at R-1, pruned, renormalized."""
-        K = self.K
-        runs = np.minimum(np.concatenate(((0,), i + 1 + self.shift[:K + i])), self.R - 1)
-        probs = np.concatenate(((self.H,), self.P[i, :K], self.P[i, K:K + i]))
+        K, R = self.K, self.R
+        # run lengths: 0, the kept ones grown by i + 1 (ascending), the block's starts (i .. 1)
+        runs = np.minimum(np.concatenate(((0,), i + 1 + self.shift[:K + i])), R - 1)
+        probs = np.concatenate(((self.H,), self.P[i, :K + i]))
         probs /= probs.sum()
-        if runs.size and runs.max() == self.R - 1:  # merge every capped column into one
-            top = runs == self.R - 1
+        if i < R - 1:  # only kept run lengths can be capped, a suffix of them: merged into one
+            lo = 1 + int(np.searchsorted(runs[1:K + 1], R - 1))
+            if lo < K + 1:
+                merged = probs[lo:K + 1].sum()
+                runs = np.concatenate((runs[:lo], runs[K + 1:], (R - 1,)))
+                probs = np.concatenate((probs[:lo], probs[K + 1:], (merged,)))
+        elif runs.max() == R - 1:  # merge every capped column into one
+            top = runs == R - 1
             merged = probs[top].sum()
-            runs = np.concatenate((runs[~top], (self.R - 1,)))
+            runs = np.concatenate((runs[~top], (R - 1,)))
             probs = np.concatenate((probs[~top], (merged,)))
         bars = self.bars0 + i + 1
-        keep = probs >= (self.prune if bars % PRUNE_EVERY == 0 else 0.0)
-        if bars % PRUNE_EVERY == 0 and keep.sum() > self.max_starts:
-            keep &= probs >= np.partition(probs, -self.max_starts)[-self.max_starts]
-        keep[0] = True  # run length 0 (mass H) is always kept
-        dropped = float(probs[~keep].sum())
-        runs, probs = runs[keep], probs[keep]
+        if bars % PRUNE_EVERY == 0:
+            keep = probs >= self.prune
+            if keep.sum() > self.max_starts:
+                keep &= probs >= np.partition(probs, -self.max_starts)[-self.max_starts]
+            keep[0] = True  # run length 0 (mass H) is always kept
+            dropped = float(probs[~keep].sum())
+            runs, probs = runs[keep], probs[keep]
+        else:
+            dropped = 0.0
         order = np.argsort(runs, kind="stable")
         runs, probs = runs[order], probs[order] / probs.sum()
-        y = self.y[:self.h + i + 1] + self.prior.mu
-        history = y[max(0, y.size - (self.R - 1)):].copy()
+        end = self.h + i + 1
+        history = self.y[max(0, end - (R - 1)):end] + self.prior.mu
         return SparseState(runs.astype(np.int64), probs, history, float(self.vol[i]), self.dropped0 + dropped, bars)
 
 
