@@ -1,4 +1,4 @@
-"""Benchmark: the one-off regime labelling of bench_regime_cost.py's market, this checkout against another, interleaved.
+"""Benchmark: the one-off regime labelling of bench_regime_cost.py's market, this checkout against another.
 
 What it times, in a fresh process per run (CPU seconds, ``time.process_time``):
 
@@ -11,7 +11,8 @@ older commit) and this one, ``--pairs`` times, starting with the base one. The m
 read the medians, and the spread, as loaded-machine numbers.
 
     git worktree add /tmp/base 37b670e
-    nice -n 10 python benchmarks/bench_label_ab.py --base /tmp/base --out benchmarks/results/regime_cost_labelcost_ab.json
+    nice -n 10 python benchmarks/bench_label_ab.py --base /tmp/base \
+        --out benchmarks/results/regime_cost_labelcost_ab.json
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ market = setup.load_market(cfg)
 meta = MetaLearningController({"adaptation_frequency": 20000, "seed": 0, "stratified": True})
 out = {}
 start = time.process_time()
-label_train_split(meta, market.features.log_returns, market.splits.train, market.features.warmup, cache_dir=tempfile.mkdtemp())
+label_train_split(meta, market.features.log_returns, market.splits.train, market.features.warmup,
+                  cache_dir=tempfile.mkdtemp())
 out["label"] = time.process_time() - start
 start = time.process_time()
 build_strata(meta, market)
@@ -64,7 +66,8 @@ def run(checkout: Path, data: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, required=True, help="the other checkout (its root, holding convopt_mlflow/)")
+    parser.add_argument("--base", type=Path, required=True,
+                        help="the other checkout (its root, holding convopt_mlflow/)")
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--data", default="synthetic:n_bars=300000,seed=11,signal_ic=0.05,signal_regimes=1:-1:0")
     parser.add_argument("--out", type=Path, default=None)
@@ -77,7 +80,8 @@ def main() -> None:
         for name, checkout in (("base", args.base), ("this", ROOT)):
             runs[name].append(run(checkout, args.data))
             print(name, runs[name][-1], flush=True)
-    summary = {name: {part: statistics.median(r[part] for r in rows) for part in rows[0]} for name, rows in runs.items()}
+    summary = {name: {part: statistics.median(r[part] for r in rows) for part in rows[0]}
+               for name, rows in runs.items()}
     print(json.dumps(summary, indent=1))
     write_result({"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine_info(), "runs": runs,
                   "median_cpu_s": summary}, args.out)

@@ -98,8 +98,9 @@ def _log1m(H: float) -> float:
 
 @lru_cache(maxsize=8)
 def _tables(R: int, prior: Prior) -> np.ndarray:
-    """kappa, kappa / (2 (kappa + 1)), alpha + 1/2 and the predictive's constant, by run length 0 .. R-1: (4, R)."""
-    return np.stack((prior.kappa + np.arange(R, dtype=np.float64), _ratio(R, prior), _power(R, prior), _const(R, prior)))
+    """kappa, kappa / (2 (kappa + 1)), alpha + 1/2 and the predictive's constant by run length 0 .. R-1, (4, R)."""
+    kappa = prior.kappa + np.arange(R, dtype=np.float64)
+    return np.stack((kappa, _ratio(R, prior), _power(R, prior), _const(R, prior)))
 
 
 @lru_cache(maxsize=8)
