@@ -43,7 +43,7 @@ import numpy as np
 from scipy.linalg.lapack import dtrtrs
 from scipy.special import gammaln
 
-from convopt_mlflow.components.bocpd import Prior, segment_vol
+from convopt_mlflow.components.bocpd import Prior
 
 __all__ = ["SparseState", "sparse_block", "DEFAULT_PRUNE", "DEFAULT_MAX_STARTS"]
 
@@ -91,6 +91,19 @@ def _upper(n: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
+def _log1m(H: float) -> float:
+    """log(1 - H)."""
+    return float(np.log1p(-H))
+
+
+@lru_cache(maxsize=8)
+def _tables(R: int, prior: Prior) -> np.ndarray:
+    """kappa, kappa / (2 (kappa + 1)), alpha + 1/2 and the predictive's constant by run length 0 .. R-1, (4, R)."""
+    kappa = prior.kappa + np.arange(R, dtype=np.float64)
+    return np.stack((kappa, _ratio(R, prior), _power(R, prior), _const(R, prior)))
+
+
+@lru_cache(maxsize=8)
 def _ratio(R: int, prior: Prior) -> np.ndarray:
     """kappa / (2 (kappa + 1)) by run length 0 .. R-1."""
     kappa = prior.kappa + np.arange(R, dtype=np.float64)
@@ -118,15 +131,19 @@ class _SparseBlock:
         self.R, self.H, self.prior, self.prune, self.max_starts = R, H, prior, prune, max_starts
         self.dropped0, self.bars0 = state.dropped, state.bars
         n, K = x.size, state.runs.size
-        y = np.concatenate((state.history, x))
-        y -= prior.mu
         h = state.history.size
-        self.y, self.h, self.n, self.K = y, h, n, K
-        self.c1 = c1 = np.empty(y.size + 1)
-        self.c2 = c2 = np.empty(y.size + 1)
-        c1[0] = c2[0] = 0.0
-        np.cumsum(y, out=c1[1:])
-        np.cumsum(y * y, out=c2[1:])
+        # cumulative sums of the inputs (less mu) and of their squares, from the history's first bar:
+        # row 0 of ``sums`` is y, row 1 y^2, each after a leading 0, summed along the row in one call
+        sums = np.empty((2, h + n + 1))
+        y = sums[0, 1:]
+        y[:h], y[h:] = state.history, x
+        if prior.mu:
+            y -= prior.mu
+        np.multiply(y, y, out=sums[1, 1:])
+        sums[:, 0] = 0.0
+        self.y = y.copy()
+        self.h, self.n, self.K = h, n, K
+        self.c1, self.c2 = c1, c2 = np.cumsum(sums, axis=1, out=sums)
         t = np.arange(n)
         end = h + t
         # columns: the K kept run lengths, then a segment starting after each bar j < n-1 of the block.
@@ -149,17 +166,22 @@ class _SparseBlock:
         # a segment's first bar (index into y) is fixed, h - runs[k] or h+1+j, except where its run is
         # capped at R-1 (then the last R-1 bars): only the columns that reach the cap are gathered
         c1_end, c2_end = c1[h:h + n, None], c2[h:h + n, None]
-        s1 = c1_end - c1.take(h - shift)[None, :]
-        s2 = c2_end - c2.take(h - shift)[None, :]
+        segment = np.empty((2, n, K + n - 1))  # the segments' sums of y and of y^2
+        s1, s2 = segment
+        np.subtract(c1_end, c1.take(h - shift)[None, :], out=s1)
+        np.subtract(c2_end, c2.take(h - shift)[None, :], out=s2)
         if cap is not None:
             first = np.maximum((h - shift[cap])[None, :], (end - (R - 1))[:, None])
             s1[:, cap] = c1_end - c1.take(first)
             s2[:, cap] = c2_end - c2.take(first)
-        # (t, new j) with j >= t: segments not started yet. Their entries below are meaningless (even
-        # NaN: a negative-length segment) and are overwritten before they are used.
+        # (t, new j) with j >= t: segments not started yet. Their entries below are meaningless and are
+        # overwritten before they are used; they are made empty segments (sums 0) so that they stay
+        # finite: a negative-length segment's NaNs would send log and log1p down their slow paths
+        # (about twice the time of the whole array), and the other entries are untouched
         upper = _upper(n)
+        np.copyto(segment[:, :, K:], 0.0, where=upper)
+        kappa, ratio, power, const = _tables(R, prior).take(before, axis=1)  # by run length before bar t
         with np.errstate(invalid="ignore", divide="ignore"):
-            kappa = before + prior.kappa
             beta = s1 * s1
             beta /= kappa
             s2 -= beta
@@ -169,79 +191,108 @@ class _SparseBlock:
             s1 /= kappa
             np.subtract((x - prior.mu)[:, None], s1, out=s1)  # x_t - the segment's predictive mean
             s1 *= s1
-            s1 *= _ratio(R, prior).take(before)
+            s1 *= ratio
             s1 /= beta
             lp = np.log1p(s1, out=s1)
-            lp *= _power(R, prior).take(before)
+            lp *= power
             np.log(beta, out=beta)
             beta *= 0.5
             lp += beta
-            np.subtract(_const(R, prior).take(before), lp, out=lp)
-        new = lp[:, K:]
-        np.copyto(new, -np.inf, where=upper)
-        lp -= lp.max(axis=1, keepdims=True)  # scaled: <= 0
-        lp += np.log1p(-H)
-        np.copyto(new, 0.0, where=upper)
+            np.subtract(const, lp, out=lp)
+        # scaled by each bar's maximum: <= 0. The entries of segments not started yet are, bit for bit, the
+        # empty segment's of the bar (run length 0 before it, column K + t - 1), except on bar 0, which has
+        # none: its maximum is over the kept run lengths only
+        top = lp.max(axis=1, keepdims=True)
+        top[0] = lp[0, :K].max()
+        lp -= top
+        lp += _log1m(H)
+        np.copyto(lp[:, K:], 0.0, where=upper)
         np.add.accumulate(lp, axis=0, out=lp)  # a new column's rows before its start add 0
         # below e^-600 of the bar's best a mass is nothing; the floor keeps exp and the products that
         # follow out of subnormal floats (a hundredfold slower)
         np.maximum(lp, _FLOOR, out=lp)
         G = np.exp(lp, out=lp)
         np.copyto(G[:, K:], 0.0, where=upper)
-        c = H / (1.0 - H)
         b = G[:, :K] @ state.probs
-        A = np.zeros((n, n))
-        np.multiply(G[:, K:], -c, out=A[:, :n - 1])  # read below the diagonal only
+        A = np.empty((n, n))  # (its diagonal, last column and upper triangle are never read)
+        np.multiply(G[:, K:], -(H / (1.0 - H)), out=A[:, :n - 1])  # read below the diagonal only
         T, info = dtrtrs(A, b, lower=1, unitdiag=1)
         if info != 0 or not (T.min() > 0 and T.max() < np.inf):  # (NaN fails the first)
             raise FloatingPointError("sparse BOCPD evidence recursion failed")
-        # posterior after bar t (normalized), by column
+        # posterior after bar t (normalized), by column: a kept run length's prior mass times (1 - H), a
+        # start in the block's evidence times H (one row of factors: the same products, one call)
         P = G
-        P[:, :K] *= ((1.0 - H) * state.probs)[None, :]
-        P[:, K:] *= H * T[None, :n - 1]
+        factor = np.empty(K + n - 1)
+        np.multiply(state.probs, 1.0 - H, out=factor[:K])
+        np.multiply(T[:n - 1], H, out=factor[K:])
+        P *= factor
         P /= T[:, None]
         self.P, self.shift = P, shift
-        # MAP run length; the columns capped at R-1 after bar t are one run length (their mass summed)
-        tail = np.zeros(n)
+        # MAP run length; the columns capped at R-1 after bar t are one run length (their mass summed).
+        # A column is capped after bar t where its run length before it is at least R-2 (clamped at R-1)
+        best = None
         if cap is not None:
             kept = P[:, cap].copy()
-            capped = (t[:, None] + 1 + shift[cap][None, :]) >= R - 1
+            capped = before[:, cap] >= R - 2
             tail = np.where(capped, kept, 0.0).sum(axis=1)
             P[:, cap] = np.where(capped, 0.0, kept)
-        best = np.argmax(P, axis=1)
-        best_p = P[t, best]
-        if cap is not None:
+            best = np.argmax(P, axis=1)
+            best_p = P[t, best]
             P[:, cap] = kept
-        rl = np.where(best_p > H, np.minimum(t + 1 + shift[best], R - 1), 0)
-        self.run_length = np.where(tail > np.maximum(best_p, H), R - 1, rl)
-        self.vol = self._vol(t, self.run_length)
-
-    def _vol(self, t, rl):
-        """sqrt(beta / alpha) of the segment of ``rl`` bars ending at bar ``t`` (its posterior, x_t included)."""
-        return segment_vol(self.prior, self.c1, self.c2, self.h + t + 1, rl)
+        else:
+            best = np.argmax(P, axis=1)
+            best_p = P[t, best]
+        rl = t + 1
+        rl += shift[best]
+        np.minimum(rl, R - 1, out=rl)
+        rl[best_p <= H] = 0
+        if cap is not None:
+            rl[tail > np.maximum(best_p, H)] = R - 1
+        self.run_length = rl
+        # the MAP segment's volatility after bar t (as segment_vol, with slices where it gathered)
+        end = h + 1 + t
+        s1 = c1[h + 1:h + 1 + n] - c1[end - rl]
+        s2 = c2[h + 1:h + 1 + n] - c2[end - rl]
+        s2 *= 0.5
+        s2 += prior.beta
+        s1 *= s1
+        s1 /= 2.0 * (prior.kappa + rl)
+        s2 -= s1
+        s2 /= prior.alpha + 0.5 * rl
+        self.vol = np.sqrt(s2, out=s2)
 
     def state_at(self, i: int) -> SparseState:
         """The state after bar ``i`` of the block: merged at R-1, pruned, renormalized."""
-        K = self.K
-        runs = np.minimum(np.concatenate(((0,), i + 1 + self.shift[:K + i])), self.R - 1)
-        probs = np.concatenate(((self.H,), self.P[i, :K], self.P[i, K:K + i]))
+        K, R = self.K, self.R
+        # run lengths: 0, the kept ones grown by i + 1 (ascending), the block's starts (i .. 1)
+        runs = np.minimum(np.concatenate(((0,), i + 1 + self.shift[:K + i])), R - 1)
+        probs = np.concatenate(((self.H,), self.P[i, :K + i]))
         probs /= probs.sum()
-        if runs.size and runs.max() == self.R - 1:  # merge every capped column into one
-            top = runs == self.R - 1
+        if i < R - 1:  # only kept run lengths can be capped, a suffix of them: merged into one
+            lo = 1 + int(np.searchsorted(runs[1:K + 1], R - 1))
+            if lo < K + 1:
+                merged = probs[lo:K + 1].sum()
+                runs = np.concatenate((runs[:lo], runs[K + 1:], (R - 1,)))
+                probs = np.concatenate((probs[:lo], probs[K + 1:], (merged,)))
+        elif runs.max() == R - 1:  # merge every capped column into one
+            top = runs == R - 1
             merged = probs[top].sum()
-            runs = np.concatenate((runs[~top], (self.R - 1,)))
+            runs = np.concatenate((runs[~top], (R - 1,)))
             probs = np.concatenate((probs[~top], (merged,)))
         bars = self.bars0 + i + 1
-        keep = probs >= (self.prune if bars % PRUNE_EVERY == 0 else 0.0)
-        if bars % PRUNE_EVERY == 0 and keep.sum() > self.max_starts:
-            keep &= probs >= np.partition(probs, -self.max_starts)[-self.max_starts]
-        keep[0] = True  # run length 0 (mass H) is always kept
-        dropped = float(probs[~keep].sum())
-        runs, probs = runs[keep], probs[keep]
+        if bars % PRUNE_EVERY == 0:
+            keep = probs >= self.prune
+            if keep.sum() > self.max_starts:
+                keep &= probs >= np.partition(probs, -self.max_starts)[-self.max_starts]
+            keep[0] = True  # run length 0 (mass H) is always kept
+            dropped = float(probs[~keep].sum())
+            runs, probs = runs[keep], probs[keep]
+        else:
+            dropped = 0.0
         order = np.argsort(runs, kind="stable")
         runs, probs = runs[order], probs[order] / probs.sum()
-        y = self.y[:self.h + i + 1] + self.prior.mu
-        history = y[max(0, y.size - (self.R - 1)):].copy()
+        end = self.h + i + 1
+        history = self.y[max(0, end - (R - 1)):end] + self.prior.mu
         return SparseState(runs.astype(np.int64), probs, history, float(self.vol[i]), self.dropped0 + dropped, bars)
 
 

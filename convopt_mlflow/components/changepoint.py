@@ -175,6 +175,12 @@ class BayesianChangePointDetector:
         ratio = np.maximum(vol / before, before / vol)
         candidates = np.flatnonzero((run_length < self.max_run - 1) & (run_length >= self.confirm)
                                     & (ratio >= self.min_vol_change))
+        if candidates.size > 1 and self.min_spacing > 0:
+            # a candidate with the same segment start as the candidate before it is never declared (that one
+            # was, and the spacing is 0, or was not, and nothing changed since): only the first of each run
+            # of equal starts is looked at (the loop below went over every bar of a long segment)
+            starts = candidates - run_length[candidates]
+            candidates = candidates[np.r_[True, starts[1:] != starts[:-1]]]
         changes = []
         for k in candidates.tolist():
             start = first + k - int(run_length[k]) + 1

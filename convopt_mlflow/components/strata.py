@@ -75,9 +75,9 @@ def start_pools(codes: np.ndarray, bounds: tuple[int, int], length: int) -> dict
     """Episode start bars in ``[low, high]`` (both inclusive, as ``MarketCore.start_bounds``) grouped
     by the stratum of the ``length`` bars they trade; every stratum is a key (possibly empty)."""
     low, high = int(bounds[0]), int(bounds[1])
-    majority = window_majority(codes, length)
-    starts = np.arange(low, min(high + 1, majority.size))
-    labels = majority[starts]
+    majority = window_majority(codes[max(low, 0):high + length], length)  # only the windows of these starts
+    starts = np.arange(max(low, 0), max(low, 0) + majority.size)
+    labels = majority
     return {name: starts[labels == k] for k, name in enumerate(STRATA)}
 
 

@@ -59,3 +59,28 @@ def test_state_round_trip_continues_identically():
     rest_a = [a.update(v, 700 + i) for i, v in enumerate(returns[700:])]
     rest_b = [b.update(v, 700 + i) for i, v in enumerate(returns[700:])]
     assert rest_a == rest_b and any(rest_a) and len(first) == 1
+
+
+@pytest.mark.parametrize("min_spacing", [1, 30, 200])
+def test_changes_are_those_of_the_loop_over_every_candidate_bar(min_spacing):
+    """process() looks only at the first candidate of each segment start; the declared changes are those of
+    the loop it replaced, which looked at every candidate bar (thousands in a long segment)."""
+    from convopt_mlflow.data.synthetic import generate_market
+
+    close = generate_market(20_001, seed=7, signal_regimes="1:-1:0").frame["close"].to_numpy()
+    returns, first = np.diff(np.log(close)), 5
+    det = BayesianChangePointDetector(robust_scale(returns), min_spacing=min_spacing)
+    trace = det.process(returns, first_bar=first)
+    rl, vol, keep = trace.run_length, trace.vol, det.max_run + 1
+    history = np.r_[np.ones(keep), vol]
+    before = history[keep + np.arange(rl.size) - np.where(rl == 0, keep, rl)]
+    ratio = np.maximum(vol / before, before / vol)
+    candidates = np.flatnonzero((rl < det.max_run - 1) & (rl >= det.confirm) & (ratio >= det.min_vol_change))
+    last, expected = first, []
+    for k in candidates.tolist():
+        start = first + k - int(rl[k]) + 1
+        if start - last >= min_spacing:
+            last = start
+            expected.append((first + k, start, float(vol[k])))
+    assert candidates.size > 10 * len(expected) > 0
+    assert [(c.bar, c.start, c.vol_ratio) for c in trace.changes] == expected
