@@ -59,6 +59,9 @@ class EnvConfig:
     context_momentum: bool = False
     """With context_features: also observe the trailing drift's z-score, the sum of the last M log returns
     over their rms * sqrt(M), for M in 32, 64, 256 (ctx_momentum_M; data/context.py)."""
+    context_ewm: bool = False
+    """With context_features: also observe exponentially weighted drift z-scores, the last 256 log returns
+    weighted 2^(-age/H) over their rms, for half-lives H in 4, 16, 64 bars (ctx_ewm_H; data/context.py)."""
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,8 @@ class DirectConfig:
     """Adam learning rate of the direct learner (constant; base_learning_rate is PPO's)."""
     objective: str = "pnl"
     """pnl: the expected net reward per bar; sharpe: per window, the expected mean reward per bar over
-    the square root of its expected second moment minus the squared mean (a risk-adjusted variant)."""
+    the square root of its expected second moment minus the squared mean (a risk-adjusted variant);
+    batch_sharpe: the same ratio over all the batch's bars pooled (the Sharpe of the batch as a whole)."""
 
 
 @dataclass(frozen=True)

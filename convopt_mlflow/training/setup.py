@@ -117,7 +117,8 @@ def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Marke
                                     observation=cfg.env.observation, history=cfg.env.window,
                                     regime_features=cfg.env.regime_features,
                                     context_features=cfg.env.context_features,
-                                    context_momentum=cfg.env.context_momentum)
+                                    context_momentum=cfg.env.context_momentum,
+                                    context_ewm=cfg.env.context_ewm)
     features = observed.features
     # split from the plain observation's warm-up, so the optional sets (regime_*, ctx_*) leave val and
     # test on the same bars as an arm without them; the train split starts where every feature is valid
