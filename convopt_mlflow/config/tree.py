@@ -238,7 +238,9 @@ class DirectConfig:
     batch_windows: int = 16
     """Windows drawn per batch: each batch advances the step count by window * batch_windows bars."""
     lr: float = 1e-3
-    """Adam learning rate of the direct learner (constant; base_learning_rate is PPO's)."""
+    """Adam learning rate of the direct learner (see lr_schedule; base_learning_rate is PPO's)."""
+    lr_schedule: str = "constant"
+    """constant: lr throughout; linear: lr times the fraction of run.total_timesteps still to go (0 at the end)."""
     objective: str = "pnl"
     """pnl: the expected net reward per bar; sharpe: per window, the expected mean reward per bar over
     the square root of its expected second moment minus the squared mean (a risk-adjusted variant);

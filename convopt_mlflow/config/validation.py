@@ -86,6 +86,7 @@ RULES: dict[str, Range | tuple[str, ...]] = {
     "counterfactual.baseline": ("critic", "policy_mean"),
     "direct.window": AT_LEAST_1, "direct.passes": AT_LEAST_1, "direct.batch_windows": AT_LEAST_1,
     "direct.lr": POSITIVE, "direct.objective": ("pnl", "sharpe", "batch_sharpe"),
+    "direct.lr_schedule": ("constant", "linear"),
     "recurrent.lstm_hidden_size": AT_LEAST_1, "recurrent.n_lstm_layers": AT_LEAST_1,
     "augment.synthetic_prob": PROBABILITY, "augment.noise_level": NON_NEGATIVE,
     "augment.warp_factor": Range(0, 1, high_open=True), "augment.dropout_rate": UNIT, "augment.block_length": AT_LEAST_1,

@@ -81,6 +81,18 @@ def test_the_batch_sharpe_objective_pools_every_bar_of_the_batch():
         float(direct_objective(means, quiet, "batch_sharpe")))
 
 
+def test_the_linear_lr_schedule_decays_the_direct_learners_adam_rate_to_zero():
+    """lr times the fraction of the run still to go; the clock counts a batch before its update, so the
+    4 updates of 1,024 bars run at 3/4, 1/2, 1/4 and 0 of lr."""
+    model, _ = _model(_cfg(direct__lr_schedule="linear"))
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.25) == pytest.approx(2.5e-4)
+    model.learn(1024)
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+    constant, _ = _model(_cfg())
+    constant.learn(1024)
+    assert constant.policy.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
 @pytest.mark.parametrize("passes", ["1", "4"])
 def test_steps_count_bars_drawn_once_per_draw_not_per_pass(passes):
     model, _ = _model(_cfg(direct__passes=passes))
