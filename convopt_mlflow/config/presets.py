@@ -67,8 +67,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # trailing drift z-scores (env.context_momentum: +0.62/+0.76 test Sharpe on both seeds at 400k, +0.58 on
     # the planted market at 100k; benchmarks/results/regime_screen2.json). Objective batch_sharpe (the Sharpe of
     # each batch's bars pooled): exposure where variance is large and the edge nil costs more than it earns
-    # (screen 3: +0.08 on both seeds at 400k; the EW drift z-scores, linear LR decay and 32-bar windows did not
-    # help; benchmarks/results/regime_screen3.json).
+    # (screen 3: +0.08 on both seeds at 400k; the EW drift z-scores, the trend detector's probabilities, larger
+    # batches and a linear LR decay did not help; benchmarks/results/regime_screen3.json). 5 seeds at 400k: 3.29,
+    # 55.4% of the oracle, +0.07 [-0.16, +0.30] over the pnl objective (regime_goal_a_400k_v4.json).
     "regime": {
         "scheduler_enabled": False, "monitor.enabled": False, "direct.enabled": True,
         "direct.lr": 3e-4, "direct.batch_windows": 32, "direct.objective": "batch_sharpe",
