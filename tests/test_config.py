@@ -174,6 +174,9 @@ def test_context_momentum_without_the_context_features_is_refused():
     with pytest.raises(ConfigError, match=r"env.context_momentum=true needs env.context_features=true"):
         cfgmod.build_config("baseline", ["env.context_momentum=true"])
     assert cfgmod.build_config("regime").env.context_momentum  # the preset sets both
+    assert cfgmod.build_config("regime").direct.objective == "batch_sharpe"
+    with pytest.raises(ConfigError, match=r"env.context_ewm=true needs env.context_features=true"):
+        cfgmod.build_config("baseline", ["env.context_ewm=true"])
 
 
 def test_the_meta_controller_needs_validation_evals_but_any_cadence():

@@ -65,10 +65,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (2 seeds, 100k/200k) against PPO with them, the trend detector's probabilities, the Sharpe objective, LR
     # 1e-3 and a 128x128 net (benchmarks/results/regime_screen.json; docs/studies/meta-controller.md). Plus the
     # trailing drift z-scores (env.context_momentum: +0.62/+0.76 test Sharpe on both seeds at 400k, +0.58 on
-    # the planted market at 100k; benchmarks/results/regime_screen2.json).
+    # the planted market at 100k; benchmarks/results/regime_screen2.json). Objective batch_sharpe (the Sharpe of
+    # each batch's bars pooled): exposure where variance is large and the edge nil costs more than it earns
+    # (screen 3: +0.08 on both seeds at 400k; the EW drift z-scores, the trend detector's probabilities, larger
+    # batches and a linear LR decay did not help; benchmarks/results/regime_screen3.json). 5 seeds at 400k: 3.29,
+    # 55.4% of the oracle, +0.07 [-0.16, +0.30] over the pnl objective (regime_goal_a_400k_v4.json).
     "regime": {
         "scheduler_enabled": False, "monitor.enabled": False, "direct.enabled": True,
-        "direct.lr": 3e-4, "direct.batch_windows": 32, "env.context_features": True, "env.context_momentum": True,
+        "direct.lr": 3e-4, "direct.batch_windows": 32, "direct.objective": "batch_sharpe",
+        "env.context_features": True, "env.context_momentum": True,
     },
     # Baseline (SB3's default LR) + curriculum: episodes start in easy windows first (steps or performance advance).
     "curriculum": {

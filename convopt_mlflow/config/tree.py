@@ -59,6 +59,9 @@ class EnvConfig:
     context_momentum: bool = False
     """With context_features: also observe the trailing drift's z-score, the sum of the last M log returns
     over their rms * sqrt(M), for M in 32, 64, 256 (ctx_momentum_M; data/context.py)."""
+    context_ewm: bool = False
+    """With context_features: also observe exponentially weighted drift z-scores, the last 256 log returns
+    weighted 2^(-age/H) over their rms, for half-lives H in 4, 16, 64 bars (ctx_ewm_H; data/context.py)."""
 
 
 @dataclass(frozen=True)
@@ -235,10 +238,13 @@ class DirectConfig:
     batch_windows: int = 16
     """Windows drawn per batch: each batch advances the step count by window * batch_windows bars."""
     lr: float = 1e-3
-    """Adam learning rate of the direct learner (constant; base_learning_rate is PPO's)."""
+    """Adam learning rate of the direct learner (see lr_schedule; base_learning_rate is PPO's)."""
+    lr_schedule: str = "constant"
+    """constant: lr throughout; linear: lr times the fraction of run.total_timesteps still to go (0 at the end)."""
     objective: str = "pnl"
     """pnl: the expected net reward per bar; sharpe: per window, the expected mean reward per bar over
-    the square root of its expected second moment minus the squared mean (a risk-adjusted variant)."""
+    the square root of its expected second moment minus the squared mean (a risk-adjusted variant);
+    batch_sharpe: the same ratio over all the batch's bars pooled (the Sharpe of the batch as a whole)."""
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ RULES: dict[str, Range | tuple[str, ...]] = {
     "curriculum.final_share": Range(0, 1, high_open=True),
     "counterfactual.baseline": ("critic", "policy_mean"),
     "direct.window": AT_LEAST_1, "direct.passes": AT_LEAST_1, "direct.batch_windows": AT_LEAST_1,
-    "direct.lr": POSITIVE, "direct.objective": ("pnl", "sharpe"),
+    "direct.lr": POSITIVE, "direct.objective": ("pnl", "sharpe", "batch_sharpe"),
+    "direct.lr_schedule": ("constant", "linear"),
     "recurrent.lstm_hidden_size": AT_LEAST_1, "recurrent.n_lstm_layers": AT_LEAST_1,
     "augment.synthetic_prob": PROBABILITY, "augment.noise_level": NON_NEGATIVE,
     "augment.warp_factor": Range(0, 1, high_open=True), "augment.dropout_rate": UNIT, "augment.block_length": AT_LEAST_1,
@@ -178,9 +179,10 @@ def problems(cfg: Any) -> Iterator[str]:
     if not cfg.data.source.strip():
         yield "data.source='': needs a bundled name, a CSV/Parquet path or a synthetic:k=v,... spec"
     yield from _ensemble_problems(cfg)
-    if cfg.env.context_momentum and not cfg.env.context_features:
-        yield ("env.context_momentum=true needs env.context_features=true: the momentum columns are part of the "
-               "context features")
+    for key in ("context_momentum", "context_ewm"):
+        if getattr(cfg.env, key) and not cfg.env.context_features:
+            yield (f"env.{key}=true needs env.context_features=true: its columns are part of the context "
+                   "features")
     augmented = max(cfg.noise_injection_prob, cfg.time_warp_prob, cfg.feature_dropout_prob) > 0
     if cfg.replay_enabled and cfg.replay_mode == "transition" and augmented:
         yield ("replay_mode='transition' with augmentation: replayed observations are rebuilt from the "

@@ -43,7 +43,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from convopt_mlflow.components.trend_detector import TrendDetector
 from convopt_mlflow.data.context import (  # noqa: F401
-    context_columns, context_warmup, uses_context_features, uses_context_momentum,
+    context_columns, context_warmup, uses_context_ewm, uses_context_features, uses_context_momentum,
 )
 from convopt_mlflow.errors import ConfigError
 
@@ -94,7 +94,7 @@ def regime_columns(log_returns: np.ndarray) -> np.ndarray:
 
 def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: bool | None = None,
                      regime_features: bool = False, context_features: bool = False,
-                     context_momentum: bool = False) -> Features:
+                     context_momentum: bool = False, context_ewm: bool = False) -> Features:
     """Compute the features of a canonical bar frame (see :func:`validate_frame`).
 
     Args:
@@ -110,6 +110,7 @@ def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: boo
         context_features: append the ``ctx_*`` columns of :mod:`convopt_mlflow.data.context`
             (and extend the warm-up to theirs).
         context_momentum: with ``context_features``, include their ``ctx_momentum_M`` columns.
+        context_ewm: with ``context_features``, include their ``ctx_ewm_H`` columns.
 
     Raises:
         ConfigError: if ``vol_window`` is invalid or the frame has no more bars
@@ -156,7 +157,7 @@ def compute_features(frame: pd.DataFrame, *, vol_window: int = 20, volume_z: boo
         columns.update(zip(REGIME_FEATURES, regime_columns(log_returns).T))
     if context_features:
         columns.update(context_columns(log_returns, {c: columns[c] for c in columns if c.startswith("feat_")},
-                                       momentum=context_momentum))
+                                       momentum=context_momentum, ewm=context_ewm))
 
     values = np.empty((n_bars, len(columns)), dtype=np.float32)
     for j, column in enumerate(columns.values()):
@@ -221,18 +222,21 @@ class Observation:
 
 def observation_features(frame: pd.DataFrame, *, vol_window: int, observation: str, history: int,
                          volume_z: bool | None = None, regime_features: bool = False,
-                         context_features: bool = False, context_momentum: bool = False) -> Observation:
+                         context_features: bool = False, context_momentum: bool = False,
+                         context_ewm: bool = False) -> Observation:
     """The features an env observes and the window (bars) the env reads of them.
 
     ``observation="multiscale"``: :func:`multiscale_features` over ``history`` bars, read
     one bar at a time (window 1). ``"window"``: the raw features, ``history`` lagged bars.
     The training env and the logged model both build their observations here.
-    ``volume_z``, ``regime_features``, ``context_features``, ``context_momentum``: see :func:`compute_features`.
+    ``volume_z``, ``regime_features``, ``context_features``, ``context_momentum``, ``context_ewm``: see
+    :func:`compute_features`.
     """
     if observation not in OBSERVATIONS:
         raise ConfigError(f"observation must be one of {', '.join(OBSERVATIONS)}, got {observation!r}")
     features = compute_features(frame, vol_window=vol_window, volume_z=volume_z, regime_features=regime_features,
-                                context_features=context_features, context_momentum=context_momentum)
+                                context_features=context_features, context_momentum=context_momentum,
+                                context_ewm=context_ewm)
     if observation == "window":
         return Observation(features, int(history), list(features.names))
     return Observation(multiscale_features(features, int(history)), 1, list(features.names))
@@ -257,7 +261,8 @@ def observation_size(n_base_features: int, *, observation: str, history: int) ->
 
 def segment_observation_values(bars: np.ndarray, columns: Sequence[str], *, vol_window: int, observation: str,
                                history: int, volume_z: bool, regime_features: bool = False,
-                               context_features: bool = False, context_momentum: bool = False) -> np.ndarray:
+                               context_features: bool = False, context_momentum: bool = False,
+                               context_ewm: bool = False) -> np.ndarray:
     """The observed feature values of a short segment of bars, in numpy (float32 ``(T, F)``).
 
     The same definitions as :func:`observation_features` (a test holds them equal), without
@@ -293,7 +298,7 @@ def segment_observation_values(bars: np.ndarray, columns: Sequence[str], *, vol_
     if context_features:
         columns_out += list(context_columns(np.nan_to_num(returns), {c: data[c] for c in data
                                                                      if c.startswith("feat_")},
-                                                    momentum=context_momentum).values())
+                                                    momentum=context_momentum, ewm=context_ewm).values())
     values = np.column_stack(columns_out).astype(np.float32)
     values[:warmup] = 0.0
     base = Features(values=values, names=[str(i) for i in range(values.shape[1])], warmup=warmup,

@@ -69,6 +69,7 @@ from convopt_mlflow.data import compute_features, validate_frame
 from convopt_mlflow.data.features import (
     OBSERVATIONS,
     observation_size,
+    uses_context_ewm,
     uses_context_features,
     uses_context_momentum,
     uses_regime_features,
@@ -188,7 +189,8 @@ def _feature_names(frame: pd.DataFrame, config: Mapping[str, Any]) -> list[str]:
     features = compute_features(frame, vol_window=config["vol_window"],
                                 regime_features=uses_regime_features(config["feature_names"]),
                                 context_features=uses_context_features(config["feature_names"]),
-                                context_momentum=uses_context_momentum(config["feature_names"]))
+                                context_momentum=uses_context_momentum(config["feature_names"]),
+                                context_ewm=uses_context_ewm(config["feature_names"]))
     need = features.warmup + config["window"]
     if len(frame) < need:
         raise ConfigError(f"the input example needs at least {need} bars to show a decision, got {len(frame)}")

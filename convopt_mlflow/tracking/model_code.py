@@ -44,7 +44,7 @@ import torch
 from convopt_mlflow.components.combine import combine_probabilities, make_combination
 from convopt_mlflow.data import validate_frame
 from convopt_mlflow.data.features import (
-    observation_features, uses_context_features, uses_context_momentum, uses_regime_features,
+    observation_features, uses_context_ewm, uses_context_features, uses_context_momentum, uses_regime_features,
 )
 from convopt_mlflow.env import MarketCore, follow_choices, policy_table
 from convopt_mlflow.errors import ConfigError, DataValidationError
@@ -175,7 +175,8 @@ class PolicyEnsembleModel(mlflow.pyfunc.PythonModel):
                                             observation=config.get("observation", "window"),
                                             regime_features=uses_regime_features(config["feature_names"]),
                                             context_features=uses_context_features(config["feature_names"]),
-                                            context_momentum=uses_context_momentum(config["feature_names"]))
+                                            context_momentum=uses_context_momentum(config["feature_names"]),
+                                            context_ewm=uses_context_ewm(config["feature_names"]))
         except ConfigError as exc:
             raise DataValidationError(_SOURCE, [str(exc)]) from None
         features, window = observed.features, observed.window

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..components.augmentation import TradingDataAugmentation
 from ..data.features import (
-    segment_observation_values, uses_context_features, uses_context_momentum, uses_regime_features,
+    segment_observation_values, uses_context_ewm, uses_context_features, uses_context_momentum,
+    uses_regime_features,
 )
 from ..env.augmented import AugmentedVecEnv, SegmentAugmenter
 from .callbacks import _UpdateCallback
@@ -51,7 +52,8 @@ def augmented_env(cfg: Any, market: Any, augmentation: TradingDataAugmentation, 
                                           volume_z=volume_z,
                                           regime_features=uses_regime_features(market.base_feature_names),
                                           context_features=uses_context_features(market.base_feature_names),
-                                          context_momentum=uses_context_momentum(market.base_feature_names))
+                                          context_momentum=uses_context_momentum(market.base_feature_names),
+                                          context_ewm=uses_context_ewm(market.base_feature_names))
 
     observed = market.features.names
     groups = [[j for j, name in enumerate(observed) if name.rsplit("@", 1)[0] == base]

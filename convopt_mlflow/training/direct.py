@@ -16,7 +16,11 @@ bar's expected reward
 is exact (the env's reward, ``reward_scale`` included) and differentiable. Objective ``pnl``
 maximizes the mean of ``E[R_t]`` over the batch's bars; objective ``sharpe`` maximizes, per
 window, ``m / sqrt(s2 - m^2 + eps)`` with ``m`` the mean of ``E[R_t]`` and ``s2`` the mean of
-``E[R_t^2]`` (both exact), averaged over windows. ``ent_coef`` (PPO's, 0 by default) adds the mean entropy of
+``E[R_t^2]`` (both exact), averaged over windows; objective ``batch_sharpe`` maximizes the same ratio
+over all the batch's bars pooled, ``m / sqrt(s2 - m^2 + eps)`` with ``m`` and ``s2`` the means over every
+window and bar: the Sharpe ratio of the batch as one sample of the market, so exposure where the return's
+variance is large and the expected reward small (a volatile, unpredictable stretch) costs more than it
+earns, while the ratio is not re-estimated from one window's 64 bars. ``ent_coef`` (PPO's, 0 by default) adds the mean entropy of
 ``pi`` over the batch's (bar, held position) rows as a bonus, so the monitor's
 ``increase_entropy`` acts here as it does on PPO. Each batch gets ``passes`` Adam steps
 (gradient clipping at ``max_grad_norm``), like PPO's epochs.
@@ -85,7 +89,10 @@ def direct_objective(means: th.Tensor, squares: th.Tensor, objective: str) -> th
     if objective == "sharpe":
         m, s2 = means.mean(dim=1), squares.mean(dim=1)
         return (m / th.sqrt((s2 - m ** 2).clamp_min(0.0) + _EPS)).mean()
-    raise ValueError(f"unknown direct objective {objective!r}: expected pnl or sharpe")
+    if objective == "batch_sharpe":
+        m, s2 = means.mean(), squares.mean()
+        return m / th.sqrt((s2 - m ** 2).clamp_min(0.0) + _EPS)
+    raise ValueError(f"unknown direct objective {objective!r}: expected pnl, sharpe or batch_sharpe")
 
 
 class DirectLearner(ConvoptPPO):

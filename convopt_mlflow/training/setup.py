@@ -9,7 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -117,7 +117,8 @@ def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Marke
                                     observation=cfg.env.observation, history=cfg.env.window,
                                     regime_features=cfg.env.regime_features,
                                     context_features=cfg.env.context_features,
-                                    context_momentum=cfg.env.context_momentum)
+                                    context_momentum=cfg.env.context_momentum,
+                                    context_ewm=cfg.env.context_ewm)
     features = observed.features
     # split from the plain observation's warm-up, so the optional sets (regime_*, ctx_*) leave val and
     # test on the same bars as an arm without them; the train split starts where every feature is valid
@@ -210,6 +211,21 @@ def make_env(cfg: OptimizedTrainingConfig, market: Market, *, augmentation: Any 
                                      reward_scale=reward_scale(cfg, market)))
 
 
+def direct_learning_rate(lr: float, schedule: str) -> float | Callable[[float], float]:
+    """The direct learner's learning rate: ``lr``, or SB3's schedule ``lr * progress_remaining`` (linear)."""
+    return lr if schedule == "constant" else LinearDecay(lr)
+
+
+@dataclass(frozen=True)
+class LinearDecay:
+    """``lr * progress_remaining``: SB3 calls it with the fraction of the run still to go (picklable)."""
+
+    lr: float
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.lr * max(float(progress_remaining), 0.0)
+
+
 def make_model(cfg: OptimizedTrainingConfig, env: Any) -> ConvoptPPO:
     torch.set_num_threads(cfg.ppo.torch_threads)
     net = list(cfg.ppo.net_arch)
@@ -223,7 +239,7 @@ def make_model(cfg: OptimizedTrainingConfig, env: Any) -> ConvoptPPO:
     learning_rate = cfg.base_learning_rate
     if cfg.direct.enabled:  # PPO's rollout and update replaced; the policy (and the export) stay SB3's
         ppo_class: type[ConvoptPPO] = DirectLearner
-        learning_rate = cfg.direct.lr
+        learning_rate = direct_learning_rate(cfg.direct.lr, cfg.direct.lr_schedule)
         extra = {"window": cfg.direct.window, "passes": cfg.direct.passes,
                  "batch_windows": cfg.direct.batch_windows, "objective": cfg.direct.objective}
     else:  # neither component on: not one line of either runs

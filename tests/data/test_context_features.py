@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from convopt_mlflow.data.context import (
-    CONTEXT_WINDOWS, MOMENTUM_WINDOWS, context_columns, context_warmup, uses_context_features, uses_context_momentum,
+    CONTEXT_WINDOWS, EWM_HALF_LIVES, MOMENTUM_WINDOWS, context_columns, context_warmup, uses_context_ewm,
+    uses_context_features, uses_context_momentum,
 )
 from convopt_mlflow.data.features import compute_features, observation_features, segment_observation_values
 from convopt_mlflow.data.synthetic import generate_market
@@ -34,6 +35,12 @@ def test_names_warmup_and_placement(frame):
         context[:5] + ["ctx_momentum_32", "ctx_momentum_64", "ctx_momentum_256"] + context[5:])
     assert uses_context_momentum(momentum.names) and momentum.warmup == both.warmup
     assert max(MOMENTUM_WINDOWS) <= max(CONTEXT_WINDOWS)
+    assert not uses_context_ewm(momentum.names)
+    ewm = compute_features(frame, vol_window=20, context_features=True, context_momentum=True, context_ewm=True)
+    assert [n for n in ewm.names if n.startswith("ctx_")] == (
+        context[:5] + ["ctx_momentum_32", "ctx_momentum_64", "ctx_momentum_256", "ctx_ewm_4", "ctx_ewm_16",
+                       "ctx_ewm_64"] + context[5:])
+    assert uses_context_ewm(ewm.names) and ewm.warmup == both.warmup
     assert both.warmup == context_warmup() == max(CONTEXT_WINDOWS) + 1
     np.testing.assert_array_equal(both.values[both.warmup:, :plain.n_features], plain.values[both.warmup:])
 
@@ -42,7 +49,7 @@ def test_values_match_brute_force_windows():
     rng = np.random.default_rng(3)
     r, s = rng.normal(0, 0.01, 700), rng.normal(size=700)
     r[1:] += -0.3 * r[:-1]  # some autocorrelation
-    cols = context_columns(r, {"feat_x": s}, momentum=True)
+    cols = context_columns(r, {"feat_x": s}, momentum=True, ewm=True)
     for t in (257, 400, 699):
         for w in CONTEXT_WINDOWS:
             u = np.arange(t - w + 1, t + 1)
@@ -59,15 +66,21 @@ def test_values_match_brute_force_windows():
             window = r[t - m + 1:t + 1]
             z = window.sum() / (np.sqrt(np.mean(window**2)) * np.sqrt(m))
             np.testing.assert_allclose(cols[f"ctx_momentum_{m}"][t], z, rtol=1e-8)
+        window = r[t - 255:t + 1]
+        for h in EWM_HALF_LIVES:
+            weights = 0.5 ** (np.arange(256)[::-1] / h)  # age 0 is bar t
+            z = (weights * window).sum() / (np.sqrt(np.mean(window**2)) * np.sqrt((weights**2).sum()))
+            np.testing.assert_allclose(cols[f"ctx_ewm_{h}"][t], z, rtol=1e-8)
     assert np.isnan(cols["ctx_momentum_32"][31]) and np.isfinite(cols["ctx_momentum_32"][32])  # r[1..32]
     # r[0] is not a return: the first windows are invalid, the first valid one starts at r[1]
     assert np.isnan(cols["ctx_autocorr_256"][256]) and np.isfinite(cols["ctx_autocorr_256"][257])
+    assert np.isnan(cols["ctx_ewm_4"][255]) and np.isfinite(cols["ctx_ewm_4"][256])  # r[1..256]
 
 
 def test_a_constant_series_has_zero_correlation_not_nan():
-    cols = context_columns(np.zeros(400), {"feat_x": np.ones(400)}, momentum=True)
+    cols = context_columns(np.zeros(400), {"feat_x": np.ones(400)}, momentum=True, ewm=True)
     assert (cols["ctx_autocorr_64"][65:] == 0).all() and (cols["ctx_ic_x_256"][257:] == 0).all()
-    assert (cols["ctx_momentum_256"][257:] == 0).all()
+    assert (cols["ctx_momentum_256"][257:] == 0).all() and (cols["ctx_ewm_64"][257:] == 0).all()
 
 
 def test_momentum_reads_a_trailing_drift_sign():
@@ -76,16 +89,17 @@ def test_momentum_reads_a_trailing_drift_sign():
     r = rng.normal(0, 0.01, 1200)
     r[600:856] += 0.001
     r[856:] -= 0.001
-    cols = context_columns(r, {}, momentum=True)
+    cols = context_columns(r, {}, momentum=True, ewm=True)
     assert cols["ctx_momentum_256"][855] > 1.0 and cols["ctx_momentum_256"][1199] < -1.0
     assert cols["ctx_momentum_64"][855] > 0 and cols["ctx_momentum_64"][1199] < 0
+    assert cols["ctx_ewm_64"][855] > 1.0 and cols["ctx_ewm_64"][1199] < -1.0  # weighted toward the recent drift
 
 
 @pytest.mark.parametrize("observation, history", [("multiscale", 16), ("window", 8)])
 @pytest.mark.parametrize("k", [300, 800, N - 2])
 def test_perturbing_future_bars_and_signals_changes_nothing_observed_up_to_t(frame, observation, history, k):
     kwargs = dict(vol_window=20, observation=observation, history=history, context_features=True,
-                  context_momentum=True)
+                  context_momentum=True, context_ewm=True)
     before = observation_features(frame, **kwargs).features
     changed = frame.copy()
     rng = np.random.default_rng(k)
@@ -95,24 +109,24 @@ def test_perturbing_future_bars_and_signals_changes_nothing_observed_up_to_t(fra
     changed.iloc[k + 1:, changed.columns.get_loc("feat_signal")] = rng.normal(size=N - k - 1)
     after = observation_features(changed, **kwargs).features
     context = [j for j, name in enumerate(before.names) if name.startswith("ctx_")]
-    assert len(context) == 12 * (1 if observation == "window" else 5)
+    assert len(context) == 15 * (1 if observation == "window" else 5)
     assert np.array_equal(before.values[:k + 1], after.values[:k + 1])
     assert not np.array_equal(before.values[k + 1:, context], after.values[k + 1:, context])
 
 
-@pytest.mark.parametrize("momentum", [False, True])
+@pytest.mark.parametrize("momentum, ewm", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("observation, history", [("multiscale", 16), ("window", 8)])
-def test_an_episode_segment_recomputes_bit_identical_context_features(frame, observation, history, momentum):
+def test_an_episode_segment_recomputes_bit_identical_context_features(frame, observation, history, momentum, ewm):
     """Each window is summed on its own, so a segment (an augmented episode, the pyfunc's input)
     yields exactly the whole series' values after the warm-up."""
     full = observation_features(frame, vol_window=20, observation=observation, history=history,
-                                context_features=True, context_momentum=momentum).features
+                                context_features=True, context_momentum=momentum, context_ewm=ewm).features
     bars, columns = frame.to_numpy(), list(frame.columns)
     for first in (0, 301, N - full.warmup - 60):
         stop = first + full.warmup + 60
         values = segment_observation_values(bars[first:stop], columns, vol_window=20, observation=observation,
                                             history=history, volume_z=True, context_features=True,
-                                            context_momentum=momentum)
+                                            context_momentum=momentum, context_ewm=ewm)
         assert values.shape == (stop - first, full.values.shape[1])
         context = [j for j, name in enumerate(full.names) if name.startswith("ctx_")]
         np.testing.assert_array_equal(values[full.warmup:, context], full.values[first + full.warmup:stop, context])

@@ -68,6 +68,31 @@ def test_the_sharpe_objective_rewards_steadier_windows():
     assert per_window > direct_objective(means[1:], squares[1:], "sharpe")
 
 
+def test_the_batch_sharpe_objective_pools_every_bar_of_the_batch():
+    """batch_sharpe is the Sharpe of all the batch's bars as one sample: exposure on a bar whose squared
+    reward is large and mean reward nil lowers it, however the bars are split into windows."""
+    means = torch.tensor([[0.1, 0.1], [0.1, 0.0]])
+    quiet = means ** 2 + torch.tensor([[1.0, 1.0], [1.0, 0.0]])  # flat on the last bar
+    exposed = quiet + torch.tensor([[0.0, 0.0], [0.0, 6.0]])  # in the market there: variance, no edge
+    m, s2 = means.mean(), quiet.mean()
+    assert direct_objective(means, quiet, "batch_sharpe") == pytest.approx(float(m / torch.sqrt(s2 - m ** 2)))
+    assert direct_objective(means, exposed, "batch_sharpe") < direct_objective(means, quiet, "batch_sharpe")
+    assert direct_objective(means.reshape(1, 4), quiet.reshape(1, 4), "batch_sharpe") == pytest.approx(
+        float(direct_objective(means, quiet, "batch_sharpe")))
+
+
+def test_the_linear_lr_schedule_decays_the_direct_learners_adam_rate_to_zero():
+    """lr times the fraction of the run still to go; the clock counts a batch before its update, so the
+    4 updates of 1,024 bars run at 3/4, 1/2, 1/4 and 0 of lr."""
+    model, _ = _model(_cfg(direct__lr_schedule="linear"))
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.25) == pytest.approx(2.5e-4)
+    model.learn(1024)
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+    constant, _ = _model(_cfg())
+    constant.learn(1024)
+    assert constant.policy.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
 @pytest.mark.parametrize("passes", ["1", "4"])
 def test_steps_count_bars_drawn_once_per_draw_not_per_pass(passes):
     model, _ = _model(_cfg(direct__passes=passes))
