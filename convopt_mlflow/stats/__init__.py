@@ -16,26 +16,38 @@ Examples:
     >>> [c.significant for c in stats.compare_to_baseline(arms, "ppo", rng=0, paired=True)]
     [True]
 """
-from convopt_mlflow.stats._compare import PRIMARY_TESTS, Comparison, compare_all_pairs, compare_arms, compare_to_baseline
-from convopt_mlflow.stats._effects import hedges_g, probability_of_improvement
-from convopt_mlflow.stats._multiple import holm_bonferroni
-from convopt_mlflow.stats._power import minimum_detectable_effect, t_test_power
-from convopt_mlflow.stats._sequential import (
-    DECISIONS,
-    SequentialDecision,
-    obrien_fleming_boundaries,
-    sequential_test,
-    t_boundaries,
-)
-from convopt_mlflow.stats._sharpe import (
-    SharpeDifference,
-    deflated_sharpe_ratio,
-    expected_max_sharpe,
-    probabilistic_sharpe_ratio,
-    sharpe_difference_test,
-    sharpe_ratio,
-)
-from convopt_mlflow.stats._summary import ArmSummary, iqm, summarize_arm
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Loaded on first use (PEP 562): a training run needs only the Sharpe tests (numpy and
+# scipy.special), and the rest would import scipy.stats (0.5-0.8 s) at every run's start.
+_HOME = {
+    "_compare": ("PRIMARY_TESTS", "Comparison", "compare_all_pairs", "compare_arms", "compare_to_baseline"),
+    "_effects": ("hedges_g", "probability_of_improvement"),
+    "_multiple": ("holm_bonferroni",),
+    "_power": ("minimum_detectable_effect", "t_test_power"),
+    "_sequential": ("DECISIONS", "SequentialDecision", "obrien_fleming_boundaries", "sequential_test", "t_boundaries"),
+    "_sharpe": ("SharpeDifference", "deflated_sharpe_ratio", "expected_max_sharpe", "probabilistic_sharpe_ratio",
+                "sharpe_difference_test", "sharpe_ratio"),
+    "_summary": ("ArmSummary", "iqm", "summarize_arm"),
+}
+_MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))
+
 
 __all__ = [
     "DECISIONS",

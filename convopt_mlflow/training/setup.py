@@ -24,6 +24,7 @@ from ..data.synthetic import UNIFORM_LOADINGS
 from ..env import MarketCore, TradingVecEnv
 from ..evaluation.true_oracle import causal_positions, discrete_states, solve_chain_plan, solve_plan
 from .augment import augmented_env
+from .eager_torch import EagerAdam
 from .guards import FiniteGuard
 from .oracle_cache import cached_plan
 from .ppo import ConvoptPPO
@@ -229,12 +230,15 @@ class LinearDecay:
 def make_model(cfg: OptimizedTrainingConfig, env: Any) -> ConvoptPPO:
     torch.set_num_threads(cfg.ppo.torch_threads)
     net = list(cfg.ppo.net_arch)
+    # SB3's Adam (its eps of 1e-5 included) without the 1.2-1.5 s import of torch._dynamo (eager_torch.py)
+    optimizer_kwargs: dict[str, Any] = {"eps": 1e-5}
+    if cfg.ppo.weight_decay > 0:
+        optimizer_kwargs["weight_decay"] = cfg.ppo.weight_decay
     policy_kwargs: dict[str, Any] = {
         "net_arch": {"pi": net, "vf": net},
         "activation_fn": _ACTIVATIONS[cfg.ppo.activation],
+        "optimizer_class": EagerAdam, "optimizer_kwargs": optimizer_kwargs,
     }
-    if cfg.ppo.weight_decay > 0:
-        policy_kwargs["optimizer_kwargs"] = {"weight_decay": cfg.ppo.weight_decay}
     extra: dict[str, Any] = {}
     learning_rate = cfg.base_learning_rate
     if cfg.direct.enabled:  # PPO's rollout and update replaced; the policy (and the export) stay SB3's

@@ -96,3 +96,25 @@ def test_bad_inputs():
         sharpe_difference_test(RETURNS, RETURNS[:5])
     with pytest.raises(ValueError):
         deflated_sharpe_ratio(RETURNS, [0.1])
+
+
+def test_moments_are_scipy_stats_float_for_float():
+    """PSR's skew and kurtosis, computed without importing scipy.stats, equal scipy's exactly."""
+    from convopt_mlflow.stats._sharpe import _skew_kurtosis
+
+    rng = np.random.default_rng(7)
+    for i in range(200):
+        r = rng.standard_t(3, size=int(rng.integers(3, 3000))) * rng.uniform(1e-5, 1.0) + rng.normal() * (i % 3)
+        assert _skew_kurtosis(r) == (float(scipy.stats.skew(r)), float(scipy.stats.kurtosis(r, fisher=False)))
+    assert all(np.isnan(v) for v in _skew_kurtosis(np.full(10, 0.3)))
+
+
+def test_a_training_import_does_not_load_scipy_stats():
+    import subprocess
+    import sys
+
+    code = ("import sys, convopt_mlflow.training.coordinator, convopt_mlflow.stats as s\n"
+            "s.probabilistic_sharpe_ratio([0.01, -0.005, 0.02, 0.0, 0.012])\n"
+            "print('scipy.stats' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
