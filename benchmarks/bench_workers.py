@@ -13,9 +13,15 @@ Per trial (from the stores, after the study):
   metrics (eval AUC, the test backtest for ``ab/test_pnl.json``) and their logging.
 Per worker: ``between-trial`` = its first trial's start -> last trial's end, minus its trials:
 Optuna ask/tell, the ledger reads, stale-trial checks, waits.
-Per study: ``setup`` (validation, study, parent run, worker spawn up to the first trial) and
-``report`` (last trial's end -> ``run_ab_test`` returned: reading the trials back, statistics,
-report artifacts).
+Per study: ``setup`` (validation, study, parent run, worker spawn up to the first trial),
+``report`` (last trial's end -> ``run_ab_test`` returned: the workers' exit, reading the trials
+back, statistics, report artifacts) and ``straggler_tail`` (the first worker's last trial end ->
+the study's last trial end: one worker idles while the other finishes).
+
+``trials_per_min`` is the trial count over the whole ``run_ab_test`` wall time, setup and report
+included (what a user waits for); ``trials_per_min_training_phase`` counts from the first trial's
+start to the last one's end. The default 2 arms x ``--seeds`` is an even trial count, so 2 workers
+end together up to the straggler tail (at most one trial).
 
 Bookkeeping share = (in-trial + between-trial bookkeeping) / worker time in trials and
 between them; setup and report are fixed costs per study, reported in seconds. Timings on a
@@ -162,6 +168,8 @@ def measure(url: str, workers: int, seeds: int, steps: int, tracking_uri: str | 
         between += span - sum(r["end"] - r["start"] for r in mine)
     worker_time = sum(trial_s) + between
     first, last = min(r["start"] for r in rows), max(r["end"] for r in rows)
+    # the straggler: from the first worker's last trial end to the study's last trial end, one worker idles
+    tail = last - min(max(r["end"] for r in rows if r["worker"] == w) for w in {r["worker"] for r in rows})
     wall = end - start
     return {"workers": workers, "store": (tracking_uri or "sqlite").split(":")[0], "trials": len(rows), "other_trials": other, "wall_s": round(wall, 2),
             "trials_per_min": round(len(rows) / wall * 60.0, 2),
@@ -172,7 +180,8 @@ def measure(url: str, workers: int, seeds: int, steps: int, tracking_uri: str | 
             "between_trial_s_total": round(between, 3),
             "bookkeeping_share": round((sum(in_trial) + between) / worker_time, 4),
             "in_trial_share": round(sum(in_trial) / sum(trial_s), 4),
-            "setup_s": round(first - start, 2), "report_s": round(end - last, 2),
+            "setup_s": round(first - start, 2), "report_s": round(end - last, 2), "straggler_tail_s": round(tail, 2),
+            "trials_per_worker": sorted(sum(r["worker"] == w for r in rows) for w in {r["worker"] for r in rows}),
             "verdict": result.report["verdict"][:200]}
 
 
@@ -248,7 +257,7 @@ def _print(r: dict) -> None:
           f"{r['trials_per_min_training_phase']} in the training phase); trial {r['trial_s_median']} s, "
           f"train {r['train_s_median']} s, in-trial bookkeeping {r['in_trial_bookkeeping_s_median']} s "
           f"(medians); bookkeeping share {r['bookkeeping_share']:.1%}; setup {r['setup_s']} s, "
-          f"report {r['report_s']} s; load {r['loadavg_before']} -> {r['loadavg_after']}", flush=True)
+          f"report {r['report_s']} s, tail {r['straggler_tail_s']} s, per worker {r['trials_per_worker']}; load {r['loadavg_before']} -> {r['loadavg_after']}", flush=True)
 
 
 if __name__ == "__main__":

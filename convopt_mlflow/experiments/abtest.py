@@ -27,7 +27,7 @@ import random
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import optuna
 from optuna.samplers import GridSampler
@@ -179,14 +179,17 @@ def _failure(trial: optuna.trial.FrozenTrial) -> str | None:
 
 def run_cells(study: optuna.Study, spec: StudySpec, parent_run_id: str, *, seeds: Sequence[int] | None = None,
               checkpoint_root: str | None = None, poll_s: float = 1.0,
-              wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> Ledger:
+              wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S, wait_for_others: bool = True,
+              idle: Callable[[float], object] = time.sleep) -> Ledger:
     """Train the study's cells (those of ``seeds``, default all) until each is COMPLETE or given up.
 
     Safe to run in any number of processes on one study. Before each claim it fails the
     trials of dead workers (by pid on this host, by heartbeat on RDB storages) so that their
     cells are retried. While every open cell is held by another worker it waits, naming the
     trials it waits for on stderr, and raises
-    :class:`~convopt_mlflow.experiments.liveness.WaitTimeout` after ``wait_timeout_s``.
+    :class:`~convopt_mlflow.experiments.liveness.WaitTimeout` after ``wait_timeout_s``;
+    with ``wait_for_others=False`` it returns instead (a worker whose caller waits for them).
+    ``idle(seconds)`` is its pause between two looks (a caller may end it early).
     """
     scope = [c for c in spec.cells if seeds is None or c[1] in set(seeds)]
     runner = TrialRunner(spec, parent_run_id, study.study_name, checkpoint_root)
@@ -207,10 +210,12 @@ def run_cells(study: optuna.Study, spec: StudySpec, parent_run_id: str, *, seeds
             return ledger
         free = [c for c in todo if c not in ledger.busy]
         if not free and not ledger.waiting.intersection(todo):  # other workers hold every open cell
+            if not wait_for_others:
+                return ledger
             wait.check([f"({arm}, seed {seed}) " + (describe_holder(ledger.holders[(arm, seed)])
                                                     if (arm, seed) in ledger.holders else "queued")
                         for arm, seed in todo])
-            time.sleep(poll_s * (0.5 + rng.random()))
+            idle(poll_s * (0.5 + rng.random()))
             continue
         wait.reset()
         if ledger.waiting.intersection(todo):

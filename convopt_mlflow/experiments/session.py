@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from ..errors import UserError
 from . import render
 from .abtest import EXTENDED_ATTR, PARENT_ATTR, Ledger, completed_trials, failed_cells, open_study, run_cells
-from .liveness import DEFAULT_WAIT_TIMEOUT_S
+from .liveness import DEFAULT_WAIT_TIMEOUT_S, WaitTimeout
 from .registration import Registration, register_winner
 from .report import Winner, analyze, headline_metrics, sequential_look, winner_of
 from .spec import DEFAULT_METRIC, StudySpec
@@ -129,8 +130,24 @@ def _train_round(study, spec, parent_id, study_name, storage, workers, timing, c
     if workers == 1:
         run_cells(study, spec, parent_id, seeds=seeds, checkpoint_root=ckpt, wait_timeout_s=wait_timeout_s)
         return
-    codes = run_local_workers(study_name, storage, workers, seeds=seeds, heartbeat_interval=heartbeat,
-                              checkpoint_root=ckpt, wait_timeout_s=wait_timeout_s)
+
+    def here(idle) -> int:  # this process is one of the workers: it trains while the others start
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            run_cells(study, spec, parent_id, seeds=seeds, checkpoint_root=ckpt, wait_timeout_s=wait_timeout_s,
+                      idle=idle)
+        except WaitTimeout as exc:
+            print(f"convopt worker: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        finally:
+            torch.set_num_threads(threads)
+        return 0
+
+    codes = run_local_workers(study_name, storage, workers, in_process=here, seeds=seeds,
+                              heartbeat_interval=heartbeat, checkpoint_root=ckpt, wait_timeout_s=wait_timeout_s)
     scope = [c for c in spec.cells if seeds is None or c[1] in set(seeds)]
     ledger = Ledger.of(study)
     if any(codes) and any(c not in ledger.complete and not ledger.given_up(c) for c in scope):

@@ -2,9 +2,16 @@
 
 ``convopt worker --study S --storage URL`` joins an existing study (its design and
 parent run are stored in it) and trains open cells until none is left. ``convopt
-ab-test --workers K`` starts K such processes here (spawned, one torch thread each).
-Several workers need a storage that several processes can write: PostgreSQL, or a
-journal file on one machine.
+ab-test --workers K`` is one of them itself and starts K - 1 more here (spawned, one
+torch thread each). Several workers need a storage that several processes can write:
+PostgreSQL, or a journal file on one machine.
+
+What a local worker costs besides its trials is kept off the study's clock: the calling
+process trains at once (its imports are done; a spawned one needs seconds to import
+torch, mlflow and SB3), a spawned worker that finds every open cell held by a sibling
+leaves instead of waiting (the caller, which outlives it, waits for those cells and
+retries any that fail), and a spawned worker skips the interpreter's teardown of its
+modules when it is done (``os._exit`` after the exit handlers ran).
 
 A worker never waits for ever: it fails the trials of dead workers on its host, RDB
 heartbeats fail the others', and while every open cell is held by another worker it names
@@ -12,9 +19,14 @@ them on stderr and gives up after ``wait_timeout_s`` (exit code 3; re-run to res
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing
+import os
 import sys
-from typing import Sequence
+import threading
+import time
+from multiprocessing.connection import wait as wait_for_exit
+from typing import Callable, Sequence
 
 from .abtest import load_study, run_cells
 from .liveness import DEFAULT_WAIT_TIMEOUT_S
@@ -23,15 +35,18 @@ from .storage import get_storage
 
 def work(study_name: str, storage_url: str | None, *, seeds: Sequence[int] | None = None,
          heartbeat_interval: int = 30, checkpoint_root: str | None = None, workers: int = 1,
-         wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> int:
-    """Join ``study_name`` and train its open cells; returns the number of cells now COMPLETE."""
+         wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S, wait_for_others: bool = True) -> int:
+    """Join ``study_name`` and train its open cells; returns the number of cells now COMPLETE.
+
+    ``wait_for_others=False``: return as soon as every open cell is held by another worker
+    (a spawned sibling of a caller that waits for them)."""
     import torch
 
     torch.set_num_threads(1)
     storage = get_storage(storage_url, workers=workers, heartbeat_interval=heartbeat_interval)
     study, spec, parent_run_id = load_study(storage, study_name)
     ledger = run_cells(study, spec, parent_run_id, seeds=seeds, checkpoint_root=checkpoint_root,
-                       wait_timeout_s=wait_timeout_s)
+                       wait_timeout_s=wait_timeout_s, wait_for_others=wait_for_others)
     return len(ledger.complete)
 
 
@@ -41,28 +56,57 @@ def _process_main(study_name: str, storage_url: str | None, seeds: Sequence[int]
 
     try:
         work(study_name, storage_url, seeds=seeds, heartbeat_interval=heartbeat_interval,
-             checkpoint_root=checkpoint_root, workers=workers, wait_timeout_s=wait_timeout_s)
+             checkpoint_root=checkpoint_root, workers=workers, wait_timeout_s=wait_timeout_s, wait_for_others=False)
     except UserError as exc:
         print(f"convopt worker: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    _exit_now(0)
 
 
-def run_local_workers(study_name: str, storage_url: str | None, count: int, *, seeds: Sequence[int] | None = None,
-                      heartbeat_interval: int = 30, checkpoint_root: str | None = None,
-                      wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> list[int]:
-    """Start ``count`` spawned worker processes on this machine and wait; returns their exit codes."""
+def _exit_now(code: int) -> None:
+    """End this (spawned) process without tearing its modules down, which takes torch, mlflow
+    and SB3 most of a second; other threads are joined and the exit handlers run first."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_local_workers(study_name: str, storage_url: str | None, count: int, *,
+                      in_process: Callable[[Callable[[float], None]], int] | None = None,
+                      seeds: Sequence[int] | None = None, heartbeat_interval: int = 30,
+                      checkpoint_root: str | None = None, wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> list[int]:
+    """``count`` workers on this machine; returns their exit codes.
+
+    ``in_process(idle)``, when given, is this process's own worker (``count - 1`` are spawned):
+    it trains cells and returns its exit code; ``idle(seconds)`` is its pause while every
+    open cell is held, which ends early when a spawned worker exits. It should wait for the
+    cells its siblings hold (they leave when nothing is free). Without it, ``count`` are spawned.
+    """
     context = multiprocessing.get_context("spawn")
+    spawned = count - 1 if in_process is not None else count
     processes = [context.Process(target=_process_main, name=f"convopt-worker-{i}",
                                  args=(study_name, storage_url, list(seeds) if seeds else None, heartbeat_interval,
                                        checkpoint_root, count, wait_timeout_s))
-                 for i in range(count)]
+                 for i in range(spawned)]
     for process in processes:
         process.start()
+
+    def idle(seconds: float) -> None:
+        alive = [p.sentinel for p in processes if p.exitcode is None]
+        wait_for_exit(alive, timeout=seconds) if alive else time.sleep(seconds)
+
     try:
+        own = [in_process(idle)] if in_process is not None else []
         for process in processes:
             process.join()
-    except KeyboardInterrupt:
+    except BaseException as exc:
         for process in processes:
-            process.join(timeout=60)  # each got the SIGINT too: it ends its run KILLED and exits
+            if not isinstance(exc, KeyboardInterrupt) and process.exitcode is None:
+                process.terminate()  # this one failed: SIGTERM ends the siblings' runs KILLED, as Ctrl-C does
+            process.join(timeout=60)  # on Ctrl-C each got the SIGINT too: it ends its run KILLED and exits
         raise
-    return [int(p.exitcode or 0) for p in processes]
+    return own + [int(p.exitcode or 0) for p in processes]
