@@ -64,14 +64,17 @@ def timed_warm_worker() -> None:
 
 
 def timed_train_member(tasks, plan):
-    from convopt_mlflow.training import ensemble
+    try:  # the worker side's own module, where the code has one
+        from convopt_mlflow.training import ensemble_member as worker_side
+    except ImportError:
+        from convopt_mlflow.training import ensemble as worker_side
 
     _time_learning()
-    if not getattr(ensemble.member_market, "__wrapped__", None):
-        ensemble.member_market = timed("member_market", ensemble.member_market)
+    if not getattr(worker_side.member_market, "__wrapped__", None):
+        worker_side.member_market = timed("member_market", worker_side.member_market)
     note(f"member{plan.index}", "start")
     try:
-        return ensemble.train_member(tasks, plan)
+        return worker_side.train_member(tasks, plan)
     finally:
         note(f"member{plan.index}", "end")
 

@@ -4,7 +4,7 @@
 one-process ``ProcessPoolExecutor`` that lives for the whole ensemble: it imports torch,
 SB3 and MLflow once (:func:`warm_worker`) and runs one member after another, so start-up
 is paid once per worker, not once per member. A worker keeps the market it built, keyed by
-the dataset's digest (see :func:`convopt_mlflow.training.ensemble.member_market`).
+the dataset's digest (see :func:`convopt_mlflow.training.ensemble_member.member_market`).
 
 Failure semantics, per member:
 
