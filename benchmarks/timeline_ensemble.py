@@ -141,19 +141,23 @@ def run(kind: str, data: str, steps: int, seed: int, workers: int) -> dict:
     if kind == "ensemble":
         from convopt_mlflow.training import member_pool
 
-        pool = None
+        early = {}
         if hasattr(member_pool, "start_members"):  # as `convopt train` (and the benchmark) start them
+            from convopt_mlflow.training.data_source import read_bars
+
+            note("read_bars", "start")
+            early["bars"] = read_bars(cfg)
+            note("read_bars", "end")
             note("pool_start", "start")
-            pool = member_pool.ParallelMembers(member_pool.member_workers(cfg.ensemble_size, cfg.ensemble.workers),
-                                               initializer=timed_warm_worker).start()
+            early["pool"] = member_pool.ParallelMembers(
+                member_pool.member_workers(cfg.ensemble_size, cfg.ensemble.workers), initializer=timed_warm_worker).start()
             note("pool_start", "end")
         from convopt_mlflow.training.ensemble import train_ensemble_run
 
         _patch_parent()
         note("imports", "end")
         note("run", "start")
-        result = train_ensemble_run(cfg, preset="ensemble", checkpoint_root=f"{tmp}/ckpt",
-                                    **({"pool": pool} if pool is not None else {}))
+        result = train_ensemble_run(cfg, preset="ensemble", checkpoint_root=f"{tmp}/ckpt", **early)
     else:
         from convopt_mlflow.components.ensemble import EnsembleLearningFramework
         from convopt_mlflow.training import coordinator

@@ -74,16 +74,18 @@ def member_config(cfg: cfgmod.OptimizedTrainingConfig, plan: MemberPlan) -> cfgm
 
 # ------------------------------------------------------------------ the ensemble run
 def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", run_id: str | None = None,
-                       checkpoint_root: str | None = None, pool: ParallelMembers | None = None) -> TrainResult:
+                       checkpoint_root: str | None = None, pool: ParallelMembers | None = None,
+                       bars: Any = None) -> TrainResult:
     """Train ``cfg.ensemble_size`` members as child runs of one ensemble run (see module doc).
 
     ``pool``: the workers, already started (:func:`.member_pool.start_members`, as ``convopt train``
     does before its own imports); closed here on every path. None: started here, once the config, the
-    data and every member's config are validated."""
+    data and every member's config are validated. ``bars``: ``cfg``'s bars, already read
+    (:func:`.data_source.read_bars`, as ``convopt train`` reads them before it starts the workers)."""
     from ..tracking import open_run, run_experiment_name
 
     try:
-        market = load_market(cfg)  # UserError on bad data, before any run exists
+        market = load_market(cfg, bars)  # UserError on bad data, before any run exists
         framework = EnsembleLearningFramework(cfg.ensemble_size, diversity_config(cfg), seed=cfg.run.seed,
                                               min_members=cfg.ensemble.min_members)
         plans = framework.initialize_models()
