@@ -4,7 +4,9 @@ Each measurement is one whole ``python`` process (imports included) started with
 ``PYTHONPATH`` pointing at one checkout of the code, against its own sqlite MLflow store created
 (and migrated) before the clock starts, as a user's existing store is:
 
-- ``ensemble``: ``train_ensemble_run`` of the ``ensemble`` preset (3 members, ``ensemble.workers=2``);
+- ``ensemble``: ``train_ensemble_run`` of the ``ensemble`` preset (3 members, ``ensemble.workers=2``),
+  its bars read and its workers started first as ``convopt train`` does (``data_source.read_bars``,
+  ``member_pool.start_members``, where the code has them);
 - ``single``: one member's run, ``coordinator.train`` with member 0's config (what one member
   trains: ``ensemble_size=1``, one torch thread) as a standalone run.
 
@@ -52,9 +54,18 @@ def child(kind: str, data: str, steps: int, seed: int, workers: int = 2) -> dict
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
     cfg = _config(data, steps, seed, workers)
     if kind == "ensemble":
+        early = {}
+        try:  # as `convopt train` does: the bars read, then the workers started before torch, SB3 and MLflow
+            from convopt_mlflow.training.data_source import read_bars
+            from convopt_mlflow.training.member_pool import start_members
+        except ImportError:  # code from before start_members: the ensemble run starts them itself
+            pass
+        else:
+            early["bars"] = read_bars(cfg)
+            early["pool"] = start_members(cfg.ensemble_size, cfg.ensemble.workers)
         from convopt_mlflow.training.ensemble import train_ensemble_run
 
-        result = train_ensemble_run(cfg, preset="ensemble", checkpoint_root=f"{tmp}/ckpt")
+        result = train_ensemble_run(cfg, preset="ensemble", checkpoint_root=f"{tmp}/ckpt", **early)
     else:
         from convopt_mlflow.components.ensemble import EnsembleLearningFramework
         from convopt_mlflow.training.coordinator import train

@@ -42,10 +42,18 @@ def _train(args: argparse.Namespace) -> int:
     cfg = cfgmod.build_config(args.preset, overrides)
     _check_experiment_matches_project_run(cfg.run.experiment)
     if cfg.ensemble_size > 1 and not args.resume:  # members are child runs; each resumes as a single run
-        from .training.ensemble import train_ensemble_run
+        from .training.data_source import read_bars
+        from .training.member_pool import start_members
 
+        bars = read_bars(cfg)  # bad data: one message before any worker exists
+        pool = start_members(cfg.ensemble_size, cfg.ensemble.workers)  # the workers import while we do
+        try:
+            from .training.ensemble import train_ensemble_run
+        except BaseException:
+            pool.close()
+            raise
         _freeze_imported_objects()
-        result = train_ensemble_run(cfg, preset=args.preset)
+        result = train_ensemble_run(cfg, preset=args.preset, pool=pool, bars=bars)
     else:
         from .training.coordinator import train
 

@@ -27,26 +27,23 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Mapping
 
 import numpy as np
 import torch
-from stable_baselines3.common.callbacks import BaseCallback
 
 from .. import config as cfgmod
 from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, MemberPlan
 from ..evaluation import equity_figure
 from .coordinator import TrainResult
-from .ensemble_eval import EnsembleReport, ensemble_edge, ensemble_report, member_tables
-from .member_pool import ParallelMembers
+from .ensemble_eval import EnsembleReport, ensemble_edge, ensemble_report, member_tables, split_benchmarks
+from .ensemble_member import FAULTS_ENV, MemberTask, member_market, train_member  # noqa: F401 - the worker side
+from .member_pool import ParallelMembers, member_workers
 from .reporting import EQUITY_POINTS, SPLITS, model_inputs
 from .run_meta import describe, run_display_name, run_tags
-from .setup import Market, load_market, shared_market
+from .setup import load_market
 
-FAULTS_ENV = "CONVOPT_ENSEMBLE_FAULTS"
 _SUMMARY = ("backtest/val/sharpe", "backtest/test/sharpe", "backtest/test/max_drawdown", "backtest/test/total_return")
 
 
@@ -75,98 +72,35 @@ def member_config(cfg: cfgmod.OptimizedTrainingConfig, plan: MemberPlan) -> cfgm
     return cfgmod.apply_values(cfg, values)
 
 
-# ------------------------------------------------------------------ the worker side
-@dataclass(frozen=True)
-class MemberTask:
-    """What a worker process needs to train one member (picklable)."""
-
-    config_json: str
-    run_id: str
-    preset: str
-    tags: Mapping[str, str]
-    checkpoint_root: str | None
-    data_digest: str = ""
-    """The digest of the market the ensemble run loaded: the worker's cache key."""
-
-
-#: This worker process's markets: ``(data digest, what the market is built from) -> Market``.
-def member_market(cfg: cfgmod.OptimizedTrainingConfig, digest: str) -> tuple[Market, bool]:
-    """The member's market, from this worker's cache when one with ``digest`` was built here
-    from the same data and env settings; ``(market, hit)``. Members share their data settings,
-    so a worker generates and featurizes the market once (:func:`.setup.shared_market`)."""
-    return shared_market(cfg, digest)
-
-
-class _KeepModel(BaseCallback):
-    """Holds on to the model, whose policy carries the shipped weights once ``train`` returns."""
-
-    def _on_step(self) -> bool:
-        return True
-
-
-class _Fault(BaseCallback):
-    """Test hook: kill or fail this member after its first rollout."""
-
-    def __init__(self, action: str):
-        super().__init__()
-        self.action = action
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        if self.action == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise RuntimeError("injected member fault (CONVOPT_ENSEMBLE_FAULTS)")
-
-
-def _faults(index: int) -> list[BaseCallback]:
-    for item in os.environ.get(FAULTS_ENV, "").split(","):
-        who, _, action = item.partition(":")
-        if who.strip() == str(index) and action.strip() in ("kill", "raise"):
-            return [_Fault(action.strip())]
-    return []
-
-
-def train_member(tasks: Mapping[int, MemberTask], plan: MemberPlan) -> MemberOutcome:
-    """Runs in a worker process: one full convopt training run into the member's child run."""
-    import torch
-
-    from ..tracking import policy_spec
-    from .coordinator import train
-
-    torch.set_num_threads(1)
-    task = tasks[plan.index]
-    cfg = cfgmod.from_dict(json.loads(task.config_json))
-    market, hit = member_market(cfg, task.data_digest)
-    tags = {**task.tags, "convopt.worker.pid": str(os.getpid()), "convopt.worker.market_cache": "hit" if hit else "miss"}
-    keep = _KeepModel()
-    result = train(cfg, preset=task.preset, run_id=task.run_id, tags=tags, market=market,
-                   extra_callbacks=[keep, *_faults(plan.index)], checkpoint_root=task.checkpoint_root)
-    if result.status != "FINISHED":
-        return MemberOutcome(plan.index, result.status, result.reason)
-    weights = {k: v.detach().cpu().numpy() for k, v in keep.model.policy.state_dict().items()}
-    payload = {"run_id": task.run_id, "weights": weights, "spec": policy_spec(keep.model), "metrics": result.metrics}
-    return MemberOutcome(plan.index, "FINISHED", "", payload)
-
-
 # ------------------------------------------------------------------ the ensemble run
 def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", run_id: str | None = None,
-                       checkpoint_root: str | None = None) -> TrainResult:
-    """Train ``cfg.ensemble_size`` members as child runs of one ensemble run (see module doc)."""
+                       checkpoint_root: str | None = None, pool: ParallelMembers | None = None,
+                       bars: Any = None) -> TrainResult:
+    """Train ``cfg.ensemble_size`` members as child runs of one ensemble run (see module doc).
+
+    ``pool``: the workers, already started (:func:`.member_pool.start_members`, as ``convopt train``
+    does before its own imports); closed here on every path. None: started here, once the config, the
+    data and every member's config are validated. ``bars``: ``cfg``'s bars, already read
+    (:func:`.data_source.read_bars`, as ``convopt train`` reads them before it starts the workers)."""
     from ..tracking import open_run, run_experiment_name
 
-    market = load_market(cfg)  # UserError on bad data, before any run exists
-    framework = EnsembleLearningFramework(cfg.ensemble_size, diversity_config(cfg), seed=cfg.run.seed,
-                                          min_members=cfg.ensemble.min_members)
-    plans = framework.initialize_models()
-    member_cfgs = [member_config(cfg, plan) for plan in plans]  # ConfigError before any run exists
+    try:
+        market = load_market(cfg, bars)  # UserError on bad data, before any run exists
+        framework = EnsembleLearningFramework(cfg.ensemble_size, diversity_config(cfg), seed=cfg.run.seed,
+                                              min_members=cfg.ensemble.min_members)
+        plans = framework.initialize_models()
+        member_cfgs = [member_config(cfg, plan) for plan in plans]  # ConfigError before any run exists
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     # the parent evaluates every member on val and test: with torch's default of one thread per
     # core it competes with the workers (and on a shared machine with everyone), as a run's own does not
     torch.set_num_threads(cfg.ppo.torch_threads)
-    workers = min(cfg.ensemble.workers or os.cpu_count() or 1, len(plans))
+    pool = pool or ParallelMembers(member_workers(len(plans), cfg.ensemble.workers)).start()  # imports meanwhile
+    workers = pool.workers
     prepared: dict[int, tuple[Any, dict]] = {}  # each member's policy and tables, made while others train
-    pool = ParallelMembers(workers, on_outcome=partial(_prepare, prepared, market)).start()  # imports meanwhile
+    pool.on_outcome = partial(_prepare, prepared, market)
     run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
     try:
         parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
@@ -175,6 +109,8 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
     except BaseException:
         pool.close()
         raise
+    warm: dict[str, Any] = {}  # what the build needs that no member decides, made while the last one trains
+    pool.while_idle = partial(_before_build, warm, parent, cfg, market)
     try:
         _log_inputs(parent, cfg, market)
         parent.log_dict({"plans": [vars(p) for p in plans]}, "ensemble/plans.json")
@@ -200,7 +136,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
             return TrainResult(parent.run_id, "FAILED", 1, f"too few members: {training.reason}")
         if training.failed:
             parent.set_tags({"convopt.ensemble.lost_members": training.reason})
-        return _build(parent, cfg, preset, market, framework, training.finished, prepared)
+        return _build(parent, cfg, preset, market, framework, training.finished, prepared, warm)
     except KeyboardInterrupt:
         pool.close()
         parent.set_tags({"convopt.stop_reason": "interrupted"})
@@ -256,15 +192,32 @@ def _prepare(prepared: dict[int, tuple[Any, dict]], market: Any, outcome: Member
         prepared.pop(outcome.index, None)
 
 
+def _before_build(warm: dict[str, Any], parent: Any, cfg: cfgmod.OptimizedTrainingConfig, market: Any) -> None:
+    """While the last member trains, on the core it leaves free: the benchmarks' side of the report,
+    the run's plotly.js, and the first use of plotly and MLflow's pyfunc (imports, templates), which
+    the build would otherwise pay after the last member. Best effort: :func:`_build` does what is missing."""
+    try:
+        import mlflow.pyfunc  # noqa: F401 - imported by the model logging
+
+        from ..tracking.html import log_plotly_bundle
+
+        warm["benchmarks"] = split_benchmarks(market, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only)
+        log_plotly_bundle(parent)
+        fig = equity_figure(market.bars.frame.index[:2], {"flat": np.ones(2)}, title="", max_points=EQUITY_POINTS)
+        fig.to_html(include_plotlyjs=False, full_html=True)  # plotly's lazy modules and its template
+    except Exception:  # noqa: BLE001 - _build does it all again and reports its own errors
+        warm.pop("benchmarks", None)
+
+
 def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market: Any,
            framework: EnsembleLearningFramework, finished: list[MemberOutcome],
-           prepared: Mapping[int, tuple[Any, dict]] | None = None) -> TrainResult:
-    prepared = prepared or {}
+           prepared: Mapping[int, tuple[Any, dict]] | None = None, warm: Mapping[str, Any] | None = None) -> TrainResult:
+    prepared, warm = prepared or {}, warm or {}
     policies = [prepared[o.index][0] if o.index in prepared else _member_policy(o) for o in finished]
     computed = [prepared[o.index][1] if o.index in prepared else None for o in finished]
     indices = [o.index for o in finished]
     report = ensemble_report(framework, policies, indices, market, cost_bps=cfg.env.cost_bps,
-                             long_only=cfg.env.long_only, computed=computed)
+                             long_only=cfg.env.long_only, computed=computed, benchmarks=warm.get("benchmarks"))
     step = cfg.run.total_timesteps
     parent.log_metrics(report.metrics, step=step)
     decision = report.decision

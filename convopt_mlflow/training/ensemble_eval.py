@@ -125,22 +125,43 @@ def ensemble_edge(report: EnsembleReport, member_trials: Sequence[float]):
                         periods_per_year=periods_per_year)
 
 
+def split_benchmarks(market: Market, *, cost_bps: float, long_only: bool) -> dict[str, tuple[dict, dict]]:
+    """``split -> (metrics, equity curves)`` of the benchmarks (buy-and-hold, flat, the oracles) on the
+    members' decision bars: no member changes them, so the ensemble makes them while its last member trains."""
+    oracle = fit_market_oracle(market, cost_bps=cost_bps, long_only=long_only)
+    ppy, out = market.bars.periods_per_year, {}
+    for split in SPLITS:
+        bars = _decision_bars(market, split)
+        returns = next_log_returns(market, bars)
+        bench = benchmark_metrics(returns, cost_bps=cost_bps, periods_per_year=ppy)
+        curves = {"buy_and_hold": equity_curve(np.ones_like(returns), returns, cost_bps=cost_bps),
+                  "flat": equity_curve(np.zeros_like(returns), returns, cost_bps=cost_bps)}
+        for name, oracle_pos in benchmark_positions(market, bars, rule=oracle).items():
+            bench[name] = trading_metrics(oracle_pos, returns, cost_bps=cost_bps, periods_per_year=ppy)
+            curves[name] = equity_curve(oracle_pos, returns, cost_bps=cost_bps)
+        out[split] = (bench, curves)
+    return out
+
+
 def ensemble_report(framework: EnsembleLearningFramework, policies: Sequence[Any], indices: Sequence[int],
                     market: Market, *, cost_bps: float, long_only: bool,
-                    computed: Sequence[Mapping[str, np.ndarray] | None] | None = None) -> EnsembleReport:
+                    computed: Sequence[Mapping[str, np.ndarray] | None] | None = None,
+                    benchmarks: Mapping[str, tuple[dict, dict]] | None = None) -> EnsembleReport:
     """Choose the combination on val, then backtest the ensemble, each member and the benchmarks.
 
     ``indices`` are the members' plan indices (a failed member leaves a gap), used in metric keys;
-    ``computed``: members' tables already computed (:func:`member_tables`), None where not.
+    ``computed``: members' tables already computed (:func:`member_tables`), None where not;
+    ``benchmarks``: :func:`split_benchmarks` already computed (with the same costs), None: computed here.
     """
     ppy = market.bars.periods_per_year
     tables = {split: split_tables(policies, market, split, computed) for split in SPLITS}
+    walks = {split: [t.member_positions(k) for k in range(len(policies))] for split, t in tables.items()}
 
     def sharpe(positions: np.ndarray, t: SplitTables) -> float:
         return trading_metrics(positions, t.returns, cost_bps=cost_bps, periods_per_year=ppy)["sharpe"]
 
     val = tables["val"]
-    member_val = [val.member_positions(i) for i in range(len(policies))]
+    member_val = walks["val"]
     val_returns = np.stack([net_log_pnl(p, val.returns, cost_bps=cost_bps) for p in member_val])
     decision = framework.decide([sharpe(p, val) for p in member_val], val_returns,
                                 lambda method, w: sharpe(val.ensemble_path(method, w)[0], val))
@@ -151,14 +172,14 @@ def ensemble_report(framework: EnsembleLearningFramework, policies: Sequence[Any
     for k, i in enumerate(indices):
         out[f"ensemble/weight/member_{i}"] = decision.weights[k]
     out["ensemble/members"] = float(len(indices))
-    oracle = fit_market_oracle(market, cost_bps=cost_bps, long_only=long_only)
+    benchmarks = benchmarks or split_benchmarks(market, cost_bps=cost_bps, long_only=long_only)
     for split, t in tables.items():
-        _split_report(report, t, decision, indices, market, oracle, cost_bps=cost_bps)
+        _split_report(report, t, walks[split], decision, indices, market, benchmarks[split], cost_bps=cost_bps)
     return report
 
 
-def _split_report(report: EnsembleReport, t: SplitTables, decision: Any, indices: Sequence[int], market: Market,
-                  oracle: Any, *, cost_bps: float) -> None:
+def _split_report(report: EnsembleReport, t: SplitTables, walks: Sequence[np.ndarray], decision: Any,
+                  indices: Sequence[int], market: Market, benchmarks: tuple[dict, dict], *, cost_bps: float) -> None:
     ppy, split, out = market.bars.periods_per_year, t.split, report.metrics
     positions, agreement = t.ensemble_path(decision.method, decision.weights)
     metrics = trading_metrics(positions, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
@@ -168,7 +189,7 @@ def _split_report(report: EnsembleReport, t: SplitTables, decision: Any, indices
     curves = {"ensemble": equity_curve(positions, t.returns, cost_bps=cost_bps)}
     member_metrics, member_returns = [], []
     for k, i in enumerate(indices):
-        pos = t.member_positions(k)
+        pos = walks[k]
         m = trading_metrics(pos, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
         member_metrics.append(m)
         member_returns.append(net_log_pnl(pos, t.returns, cost_bps=cost_bps))
@@ -181,12 +202,8 @@ def _split_report(report: EnsembleReport, t: SplitTables, decision: Any, indices
     out[f"ensemble/{split}/disagreement_rate"] = disagreement_rate(agreement)
     out[f"ensemble/{split}/mean_agreement"] = float(agreement.mean()) if agreement.size else 1.0
     out[f"ensemble/{split}/mean_return_correlation"] = float(mean_pairwise_correlation(np.stack(member_returns)).mean())
-    bench = benchmark_metrics(t.returns, cost_bps=cost_bps, periods_per_year=ppy)
-    curves["buy_and_hold"] = equity_curve(np.ones_like(t.returns), t.returns, cost_bps=cost_bps)
-    curves["flat"] = equity_curve(np.zeros_like(t.returns), t.returns, cost_bps=cost_bps)
-    for name, oracle_pos in benchmark_positions(market, t.bars, rule=oracle).items():
-        bench[name] = trading_metrics(oracle_pos, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
-        curves[name] = equity_curve(oracle_pos, t.returns, cost_bps=cost_bps)
+    bench = dict(benchmarks[0])
+    curves.update(benchmarks[1])
     if "oracle" in bench:  # the true oracle (every synthetic market)
         out[f"backtest/{split}/oracle_fraction"] = oracle_fraction(metrics["sharpe"], bench["oracle"]["sharpe"])
     for name, values in bench.items():

@@ -4,7 +4,7 @@
 one-process ``ProcessPoolExecutor`` that lives for the whole ensemble: it imports torch,
 SB3 and MLflow once (:func:`warm_worker`) and runs one member after another, so start-up
 is paid once per worker, not once per member. A worker keeps the market it built, keyed by
-the dataset's digest (see :func:`convopt_mlflow.training.ensemble.member_market`).
+the dataset's digest (see :func:`convopt_mlflow.training.ensemble_member.member_market`).
 
 Failure semantics, per member:
 
@@ -24,11 +24,19 @@ Off the critical path (issue 20: an ensemble of 3 on 2 workers against one membe
   worker that ran a member takes seconds to tear down torch and MLflow): its exit overlaps the
   members still training and the parent's own work. Every result is in hand by then;
 - ``on_outcome`` lets the parent work on each member as it arrives (the ensemble builds its
-  policy and evaluates it on val and test) while the others still train.
+  policy and evaluates it on val and test) while the others still train;
+- ``while_idle`` runs once, in the parent, as soon as a core is free for it: nothing is pending
+  and fewer members run than there are slots (3 members on 2 workers: while the third trains
+  alone). The ensemble prepares what its build needs that no member decides (imports, the
+  benchmarks' backtests, the run's plotly.js), so only what depends on the last member is left
+  for after it;
+- :func:`start_members` lets a caller start the workers before it imports torch, SB3 and MLflow
+  itself (``convopt train`` does), so the workers' imports overlap the parent's.
 """
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable
@@ -39,7 +47,9 @@ KILLED_REASON = "its worker process died (killed by a signal or out of memory)"
 
 
 def warm_worker() -> None:
-    """Executor initializer: one torch thread, and the heavy imports paid once per process."""
+    """Executor initializer: one torch thread, and the heavy imports paid once per process, while
+    the parent sets up (its imports, data, runs). Members' optimizers are ``EagerAdam``, which does
+    not import ``torch._dynamo`` (about 1.2 s of CPU), so nothing builds a torch optimizer here."""
     import convopt_mlflow.tracking  # noqa: F401 - MLflow, imported once per worker through its glue
     import stable_baselines3  # noqa: F401
     import torch
@@ -54,12 +64,16 @@ class ParallelMembers:
     long-lived spawned processes; a raise becomes FAILED, a dead worker KILLED (see module doc)."""
 
     def __init__(self, workers: int, initializer: Callable[[], None] | None = warm_worker,
-                 on_outcome: Callable[[MemberOutcome], None] | None = None):
+                 on_outcome: Callable[[MemberOutcome], None] | None = None,
+                 while_idle: Callable[[], None] | None = None):
         self.workers = max(1, int(workers))
         self.initializer = initializer
         self.on_outcome = on_outcome
         """Called in this process with each outcome as it arrives, after the freed slot got its next
         member: the parent's own work on a member overlaps the members still training."""
+        self.while_idle = while_idle
+        """Called once in this process when a slot is free for good while members still run (nothing
+        pending, every arrived outcome handled): the parent's work that waits on no member."""
         self.processes_started = 0
         """How many worker processes this map started (``workers``, plus one per dead worker replaced)."""
         self._started: list[ProcessPoolExecutor] = []
@@ -80,9 +94,16 @@ class ParallelMembers:
         return self
 
     def close(self) -> None:
-        """Shut down started slots the map did not take (a run that failed before its members)."""
+        """Shut down started slots the map did not take (a run that failed before its members).
+
+        Their processes ran no member, so they are terminated rather than left to finish their imports:
+        the interpreter's exit would wait for them (bad input would take seconds more to return)."""
         for slot in self._started:
+            processes = list(getattr(slot, "_processes", None) or {})  # the executor's own (private) table
+            processes = [slot._processes[pid] for pid in processes]
             slot.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
         self._started = []
 
     def __call__(self, fn: Callable[[MemberPlan], MemberOutcome], plans: Iterable[MemberPlan]) -> list[MemberOutcome]:
@@ -111,6 +132,9 @@ class ParallelMembers:
                 arrived = []
                 if not running:
                     continue
+                if self.while_idle is not None and not pending and len(running) < len(slots):
+                    idle, self.while_idle = self.while_idle, None
+                    idle()
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     plan, slot = running.pop(future)
@@ -129,6 +153,19 @@ class ParallelMembers:
                 if pool is not None:
                     pool.shutdown(wait=not interrupted, cancel_futures=True)
         return outcomes
+
+
+def member_workers(ensemble_size: int, configured: int = 0) -> int:
+    """How many worker processes an ensemble of ``ensemble_size`` runs on: ``ensemble.workers``
+    (``configured``), or the machine's CPU count when 0, never more than the members."""
+    return max(1, min(configured or os.cpu_count() or 1, ensemble_size))
+
+
+def start_members(ensemble_size: int, configured: int = 0) -> ParallelMembers:
+    """An ensemble's workers, started now (:func:`member_workers` of them): hand the result to
+    ``train_ensemble_run(pool=...)``, which closes it on every path. Imports only what spawning needs,
+    so a caller that has not imported torch yet overlaps its own imports with the workers'."""
+    return ParallelMembers(member_workers(ensemble_size, configured)).start()
 
 
 def _ready() -> None:

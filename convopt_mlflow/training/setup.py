@@ -6,7 +6,6 @@ without having created a run.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable
@@ -16,7 +15,7 @@ import torch
 
 from ..components.ensemble import block_start_sampler
 from ..config import OptimizedTrainingConfig
-from ..data import Bars, Features, Splits, chronological_splits, load_bars
+from ..data import Bars, Features, Splits, chronological_splits
 from ..data.features import observation_features, plain_observation_warmup
 from ..data.splits import split_boundaries
 from ..data.loading import SYNTHETIC_PREFIX, generated_market, parse_synthetic_spec
@@ -24,6 +23,7 @@ from ..data.synthetic import UNIFORM_LOADINGS
 from ..env import MarketCore, TradingVecEnv
 from ..evaluation.true_oracle import causal_positions, discrete_states, solve_chain_plan, solve_plan
 from .augment import augmented_env
+from .data_source import min_bars_needed, read_bars  # noqa: F401 - used here and from here
 from .eager_torch import EagerAdam
 from .guards import FiniteGuard
 from .oracle_cache import cached_plan
@@ -95,20 +95,6 @@ class Market:
     def _generated(self):
         """The synthetic market regenerated from its spec (deterministic): what the bars do not show."""
         return generated_market(parse_synthetic_spec(self.bars.source))
-
-
-def min_bars_needed(cfg: OptimizedTrainingConfig) -> int:
-    """Bars needed for feature warm-up + one training episode + small val/test/holdout splits."""
-    train_need = 3 * cfg.data.vol_window + cfg.env.window + cfg.env.episode_length + 2
-    share = 1.0 - cfg.data.val_fraction - cfg.data.test_fraction - cfg.data.holdout_fraction
-    gaps = 3 if cfg.data.holdout_fraction > 0 else 2
-    return int(math.ceil(train_need / share)) + gaps * cfg.data.embargo_bars
-
-
-def read_bars(cfg: OptimizedTrainingConfig) -> Bars:
-    """``data.source``'s bars, checked for length and gaps as ``cfg`` asks."""
-    max_gap = None if cfg.data.max_gap.lower() in ("", "none", "off") else cfg.data.max_gap
-    return load_bars(cfg.data.source, min_bars=min_bars_needed(cfg), max_gap=max_gap)
 
 
 def load_market(cfg: OptimizedTrainingConfig, bars: Bars | None = None) -> Market:

@@ -35,3 +35,8 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def slow_start() -> None:
+    """An initializer that takes as long as a worker's imports would, and more."""
+    time.sleep(30.0)

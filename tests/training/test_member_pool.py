@@ -1,11 +1,14 @@
-"""Ensemble workers off the critical path: started before the members are known, and a worker
-with nothing left to run exits while the others still train."""
+"""Ensemble workers off the critical path: started before the members are known, a worker
+with nothing left to run exits while the others still train, and the parent's own work waits on
+no member that it does not need."""
 from __future__ import annotations
 
 import multiprocessing
 import time
 from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 from convopt_mlflow.components.ensemble import EnsembleLearningFramework
 from convopt_mlflow.training.member_pool import ParallelMembers
@@ -55,6 +58,35 @@ def test_started_workers_are_closed_when_the_members_never_run():
     assert _children_gone(earlier)
 
 
+def test_started_workers_that_never_ran_a_member_are_not_waited_for_when_closed(monkeypatch):
+    # bad input after the workers were started (convopt train starts them before it reads the data):
+    # the command returns at once, not after the workers' imports
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    from _member_probe import slow_start
+
+    earlier = _children()
+    pool = ParallelMembers(2, initializer=slow_start).start()
+    assert len(_children(earlier)) == 2
+    closed = time.monotonic()
+    pool.close()
+    assert _children_gone(earlier, timeout_s=10.0) and time.monotonic() - closed < 10.0
+
+
+def test_the_parents_idle_work_runs_once_when_a_worker_is_free_for_good(monkeypatch):
+    # 3 members on 2 workers: not while 0's worker took member 2 and 1 still ran, but once 1 arrived
+    # and only 2 runs (a core free), after 1's own on_outcome; never again
+    seen: list[tuple[str, int | None, float]] = []
+    earlier = _children()
+    pool = ParallelMembers(2, initializer=None, on_outcome=lambda o: seen.append(("outcome", o.index, time.monotonic())),
+                           while_idle=lambda: seen.append(("idle", None, time.monotonic())))
+    outcomes = pool(_probe(monkeypatch, {0: ("ok", 0.0), 1: ("ok", 1.0), 2: ("ok", 5.0)}), _plans(3))
+    returned = time.monotonic()
+    assert len(outcomes) == 3 and [(what, index) for what, index, _ in seen] == [
+        ("outcome", 0), ("outcome", 1), ("idle", None), ("outcome", 2)]
+    assert returned - seen[2][2] > 2.0  # while member 2 still ran
+    assert _children_gone(earlier)
+
+
 def test_a_worker_with_nothing_left_exits_while_the_last_member_trains(monkeypatch, tmp_path):
     # 3 members on 2 workers: 0 and 1 start together; 2 follows 0 on its worker (0 is quicker),
     # and 1's worker, with nothing left to run, exits while 2 still runs
@@ -80,7 +112,7 @@ def test_each_outcome_is_handed_to_the_parent_while_the_others_still_train(monke
 
 def test_an_ensemble_report_from_tables_made_early_equals_one_made_at_the_end():
     from convopt_mlflow.config import build_config
-    from convopt_mlflow.training.ensemble_eval import ensemble_report, member_tables
+    from convopt_mlflow.training.ensemble_eval import ensemble_report, member_tables, split_benchmarks
     from convopt_mlflow.training.setup import load_market, make_env, make_model
 
     from .conftest import TINY_RUN
@@ -94,5 +126,9 @@ def test_an_ensemble_report_from_tables_made_early_equals_one_made_at_the_end():
     framework = EnsembleLearningFramework(2, {}, seed=1)
     late = ensemble_report(framework, policies, [0, 1], market, cost_bps=cfg.env.cost_bps, long_only=False)
     early = ensemble_report(framework, policies, [0, 1], market, cost_bps=cfg.env.cost_bps, long_only=False,
-                            computed=[member_tables(policies[0], market), None])  # one early, one at the end
+                            computed=[member_tables(policies[0], market), None],  # one early, one at the end
+                            benchmarks=split_benchmarks(market, cost_bps=cfg.env.cost_bps, long_only=False))
     assert early.metrics == late.metrics and early.decision.method == late.decision.method
+    for split in late.curves:  # the equity figures: same curves, same order
+        assert list(early.curves[split]) == list(late.curves[split])
+        assert all(np.array_equal(early.curves[split][k], late.curves[split][k]) for k in late.curves[split])
