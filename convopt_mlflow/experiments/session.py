@@ -25,7 +25,7 @@ from .report import Winner, analyze, headline_metrics, sequential_look, winner_o
 from .spec import DEFAULT_METRIC, StudySpec
 from .storage import get_storage, redact, storage_kind
 from .trial import PNL_ARTIFACT
-from .worker import run_local_workers
+from .worker import ab_worker, run_local_workers
 
 
 @dataclass(frozen=True)
@@ -132,22 +132,17 @@ def _train_round(study, spec, parent_id, study_name, storage, workers, timing, c
         return
 
     def here(idle) -> int:  # this process is one of the workers: it trains while the others start
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
         try:
             run_cells(study, spec, parent_id, seeds=seeds, checkpoint_root=ckpt, wait_timeout_s=wait_timeout_s,
                       idle=idle)
         except WaitTimeout as exc:
             print(f"convopt worker: error: {exc}", file=sys.stderr)
             return exc.exit_code
-        finally:
-            torch.set_num_threads(threads)
         return 0
 
-    codes = run_local_workers(study_name, storage, workers, in_process=here, seeds=seeds,
-                              heartbeat_interval=heartbeat, checkpoint_root=ckpt, wait_timeout_s=wait_timeout_s)
+    target, args = ab_worker(study_name, storage, workers, seeds=seeds, heartbeat_interval=heartbeat,
+                             checkpoint_root=ckpt, wait_timeout_s=wait_timeout_s)
+    codes = run_local_workers(workers, target, args, in_process=here)
     scope = [c for c in spec.cells if seeds is None or c[1] in set(seeds)]
     ledger = Ledger.of(study)
     if any(codes) and any(c not in ledger.complete and not ledger.given_up(c) for c in scope):

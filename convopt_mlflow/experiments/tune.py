@@ -15,8 +15,8 @@ One MLflow parent run (``convopt.role=tune-parent``) and one child run per trial
 
 ``--n-trials`` is the study-wide budget (``MaxTrialsCallback`` over COMPLETE and PRUNED
 trials): a re-run continues the study up to it, and any number of processes share it:
-``--workers K`` here (a PostgreSQL or journal storage), or the same command on other
-machines, which join the study's parent run.
+``--workers K`` here (this process and K - 1 spawned; a PostgreSQL or journal storage),
+or the same command on other machines, which join the study's parent run.
 
 The best trial (highest value) is reported with its Deflated Sharpe Ratio given every
 trial tried (its validation net returns, deflated by the variance of all trials'
@@ -37,7 +37,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from ..config.search_spaces import Choice, Range, search_space
 from ..errors import UserError
-from .liveness import RecordsWorker, fail_dead_trials, worker_id
+from .liveness import RecordsWorker, fail_dead_trials, holder_state, worker_id
 from .storage import get_storage, redact
 
 VAL_PNL_ARTIFACT = "tune/val_pnl.json"
@@ -272,28 +272,46 @@ def optimize(study: optuna.Study, spec: TuneSpec, parent_run_id: str) -> None:
 
 def _worker_main(spec: TuneSpec, study_name: str, storage: str | None, parent_run_id: str, workers: int,
                  heartbeat_interval: int) -> None:
-    import torch
-
-    torch.set_num_threads(1)
+    """A spawned tuning worker: it joins the study and runs trials while the budget has room."""
     study = _open_study(spec, get_storage(storage, workers=workers, heartbeat_interval=heartbeat_interval), study_name)
     optimize(study, spec, parent_run_id)
 
 
-def _run_workers(spec: TuneSpec, study_name: str, storage: str | None, parent_run_id: str, workers: int,
-                 heartbeat_interval: int) -> None:
-    import multiprocessing
+def _held_by_the_dead(study: optuna.Study) -> bool:
+    """A RUNNING trial whose worker on this host is gone (:func:`optimize` fails it once past its claim grace)."""
+    return any(holder_state(t.user_attrs) == "dead"
+               for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_main, name=f"convopt-tune-{i}",
-                                 args=(spec, study_name, storage, parent_run_id, workers, heartbeat_interval))
-                 for i in range(workers)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    codes = [int(p.exitcode or 0) for p in processes]
-    if any(codes):
+
+POLL_S = 2.0
+"""How often this process, done with the budget, looks at the trials its spawned siblings still run."""
+
+
+def _run_workers(study: optuna.Study, spec: TuneSpec, storage: str | None, parent_run_id: str, workers: int,
+                 heartbeat_interval: int) -> None:
+    """``--workers K``: this process is one worker (it trains at once), K - 1 are spawned.
+
+    Each leaves :func:`optimize` when the budget has no room (RUNNING trials count); this
+    process then waits, and whenever a sibling exits (or every ``POLL_S``) optimizes again, so
+    a sibling's trial failed by its death is retried here. A worker's non-zero exit fails the
+    command only when the budget is not met."""
+    from .worker import run_local_workers
+
+    def here(idle) -> int:
+        optimize(study, spec, parent_run_id)
+        while idle(0) or _held_by_the_dead(study):  # a sibling still trains, or died in a trial not judged yet
+            idle(POLL_S)
+            optimize(study, spec, parent_run_id)
+        return 0
+
+    codes = run_local_workers(workers, _worker_main, (spec, study.study_name, storage, parent_run_id, workers,
+                                                      heartbeat_interval), in_process=here)
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    if any(codes) and len(done) < spec.n_trials:
         raise RuntimeError(f"tune worker processes exited with codes {codes}")
+    if any(codes):
+        print(f"convopt tune: worker exit codes {codes}; the study's budget of {spec.n_trials} trials is met "
+              f"without the failed ones", file=sys.stderr)
 
 
 def run_tune(spec: TuneSpec, *, study_name: str, storage: str | None = None, experiment: str | None = None,
@@ -332,7 +350,7 @@ def run_tune(spec: TuneSpec, *, study_name: str, storage: str | None = None, exp
         if workers == 1:
             optimize(study, spec, parent.run_id)
         else:
-            _run_workers(spec, study_name, storage, parent.run_id, workers, heartbeat_interval)
+            _run_workers(study, spec, storage, parent.run_id, workers, heartbeat_interval)
         report = best_trial_report(study, spec, client=parent.client)
         parent.log_dict(report, "tune/best.json")
         metrics = {"tune/best/value": report.get("value"), "tune/best/dsr": report.get("dsr"),

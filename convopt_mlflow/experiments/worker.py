@@ -3,8 +3,9 @@
 ``convopt worker --study S --storage URL`` joins an existing study (its design and
 parent run are stored in it) and trains open cells until none is left. ``convopt
 ab-test --workers K`` is one of them itself and starts K - 1 more here (spawned, one
-torch thread each). Several workers need a storage that several processes can write:
-PostgreSQL, or a journal file on one machine.
+torch thread each); ``convopt tune --workers K`` does the same with tuning trials
+(:func:`run_local_workers` takes each one's ``target``). Several workers need a storage
+that several processes can write: PostgreSQL, or a journal file on one machine.
 
 What a local worker costs besides its trials is kept off the study's clock: the calling
 process trains at once (its imports are done; a spawned one needs seconds to import
@@ -25,8 +26,9 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from multiprocessing.connection import wait as wait_for_exit
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .abtest import load_study, run_cells
 from .liveness import DEFAULT_WAIT_TIMEOUT_S
@@ -52,11 +54,28 @@ def work(study_name: str, storage_url: str | None, *, seeds: Sequence[int] | Non
 
 def _process_main(study_name: str, storage_url: str | None, seeds: Sequence[int] | None, heartbeat_interval: int,
                   checkpoint_root: str | None, workers: int, wait_timeout_s: float) -> None:
+    """A spawned A/B worker (the ``target`` of :func:`run_local_workers` for ``convopt ab-test``)."""
+    work(study_name, storage_url, seeds=seeds, heartbeat_interval=heartbeat_interval,
+         checkpoint_root=checkpoint_root, workers=workers, wait_timeout_s=wait_timeout_s, wait_for_others=False)
+
+
+def ab_worker(study_name: str, storage_url: str | None, count: int, *, seeds: Sequence[int] | None = None,
+              heartbeat_interval: int = 30, checkpoint_root: str | None = None,
+              wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> tuple[Callable[..., None], tuple]:
+    """``(target, args)`` of a spawned worker of an A/B study, for :func:`run_local_workers`."""
+    return _process_main, (study_name, storage_url, list(seeds) if seeds else None, heartbeat_interval,
+                           checkpoint_root, count, wait_timeout_s)
+
+
+def _spawned(target: Callable[..., None], args: tuple) -> None:
+    """The body of every spawned worker: one torch thread, ``target(*args)``, then a fast exit."""
+    import torch
+
     from ..errors import UserError
 
+    torch.set_num_threads(1)
     try:
-        work(study_name, storage_url, seeds=seeds, heartbeat_interval=heartbeat_interval,
-             checkpoint_root=checkpoint_root, workers=workers, wait_timeout_s=wait_timeout_s, wait_for_others=False)
+        target(*args)
     except UserError as exc:
         print(f"convopt worker: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -75,32 +94,52 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def run_local_workers(study_name: str, storage_url: str | None, count: int, *,
-                      in_process: Callable[[Callable[[float], None]], int] | None = None,
-                      seeds: Sequence[int] | None = None, heartbeat_interval: int = 30,
-                      checkpoint_root: str | None = None, wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> list[int]:
-    """``count`` workers on this machine; returns their exit codes.
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread while the block runs (a worker among K on this machine); the
+    caller's thread count is restored after."""
+    import torch
 
-    ``in_process(idle)``, when given, is this process's own worker (``count - 1`` are spawned):
-    it trains cells and returns its exit code; ``idle(seconds)`` is its pause while every
-    open cell is held, which ends early when a spawned worker exits. It should wait for the
-    cells its siblings hold (they leave when nothing is free). Without it, ``count`` are spawned.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_local_workers(count: int, target: Callable[..., None], args: tuple, *,
+                      in_process: Callable[[Callable[[float], int]], int] | None = None) -> list[int]:
+    """``count`` workers on this machine; returns their exit codes (this process's first).
+
+    Each spawned worker runs ``target(*args)`` (a module-level function: it is pickled by
+    name) on one torch thread; a :class:`~convopt_mlflow.errors.UserError` is its message and
+    exit code, and after a return it exits without module teardown (:func:`_exit_now`).
+    ``in_process(idle)``, when given, is this process's own worker (``count - 1`` are spawned),
+    run on one torch thread: it trains and returns its exit code. ``idle(seconds)`` pauses
+    until a spawned worker exits, or ``seconds``, and returns how many still run. It should
+    wait for the work its siblings hold (they leave when nothing is free). Without it,
+    ``count`` are spawned. If this process fails (not Ctrl-C, which every worker gets), the
+    spawned workers get SIGTERM: each ends its run KILLED with the reason.
     """
     context = multiprocessing.get_context("spawn")
     spawned = count - 1 if in_process is not None else count
-    processes = [context.Process(target=_process_main, name=f"convopt-worker-{i}",
-                                 args=(study_name, storage_url, list(seeds) if seeds else None, heartbeat_interval,
-                                       checkpoint_root, count, wait_timeout_s))
+    processes = [context.Process(target=_spawned, name=f"convopt-worker-{i}", args=(target, args))
                  for i in range(spawned)]
     for process in processes:
         process.start()
 
-    def idle(seconds: float) -> None:
-        alive = [p.sentinel for p in processes if p.exitcode is None]
-        wait_for_exit(alive, timeout=seconds) if alive else time.sleep(seconds)
+    def idle(seconds: float) -> int:
+        alive = [p for p in processes if p.exitcode is None]
+        ended = wait_for_exit([p.sentinel for p in alive], timeout=seconds) if alive else time.sleep(seconds)
+        for process in alive:
+            if process.sentinel in (ended or ()):
+                process.join()  # reaped: its pid is gone when the caller judges its trials
+        return sum(p.exitcode is None for p in processes)
 
     try:
-        own = [in_process(idle)] if in_process is not None else []
+        with one_torch_thread():
+            own = [in_process(idle)] if in_process is not None else []
         for process in processes:
             process.join()
     except BaseException as exc:

@@ -187,3 +187,46 @@ def test_tune_on_a_journal_fails_a_dead_worker_s_trial_instead_of_counting_it_fo
     assert trials[orphan.number].state == TrialState.FAIL
     assert [t.state for t in trials[1:]] in ([TrialState.COMPLETE], [TrialState.PRUNED])
     assert trials[1].system_attrs.get("failed_trial") == orphan.number  # the retry of the dead trial
+
+
+def test_tune_workers_the_caller_retries_the_trial_of_a_spawned_worker_killed_after_it_finished(tmp_path, mlflow_uri):
+    # `tune --workers 2` trains in its own process (trial 0 at once) and in one spawned worker (trial 1,
+    # after its imports); the spawned one is SIGKILLed mid-trial while the caller, done, waits for it
+    url = f"journal:///{tmp_path}/tune.log"
+    command = [executable("convopt"), "tune", "--preset", "baseline", "--n-trials", "2", "--total-timesteps", "1024",
+               "--data", DATA, "--storage", url, "--study", "t", "--workers", "2", "--set", TINY]
+    caller = subprocess.Popen(command, cwd=tmp_path, env=cli_env(mlflow_uri), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, killed, study = time.time() + 180, None, None
+        while killed is None and time.time() < deadline and caller.poll() is None:
+            time.sleep(0.2)
+            try:
+                study = study or optuna.load_study(study_name="t", storage=get_storage(url, workers=2))
+            except KeyError:  # not created yet
+                continue
+            trials = study.get_trials(deepcopy=False)
+            mine = [t for t in trials if t.user_attrs.get(WORKER_ATTR, "").endswith(f":{caller.pid}")]
+            other = [t for t in trials if t.state == TrialState.RUNNING and t not in mine
+                     and t.user_attrs.get("mlflow_run_id")]
+            if mine and all(t.state.is_finished() for t in mine) and other:
+                killed = other[0]
+        assert killed is not None, "no spawned worker's trial ran after the caller's"
+        time.sleep(0.3)
+        os.kill(int(killed.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
+        out, _ = caller.communicate(timeout=240)
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+    assert caller.returncode == 0, out[-4000:]
+    trials = optuna.load_study(study_name="t", storage=get_storage(url)).trials
+    assert trials[killed.number].state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retry.user_attrs[WORKER_ATTR].endswith(f":{caller.pid}")  # retried by the caller
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 2
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    assert client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]

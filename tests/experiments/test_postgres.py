@@ -11,6 +11,7 @@ import uuid
 
 import optuna
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from convopt_mlflow.experiments.abtest import PARENT_ATTR, cell_counts, open_study
@@ -111,6 +112,7 @@ def test_tune_with_two_workers_on_postgresql_keeps_the_study_wide_budget(tmp_pat
     from convopt_mlflow import cli
 
     name = f"pgt-{uuid.uuid4().hex[:8]}"
+    threads = torch.get_num_threads()
     code = cli.main(["tune", "--preset", "baseline", "--n-trials", "3", "--total-timesteps", "512", "--data", DATA,
                      "--storage", URL, "--study", name, "--workers", "2", "--heartbeat-interval", "2",
                      "--set", TINY + ",run.eval_freq=256"])
@@ -122,7 +124,10 @@ def test_tune_with_two_workers_on_postgresql_keeps_the_study_wide_budget(tmp_pat
         # one budget for both workers (each alone would run 3): at most one extra trial, when both finish at once
         assert len(done) == len(study.trials) and 3 <= len(done) <= 4
         pids = {int(t.user_attrs["convopt.worker"].rsplit(":", 1)[1]) for t in study.trials}
-        assert os.getpid() not in pids and 1 <= len(pids) <= 2  # trained in the spawned worker processes
+        # this process is one worker (it claims trial 0 at once, while the spawned one imports), the other is spawned
+        assert os.getpid() in pids and 1 <= len(pids) <= 2
+        assert study.trials[0].user_attrs["convopt.worker"].endswith(f":{os.getpid()}")
+        assert torch.get_num_threads() == threads  # one thread while it trained, its own count back after
         client = MlflowClient(tracking_uri=mlflow_uri)
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
         (parent,) = [r for r in runs if r.data.tags.get("convopt.role") == "tune-parent"]
