@@ -18,8 +18,7 @@ Examples:
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_attributes
 
 # Loaded on first use (PEP 562): a training run needs only the Sharpe tests (numpy and
 # scipy.special), and the rest would import scipy.stats (0.5-0.8 s) at every run's start.
@@ -36,17 +35,7 @@ _HOME = {
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_MODULE_OF))
+__getattr__, __dir__ = lazy_attributes(globals(), _MODULE_OF)
 
 
 __all__ = [

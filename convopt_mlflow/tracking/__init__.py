@@ -18,8 +18,9 @@ until one is used (importing mlflow takes about a second).
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
 
 __all__ = [
     "ConvoptRunContextProvider",
@@ -101,14 +102,4 @@ if TYPE_CHECKING:
     from convopt_mlflow.tracking.writer import MLflowOutputFormat, metrics_batch
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(globals(), _HOME)

@@ -197,9 +197,10 @@ def _before_build(warm: dict[str, Any], parent: Any, cfg: cfgmod.OptimizedTraini
     the run's plotly.js, and the first use of plotly and MLflow's pyfunc (imports, templates), which
     the build would otherwise pay after the last member. Best effort: :func:`_build` does what is missing."""
     try:
-        import mlflow.pyfunc  # noqa: F401 - imported by the model logging
-
         from ..tracking.html import log_plotly_bundle
+        from ..tracking.model import warm_model_logging
+
+        warm_model_logging()
 
         warm["benchmarks"] = split_benchmarks(market, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only)
         log_plotly_bundle(parent)
