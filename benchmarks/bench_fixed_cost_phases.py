@@ -49,6 +49,7 @@ PHASES = (
     ("convopt_mlflow.training.callbacks", "CheckpointCallback.save", "    checkpoint saves"),
     ("convopt_mlflow.training.ppo", "ConvoptUpdates.train", "  PPO updates"),
     ("convopt_mlflow.training.evaluate", "_walk", "greedy walks (validation scores, backtests)"),
+    ("convopt_mlflow.training.evaluate", "deterministic_positions", "  of which walked (not reused)"),
     ("convopt_mlflow.training.coordinator", "write_progress_artifacts", "dashboards (convergence, activity)"),
     ("convopt_mlflow.training.coordinator", "finalize_run", "final report (the five below and metrics)"),
     ("convopt_mlflow.training.reporting", "fit_market_oracle", "  oracle fit"),
