@@ -6,6 +6,10 @@ learning, dashboards, backtests, figures, model logging, description, summary) a
 no profiler, so the figures are what a user's run pays. CPU seconds (``time.process_time``) are
 what a loaded machine inflates least; read wall seconds as upper bounds when the load is above 1.
 
+With ``--steps 60000,120000`` every budget runs (interleaved) and each phase's share of the fixed
+cost formula of ``bench_fixed_cost.py`` (``T60 - (T120 - T60)``, on the medians) is printed: the
+phases whose amount of work does not grow with the budget.
+
 With ``--before PATH`` the code at PATH (a folder holding an older ``convopt_mlflow/``) runs too,
 run by run after this code, each version against its own sqlite store and cache folder (created
 before the first run, as a user's after their first run).
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import atexit
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,6 +44,12 @@ PHASES = (
     ("convopt_mlflow.training.coordinator", "make_env", "env"),
     ("convopt_mlflow.training.coordinator", "make_model", "model (policy and optimizer)"),
     ("stable_baselines3.ppo.ppo", "PPO.learn", "learning"),
+    ("convopt_mlflow.training.ppo", "ConvoptUpdates.collect_rollouts", "  rollouts (with the callbacks below)"),
+    ("convopt_mlflow.training.callbacks", "ValidationEvalCallback._on_update", "    validation evaluations"),
+    ("convopt_mlflow.training.callbacks", "CheckpointCallback.save", "    checkpoint saves"),
+    ("convopt_mlflow.training.ppo", "ConvoptUpdates.train", "  PPO updates"),
+    ("convopt_mlflow.training.evaluate", "_walk", "greedy walks (validation scores, backtests)"),
+    ("convopt_mlflow.training.evaluate", "deterministic_positions", "  of which walked (not reused)"),
     ("convopt_mlflow.training.coordinator", "write_progress_artifacts", "dashboards (convergence, activity)"),
     ("convopt_mlflow.training.coordinator", "finalize_run", "final report (the five below and metrics)"),
     ("convopt_mlflow.training.reporting", "fit_market_oracle", "  oracle fit"),
@@ -96,8 +108,15 @@ def child(preset: str, steps: int, out: Path) -> None:
         code = exc.code
     add("main() in all", time.perf_counter() - wall, time.process_time() - cpu)
     add("process after interpreter start", time.perf_counter() - start_wall, time.process_time() - start_cpu)
-    out.write_text(json.dumps({"exit_code": code, "phases": {k: {"n": v[0], "wall_s": v[1], "cpu_s": v[2]}
-                                                             for k, v in rows.items()}}))
+    result = {"exit_code": code, "phases": {k: {"n": v[0], "wall_s": v[1], "cpu_s": v[2]} for k, v in rows.items()}}
+    out.write_text(json.dumps(result))
+
+    def at_exit() -> None:  # registered last, so it runs first: what the other exit handlers cost is after it
+        add("process up to the exit handlers", time.perf_counter() - start_wall, time.process_time() - start_cpu)
+        result["phases"] = {k: {"n": v[0], "wall_s": v[1], "cpu_s": v[2]} for k, v in rows.items()}
+        out.write_text(json.dumps(result))
+
+    atexit.register(at_exit)
 
 
 def run_child(code: Path, store_dir: Path, preset: str, steps: int) -> dict:
@@ -107,19 +126,26 @@ def run_child(code: Path, store_dir: Path, preset: str, steps: int) -> dict:
     env["CONVOPT_CACHE_DIR"] = str(store_dir / "cache")
     out = work / "phases.json"
     loadavg = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--child", preset, str(steps), str(out)], env=env, cwd=work,
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"phases child exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return {**json.loads(out.read_text()), "whole_process_wall_s": time.perf_counter() - t0, "loadavg": loadavg}
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(out.read_text())
+    cpu = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
+    # the whole process as bench_fixed_cost.py times it: interpreter start and exit included
+    result["phases"]["whole process (interpreter start to exit)"] = {"n": 1, "wall_s": wall, "cpu_s": cpu}
+    return {**result, "whole_process_wall_s": wall, "loadavg": loadavg}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", nargs=3, metavar=("PRESET", "STEPS", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--presets", default="baseline,full")
-    parser.add_argument("--steps", type=int, default=2048)
+    parser.add_argument("--steps", default="2048", help="budgets, comma-separated (two: the fixed-cost split)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--before", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
@@ -133,23 +159,34 @@ def main(argv: list[str] | None = None) -> int:
         make_store(code, tmp / name)
         run_child(code, tmp / name, "full", 2048)  # untimed: the label cache and the OS file cache
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    runs = {v: {p: [] for p in presets} for v in versions}
+    budgets = [int(b) for b in str(args.steps).split(",") if b.strip()]
+    arms = [f"{p}@{b}" if len(budgets) > 1 else p for p in presets for b in budgets]
+    runs = {v: {arm: [] for arm in arms} for v in versions}
     for _ in range(args.repeats):
         for preset in presets:
-            for name, code in versions.items():
-                runs[name][preset].append(run_child(code, tmp / name, preset, args.steps))
+            for steps in budgets:
+                for name, code in versions.items():
+                    arm = f"{preset}@{steps}" if len(budgets) > 1 else preset
+                    runs[name][arm].append(run_child(code, tmp / name, preset, steps))
     summary = {}
     for name in versions:
-        for preset in presets:
-            labels = runs[name][preset][0]["phases"]
-            summary[f"{name}/{preset}"] = {label: {key: statistics.median(r["phases"][label][key]
-                                                                         for r in runs[name][preset])
-                                                   for key in ("wall_s", "cpu_s")} for label in labels}
-            print(f"== {name} {preset} {args.steps} steps (median of {args.repeats})")
-            for label, s in summary[f"{name}/{preset}"].items():
-                print(f"  {label:<48} wall {s['wall_s']:6.2f}  cpu {s['cpu_s']:6.2f}")
+        for arm in arms:
+            labels = runs[name][arm][0]["phases"]
+            summary[f"{name}/{arm}"] = {label: {key: statistics.median(r["phases"].get(label, {}).get(key, 0.0)
+                                                                      for r in runs[name][arm])
+                                                for key in ("n", "wall_s", "cpu_s")} for label in labels}
+            print(f"== {name} {arm} (median of {args.repeats})")
+            for label, s in summary[f"{name}/{arm}"].items():
+                print(f"  {label:<48} n {s['n']:4.0f}  wall {s['wall_s']:6.2f}  cpu {s['cpu_s']:6.2f}")
+        if len(budgets) == 2:
+            for preset in presets:
+                lo, hi = (summary[f"{name}/{preset}@{b}"] for b in budgets)
+                print(f"== {name} {preset}: fixed-cost share, CPU s ({budgets[0]} - ({budgets[1]} - {budgets[0]}))")
+                for label in lo:
+                    fixed = 2 * lo[label]["cpu_s"] - hi.get(label, {}).get("cpu_s", 0.0)
+                    print(f"  {label:<48} {fixed:6.2f}")
     write_result({"benchmark": "bench_fixed_cost_phases", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                  "data": DATA, "steps": args.steps, "versions": {k: str(v) for k, v in versions.items()},
+                  "data": DATA, "steps": budgets, "versions": {k: str(v) for k, v in versions.items()},
                   "machine": {**machine_info(), "loadavg_at_end": list(os.getloadavg())},
                   "runs": runs, "summary_median": summary}, args.out)
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
+from collections import OrderedDict
 from typing import Any, Callable
 
 import numpy as np
@@ -58,14 +59,17 @@ def greedy_actions(policy: Any) -> Callable[[np.ndarray], np.ndarray]:
 def _walk(policy: Any, market: Market, split: str, *, cost_bps: float):
     """The greedy policy's positions on ``split``, the returns they earn, and their metrics.
 
-    One walk per (split, weights): the last walk of each split's core is kept, so the final
-    model's validation score and the validation backtest that follows share one walk.
+    One walk per (split, weights): the last :data:`KEPT_WALKS` walks of each split's core are kept,
+    so the final model's validation score and the validation backtest that follows share one walk,
+    and so do the in-training evaluation of the best checkpoint's weights and the final selection's
+    (which scores the last update and the best checkpoint, then takes the chosen one's PnL).
     """
     core = market.cores[split]
     key = (_fingerprint(policy), cost_bps, getattr(market.splits, split))
-    kept = _LAST_WALK.get(id(core))
-    if kept is not None and kept[0]() is core and kept[1] == key and key[0] is not None:
-        path, returns, metrics = kept[2]
+    kept = _WALKS.get(id(core))
+    if kept is not None and kept[0]() is core and key[0] is not None and key in kept[1]:
+        kept[1].move_to_end(key)
+        path, returns, metrics = kept[1][key]
         return path, returns, dict(metrics)
     if is_recurrent(policy):  # its LSTM state carried bar by bar from the split's first decision bar
         from .recurrent import recurrent_positions
@@ -76,8 +80,12 @@ def _walk(policy: Any, market: Market, split: str, *, cost_bps: float):
     returns = next_log_returns(market, path.bars)
     metrics = trading_metrics(path.positions, returns, cost_bps=cost_bps,
                               periods_per_year=market.bars.periods_per_year)
-    _LAST_WALK[id(core)] = (weakref.ref(core, lambda _, k=id(core): _LAST_WALK.pop(k, None)), key,
-                            (path, returns, dict(metrics)))
+    if key[0] is not None:
+        if kept is None or kept[0]() is not core:
+            kept = _WALKS[id(core)] = (weakref.ref(core, lambda _, k=id(core): _WALKS.pop(k, None)), OrderedDict())
+        kept[1][key] = (path, returns, dict(metrics))
+        while len(kept[1]) > KEPT_WALKS:
+            kept[1].popitem(last=False)
     return path, returns, metrics
 
 
@@ -89,8 +97,12 @@ def walk_split(policy: Any, market: Market, split: str, *, cost_bps: float) -> t
     return path, returns
 
 
-#: id(core) -> (weak reference to the core, (weights digest, cost, bar range), (path, returns, metrics))
-_LAST_WALK: dict[int, tuple] = {}
+#: Walks kept per core (the least recently used goes first): enough for a run of 4 to 6 evaluations,
+#: whose best one the final selection scores again. A split's walk holds three arrays of
+#: its bars (about 1 MB for the 45,000 validation bars of a 300,000-bar market).
+KEPT_WALKS = 8
+#: id(core) -> (weak reference to the core, {(weights digest, cost, bar range): (path, returns, metrics)})
+_WALKS: dict[int, tuple] = {}
 
 
 def _fingerprint(policy: Any) -> str | None:

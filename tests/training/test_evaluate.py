@@ -1,5 +1,6 @@
 """One walk per split and weights: the final model's validation score and the validation
-backtest share a walk, and any change of weights walks again."""
+backtest share a walk, weights seen again within the last few walks reuse theirs, and any
+other change of weights walks again."""
 from __future__ import annotations
 
 import numpy as np
@@ -41,3 +42,30 @@ def test_new_weights_or_another_split_walk_again():
     after = backtest_split(policy, market, "val", cost_bps=cfg.env.cost_bps)
     assert after["path"] is not before["path"]
     assert (after["path"].positions == 1.0).all()
+
+
+def test_earlier_weights_scored_again_reuse_their_walk_up_to_the_kept_number():
+    """The final selection scores the best checkpoint's weights again after later evaluations:
+    their walk is reused while fewer than KEPT_WALKS other weights were walked since."""
+    from convopt_mlflow.training import evaluate
+
+    cfg, market, policy = _market_and_policy()
+    score = evaluate.validation_scorer(market, cost_bps=cfg.env.cost_bps)
+    best = {k: v.clone() for k, v in policy.state_dict().items()}
+    first = backtest_split(policy, market, "val", cost_bps=cfg.env.cost_bps)["path"]
+
+    def walk_others(n: int, offset: int) -> None:  # later evaluations: other weights
+        for k in range(n):
+            with torch.no_grad():
+                policy.action_net.bias.copy_(torch.tensor([0.0, 0.0, float(offset + k + 1)]))
+            score(policy)
+
+    walk_others(evaluate.KEPT_WALKS - 1, 0)
+    policy.load_state_dict(best)  # still kept: not walked again
+    assert backtest_split(policy, market, "val", cost_bps=cfg.env.cost_bps)["path"] is first
+    walk_others(evaluate.KEPT_WALKS, 100)
+    policy.load_state_dict(best)  # KEPT_WALKS other weights walked since it was last used: walked again
+    again = backtest_split(policy, market, "val", cost_bps=cfg.env.cost_bps)["path"]
+    assert again is not first
+    np.testing.assert_array_equal(again.positions, first.positions)
+    assert len(evaluate._WALKS[id(market.cores["val"])][1]) == evaluate.KEPT_WALKS
