@@ -211,7 +211,7 @@ def _direct_problems(cfg: Any) -> Iterator[str]:
     clashing = [name for name, on in (
         ("replay_enabled", cfg.replay_enabled), ("counterfactual.enabled", cfg.counterfactual.enabled),
         ("curriculum_enabled", cfg.curriculum_enabled), ("meta_enabled", cfg.meta_enabled),
-        ("scheduler_enabled", cfg.scheduler_enabled), ("ensemble_size>1", cfg.ensemble_size > 1),
+        ("scheduler_enabled", cfg.scheduler_enabled),
         ("augmentation", max(cfg.noise_injection_prob, cfg.time_warp_prob, cfg.feature_dropout_prob) > 0)) if on]
     if clashing:
         yield (f"direct.enabled=true with {', '.join(clashing)}: the direct learner draws its own train windows "

@@ -118,9 +118,15 @@ class TrialRunner:
             # one market per trial, shared by training and the secondary metrics, and kept by the
             # worker for its next trial on the same bars (digest) and settings
             market, hit = shared_market(cfg)
-            result = train(cfg, preset=arm.preset, run_id=child.run_id, checkpoint_root=self.checkpoint_root,
-                           extra_callbacks=[keep], tags={**tags, "convopt.worker.market_cache": "hit" if hit else "miss"},
-                           market=market)
+            if cfg.ensemble_size > 1:  # the arm is an ensemble: the trial's run is the ensemble run
+                from ..training.ensemble import train_ensemble_run
+
+                result = train_ensemble_run(cfg, preset=arm.preset, run_id=child.run_id,
+                                            checkpoint_root=self.checkpoint_root, bars=market.bars, tags=tags)
+            else:
+                result = train(cfg, preset=arm.preset, run_id=child.run_id, checkpoint_root=self.checkpoint_root,
+                               extra_callbacks=[keep], market=market,
+                               tags={**tags, "convopt.worker.market_cache": "hit" if hit else "miss"})
         except BaseException as exc:
             end_run_if_running(child.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
                                reason=f"{type(exc).__name__}: {exc}")
@@ -131,7 +137,8 @@ class TrialRunner:
         if result.status != "FINISHED":
             trial.set_user_attr("convopt.failure_reason", f"run ended {result.status}: {result.reason}"[:1000])
             raise TrialFailed(f"run {result.run_id} ended {result.status}: {result.reason}")
-        secondary = self._secondary(child, cfg, keep.model, time.perf_counter() - start, market)
+        secondary = self._secondary(child, cfg, getattr(keep, "model", None), time.perf_counter() - start, market,
+                                    result.test_pnl)
         metrics = {k: float(v) for k, v in {**result.metrics, **secondary}.items() if math.isfinite(float(v))}
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("no_edge", bool(result.no_edge))
@@ -143,7 +150,9 @@ class TrialRunner:
             raise TrialFailed(f"run {result.run_id} has no metric {self.spec.metric!r}")
         return metrics[self.spec.metric]
 
-    def _secondary(self, child: Any, cfg: Any, model: Any, wall_s: float, market: Any) -> dict[str, float]:
+    def _secondary(self, child: Any, cfg: Any, model: Any, wall_s: float, market: Any,
+                   pnl: Any = None) -> dict[str, float]:
+        """``pnl``: the shipped policy's test PnL where the trainer made it (an ensemble's); None: walk ``model``."""
         from ..evaluation import net_log_pnl
         from ..tracking import metric_history
         from ..training.evaluate import walk_split
@@ -151,11 +160,12 @@ class TrialRunner:
         curve = metric_history(child.run_id, "eval/score", client=child.client)
         out = {"ab/eval_auc": eval_auc(curve), "ab/steps_to_edge": steps_to_edge(curve),
                "ab/wall_time_s": wall_s, "ab/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-        # the shipped weights' test walk: the run's own test backtest made it on this market (kept, not redone)
-        path, returns = walk_split(model.policy, market, "test", cost_bps=cfg.env.cost_bps)
-        pnl = net_log_pnl(path.positions, returns, cost_bps=cfg.env.cost_bps)
+        if pnl is None:  # the shipped weights' test walk: the run's own test backtest made it on this market (kept)
+            path, returns = walk_split(model.policy, market, "test", cost_bps=cfg.env.cost_bps)
+            pnl = net_log_pnl(path.positions, returns, cost_bps=cfg.env.cost_bps)
         child.log_dict({"net_log_pnl": [float(x) for x in np.round(pnl, 10)]}, PNL_ARTIFACT)
-        child.log_metrics({k: v for k, v in out.items() if math.isfinite(v)}, step=int(model.num_timesteps))
+        step = int(model.num_timesteps) if model is not None else cfg.run.total_timesteps
+        child.log_metrics({k: v for k, v in out.items() if math.isfinite(v)}, step=step)
         return out
 
 

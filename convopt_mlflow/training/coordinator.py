@@ -63,6 +63,9 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     no_edge: bool = False
     """The shipped model does not beat staying flat on validation."""
+    test_pnl: Any = None
+    """Per-bar net log PnL of the shipped policy on test where the trainer made it (an ensemble's
+    combination, which no single policy walks); None: walk the model."""
 
 
 @dataclass

@@ -65,6 +65,8 @@ def member_config(cfg: cfgmod.OptimizedTrainingConfig, plan: MemberPlan) -> cfgm
         "max_learning_rate": cfg.max_learning_rate * plan.lr_factor,
         "ppo.ent_coef": plan.ent_coef, "ppo.clip_range": plan.clip_range, "ensemble.train_blocks": plan.blocks,
     }
+    if cfg.direct.enabled:  # the direct learner's LR is its own; ppo.ent_coef is its entropy bonus
+        values["direct.lr"] = cfg.direct.lr * plan.lr_factor
     if plan.net_arch is not None:
         values["ppo.net_arch"] = plan.net_arch
     if plan.activation is not None:
@@ -75,13 +77,14 @@ def member_config(cfg: cfgmod.OptimizedTrainingConfig, plan: MemberPlan) -> cfgm
 # ------------------------------------------------------------------ the ensemble run
 def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", run_id: str | None = None,
                        checkpoint_root: str | None = None, pool: ParallelMembers | None = None,
-                       bars: Any = None) -> TrainResult:
+                       bars: Any = None, tags: Mapping[str, str] | None = None) -> TrainResult:
     """Train ``cfg.ensemble_size`` members as child runs of one ensemble run (see module doc).
 
     ``pool``: the workers, already started (:func:`.member_pool.start_members`, as ``convopt train``
     does before its own imports); closed here on every path. None: started here, once the config, the
     data and every member's config are validated. ``bars``: ``cfg``'s bars, already read
-    (:func:`.data_source.read_bars`, as ``convopt train`` reads them before it starts the workers)."""
+    (:func:`.data_source.read_bars`, as ``convopt train`` reads them before it starts the workers).
+    ``tags``: set on the ensemble run over the standard ones (an A/B trial's ``convopt.role=ab-trial``)."""
     from ..tracking import open_run, run_experiment_name
 
     try:
@@ -105,7 +108,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
     try:
         parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
                           run_name=run_display_name(preset, cfg.run.seed, "ensemble", cfg=cfg),
-                          tags={**run_tags(cfg, preset), "convopt.role": "ensemble"})
+                          tags={**run_tags(cfg, preset), "convopt.role": "ensemble", **(tags or {})})
     except BaseException:
         pool.close()
         raise
@@ -255,7 +258,8 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
     parent.set_tags(tags)
     describe(parent)
     parent.end("FINISHED")
-    return TrainResult(parent.run_id, "FINISHED", 0, reason, report.metrics, no_edge=no_edge)
+    return TrainResult(parent.run_id, "FINISHED", 0, reason, report.metrics, no_edge=no_edge,
+                       test_pnl=report.test_pnl)
 
 
 def _edge_verdict(report: EnsembleReport, finished: list[MemberOutcome]):

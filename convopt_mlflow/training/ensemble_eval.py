@@ -19,7 +19,7 @@ from ..components.ensemble import (METHODS, EnsembleLearningFramework, combine_p
                                    mean_pairwise_correlation)
 from ..env.rollout import follow_choices, policy_table
 from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
-from ..evaluation.metrics import net_log_pnl
+from ..evaluation.metrics import net_log_pnl, per_regime_metrics
 from .evaluate import benchmark_positions, fit_market_oracle
 from .reporting import SPLITS, oracle_fraction
 from .setup import Market, next_log_returns
@@ -103,6 +103,8 @@ class EnsembleReport:
     decision: Any = None
     val_pnl: np.ndarray | None = None
     """``(bars,)`` per-bar net log PnL of the chosen combination on validation (the no-edge verdict's input)."""
+    test_pnl: np.ndarray | None = None
+    """``(bars,)`` the same on test (an A/B trial's ``ab/test_pnl.json``)."""
     periods_per_year: float = 1.0
 
     @property
@@ -138,9 +140,22 @@ def split_benchmarks(market: Market, *, cost_bps: float, long_only: bool) -> dic
                   "flat": equity_curve(np.zeros_like(returns), returns, cost_bps=cost_bps)}
         for name, oracle_pos in benchmark_positions(market, bars, rule=oracle).items():
             bench[name] = trading_metrics(oracle_pos, returns, cost_bps=cost_bps, periods_per_year=ppy)
+            bench[name].update(_regime_metrics(market, bars, oracle_pos, returns, cost_bps=cost_bps))
             curves[name] = equity_curve(oracle_pos, returns, cost_bps=cost_bps)
         out[split] = (bench, curves)
     return out
+
+
+def _regime_metrics(market: Market, bars: np.ndarray, positions: np.ndarray, returns: np.ndarray, *,
+                    cost_bps: float) -> dict[str, float]:
+    """``regime/<name>/<k>`` of a path on a synthetic market (each bar's true regime), as a single
+    run's backtest logs them (:func:`~convopt_mlflow.training.evaluate.backtest_split`); {} elsewhere."""
+    if market.regimes is None:
+        return {}
+    held = market.regimes[bars + 1]  # the bar each position is held over
+    regimes = per_regime_metrics(positions, returns, held, cost_bps=cost_bps,
+                                 periods_per_year=market.bars.periods_per_year)
+    return {f"regime/{name}/{k}": float(v) for name, values in regimes.items() for k, v in values.items()}
 
 
 def ensemble_report(framework: EnsembleLearningFramework, policies: Sequence[Any], indices: Sequence[int],
@@ -184,8 +199,9 @@ def _split_report(report: EnsembleReport, t: SplitTables, walks: Sequence[np.nda
     positions, agreement = t.ensemble_path(decision.method, decision.weights)
     metrics = trading_metrics(positions, t.returns, cost_bps=cost_bps, periods_per_year=ppy)
     out.update({f"backtest/{split}/{k}": float(v) for k, v in metrics.items()})
-    if split == "val":
-        report.val_pnl = net_log_pnl(positions, t.returns, cost_bps=cost_bps)
+    out.update({f"backtest/{split}/{k}": v for k, v in _regime_metrics(market, t.bars, positions, t.returns,
+                                                                         cost_bps=cost_bps).items()})
+    setattr(report, f"{split}_pnl", net_log_pnl(positions, t.returns, cost_bps=cost_bps))
     curves = {"ensemble": equity_curve(positions, t.returns, cost_bps=cost_bps)}
     member_metrics, member_returns = [], []
     for k, i in enumerate(indices):

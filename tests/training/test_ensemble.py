@@ -39,6 +39,17 @@ def test_members_differ_by_their_plans():
     assert starts.min() >= lo + 3 * (hi - lo + 1) // 10 and starts.max() < lo + 6 * (hi - lo + 1) // 10
 
 
+def test_a_direct_learner_ensemble_jitters_the_direct_lr():
+    """The direct learner trains with direct.lr (not PPO's LR) and reads ppo.ent_coef as its entropy bonus:
+    a member of a `regime` ensemble gets the plan's LR factor on direct.lr and the plan's entropy bonus."""
+    cfg = build_config("regime", {**TINY_RUN, "ensemble_size": "3"})  # accepted: no longer refused
+    plan = EnsembleLearningFramework(3, {}, seed=5).initialize_models()[2]
+    member = member_config(cfg, plan)
+    assert member.direct.enabled and member.ensemble_size == 1 and member.run.seed == plan.seed
+    assert member.direct.lr == pytest.approx(cfg.direct.lr * plan.lr_factor)
+    assert member.ppo.ent_coef == pytest.approx(plan.ent_coef)
+
+
 def _plans(n: int):
     return EnsembleLearningFramework(n, {}, seed=1).initialize_models()
 
