@@ -39,7 +39,7 @@ from ..evaluation import equity_figure
 from .coordinator import TrainResult
 from .ensemble_eval import EnsembleReport, ensemble_edge, ensemble_report, member_tables, split_benchmarks
 from .ensemble_member import FAULTS_ENV, MemberTask, member_market, train_member  # noqa: F401 - the worker side
-from .member_pool import ParallelMembers, member_workers
+from .member_pool import ParallelMembers, start_members
 from .reporting import EQUITY_POINTS, SPLITS, model_inputs
 from .run_meta import describe, run_display_name, run_tags
 from .setup import load_market
@@ -100,7 +100,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
     # the parent evaluates every member on val and test: with torch's default of one thread per
     # core it competes with the workers (and on a shared machine with everyone), as a run's own does not
     torch.set_num_threads(cfg.ppo.torch_threads)
-    pool = pool or ParallelMembers(member_workers(len(plans), cfg.ensemble.workers)).start()  # imports meanwhile
+    pool = pool or start_members(len(plans), cfg.ensemble.workers)  # the workers import meanwhile
     workers = pool.workers
     prepared: dict[int, tuple[Any, dict]] = {}  # each member's policy and tables, made while others train
     pool.on_outcome = partial(_prepare, prepared, market)

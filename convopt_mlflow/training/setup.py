@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from stable_baselines3.common.utils import LinearSchedule
 
 from ..components.ensemble import block_start_sampler
 from ..config import OptimizedTrainingConfig
@@ -199,18 +200,9 @@ def make_env(cfg: OptimizedTrainingConfig, market: Market, *, augmentation: Any 
 
 
 def direct_learning_rate(lr: float, schedule: str) -> float | Callable[[float], float]:
-    """The direct learner's learning rate: ``lr``, or SB3's schedule ``lr * progress_remaining`` (linear)."""
-    return lr if schedule == "constant" else LinearDecay(lr)
-
-
-@dataclass(frozen=True)
-class LinearDecay:
-    """``lr * progress_remaining``: SB3 calls it with the fraction of the run still to go (picklable)."""
-
-    lr: float
-
-    def __call__(self, progress_remaining: float) -> float:
-        return self.lr * max(float(progress_remaining), 0.0)
+    """The direct learner's learning rate: ``lr``, or ``lr * progress_remaining`` (linear: SB3's own
+    picklable ``LinearSchedule`` from ``lr`` to 0 over the whole run)."""
+    return lr if schedule == "constant" else LinearSchedule(lr, 0.0, 1.0)
 
 
 def make_model(cfg: OptimizedTrainingConfig, env: Any) -> ConvoptPPO:
