@@ -20,16 +20,14 @@ them on stderr and gives up after ``wait_timeout_s`` (exit code 3; re-run to res
 """
 from __future__ import annotations
 
-import atexit
 import multiprocessing
-import os
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from multiprocessing.connection import wait as wait_for_exit
 from typing import Callable, Iterator, Sequence
 
+from ..fast_exit import exit_now
 from .abtest import load_study, run_cells
 from .liveness import DEFAULT_WAIT_TIMEOUT_S
 from .storage import get_storage
@@ -79,19 +77,7 @@ def _spawned(target: Callable[..., None], args: tuple) -> None:
     except UserError as exc:
         print(f"convopt worker: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    _exit_now(0)
-
-
-def _exit_now(code: int) -> None:
-    """End this (spawned) process without tearing its modules down, which takes torch, mlflow
-    and SB3 most of a second; other threads are joined and the exit handlers run first."""
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(0)
 
 
 @contextmanager
@@ -114,7 +100,7 @@ def run_local_workers(count: int, target: Callable[..., None], args: tuple, *,
 
     Each spawned worker runs ``target(*args)`` (a module-level function: it is pickled by
     name) on one torch thread; a :class:`~convopt_mlflow.errors.UserError` is its message and
-    exit code, and after a return it exits without module teardown (:func:`_exit_now`).
+    exit code, and after a return it exits without module teardown (:func:`~convopt_mlflow.fast_exit.exit_now`).
     ``in_process(idle)``, when given, is this process's own worker (``count - 1`` are spawned),
     run on one torch thread: it trains and returns its exit code. ``idle(seconds)`` pauses
     until a spawned worker exits, or ``seconds``, and returns how many still run. It should

@@ -7,14 +7,18 @@ still render offline inside MLflow's artifact viewer (see
 """
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from convopt_mlflow.evaluation.figures import PLOTLY_BUNDLE, plotly_bundle_js, write_html
+import numpy as np
 
-__all__ = ["log_figure", "log_plotly_bundle"]
+from convopt_mlflow.disk_cache import default_cache_dir, read_entry, write_entry
+from convopt_mlflow.evaluation.figures import PLOTLY_BUNDLE, pack_plotly, plotly_bundle, plotly_bundle_js, write_html
+
+__all__ = ["log_figure", "log_plotly_bundle", "packed_plotly"]
 
 _HAVE_BUNDLE: set[tuple[str, str]] = set()  # (tracking uri, run id) known to hold the bundle
 
@@ -29,9 +33,25 @@ def log_plotly_bundle(handle: Any) -> None:
     if PLOTLY_BUNDLE not in held:
         with tempfile.TemporaryDirectory() as tmp:
             copy = Path(tmp) / name
-            copy.write_text(plotly_bundle_js(), encoding="ascii")
+            copy.write_text(plotly_bundle_js(packed_plotly()), encoding="ascii")
             handle.log_artifact(copy, folder)
     _HAVE_BUNDLE.add(key)
+
+
+def packed_plotly(cache_dir: str | Path | None = None) -> bytes:
+    """:func:`~convopt_mlflow.evaluation.figures.pack_plotly` of the installed plotly.js, kept in the
+    cache folder (:mod:`convopt_mlflow.disk_cache`) under the sha256 of plotly.js and of the packing:
+    gzipping 4.8 MB at level 9 costs every run 0.15 s of CPU, reading it back about 0.01 s."""
+    source = plotly_bundle().read_bytes()
+    key = hashlib.sha256(b"gzip-9-mtime-0\0" + source).hexdigest()
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = path / f"plotly-{key[:32]}.npz"
+    stored = read_entry(path, key)
+    if stored is not None and "gzip" in stored[0]:
+        return stored[0]["gzip"].tobytes()
+    packed = pack_plotly(source)
+    write_entry(path, key, {"gzip": np.frombuffer(packed, dtype=np.uint8)}, {})
+    return packed
 
 
 def log_figure(handle: Any, fig: Any, artifact_dir: str, file_name: str) -> str:

@@ -12,7 +12,7 @@ under a sha256 of exactly those:
 
 A disk entry is one ``.npz`` written to a temporary file and renamed into place, holding the
 labels, the declared change bars and the detector's state after the last bar (so feeding more
-bars later continues exactly as if it had labelled them itself), in :mod:`.disk_cache`'s format. An entry
+bars later continues exactly as if it had labelled them itself), in :mod:`convopt_mlflow.disk_cache`'s format. An entry
 that does not read back whole and matching is ignored and recomputed.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..components import bocpd, bocpd_fast, changepoint, meta
-from .disk_cache import code_digest, default_cache_dir, read_entry, write_entry
+from ..disk_cache import code_digest, default_cache_dir, read_entry, write_entry
 
 __all__ = ["label_train_split", "default_cache_dir"]
 

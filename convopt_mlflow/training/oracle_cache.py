@@ -4,7 +4,7 @@ Every run on a synthetic market solves the true oracle's Bellman equation (about
 about 1 s) and, on a planted-signal market, fits the threshold rule's theta over the train split
 (256 candidates, about 1 s): together about a fifth of a short run's fixed cost. Both depend only
 on their inputs and on the code that computes them, so they are kept under a sha256 of exactly
-those, in the same cache folder and entry format as the regime labels (:mod:`.disk_cache`):
+those, in the same cache folder and entry format as the regime labels (:mod:`convopt_mlflow.disk_cache`):
 
 - ``oracle-plan-<key>.npz``: the solved :class:`~convopt_mlflow.evaluation.true_oracle.Plan`;
 - ``oracle-rule-<key>.npz``: the fitted :class:`~convopt_mlflow.evaluation.oracle.OracleRule`.
@@ -28,7 +28,7 @@ from ..evaluation import oracle as rule_code
 from ..evaluation import true_oracle as plan_code
 from ..evaluation.oracle import OracleRule
 from ..evaluation.true_oracle import Plan
-from .disk_cache import code_digest, default_cache_dir, read_entry, write_entry
+from ..disk_cache import code_digest, default_cache_dir, read_entry, write_entry
 
 __all__ = ["cached_plan", "cached_rule"]
 

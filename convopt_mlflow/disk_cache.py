@@ -1,5 +1,5 @@
 """One entry format for the results a run computes from its inputs and keeps for the next run
-(regime labels, the true oracle's plan, the threshold rule).
+(regime labels, the true oracle's plan, the threshold rule, the gzipped plotly.js of the run's pages).
 
 An entry is one ``.npz`` under the cache folder (``$CONVOPT_CACHE_DIR``, default ``.convopt/cache``):
 named arrays plus a JSON head holding the entry's key and the sha256 of its arrays. It is written
