@@ -375,10 +375,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """The ``convopt`` program: :func:`main`, then the process ends without tearing down the modules
     it imported (:func:`~convopt_mlflow.fast_exit.exit_now`: half a second of a run's wall time).
-    An exception out of ``main`` (argparse's ``--help``, a bug) ends the process the usual way."""
+    An exception out of ``main`` (argparse's ``--help``, a bug) ends the process the usual way, and so
+    does a process under a profiler or tracer (``python -m cProfile``, a debugger): they write their
+    results after ``main`` returns."""
     from .fast_exit import exit_now
 
-    exit_now(main())
+    code = main()
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)
+    exit_now(code)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,11 @@ def test_the_program_returns_mains_exit_code(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith("convopt: error:") and "Traceback" not in proc.stderr
+
+
+def test_a_profiled_program_still_writes_its_profile(tmp_path):
+    out = tmp_path / "prof.out"
+    proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "convopt_mlflow.cli", "config",
+                           "show", "--preset", "baseline"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 0
