@@ -21,11 +21,19 @@ from typing import NoReturn
 
 
 def exit_now(code: int) -> NoReturn:
-    """End this process with ``code``: non-daemon threads joined, exit handlers run,
-    standard streams flushed, modules left as they are."""
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    """End this process with ``code``: threads shut down as at a normal exit (``threading``'s exit
+    hooks, then non-daemon threads joined), exit handlers run, standard streams flushed, modules
+    left as they are."""
+    # What the interpreter's own exit does first: the threading module's exit hooks (they stop
+    # concurrent.futures' idle worker threads, which would otherwise wait for work for ever), then
+    # every non-daemon thread joined.
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    else:  # pragma: no cover - an interpreter without it
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

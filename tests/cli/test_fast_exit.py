@@ -30,6 +30,16 @@ def test_exit_now_joins_threads_runs_exit_handlers_flushes_and_keeps_the_code(tm
     assert marker.read_text() == "ran" and thread_out.read_text() == "done"
 
 
+def test_exit_now_does_not_wait_for_idle_executor_threads():
+    """concurrent.futures' worker threads are non-daemon and wait for work until the threading
+    module's exit hooks stop them (MLflow's async logging and the A/B module keep executors)."""
+    script = ("from concurrent.futures import ThreadPoolExecutor\n"
+              "from convopt_mlflow.fast_exit import exit_now\n"
+              "pool = ThreadPoolExecutor(2)\nassert pool.submit(lambda: 7).result() == 7\nexit_now(5)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 5, proc.stderr
+
+
 def test_the_program_returns_mains_exit_code(tmp_path):
     """`python -m convopt_mlflow.cli` (what the MLproject and the console script run) ends through
     `run`: bad input still exits 2 with its one message."""
