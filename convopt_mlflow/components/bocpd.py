@@ -124,13 +124,13 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
             if risky.size:
                 stop = done + 1 + int(risky[0])
                 bounds = bounds[:stop - done]
-        x = np.where(finite[done:stop], np.clip(z[done:stop], -bounds, bounds), 0.0)
+        x = np.where(finite[done:stop], np.minimum(np.maximum(z[done:stop], -bounds), bounds), 0.0)  # (np.clip)
         res = _fit(kernel, x, state, hazard, max_run, prior)
         if res is None:
             size = (stop - done) // 2
             continue
         actual = clip * np.maximum(1.0, np.concatenate(((state.vol,), res.vol[:-1])))
-        exact = np.where(finite[done:stop], np.clip(z[done:stop], -actual, actual), 0.0)
+        exact = np.where(finite[done:stop], np.minimum(np.maximum(z[done:stop], -actual), actual), 0.0)
         wrong = np.flatnonzero(exact != x)
         keep = stop - done if wrong.size == 0 else int(wrong[0])
         if keep == 0:  # the first bar's bound is never a guess (it is state.vol); cannot happen

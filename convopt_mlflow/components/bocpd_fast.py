@@ -85,9 +85,24 @@ _FLOOR = -600.0
 
 
 @lru_cache(maxsize=None)
-def _upper(n: int) -> np.ndarray:
-    """Mask of the entries (t, j), j >= t, of an (n, n-1) matrix (one per block length: at most the block size)."""
-    return np.triu(np.ones((n, n - 1), dtype=bool))
+def _layout(n: int, m: int) -> tuple:
+    """A block of ``n`` bars with ``m`` new columns (two per block length: at most the block size): its bars
+    ``t``, as a column, the shifts of its new columns (-1 - j), the mask of the entries (t, j), j >= t, of an
+    (n, m) matrix, and the padding of the tables (a power of two >= n: few cached tables). Read only."""
+    t = np.arange(n)
+    out = (t, t[:, None], -1 - np.arange(m), np.triu(np.ones((n, m), dtype=bool)), 1 << max(n - 1, 1).bit_length())
+    for array in out[:4]:
+        array.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=16)
+def _padded_tables(R: int, prior: Prior, pad: int) -> np.ndarray:
+    """:func:`_tables` with ``pad`` copies of run length 0's column before and of R-1's after, (4, R + 2 pad):
+    column ``pad + r`` is run length ``r`` clamped to [0, R-1], for ``-pad <= r < R + pad``."""
+    tables = _tables(R, prior)
+    return np.concatenate((np.repeat(tables[:, :1], pad, axis=1), tables, np.repeat(tables[:, -1:], pad, axis=1)),
+                          axis=1)
 
 
 @lru_cache(maxsize=8)
@@ -133,54 +148,54 @@ class _SparseBlock:
         n, K = x.size, state.runs.size
         h = state.history.size
         # cumulative sums of the inputs (less mu) and of their squares, from the history's first bar:
-        # row 0 of ``sums`` is y, row 1 y^2, each after a leading 0, summed along the row in one call
-        sums = np.empty((2, h + n + 1))
-        y = sums[0, 1:]
+        # column 0 of ``sums`` is y, column 1 y^2, each after a leading 0, summed down the columns in one
+        # call (a complex view: the same additions, both sums in one pass); ``c`` holds them as rows
+        sums = np.empty((h + n + 1, 2))
+        y = sums[1:, 0]
         y[:h], y[h:] = state.history, x
         if prior.mu:
             y -= prior.mu
-        np.multiply(y, y, out=sums[1, 1:])
-        sums[:, 0] = 0.0
+        np.multiply(y, y, out=sums[1:, 1])
+        sums[0] = 0.0
         self.y = y.copy()
         self.h, self.n, self.K = h, n, K
-        self.c1, self.c2 = c1, c2 = np.cumsum(sums, axis=1, out=sums)
-        t = np.arange(n)
-        end = h + t
-        # columns: the K kept run lengths, then a segment starting after each bar j < n-1 of the block.
-        # Run length before bar t: runs[k] + t, or t-1-j (negative: not started yet); at most R-1.
-        shift = np.concatenate((state.runs, -1 - t[:n - 1]))
-        before = t[:, None] + shift[None, :]
+        pairs = sums.view(np.complex128)
+        np.cumsum(pairs, axis=0, out=pairs)
+        self.c = c = sums.T.copy()  # c[0]: sums of y, c[1]: of y^2
+        # columns: the K kept run lengths, then a segment starting after each bar j < m of the block, m = n - 1,
+        # or n where that makes the column count even (the last one never starts within the block: all its
+        # entries are those of segments not started yet, below): the accumulation over bars runs on pairs of
+        # columns (a complex view), twice as fast. Run length before bar t: runs[k] + t, or t-1-j (negative:
+        # not started yet); at most R-1
+        m = n - 1 + ((K + n - 1) & 1)
+        t, t_col, starts, upper, pad = _layout(n, m)
+        shift = np.concatenate((state.runs, starts))
         # the columns whose run reaches R-1 within the block. While the block is shorter than R only kept
         # run lengths can, a suffix of them (they ascend): a slice, so the columns below are views
         if n < R:
             lo = int(np.searchsorted(state.runs, R - 1 - n))
             cap = slice(lo, K) if lo < K else None
-            np.maximum(before[:, K:], 0, out=before[:, K:])  # (only a new segment's can be negative)
-            if cap is not None:
-                np.minimum(before[:, cap], R - 1, out=before[:, cap])
         else:
             cap = np.flatnonzero(shift + n >= R - 1)
             cap = cap if cap.size else None
-            np.maximum(before, 0, out=before)
-            np.minimum(before, R - 1, out=before)
         # a segment's first bar (index into y) is fixed, h - runs[k] or h+1+j, except where its run is
         # capped at R-1 (then the last R-1 bars): only the columns that reach the cap are gathered
-        c1_end, c2_end = c1[h:h + n, None], c2[h:h + n, None]
-        segment = np.empty((2, n, K + n - 1))  # the segments' sums of y and of y^2
-        s1, s2 = segment
-        np.subtract(c1_end, c1.take(h - shift)[None, :], out=s1)
-        np.subtract(c2_end, c2.take(h - shift)[None, :], out=s2)
+        c_end = c[:, h:h + n, None]
+        segment = np.empty((2, n, K + m))  # the segments' sums of y and of y^2
+        np.subtract(c_end, c.take(h - shift, axis=1)[:, None, :], out=segment)
         if cap is not None:
-            first = np.maximum((h - shift[cap])[None, :], (end - (R - 1))[:, None])
-            s1[:, cap] = c1_end - c1.take(first)
-            s2[:, cap] = c2_end - c2.take(first)
+            first = np.maximum((h - shift[cap])[None, :], (h - (R - 1)) + t_col)
+            segment[:, :, cap] = c_end - c.take(first, axis=1)
+        s1, s2 = segment
         # (t, new j) with j >= t: segments not started yet. Their entries below are meaningless and are
         # overwritten before they are used; they are made empty segments (sums 0) so that they stay
         # finite: a negative-length segment's NaNs would send log and log1p down their slow paths
         # (about twice the time of the whole array), and the other entries are untouched
-        upper = _upper(n)
         np.copyto(segment[:, :, K:], 0.0, where=upper)
-        kappa, ratio, power, const = _tables(R, prior).take(before, axis=1)  # by run length before bar t
+        # the tables by run length before bar t, t + shift clamped to [0, R-1]: gathered from tables padded
+        # with their first and last values (one gather, no clamping)
+        before = t_col + (shift + pad)  # (offset by pad)
+        kappa, ratio, power, const = _padded_tables(R, prior, pad).take(before, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             beta = s1 * s1
             beta /= kappa
@@ -207,7 +222,8 @@ class _SparseBlock:
         lp -= top
         lp += _log1m(H)
         np.copyto(lp[:, K:], 0.0, where=upper)
-        np.add.accumulate(lp, axis=0, out=lp)  # a new column's rows before its start add 0
+        pairs = lp.view(np.complex128)  # (the same additions, two columns at a time)
+        np.add.accumulate(pairs, axis=0, out=pairs)  # a new column's rows before its start add 0
         # below e^-600 of the bar's best a mass is nothing; the floor keeps exp and the products that
         # follow out of subnormal floats (a hundredfold slower)
         np.maximum(lp, _FLOOR, out=lp)
@@ -215,16 +231,16 @@ class _SparseBlock:
         np.copyto(G[:, K:], 0.0, where=upper)
         b = G[:, :K] @ state.probs
         A = np.empty((n, n))  # (its diagonal, last column and upper triangle are never read)
-        np.multiply(G[:, K:], -(H / (1.0 - H)), out=A[:, :n - 1])  # read below the diagonal only
+        np.multiply(G[:, K:K + n - 1], -(H / (1.0 - H)), out=A[:, :n - 1])  # read below the diagonal only
         T, info = dtrtrs(A, b, lower=1, unitdiag=1)
         if info != 0 or not (T.min() > 0 and T.max() < np.inf):  # (NaN fails the first)
             raise FloatingPointError("sparse BOCPD evidence recursion failed")
         # posterior after bar t (normalized), by column: a kept run length's prior mass times (1 - H), a
         # start in the block's evidence times H (one row of factors: the same products, one call)
         P = G
-        factor = np.empty(K + n - 1)
+        factor = np.empty(K + m)
         np.multiply(state.probs, 1.0 - H, out=factor[:K])
-        np.multiply(T[:n - 1], H, out=factor[K:])
+        np.multiply(T[:m], H, out=factor[K:])
         P *= factor
         P /= T[:, None]
         self.P, self.shift = P, shift
@@ -232,27 +248,24 @@ class _SparseBlock:
         # A column is capped after bar t where its run length before it is at least R-2 (clamped at R-1)
         best = None
         if cap is not None:
-            kept = P[:, cap].copy()
-            capped = before[:, cap] >= R - 2
-            tail = np.where(capped, kept, 0.0).sum(axis=1)
-            P[:, cap] = np.where(capped, 0.0, kept)
+            capped = np.where(before[:, cap] >= R - 2 + pad, P[:, cap], 0.0)
+            tail = capped.sum(axis=1)
+            P[:, cap] -= capped  # (exactly 0 where capped, unchanged elsewhere; restored exactly below)
             best = np.argmax(P, axis=1)
             best_p = P[t, best]
-            P[:, cap] = kept
+            P[:, cap] += capped
         else:
             best = np.argmax(P, axis=1)
             best_p = P[t, best]
-        rl = t + 1
-        rl += shift[best]
+        rl = shift[best]
+        rl += t + 1
         np.minimum(rl, R - 1, out=rl)
         rl[best_p <= H] = 0
         if cap is not None:
             rl[tail > np.maximum(best_p, H)] = R - 1
         self.run_length = rl
         # the MAP segment's volatility after bar t (as segment_vol, with slices where it gathered)
-        end = h + 1 + t
-        s1 = c1[h + 1:h + 1 + n] - c1[end - rl]
-        s2 = c2[h + 1:h + 1 + n] - c2[end - rl]
+        s1, s2 = c[:, h + 1:h + 1 + n] - c.take((h + 1) + t - rl, axis=1)
         s2 *= 0.5
         s2 += prior.beta
         s1 *= s1
@@ -282,7 +295,7 @@ class _SparseBlock:
         bars = self.bars0 + i + 1
         if bars % PRUNE_EVERY == 0:
             keep = probs >= self.prune
-            if keep.sum() > self.max_starts:
+            if np.count_nonzero(keep) > self.max_starts:
                 keep &= probs >= np.partition(probs, -self.max_starts)[-self.max_starts]
             keep[0] = True  # run length 0 (mass H) is always kept
             dropped = float(probs[~keep].sum())
@@ -293,7 +306,7 @@ class _SparseBlock:
         runs, probs = runs[order], probs[order] / probs.sum()
         end = self.h + i + 1
         history = self.y[max(0, end - (R - 1)):end] + self.prior.mu
-        return SparseState(runs.astype(np.int64), probs, history, float(self.vol[i]), self.dropped0 + dropped, bars)
+        return SparseState(runs.astype(np.int64, copy=False), probs, history, float(self.vol[i]), self.dropped0 + dropped, bars)
 
 
 def sparse_block(prune: float, max_starts: int):
