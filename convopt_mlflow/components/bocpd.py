@@ -131,7 +131,7 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
             continue
         actual = clip * np.maximum(1.0, np.concatenate(((state.vol,), res.vol[:-1])))
         exact = np.where(finite[done:stop], np.minimum(np.maximum(z[done:stop], -actual), actual), 0.0)
-        wrong = np.flatnonzero(exact != x)
+        wrong = (exact != x).nonzero()[0]
         keep = stop - done if wrong.size == 0 else int(wrong[0])
         if keep == 0:  # the first bar's bound is never a guess (it is state.vol); cannot happen
             raise AssertionError("BOCPD: first bar of a block clipped with a wrong bound")

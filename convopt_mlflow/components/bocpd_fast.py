@@ -159,8 +159,8 @@ class _SparseBlock:
         sums[0] = 0.0
         self.y = y.copy()
         self.h, self.n, self.K = h, n, K
-        pairs = sums.view(np.complex128)
-        np.cumsum(pairs, axis=0, out=pairs)
+        pairs = sums.view(np.complex128)[:, 0]
+        np.add.accumulate(pairs, out=pairs)  # (ufunc methods, not their numpy wrappers, throughout: less per call)
         self.c = c = sums.T.copy()  # c[0]: sums of y, c[1]: of y^2
         # columns: the K kept run lengths, then a segment starting after each bar j < m of the block, m = n - 1,
         # or n where that makes the column count even (the last one never starts within the block: all its
@@ -173,7 +173,7 @@ class _SparseBlock:
         # the columns whose run reaches R-1 within the block. While the block is shorter than R only kept
         # run lengths can, a suffix of them (they ascend): a slice, so the columns below are views
         if n < R:
-            lo = int(np.searchsorted(state.runs, R - 1 - n))
+            lo = int(state.runs.searchsorted(R - 1 - n))
             cap = slice(lo, K) if lo < K else None
         else:
             cap = np.flatnonzero(shift + n >= R - 1)
@@ -217,8 +217,8 @@ class _SparseBlock:
         # scaled by each bar's maximum: <= 0. The entries of segments not started yet are, bit for bit, the
         # empty segment's of the bar (run length 0 before it, column K + t - 1), except on bar 0, which has
         # none: its maximum is over the kept run lengths only
-        top = lp.max(axis=1, keepdims=True)
-        top[0] = lp[0, :K].max()
+        top = np.maximum.reduce(lp, axis=1, keepdims=True)
+        top[0] = np.maximum.reduce(lp[0, :K])
         lp -= top
         lp += _log1m(H)
         np.copyto(lp[:, K:], 0.0, where=upper)
@@ -233,7 +233,7 @@ class _SparseBlock:
         A = np.empty((n, n))  # (its diagonal, last column and upper triangle are never read)
         np.multiply(G[:, K:K + n - 1], -(H / (1.0 - H)), out=A[:, :n - 1])  # read below the diagonal only
         T, info = dtrtrs(A, b, lower=1, unitdiag=1)
-        if info != 0 or not (T.min() > 0 and T.max() < np.inf):  # (NaN fails the first)
+        if info != 0 or not (np.minimum.reduce(T) > 0 and np.maximum.reduce(T) < np.inf):  # (NaN fails the first)
             raise FloatingPointError("sparse BOCPD evidence recursion failed")
         # posterior after bar t (normalized), by column: a kept run length's prior mass times (1 - H), a
         # start in the block's evidence times H (one row of factors: the same products, one call)
@@ -249,13 +249,13 @@ class _SparseBlock:
         best = None
         if cap is not None:
             capped = np.where(before[:, cap] >= R - 2 + pad, P[:, cap], 0.0)
-            tail = capped.sum(axis=1)
+            tail = np.add.reduce(capped, axis=1)
             P[:, cap] -= capped  # (exactly 0 where capped, unchanged elsewhere; restored exactly below)
-            best = np.argmax(P, axis=1)
+            best = P.argmax(axis=1)
             best_p = P[t, best]
             P[:, cap] += capped
         else:
-            best = np.argmax(P, axis=1)
+            best = P.argmax(axis=1)
             best_p = P[t, best]
         rl = shift[best]
         rl += t + 1
@@ -280,11 +280,11 @@ class _SparseBlock:
         # run lengths: 0, the kept ones grown by i + 1 (ascending), the block's starts (i .. 1)
         runs = np.minimum(np.concatenate(((0,), i + 1 + self.shift[:K + i])), R - 1)
         probs = np.concatenate(((self.H,), self.P[i, :K + i]))
-        probs /= probs.sum()
+        probs /= np.add.reduce(probs)
         if i < R - 1:  # only kept run lengths can be capped, a suffix of them: merged into one
-            lo = 1 + int(np.searchsorted(runs[1:K + 1], R - 1))
+            lo = 1 + int(runs[1:K + 1].searchsorted(R - 1))
             if lo < K + 1:
-                merged = probs[lo:K + 1].sum()
+                merged = np.add.reduce(probs[lo:K + 1])
                 runs = np.concatenate((runs[:lo], runs[K + 1:], (R - 1,)))
                 probs = np.concatenate((probs[:lo], probs[K + 1:], (merged,)))
         elif runs.max() == R - 1:  # merge every capped column into one
@@ -298,12 +298,12 @@ class _SparseBlock:
             if np.count_nonzero(keep) > self.max_starts:
                 keep &= probs >= np.partition(probs, -self.max_starts)[-self.max_starts]
             keep[0] = True  # run length 0 (mass H) is always kept
-            dropped = float(probs[~keep].sum())
+            dropped = float(np.add.reduce(probs[~keep]))
             runs, probs = runs[keep], probs[keep]
         else:
             dropped = 0.0
-        order = np.argsort(runs, kind="stable")
-        runs, probs = runs[order], probs[order] / probs.sum()
+        order = runs.argsort(kind="stable")
+        runs, probs = runs[order], probs[order] / np.add.reduce(probs)
         end = self.h + i + 1
         history = self.y[max(0, end - (R - 1)):end] + self.prior.mu
         return SparseState(runs.astype(np.int64, copy=False), probs, history, float(self.vol[i]), self.dropped0 + dropped, bars)
