@@ -119,6 +119,13 @@ def _tables(R: int, prior: Prior) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
+def _vol_tables(R: int, prior: Prior) -> np.ndarray:
+    """2 (kappa + r) and alpha + r / 2 by run length r = 0 .. R-1 (the segment volatility's), (2, R)."""
+    r = np.arange(R, dtype=np.float64)
+    return np.stack((2.0 * (prior.kappa + r), prior.alpha + 0.5 * r))
+
+
+@lru_cache(maxsize=8)
 def _ratio(R: int, prior: Prior) -> np.ndarray:
     """kappa / (2 (kappa + 1)) by run length 0 .. R-1."""
     kappa = prior.kappa + np.arange(R, dtype=np.float64)
@@ -269,9 +276,10 @@ class _SparseBlock:
         s2 *= 0.5
         s2 += prior.beta
         s1 *= s1
-        s1 /= 2.0 * (prior.kappa + rl)
+        twice_kappa, alpha = _vol_tables(R, prior).take(rl, axis=1)
+        s1 /= twice_kappa
         s2 -= s1
-        s2 /= prior.alpha + 0.5 * rl
+        s2 /= alpha
         self.vol = np.sqrt(s2, out=s2)
 
     def state_at(self, i: int) -> SparseState:
