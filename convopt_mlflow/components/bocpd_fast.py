@@ -211,7 +211,7 @@ class _SparseBlock:
             s2 += prior.beta
             beta = s2  # beta of the segment: prior.beta + (s2 - s1^2 / kappa) / 2
             s1 /= kappa
-            np.subtract((x - prior.mu)[:, None], s1, out=s1)  # x_t - the segment's predictive mean
+            np.subtract((x - prior.mu if prior.mu else x)[:, None], s1, out=s1)  # x_t - the segment's predictive mean
             s1 *= s1
             s1 *= ratio
             s1 /= beta
@@ -237,7 +237,7 @@ class _SparseBlock:
         G = np.exp(lp, out=lp)
         np.copyto(G[:, K:], 0.0, where=upper)
         b = G[:, :K] @ state.probs
-        A = np.empty((n, n))  # (its diagonal, last column and upper triangle are never read)
+        A = np.empty((n, n), order="F")  # (LAPACK's order: no copy; its diagonal, last column and upper triangle are never read)
         np.multiply(G[:, K:K + n - 1], -(H / (1.0 - H)), out=A[:, :n - 1])  # read below the diagonal only
         T, info = dtrtrs(A, b, lower=1, unitdiag=1)
         if info != 0 or not (np.minimum.reduce(T) > 0 and np.maximum.reduce(T) < np.inf):  # (NaN fails the first)
@@ -304,7 +304,7 @@ class _SparseBlock:
         if bars % PRUNE_EVERY == 0:
             keep = probs >= self.prune
             if np.count_nonzero(keep) > self.max_starts:
-                keep &= probs >= np.partition(probs, -self.max_starts)[-self.max_starts]
+                keep = probs >= max(self.prune, np.partition(probs, -self.max_starts)[-self.max_starts])
             keep[0] = True  # run length 0 (mass H) is always kept
             dropped = float(np.add.reduce(probs[~keep]))
             runs, probs = runs[keep], probs[keep]
