@@ -1,6 +1,7 @@
 """BOCPD with run-length pruning: the recursion of :mod:`~convopt_mlflow.components.bocpd` over the
 run lengths that still carry mass, a block of bars at a time (~10 µs of CPU per bar, half the exact kernel's,
-benchmarks/results/bocpd.json; ~7 µs since the per-call cuts of issue 19, benchmarks/results/regime_cost.json).
+benchmarks/results/bocpd.json; ~7 µs since the per-call cuts of issue 19, benchmarks/results/regime_cost.json;
+~6.5 µs (11-12% less) since its second pass, benchmarks/results/bocpd_pass3.json and regime_cost_bocpd_label_ab.json).
 
 The exact kernel keeps every run length ``0 .. R-1`` and costs O(R) per bar. Almost all of that
 mass is negligible: after a segment has lasted a while, only the run lengths of a few candidate
@@ -8,7 +9,8 @@ starts hold more than ``prune`` of the posterior. Here the posterior is kept *sp
 list of run lengths and their masses (:class:`SparseState`).
 
 Within a block of ``n`` bars nothing is pruned: the columns are the ``K`` run lengths alive at the
-block's start plus the ``n - 1`` segments that may start inside it, so the block costs
+block's start plus the ``n - 1`` segments that may start inside it (and one that never does, where that
+makes the column count even: see below), so the block costs
 O(n (K + n)), and the recursion over it is the exact one given the kept run lengths:
 
 * ``lp[t, c]``: the Student-t predictive of bar ``t`` under column ``c``'s segment (statistics of
@@ -32,7 +34,15 @@ length), ``m`` is what the ``max_starts`` smallest columns held, measured, not b
 (tests/components/test_bocpd_fast.py checks that, and the agreement at the defaults).
 
 Arithmetic is float64; each bar's predictives are scaled by their maximum (as in the exact kernel).
-Units: bars; values are standardized returns.
+The calls are arranged for speed (the running sums over bars on pairs of columns viewed as complex
+numbers, both cumulative sums of the inputs in one such pass, the run-length tables padded instead of
+indices clamped, ufunc methods instead of their wrappers), but every entry goes through the same float
+operations in the same order as in the kernel before issue 19's second cost pass: run lengths,
+volatilities, posteriors and states are the same bit for bit (tests/components/test_bocpd_fast.py, against
+tests/components/bocpd_fast_reference_d1ed280.py, on regime, plain and switching series and EURUSD). One
+call is not elementwise: the kept run lengths' evidence ``G @ probs`` (BLAS) now reads a matrix whose row
+stride may be one column longer; its sums are the same on every series tested, which BLAS does not
+promise in general. Units: bars; values are standardized returns.
 """
 from __future__ import annotations
 
