@@ -1,7 +1,7 @@
 """BOCPD with run-length pruning: the recursion of :mod:`~convopt_mlflow.components.bocpd` over the
 run lengths that still carry mass, a block of bars at a time (~10 µs of CPU per bar, half the exact kernel's,
 benchmarks/results/bocpd.json; ~7 µs since the per-call cuts of issue 19, benchmarks/results/regime_cost.json;
-~6.5 µs (11-12% less) since its second pass, benchmarks/results/bocpd_pass3.json and regime_cost_bocpd_label_ab.json).
+~6.5 µs (11-12% less) since its third pass, benchmarks/results/bocpd_pass3.json and regime_cost_bocpd_label_ab.json).
 
 The exact kernel keeps every run length ``0 .. R-1`` and costs O(R) per bar. Almost all of that
 mass is negligible: after a segment has lasted a while, only the run lengths of a few candidate
@@ -37,7 +37,7 @@ Arithmetic is float64; each bar's predictives are scaled by their maximum (as in
 The calls are arranged for speed (the running sums over bars on pairs of columns viewed as complex
 numbers, both cumulative sums of the inputs in one such pass, the run-length tables padded instead of
 indices clamped, ufunc methods instead of their wrappers), but every entry goes through the same float
-operations in the same order as in the kernel before issue 19's second cost pass: run lengths,
+operations in the same order as in the kernel before issue 19's third cost pass (d1ed280): run lengths,
 volatilities, posteriors and states are the same bit for bit (tests/components/test_bocpd_fast.py, against
 tests/components/bocpd_fast_reference_d1ed280.py, on regime, plain and switching series and EURUSD). One
 call is not elementwise: the kept run lengths' evidence ``G @ probs`` (BLAS) now reads a matrix whose row
@@ -247,7 +247,8 @@ class _SparseBlock:
         G = np.exp(lp, out=lp)
         np.copyto(G[:, K:], 0.0, where=upper)
         b = G[:, :K] @ state.probs
-        A = np.empty((n, n), order="F")  # (LAPACK's order: no copy; its diagonal, last column and upper triangle are never read)
+        # (LAPACK's order: dtrtrs copies nothing; its diagonal, last column and upper triangle are never read)
+        A = np.empty((n, n), order="F")
         np.multiply(G[:, K:K + n - 1], -(H / (1.0 - H)), out=A[:, :n - 1])  # read below the diagonal only
         T, info = dtrtrs(A, b, lower=1, unitdiag=1)
         if info != 0 or not (np.minimum.reduce(T) > 0 and np.maximum.reduce(T) < np.inf):  # (NaN fails the first)
@@ -324,7 +325,8 @@ class _SparseBlock:
         runs, probs = runs[order], probs[order] / np.add.reduce(probs)
         end = self.h + i + 1
         history = self.y[max(0, end - (R - 1)):end] + self.prior.mu
-        return SparseState(runs.astype(np.int64, copy=False), probs, history, float(self.vol[i]), self.dropped0 + dropped, bars)
+        return SparseState(runs.astype(np.int64, copy=False), probs, history, float(self.vol[i]),
+                           self.dropped0 + dropped, bars)
 
 
 def sparse_block(prune: float, max_starts: int):
