@@ -88,6 +88,7 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
     n = z.size
     run_length, vols = np.zeros(n, dtype=np.int64), np.zeros(n)
     finite = np.isfinite(z)
+    all_finite = bool(finite.all())
     z = np.where(finite, z, 0.0)
     done, ahead, guess_vol = 0, 0, np.zeros(n)  # guess_vol[:ahead]: vols of an earlier (speculative) pass
     # bars whose |z| exceeds ``clip``, counted: a block with none has nothing clipped (every bound is at least clip)
@@ -124,14 +125,18 @@ def run_bocpd(z: np.ndarray, state: RunState, *, hazard: float, max_run: int, cl
             if risky.size:
                 stop = done + 1 + int(risky[0])
                 bounds = bounds[:stop - done]
-        x = np.where(finite[done:stop], np.clip(z[done:stop], -bounds, bounds), 0.0)
+        x = np.minimum(np.maximum(z[done:stop], -bounds), bounds)  # (np.clip, less its wrapper)
+        if not all_finite:
+            x = np.where(finite[done:stop], x, 0.0)
         res = _fit(kernel, x, state, hazard, max_run, prior)
         if res is None:
             size = (stop - done) // 2
             continue
         actual = clip * np.maximum(1.0, np.concatenate(((state.vol,), res.vol[:-1])))
-        exact = np.where(finite[done:stop], np.clip(z[done:stop], -actual, actual), 0.0)
-        wrong = np.flatnonzero(exact != x)
+        exact = np.minimum(np.maximum(z[done:stop], -actual), actual)
+        if not all_finite:
+            exact = np.where(finite[done:stop], exact, 0.0)
+        wrong = (exact != x).nonzero()[0]
         keep = stop - done if wrong.size == 0 else int(wrong[0])
         if keep == 0:  # the first bar's bound is never a guess (it is state.vol); cannot happen
             raise AssertionError("BOCPD: first bar of a block clipped with a wrong bound")

@@ -1,6 +1,7 @@
 """BOCPD with run-length pruning: the recursion of :mod:`~convopt_mlflow.components.bocpd` over the
 run lengths that still carry mass, a block of bars at a time (~10 µs of CPU per bar, half the exact kernel's,
-benchmarks/results/bocpd.json; ~7 µs since the per-call cuts of issue 19, benchmarks/results/regime_cost.json).
+benchmarks/results/bocpd.json; ~7 µs since the per-call cuts of issue 19, benchmarks/results/regime_cost.json;
+~6.5 µs (11-12% less) since its third pass, benchmarks/results/bocpd_pass3.json and regime_cost_bocpd_label_ab.json).
 
 The exact kernel keeps every run length ``0 .. R-1`` and costs O(R) per bar. Almost all of that
 mass is negligible: after a segment has lasted a while, only the run lengths of a few candidate
@@ -8,7 +9,8 @@ starts hold more than ``prune`` of the posterior. Here the posterior is kept *sp
 list of run lengths and their masses (:class:`SparseState`).
 
 Within a block of ``n`` bars nothing is pruned: the columns are the ``K`` run lengths alive at the
-block's start plus the ``n - 1`` segments that may start inside it, so the block costs
+block's start plus the ``n - 1`` segments that may start inside it (and one that never does, where that
+makes the column count even: see below), so the block costs
 O(n (K + n)), and the recursion over it is the exact one given the kept run lengths:
 
 * ``lp[t, c]``: the Student-t predictive of bar ``t`` under column ``c``'s segment (statistics of
@@ -32,7 +34,15 @@ length), ``m`` is what the ``max_starts`` smallest columns held, measured, not b
 (tests/components/test_bocpd_fast.py checks that, and the agreement at the defaults).
 
 Arithmetic is float64; each bar's predictives are scaled by their maximum (as in the exact kernel).
-Units: bars; values are standardized returns.
+The calls are arranged for speed (the running sums over bars on pairs of columns viewed as complex
+numbers, both cumulative sums of the inputs in one such pass, the run-length tables padded instead of
+indices clamped, ufunc methods instead of their wrappers), but every entry goes through the same float
+operations in the same order as in the kernel before issue 19's third cost pass (d1ed280): run lengths,
+volatilities, posteriors and states are the same bit for bit (tests/components/test_bocpd_fast.py, against
+tests/components/bocpd_fast_reference_d1ed280.py, on regime, plain and switching series and EURUSD). One
+call is not elementwise: the kept run lengths' evidence ``G @ probs`` (BLAS) now reads a matrix whose row
+stride may be one column longer; its sums are the same on every series tested, which BLAS does not
+promise in general. Units: bars; values are standardized returns.
 """
 from __future__ import annotations
 
@@ -85,9 +95,24 @@ _FLOOR = -600.0
 
 
 @lru_cache(maxsize=None)
-def _upper(n: int) -> np.ndarray:
-    """Mask of the entries (t, j), j >= t, of an (n, n-1) matrix (one per block length: at most the block size)."""
-    return np.triu(np.ones((n, n - 1), dtype=bool))
+def _layout(n: int, m: int) -> tuple:
+    """A block of ``n`` bars with ``m`` new columns (two per block length: at most the block size): its bars
+    ``t``, as a column, the shifts of its new columns (-1 - j), the mask of the entries (t, j), j >= t, of an
+    (n, m) matrix, and the padding of the tables (a power of two >= n: few cached tables). Read only."""
+    t = np.arange(n)
+    out = (t, t[:, None], -1 - np.arange(m), np.triu(np.ones((n, m), dtype=bool)), 1 << max(n - 1, 1).bit_length())
+    for array in out[:4]:
+        array.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=16)
+def _padded_tables(R: int, prior: Prior, pad: int) -> np.ndarray:
+    """:func:`_tables` with ``pad`` copies of run length 0's column before and of R-1's after, (4, R + 2 pad):
+    column ``pad + r`` is run length ``r`` clamped to [0, R-1], for ``-pad <= r < R + pad``."""
+    tables = _tables(R, prior)
+    return np.concatenate((np.repeat(tables[:, :1], pad, axis=1), tables, np.repeat(tables[:, -1:], pad, axis=1)),
+                          axis=1)
 
 
 @lru_cache(maxsize=8)
@@ -101,6 +126,13 @@ def _tables(R: int, prior: Prior) -> np.ndarray:
     """kappa, kappa / (2 (kappa + 1)), alpha + 1/2 and the predictive's constant by run length 0 .. R-1, (4, R)."""
     kappa = prior.kappa + np.arange(R, dtype=np.float64)
     return np.stack((kappa, _ratio(R, prior), _power(R, prior), _const(R, prior)))
+
+
+@lru_cache(maxsize=8)
+def _vol_tables(R: int, prior: Prior) -> np.ndarray:
+    """2 (kappa + r) and alpha + r / 2 by run length r = 0 .. R-1 (the segment volatility's), (2, R)."""
+    r = np.arange(R, dtype=np.float64)
+    return np.stack((2.0 * (prior.kappa + r), prior.alpha + 0.5 * r))
 
 
 @lru_cache(maxsize=8)
@@ -133,54 +165,54 @@ class _SparseBlock:
         n, K = x.size, state.runs.size
         h = state.history.size
         # cumulative sums of the inputs (less mu) and of their squares, from the history's first bar:
-        # row 0 of ``sums`` is y, row 1 y^2, each after a leading 0, summed along the row in one call
-        sums = np.empty((2, h + n + 1))
-        y = sums[0, 1:]
+        # column 0 of ``sums`` is y, column 1 y^2, each after a leading 0, summed down the columns in one
+        # call (a complex view: the same additions, both sums in one pass); ``c`` holds them as rows
+        sums = np.empty((h + n + 1, 2))
+        y = sums[1:, 0]
         y[:h], y[h:] = state.history, x
         if prior.mu:
             y -= prior.mu
-        np.multiply(y, y, out=sums[1, 1:])
-        sums[:, 0] = 0.0
+        np.multiply(y, y, out=sums[1:, 1])
+        sums[0] = 0.0
         self.y = y.copy()
         self.h, self.n, self.K = h, n, K
-        self.c1, self.c2 = c1, c2 = np.cumsum(sums, axis=1, out=sums)
-        t = np.arange(n)
-        end = h + t
-        # columns: the K kept run lengths, then a segment starting after each bar j < n-1 of the block.
-        # Run length before bar t: runs[k] + t, or t-1-j (negative: not started yet); at most R-1.
-        shift = np.concatenate((state.runs, -1 - t[:n - 1]))
-        before = t[:, None] + shift[None, :]
+        pairs = sums.view(np.complex128)[:, 0]
+        np.add.accumulate(pairs, out=pairs)  # (ufunc methods, not their numpy wrappers, throughout: less per call)
+        self.c = c = sums.T.copy()  # c[0]: sums of y, c[1]: of y^2
+        # columns: the K kept run lengths, then a segment starting after each bar j < m of the block, m = n - 1,
+        # or n where that makes the column count even (the last one never starts within the block: all its
+        # entries are those of segments not started yet, below): the accumulation over bars runs on pairs of
+        # columns (a complex view), twice as fast. Run length before bar t: runs[k] + t, or t-1-j (negative:
+        # not started yet); at most R-1
+        m = n - 1 + ((K + n - 1) & 1)
+        t, t_col, starts, upper, pad = _layout(n, m)
+        shift = np.concatenate((state.runs, starts))
         # the columns whose run reaches R-1 within the block. While the block is shorter than R only kept
         # run lengths can, a suffix of them (they ascend): a slice, so the columns below are views
         if n < R:
-            lo = int(np.searchsorted(state.runs, R - 1 - n))
+            lo = int(state.runs.searchsorted(R - 1 - n))
             cap = slice(lo, K) if lo < K else None
-            np.maximum(before[:, K:], 0, out=before[:, K:])  # (only a new segment's can be negative)
-            if cap is not None:
-                np.minimum(before[:, cap], R - 1, out=before[:, cap])
         else:
             cap = np.flatnonzero(shift + n >= R - 1)
             cap = cap if cap.size else None
-            np.maximum(before, 0, out=before)
-            np.minimum(before, R - 1, out=before)
         # a segment's first bar (index into y) is fixed, h - runs[k] or h+1+j, except where its run is
         # capped at R-1 (then the last R-1 bars): only the columns that reach the cap are gathered
-        c1_end, c2_end = c1[h:h + n, None], c2[h:h + n, None]
-        segment = np.empty((2, n, K + n - 1))  # the segments' sums of y and of y^2
-        s1, s2 = segment
-        np.subtract(c1_end, c1.take(h - shift)[None, :], out=s1)
-        np.subtract(c2_end, c2.take(h - shift)[None, :], out=s2)
+        c_end = c[:, h:h + n, None]
+        segment = np.empty((2, n, K + m))  # the segments' sums of y and of y^2
+        np.subtract(c_end, c.take(h - shift, axis=1)[:, None, :], out=segment)
         if cap is not None:
-            first = np.maximum((h - shift[cap])[None, :], (end - (R - 1))[:, None])
-            s1[:, cap] = c1_end - c1.take(first)
-            s2[:, cap] = c2_end - c2.take(first)
+            first = np.maximum((h - shift[cap])[None, :], (h - (R - 1)) + t_col)
+            segment[:, :, cap] = c_end - c.take(first, axis=1)
+        s1, s2 = segment
         # (t, new j) with j >= t: segments not started yet. Their entries below are meaningless and are
         # overwritten before they are used; they are made empty segments (sums 0) so that they stay
         # finite: a negative-length segment's NaNs would send log and log1p down their slow paths
         # (about twice the time of the whole array), and the other entries are untouched
-        upper = _upper(n)
         np.copyto(segment[:, :, K:], 0.0, where=upper)
-        kappa, ratio, power, const = _tables(R, prior).take(before, axis=1)  # by run length before bar t
+        # the tables by run length before bar t, t + shift clamped to [0, R-1]: gathered from tables padded
+        # with their first and last values (one gather, no clamping)
+        before = t_col + (shift + pad)  # (offset by pad)
+        kappa, ratio, power, const = _padded_tables(R, prior, pad).take(before, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             beta = s1 * s1
             beta /= kappa
@@ -189,7 +221,7 @@ class _SparseBlock:
             s2 += prior.beta
             beta = s2  # beta of the segment: prior.beta + (s2 - s1^2 / kappa) / 2
             s1 /= kappa
-            np.subtract((x - prior.mu)[:, None], s1, out=s1)  # x_t - the segment's predictive mean
+            np.subtract((x - prior.mu if prior.mu else x)[:, None], s1, out=s1)  # x_t - the segment's predictive mean
             s1 *= s1
             s1 *= ratio
             s1 /= beta
@@ -202,29 +234,31 @@ class _SparseBlock:
         # scaled by each bar's maximum: <= 0. The entries of segments not started yet are, bit for bit, the
         # empty segment's of the bar (run length 0 before it, column K + t - 1), except on bar 0, which has
         # none: its maximum is over the kept run lengths only
-        top = lp.max(axis=1, keepdims=True)
-        top[0] = lp[0, :K].max()
+        top = np.maximum.reduce(lp, axis=1, keepdims=True)
+        top[0] = np.maximum.reduce(lp[0, :K])
         lp -= top
         lp += _log1m(H)
         np.copyto(lp[:, K:], 0.0, where=upper)
-        np.add.accumulate(lp, axis=0, out=lp)  # a new column's rows before its start add 0
+        pairs = lp.view(np.complex128)  # (the same additions, two columns at a time)
+        np.add.accumulate(pairs, axis=0, out=pairs)  # a new column's rows before its start add 0
         # below e^-600 of the bar's best a mass is nothing; the floor keeps exp and the products that
         # follow out of subnormal floats (a hundredfold slower)
         np.maximum(lp, _FLOOR, out=lp)
         G = np.exp(lp, out=lp)
         np.copyto(G[:, K:], 0.0, where=upper)
         b = G[:, :K] @ state.probs
-        A = np.empty((n, n))  # (its diagonal, last column and upper triangle are never read)
-        np.multiply(G[:, K:], -(H / (1.0 - H)), out=A[:, :n - 1])  # read below the diagonal only
+        # (LAPACK's order: dtrtrs copies nothing; its diagonal, last column and upper triangle are never read)
+        A = np.empty((n, n), order="F")
+        np.multiply(G[:, K:K + n - 1], -(H / (1.0 - H)), out=A[:, :n - 1])  # read below the diagonal only
         T, info = dtrtrs(A, b, lower=1, unitdiag=1)
-        if info != 0 or not (T.min() > 0 and T.max() < np.inf):  # (NaN fails the first)
+        if info != 0 or not (np.minimum.reduce(T) > 0 and np.maximum.reduce(T) < np.inf):  # (NaN fails the first)
             raise FloatingPointError("sparse BOCPD evidence recursion failed")
         # posterior after bar t (normalized), by column: a kept run length's prior mass times (1 - H), a
         # start in the block's evidence times H (one row of factors: the same products, one call)
         P = G
-        factor = np.empty(K + n - 1)
+        factor = np.empty(K + m)
         np.multiply(state.probs, 1.0 - H, out=factor[:K])
-        np.multiply(T[:n - 1], H, out=factor[K:])
+        np.multiply(T[:m], H, out=factor[K:])
         P *= factor
         P /= T[:, None]
         self.P, self.shift = P, shift
@@ -232,33 +266,31 @@ class _SparseBlock:
         # A column is capped after bar t where its run length before it is at least R-2 (clamped at R-1)
         best = None
         if cap is not None:
-            kept = P[:, cap].copy()
-            capped = before[:, cap] >= R - 2
-            tail = np.where(capped, kept, 0.0).sum(axis=1)
-            P[:, cap] = np.where(capped, 0.0, kept)
-            best = np.argmax(P, axis=1)
+            capped = np.where(before[:, cap] >= R - 2 + pad, P[:, cap], 0.0)
+            tail = np.add.reduce(capped, axis=1)
+            P[:, cap] -= capped  # (exactly 0 where capped, unchanged elsewhere; restored exactly below)
+            best = P.argmax(axis=1)
             best_p = P[t, best]
-            P[:, cap] = kept
+            P[:, cap] += capped
         else:
-            best = np.argmax(P, axis=1)
+            best = P.argmax(axis=1)
             best_p = P[t, best]
-        rl = t + 1
-        rl += shift[best]
+        rl = shift[best]
+        rl += t + 1
         np.minimum(rl, R - 1, out=rl)
         rl[best_p <= H] = 0
         if cap is not None:
             rl[tail > np.maximum(best_p, H)] = R - 1
         self.run_length = rl
         # the MAP segment's volatility after bar t (as segment_vol, with slices where it gathered)
-        end = h + 1 + t
-        s1 = c1[h + 1:h + 1 + n] - c1[end - rl]
-        s2 = c2[h + 1:h + 1 + n] - c2[end - rl]
+        s1, s2 = c[:, h + 1:h + 1 + n] - c.take((h + 1) + t - rl, axis=1)
         s2 *= 0.5
         s2 += prior.beta
         s1 *= s1
-        s1 /= 2.0 * (prior.kappa + rl)
+        twice_kappa, alpha = _vol_tables(R, prior).take(rl, axis=1)
+        s1 /= twice_kappa
         s2 -= s1
-        s2 /= prior.alpha + 0.5 * rl
+        s2 /= alpha
         self.vol = np.sqrt(s2, out=s2)
 
     def state_at(self, i: int) -> SparseState:
@@ -267,11 +299,11 @@ class _SparseBlock:
         # run lengths: 0, the kept ones grown by i + 1 (ascending), the block's starts (i .. 1)
         runs = np.minimum(np.concatenate(((0,), i + 1 + self.shift[:K + i])), R - 1)
         probs = np.concatenate(((self.H,), self.P[i, :K + i]))
-        probs /= probs.sum()
+        probs /= np.add.reduce(probs)
         if i < R - 1:  # only kept run lengths can be capped, a suffix of them: merged into one
-            lo = 1 + int(np.searchsorted(runs[1:K + 1], R - 1))
+            lo = 1 + int(runs[1:K + 1].searchsorted(R - 1))
             if lo < K + 1:
-                merged = probs[lo:K + 1].sum()
+                merged = np.add.reduce(probs[lo:K + 1])
                 runs = np.concatenate((runs[:lo], runs[K + 1:], (R - 1,)))
                 probs = np.concatenate((probs[:lo], probs[K + 1:], (merged,)))
         elif runs.max() == R - 1:  # merge every capped column into one
@@ -282,18 +314,19 @@ class _SparseBlock:
         bars = self.bars0 + i + 1
         if bars % PRUNE_EVERY == 0:
             keep = probs >= self.prune
-            if keep.sum() > self.max_starts:
-                keep &= probs >= np.partition(probs, -self.max_starts)[-self.max_starts]
+            if np.count_nonzero(keep) > self.max_starts:
+                keep = probs >= max(self.prune, np.partition(probs, -self.max_starts)[-self.max_starts])
             keep[0] = True  # run length 0 (mass H) is always kept
-            dropped = float(probs[~keep].sum())
+            dropped = float(np.add.reduce(probs[~keep]))
             runs, probs = runs[keep], probs[keep]
         else:
             dropped = 0.0
-        order = np.argsort(runs, kind="stable")
-        runs, probs = runs[order], probs[order] / probs.sum()
+        order = runs.argsort(kind="stable")
+        runs, probs = runs[order], probs[order] / np.add.reduce(probs)
         end = self.h + i + 1
         history = self.y[max(0, end - (R - 1)):end] + self.prior.mu
-        return SparseState(runs.astype(np.int64), probs, history, float(self.vol[i]), self.dropped0 + dropped, bars)
+        return SparseState(runs.astype(np.int64, copy=False), probs, history, float(self.vol[i]),
+                           self.dropped0 + dropped, bars)
 
 
 def sparse_block(prune: float, max_starts: int):

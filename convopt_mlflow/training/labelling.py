@@ -1,7 +1,7 @@
 """The train split's regime labels, computed once per (returns, detector settings, code).
 
 The meta controller labels every train bar with an online change-point detector (Bayesian,
-causal, with run-length pruning: about 7 us of CPU per bar, 1.2-1.3 s for the 180k-bar train split of
+causal, with run-length pruning: about 6 us of CPU per bar, 1.0-1.2 s for the 180k-bar train split of
 benchmarks/bench_regime_cost.py on a loaded machine). The
 labels depend only on the returns fed, where they start, the detector's settings and its code, so they are kept
 under a sha256 of exactly those:

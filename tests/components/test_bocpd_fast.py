@@ -6,7 +6,9 @@ the exact one to 1e-9. At the defaults, on seeded regime-market series of 6,000 
 kernel's declared changes are declared within 5 bars, and the total posterior mass dropped is
 what renormalizing moved (the bookkeeping is exact). Against the kernel as it was before its per-call
 cuts (tests/components/bocpd_fast_reference.py): the same run lengths, labels, changes and kept run
-lengths, and volatilities and posteriors to 1e-12.
+lengths, and volatilities and posteriors to 1e-12. Against the kernel before issue 19's cost cuts
+(tests/components/bocpd_fast_reference_d1ed280.py): every output and state equal, bit for bit, on seeded
+regime markets, a plain synthetic market, a switching series and gym-anytrading's EURUSD CSV.
 """
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from convopt_mlflow.data.synthetic import generate_market
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bocpd_fast_reference import reference_run_bocpd, reference_sparse_block  # noqa: E402
+from bocpd_fast_reference_d1ed280 import d1ed280_run_bocpd, d1ed280_sparse_block  # noqa: E402
 
 
 def _market(seed, n=6000):
@@ -142,3 +145,53 @@ def test_bad_pruning_settings_are_refused():
         BayesianChangePointDetector(1e-3, prune=1.5)
     with pytest.raises(ValueError, match="max_starts"):
         BayesianChangePointDetector(1e-3, max_starts=0)
+
+
+def _gym_anytrading(name):
+    from convopt_mlflow.data import load_bars
+
+    close = load_bars(name).frame["close"].to_numpy()
+    return np.diff(np.log(close))
+
+
+@pytest.mark.parametrize("series", ["regime-11", "regime-2", "regime-5", "plain-7", "switching", "eurusd-1h"])
+def test_bit_for_bit_the_kernel_before_the_cost_cuts(series, monkeypatch):
+    """Issue 19's cost cuts (fewer, cheaper numpy calls, the same float operations on every entry) change
+    no bit: run lengths, volatilities, labels, changes and the state after the last bar (run lengths,
+    posterior, history, dropped mass: what a label cache entry restores) are those of the kernel as it
+    was (commit d1ed280, tests/components/bocpd_fast_reference_d1ed280.py), compared with ``==``, over
+    one call and over two (the train bars, then the validation bars from a state saved and loaded, as
+    a label cache entry is continued), and the loaded state goes on exactly as the one never saved."""
+    kind, _, seed = series.partition("-")
+    if kind == "regime":  # the regime market of the regime preset's measurements (trend / mean reversion / high vol)
+        close = generate_market(20001, seed=int(seed), signal_ic=0.05, signal_regimes="1:-1:0").frame["close"]
+        returns = np.diff(np.log(close.to_numpy()))
+    elif kind == "plain":
+        returns = np.diff(np.log(generate_market(20001, seed=int(seed)).frame["close"].to_numpy()))
+    elif kind == "switching":
+        returns = _switching(8, n=6000)
+    else:
+        returns = _gym_anytrading(series)
+    scale, half = robust_scale(returns), returns.size // 2 + 17
+
+    def run():
+        whole_det = BayesianChangePointDetector(scale)
+        whole = whole_det.process(returns)
+        first = BayesianChangePointDetector(scale)
+        first.process(returns[:half])
+        resumed = BayesianChangePointDetector(scale)
+        resumed.load_state_dict(first.state_dict())
+        return whole, whole_det.state_dict(), resumed.process(returns[half:]), resumed, first
+
+    now, now_state, now_rest, resumed, first = run()
+    with monkeypatch.context() as patch:
+        patch.setattr(changepoint, "run_bocpd", d1ed280_run_bocpd)
+        patch.setattr(changepoint, "sparse_block", d1ed280_sparse_block)
+        before, before_state, before_rest, before_resumed, _ = run()
+    for a, b in ((now, before), (now_rest, before_rest)):
+        assert np.array_equal(a.run_length, b.run_length) and np.array_equal(a.vol, b.vol)
+        assert np.array_equal(a.regimes, b.regimes)
+        assert [(c.bar, c.start, c.vol_ratio) for c in a.changes] == [(c.bar, c.start, c.vol_ratio) for c in b.changes]
+    assert now_state == before_state and resumed.state_dict() == before_resumed.state_dict() and before.changes
+    never_saved = first.process(returns[half:])
+    assert np.array_equal(never_saved.vol, now_rest.vol) and resumed.state_dict() == first.state_dict()
