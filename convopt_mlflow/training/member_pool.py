@@ -19,7 +19,8 @@ all of them when one dies, which would lose the members running next to the dead
 Off the critical path (issue 20: an ensemble of 3 on 2 workers against one member's run):
 
 - :meth:`ParallelMembers.start` spawns the slots and runs their initializer right away, so the
-  workers import while the parent is still creating its runs and logging its inputs;
+  workers import, and pay what a first member would pay and no member decides
+  (:func:`warm_first_member`), while the parent is still creating its runs and logging its inputs;
 - a slot with nothing left to run is shut down without waiting for its process to exit (a
   worker that ran a member takes seconds to tear down torch and MLflow): its exit overlaps the
   members still training and the parent's own work. Every result is in hand by then;
@@ -49,7 +50,8 @@ KILLED_REASON = "its worker process died (killed by a signal or out of memory)"
 def warm_worker() -> None:
     """Executor initializer: one torch thread, and the heavy imports paid once per process, while
     the parent sets up (its imports, data, runs). Members' optimizers are ``EagerAdam``, which does
-    not import ``torch._dynamo`` (about 1.2 s of CPU), so nothing builds a torch optimizer here."""
+    not import ``torch._dynamo`` (about 1.2 s of CPU), so nothing builds a torch optimizer here.
+    Then :func:`warm_first_member`."""
     import convopt_mlflow.tracking  # noqa: F401 - MLflow, imported once per worker through its glue
     import stable_baselines3  # noqa: F401
     import torch
@@ -57,6 +59,25 @@ def warm_worker() -> None:
     from . import coordinator  # noqa: F401
 
     torch.set_num_threads(1)
+    warm_first_member()
+
+
+def warm_first_member() -> None:
+    """What a worker's first member would pay and no member decides, paid before it arrives (the
+    parent is still opening its runs): MLflow's SQLAlchemy store modules (its first run call,
+    about 0.7 s), ``mlflow.pyfunc`` (its model) and plotly's first page (its dashboards, equity
+    pages and plotly.js). Imports and pure warm-ups only: the store is neither contacted nor created
+    here, the parent does that first. Best effort: a warm-up that fails is left to the member, which
+    reports its own errors; it never breaks the worker (a raising initializer would kill every member)."""
+    from ..tracking.warm import warm_tracking_store
+    from ..tracking.model import warm_model_logging
+    from .reporting import warm_figures
+
+    for warm in (warm_tracking_store, warm_model_logging, warm_figures):
+        try:
+            warm()
+        except Exception:  # noqa: BLE001, S112 - best effort, see above
+            continue
 
 
 class ParallelMembers:

@@ -72,6 +72,36 @@ def test_started_workers_that_never_ran_a_member_are_not_waited_for_when_closed(
     assert _children_gone(earlier, timeout_s=10.0) and time.monotonic() - closed < 10.0
 
 
+def test_a_worker_pays_the_first_members_imports_but_leaves_a_fresh_store_to_the_parent(monkeypatch, tmp_path):
+    # a fresh sqlite store initialized by the parent and two workers at once would race: the
+    # workers only import what its first contact needs
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    from _member_probe import loaded_modules
+
+    store = tmp_path / "fresh.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    names = ("mlflow.store.tracking.sqlalchemy_store", "mlflow.pyfunc", "convopt_mlflow.evaluation.dashboards")
+    outcome, = ParallelMembers(1).start()(partial(loaded_modules, names), _plans(1))
+    assert outcome.payload["loaded"] == dict.fromkeys(names, True)
+    assert not store.exists()
+
+
+def test_a_warm_up_that_fails_is_left_to_the_member_and_the_others_still_run(monkeypatch):
+    from convopt_mlflow.tracking import model, warm
+    from convopt_mlflow.training import member_pool, reporting
+
+    ran = []
+
+    def broken():
+        raise RuntimeError("no plotly here")
+
+    monkeypatch.setattr(warm, "warm_tracking_store", lambda: ran.append("store"))
+    monkeypatch.setattr(model, "warm_model_logging", broken)
+    monkeypatch.setattr(reporting, "warm_figures", lambda: ran.append("figures"))
+    member_pool.warm_first_member()  # does not raise: a raising initializer would kill every member
+    assert ran == ["store", "figures"]
+
+
 def test_the_parents_idle_work_runs_once_when_a_worker_is_free_for_good(monkeypatch):
     # 3 members on 2 workers: not while 0's worker took member 2 and 1 still ran, but once 1 arrived
     # and only 2 runs (a core free), after 1's own on_outcome; never again
