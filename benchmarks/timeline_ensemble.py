@@ -61,6 +61,7 @@ def timed_warm_worker() -> None:
     warm_worker()
     _time_learning()
     note("worker_imports", "end")
+    note(f"cpu={time.process_time():.2f}", "mark")  # this process's CPU so far (not in the summary)
 
 
 def timed_train_member(tasks, plan):
@@ -77,6 +78,7 @@ def timed_train_member(tasks, plan):
         return worker_side.train_member(tasks, plan)
     finally:
         note(f"member{plan.index}", "end")
+        note(f"cpu={time.process_time():.2f}", "mark")
 
 
 def _patch_parent() -> None:
@@ -171,6 +173,7 @@ def run(kind: str, data: str, steps: int, seed: int, workers: int) -> dict:
                                           min_members=cfg.ensemble.min_members).initialize_models()
         result = coordinator.train(member_config(cfg, plans[0]), preset="ensemble", checkpoint_root=f"{tmp}/ckpt")
     note("run", "end")
+    note(f"cpu={time.process_time():.2f}", "mark")
     return {"status": result.status, "reason": result.reason}
 
 
