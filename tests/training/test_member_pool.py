@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from convopt_mlflow.components.ensemble import EnsembleLearningFramework
-from convopt_mlflow.training.member_pool import ParallelMembers
+from convopt_mlflow.training.member_pool import ParallelMembers, lead_slots
 
 
 def _plans(n: int):
@@ -81,9 +81,16 @@ def test_a_worker_pays_the_first_members_imports_but_leaves_a_fresh_store_to_the
     store = tmp_path / "fresh.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
     names = ("mlflow.store.tracking.sqlalchemy_store", "mlflow.pyfunc", "convopt_mlflow.evaluation.dashboards")
-    outcome, = ParallelMembers(1).start()(partial(loaded_modules, names), _plans(1))
-    assert outcome.payload["loaded"] == dict.fromkeys(names, True)
+    outcomes = ParallelMembers(2, lead_slots=1).start()(partial(loaded_modules, names), _plans(2))
+    lead, other = sorted(outcomes, key=lambda o: o.index)  # the first slot takes the first member
+    assert lead.payload["loaded"] == dict.fromkeys(names, True)
+    assert other.payload["loaded"]["mlflow.store.tracking.sqlalchemy_store"] is False  # imports only
     assert not store.exists()
+
+
+def test_only_the_slots_that_run_one_member_more_are_leads():
+    assert [lead_slots(m, 2) for m in (1, 2, 3, 4, 5)] == [1, 0, 1, 0, 1]
+    assert lead_slots(5, 3) == 2 and lead_slots(3, 3) == 0
 
 
 def test_a_warm_up_that_fails_is_left_to_the_member_and_the_others_still_run(monkeypatch):
