@@ -207,7 +207,7 @@ def _before_build(warm: dict[str, Any], parent: Any, cfg: cfgmod.OptimizedTraini
         warm_model_logging()
 
         warm["benchmarks"] = split_benchmarks(market, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only)
-        warm_figures()  # plotly's lazy modules, its template and the packed plotly.js
+        warm_figures(market.bars.frame.index[:2])  # plotly's lazy modules, its template, the packed plotly.js
         log_plotly_bundle(parent)
     except Exception:  # noqa: BLE001 - _build does it all again and reports its own errors
         warm.pop("benchmarks", None)
