@@ -54,13 +54,14 @@ def _time_learning() -> None:
         coordinator.finalize_run = timed("finalize", coordinator.finalize_run)
 
 
-def timed_warm_worker() -> None:
+def timed_warm_worker(*args) -> None:  # args: a lead slot's (code that has lead slots)
     note("worker_imports", "start")
     from convopt_mlflow.training.member_pool import warm_worker
 
-    warm_worker()
+    warm_worker(*args)
     _time_learning()
     note("worker_imports", "end")
+    note(f"cpu={time.process_time():.2f}", "mark")  # this process's CPU so far (not in the summary)
 
 
 def timed_train_member(tasks, plan):
@@ -77,6 +78,7 @@ def timed_train_member(tasks, plan):
         return worker_side.train_member(tasks, plan)
     finally:
         note(f"member{plan.index}", "end")
+        note(f"cpu={time.process_time():.2f}", "mark")
 
 
 def _patch_parent() -> None:
@@ -149,8 +151,10 @@ def run(kind: str, data: str, steps: int, seed: int, workers: int) -> dict:
             early["bars"] = read_bars(cfg)
             note("read_bars", "end")
             note("pool_start", "start")
-            early["pool"] = member_pool.ParallelMembers(
-                member_pool.member_workers(cfg.ensemble_size, cfg.ensemble.workers), initializer=timed_warm_worker).start()
+            workers = member_pool.member_workers(cfg.ensemble_size, cfg.ensemble.workers)
+            lead = {"lead_slots": member_pool.lead_slots(cfg.ensemble_size, workers)} \
+                if hasattr(member_pool, "lead_slots") else {}
+            early["pool"] = member_pool.ParallelMembers(workers, initializer=timed_warm_worker, **lead).start()
             note("pool_start", "end")
         from convopt_mlflow.training.ensemble import train_ensemble_run
 
@@ -171,6 +175,7 @@ def run(kind: str, data: str, steps: int, seed: int, workers: int) -> dict:
                                           min_members=cfg.ensemble.min_members).initialize_models()
         result = coordinator.train(member_config(cfg, plans[0]), preset="ensemble", checkpoint_root=f"{tmp}/ckpt")
     note("run", "end")
+    note(f"cpu={time.process_time():.2f}", "mark")
     return {"status": result.status, "reason": result.reason}
 
 

@@ -5,7 +5,7 @@ until one is used (importing mlflow takes about a second).
 
 - :class:`MLflowOutputFormat`, :func:`metrics_batch`: SB3 logger output, one batch per dump.
 - :func:`open_run`, :class:`RunHandle`, :func:`log_dataset`, :func:`get_run_config`,
-  :func:`resolve_tracking_uri`: run lifecycle.
+  :func:`resolve_tracking_uri`: run lifecycle; :func:`warm_tracking_store`: the store's imports ahead of time.
 - :func:`cleanup_stale_runs`: end runs whose process died as KILLED.
 - :func:`open_child_run`, :func:`child_runs`, :func:`end_run_if_running`, :func:`metric_history`:
   A/B parent and child runs.
@@ -34,6 +34,7 @@ __all__ = [
     "metrics_batch",
     "open_run",
     "resolve_tracking_uri",
+    "warm_tracking_store",
     "get_run_tags",
     "run_experiment_name",
     "log_policy_model",
@@ -66,6 +67,7 @@ _HOME = {
     "log_dataset": "runs",
     "open_run": "runs",
     "resolve_tracking_uri": "runs",
+    "warm_tracking_store": "warm",
     "cleanup_stale_runs": "cleanup",
     "get_run_tags": "runs",
     "run_experiment_name": "runs",
@@ -99,6 +101,7 @@ if TYPE_CHECKING:
         open_run,
         resolve_tracking_uri,
     )
+    from convopt_mlflow.tracking.warm import warm_tracking_store
     from convopt_mlflow.tracking.writer import MLflowOutputFormat, metrics_batch
 
 

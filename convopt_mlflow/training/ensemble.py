@@ -202,13 +202,13 @@ def _before_build(warm: dict[str, Any], parent: Any, cfg: cfgmod.OptimizedTraini
     try:
         from ..tracking.html import log_plotly_bundle
         from ..tracking.model import warm_model_logging
+        from .reporting import warm_figures
 
         warm_model_logging()
 
         warm["benchmarks"] = split_benchmarks(market, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only)
+        warm_figures(market.bars.frame.index[:2])  # plotly's lazy modules, its template, the packed plotly.js
         log_plotly_bundle(parent)
-        fig = equity_figure(market.bars.frame.index[:2], {"flat": np.ones(2)}, title="", max_points=EQUITY_POINTS)
-        fig.to_html(include_plotlyjs=False, full_html=True)  # plotly's lazy modules and its template
     except Exception:  # noqa: BLE001 - _build does it all again and reports its own errors
         warm.pop("benchmarks", None)
 

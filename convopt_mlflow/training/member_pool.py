@@ -19,7 +19,10 @@ all of them when one dies, which would lose the members running next to the dead
 Off the critical path (issue 20: an ensemble of 3 on 2 workers against one member's run):
 
 - :meth:`ParallelMembers.start` spawns the slots and runs their initializer right away, so the
-  workers import while the parent is still creating its runs and logging its inputs;
+  workers import while the parent is still creating its runs and logging its inputs; the slots that
+  will run one member more than the others (:func:`lead_slots`: 1 of 2 for 3 members) also pay what
+  their first member would pay and no member decides (:func:`warm_first_member`), so the member
+  that frees a slot for the last one ends sooner;
 - a slot with nothing left to run is shut down without waiting for its process to exit (a
   worker that ran a member takes seconds to tear down torch and MLflow): its exit overlaps the
   members still training and the parent's own work. Every result is in hand by then;
@@ -46,10 +49,11 @@ from ..components.ensemble import MemberOutcome, MemberPlan
 KILLED_REASON = "its worker process died (killed by a signal or out of memory)"
 
 
-def warm_worker() -> None:
+def warm_worker(first_member: bool = False) -> None:
     """Executor initializer: one torch thread, and the heavy imports paid once per process, while
     the parent sets up (its imports, data, runs). Members' optimizers are ``EagerAdam``, which does
-    not import ``torch._dynamo`` (about 1.2 s of CPU), so nothing builds a torch optimizer here."""
+    not import ``torch._dynamo`` (about 1.2 s of CPU), so nothing builds a torch optimizer here.
+    ``first_member``: then :func:`warm_first_member` too (a lead slot, see :func:`lead_slots`)."""
     import convopt_mlflow.tracking  # noqa: F401 - MLflow, imported once per worker through its glue
     import stable_baselines3  # noqa: F401
     import torch
@@ -57,6 +61,26 @@ def warm_worker() -> None:
     from . import coordinator  # noqa: F401
 
     torch.set_num_threads(1)
+    if first_member:
+        warm_first_member()
+
+
+def warm_first_member() -> None:
+    """What a worker's first member would pay and no member decides, paid before it arrives (the
+    parent is still importing and opening its runs): MLflow's SQLAlchemy store modules (its first run call,
+    about 0.7 s), ``mlflow.pyfunc`` (its model) and plotly's first page (its dashboards, equity
+    pages and plotly.js). Imports and pure warm-ups only: the store is neither contacted nor created
+    here, the parent does that first. Best effort: a warm-up that fails is left to the member, which
+    reports its own errors; it never breaks the worker (a raising initializer would kill every member)."""
+    from ..tracking.model import warm_model_logging
+    from ..tracking.warm import warm_tracking_store
+    from .reporting import warm_figures
+
+    for warm in (warm_tracking_store, warm_model_logging, warm_figures):
+        try:
+            warm()
+        except Exception:  # noqa: BLE001, S112 - best effort, see above
+            continue
 
 
 class ParallelMembers:
@@ -65,8 +89,11 @@ class ParallelMembers:
 
     def __init__(self, workers: int, initializer: Callable[[], None] | None = warm_worker,
                  on_outcome: Callable[[MemberOutcome], None] | None = None,
-                 while_idle: Callable[[], None] | None = None):
+                 while_idle: Callable[[], None] | None = None, lead_slots: int = 0):
         self.workers = max(1, int(workers))
+        self.lead_slots = max(0, int(lead_slots))
+        """How many slots, the first ones, start with ``initializer(True)`` (:func:`warm_worker` then pays
+        the first member's member-independent costs): those that run one member more (:func:`lead_slots`)."""
         self.initializer = initializer
         self.on_outcome = on_outcome
         """Called in this process with each outcome as it arrives, after the freed slot got its next
@@ -79,16 +106,17 @@ class ParallelMembers:
         self._started: list[ProcessPoolExecutor] = []
         self._context = multiprocessing.get_context("spawn")
 
-    def _slot(self) -> ProcessPoolExecutor:
+    def _slot(self, lead: bool = False) -> ProcessPoolExecutor:
         self.processes_started += 1
-        return ProcessPoolExecutor(max_workers=1, mp_context=self._context, initializer=self.initializer)
+        return ProcessPoolExecutor(max_workers=1, mp_context=self._context, initializer=self.initializer,
+                                   initargs=(True,) if lead else ())
 
     def start(self) -> "ParallelMembers":
         """Spawn the ``workers`` slots now; each imports (its initializer) in the background.
 
         Call :meth:`close` on every path that does not go on to call the map."""
         while len(self._started) < self.workers:
-            slot = self._slot()
+            slot = self._slot(lead=len(self._started) < self.lead_slots)
             slot.submit(_ready)  # a process pool spawns its process on the first submit
             self._started.append(slot)
         return self
@@ -114,6 +142,7 @@ class ParallelMembers:
                 slots[slot] = pool
             else:  # more started than members: not needed
                 pool.shutdown(wait=False)
+        fresh = set(range(len(self._started), len(slots)))  # never started: a lead slot may be among them
         self._started = []
         running: dict[Future, tuple[MemberPlan, int]] = {}
         arrived: list[MemberOutcome] = []
@@ -122,8 +151,9 @@ class ParallelMembers:
                 busy = {slot for _, slot in running.values()}
                 for slot in range(len(slots)):
                     if pending and slot not in busy:
-                        if slots[slot] is None:
-                            slots[slot] = self._slot()
+                        if slots[slot] is None:  # a replacement is no lead: its member comes at once
+                            slots[slot] = self._slot(lead=slot in fresh and slot < self.lead_slots)
+                            fresh.discard(slot)
                         plan = pending.pop(0)
                         running[slots[slot].submit(fn, plan)] = (plan, slot)
                 for outcome in arrived:
@@ -161,11 +191,23 @@ def member_workers(ensemble_size: int, configured: int = 0) -> int:
     return max(1, min(configured or os.cpu_count() or 1, ensemble_size))
 
 
+def lead_slots(members: int, workers: int) -> int:
+    """How many of ``workers`` slots run one member more than the others: ``members % workers``.
+
+    The ensemble ends after their last member, so only they pay their first member's member-independent
+    costs at start (:func:`warm_first_member`): 3 members on 2 workers, 1. Before the members start both
+    cores are busy (the parent's imports and runs, the workers' imports), so each warm-up there delays
+    the parent; one is worth it where it shortens the path to the last member, none where the members
+    divide evenly (every slot is then on that path, and warming all delays the parent as much as it saves)."""
+    return members % workers if workers > 0 else 0
+
+
 def start_members(ensemble_size: int, configured: int = 0) -> ParallelMembers:
-    """An ensemble's workers, started now (:func:`member_workers` of them): hand the result to
-    ``train_ensemble_run(pool=...)``, which closes it on every path. Imports only what spawning needs,
-    so a caller that has not imported torch yet overlaps its own imports with the workers'."""
-    return ParallelMembers(member_workers(ensemble_size, configured)).start()
+    """An ensemble's workers, started now (:func:`member_workers` of them, :func:`lead_slots` of them
+    lead): hand the result to ``train_ensemble_run(pool=...)``, which closes it on every path. Imports
+    only what spawning needs, so a caller that has not imported torch yet overlaps its imports with the workers'."""
+    workers = member_workers(ensemble_size, configured)
+    return ParallelMembers(workers, lead_slots=lead_slots(ensemble_size, workers)).start()
 
 
 def _ready() -> None:

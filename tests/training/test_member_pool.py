@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from convopt_mlflow.components.ensemble import EnsembleLearningFramework
-from convopt_mlflow.training.member_pool import ParallelMembers
+from convopt_mlflow.training.member_pool import ParallelMembers, lead_slots
 
 
 def _plans(n: int):
@@ -70,6 +70,43 @@ def test_started_workers_that_never_ran_a_member_are_not_waited_for_when_closed(
     closed = time.monotonic()
     pool.close()
     assert _children_gone(earlier, timeout_s=10.0) and time.monotonic() - closed < 10.0
+
+
+def test_a_worker_pays_the_first_members_imports_but_leaves_a_fresh_store_to_the_parent(monkeypatch, tmp_path):
+    # a fresh sqlite store initialized by the parent and two workers at once would race: the
+    # workers only import what its first contact needs
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    from _member_probe import loaded_modules
+
+    store = tmp_path / "fresh.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    names = ("mlflow.store.tracking.sqlalchemy_store", "mlflow.pyfunc", "convopt_mlflow.evaluation.dashboards")
+    outcomes = ParallelMembers(2, lead_slots=1).start()(partial(loaded_modules, names), _plans(2))
+    lead, other = sorted(outcomes, key=lambda o: o.index)  # the first slot takes the first member
+    assert lead.payload["loaded"] == dict.fromkeys(names, True)
+    assert other.payload["loaded"]["mlflow.store.tracking.sqlalchemy_store"] is False  # imports only
+    assert not store.exists()
+
+
+def test_only_the_slots_that_run_one_member_more_are_leads():
+    assert [lead_slots(m, 2) for m in (1, 2, 3, 4, 5)] == [1, 0, 1, 0, 1]
+    assert lead_slots(5, 3) == 2 and lead_slots(3, 3) == 0
+
+
+def test_a_warm_up_that_fails_is_left_to_the_member_and_the_others_still_run(monkeypatch):
+    from convopt_mlflow.tracking import model, warm
+    from convopt_mlflow.training import member_pool, reporting
+
+    ran = []
+
+    def broken():
+        raise RuntimeError("no plotly here")
+
+    monkeypatch.setattr(warm, "warm_tracking_store", lambda: ran.append("store"))
+    monkeypatch.setattr(model, "warm_model_logging", broken)
+    monkeypatch.setattr(reporting, "warm_figures", lambda: ran.append("figures"))
+    member_pool.warm_first_member()  # does not raise: a raising initializer would kill every member
+    assert ran == ["store", "figures"]
 
 
 def test_the_parents_idle_work_runs_once_when_a_worker_is_free_for_good(monkeypatch):

@@ -1,0 +1,20 @@
+"""First-contact costs of MLflow paid ahead of time, touching no run and no store."""
+from __future__ import annotations
+
+from convopt_mlflow.tracking.runs import resolve_tracking_uri
+
+__all__ = ["warm_tracking_store"]
+
+_DB_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
+
+
+def warm_tracking_store() -> None:
+    """Import what a process's first contact with a database store imports (MLflow's SQLAlchemy
+    tracking store: its ORM tables and alembic, about 0.7 s), without contacting the store: it is
+    neither created nor migrated here, which is the first opener's job. Nothing for a file or HTTP store.
+
+    An ensemble's worker calls it while the parent still opens its runs, so its first member's
+    first run call does not pay it (:func:`convopt_mlflow.training.member_pool.warm_first_member`)."""
+    scheme = resolve_tracking_uri().split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme in _DB_SCHEMES:
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
