@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -42,6 +42,7 @@ from .progress import RolloutProgressBar
 from .replay import build_replay
 from .reporting import finalize_run, write_progress_artifacts
 from .resume import plan_resume
+from .result import TrainResult  # noqa: F401 - the coordinator's result, also from here
 from .run_meta import (
     describe,
     eval_freq,
@@ -52,20 +53,6 @@ from .run_meta import (
 )
 from .selection import choose_final_model, judge_edge
 from .setup import Market, load_market, make_env, make_model
-
-
-@dataclass
-class TrainResult:
-    run_id: str
-    status: str
-    exit_code: int
-    reason: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
-    no_edge: bool = False
-    """The shipped model does not beat staying flat on validation."""
-    test_pnl: Any = None
-    """Per-bar net log PnL of the shipped policy on test where the trainer made it (an ensemble's
-    combination, which no single policy walks); None: walk the model."""
 
 
 @dataclass

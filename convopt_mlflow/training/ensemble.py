@@ -28,21 +28,20 @@ from __future__ import annotations
 import json
 import os
 from functools import partial
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import torch
 
 from .. import config as cfgmod
 from ..components.ensemble import EnsembleLearningFramework, MemberOutcome, MemberPlan
-from ..evaluation import equity_figure
-from .coordinator import TrainResult
-from .ensemble_eval import EnsembleReport, ensemble_edge, ensemble_report, member_tables, split_benchmarks
 from .ensemble_member import FAULTS_ENV, MemberTask, member_market, train_member  # noqa: F401 - the worker side
+from .market import load_market
 from .member_pool import ParallelMembers, start_members
-from .reporting import EQUITY_POINTS, SPLITS, model_inputs
+from .result import TrainResult
 from .run_meta import describe, run_display_name, run_tags
-from .setup import load_market
+
+if TYPE_CHECKING:
+    from .ensemble_eval import EnsembleReport
 
 _SUMMARY = ("backtest/val/sharpe", "backtest/test/sharpe", "backtest/test/max_drawdown", "backtest/test/total_return")
 
@@ -97,13 +96,12 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
         if pool is not None:
             pool.close()
         raise
-    # the parent evaluates every member on val and test: with torch's default of one thread per
-    # core it competes with the workers (and on a shared machine with everyone), as a run's own does not
-    torch.set_num_threads(cfg.ppo.torch_threads)
+    # torch, SB3 and the evaluation code are imported at the parent's first use of them (a member's
+    # outcome, when the slot it frees takes the next member or is idle), not before the members start
     pool = pool or start_members(len(plans), cfg.ensemble.workers)  # the workers import meanwhile
     workers = pool.workers
     prepared: dict[int, tuple[Any, dict]] = {}  # each member's policy and tables, made while others train
-    pool.on_outcome = partial(_prepare, prepared, market)
+    pool.on_outcome = partial(_prepare, prepared, market, cfg.ppo.torch_threads)
     run_id = run_id or os.environ.get("MLFLOW_RUN_ID") or None
     try:
         parent = open_run(experiment=cfg.run.experiment or None, run_id=run_id,
@@ -155,7 +153,7 @@ def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "cu
 def _log_inputs(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, market: Any) -> None:
     from ..tracking import log_dataset
     from ..tracking.splits import log_split_boundaries
-    from .setup import split_record
+    from .market import split_record
 
     params = cfgmod.flatten(cfg)
     params["config_hash"] = cfgmod.config_hash(cfg)
@@ -175,6 +173,14 @@ def _end_lost_members(failed: list[MemberOutcome], children: Mapping[int, Any]) 
             child.end("KILLED" if outcome.status == "KILLED" else "FAILED")
 
 
+def _use_torch(threads: int) -> None:
+    """The parent's torch on ``threads`` threads: it evaluates every member on val and test, and with
+    torch's default of one thread per core it would compete with the workers, as a run's own does not."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _member_policy(outcome: MemberOutcome) -> Any:
     from ..tracking import build_policy
 
@@ -183,12 +189,15 @@ def _member_policy(outcome: MemberOutcome) -> Any:
     return policy
 
 
-def _prepare(prepared: dict[int, tuple[Any, dict]], market: Any, outcome: MemberOutcome) -> None:
+def _prepare(prepared: dict[int, tuple[Any, dict]], market: Any, threads: int, outcome: MemberOutcome) -> None:
     """While other members train: a finished member's policy and its tables on val and test.
     Best effort: whatever fails here is done again by :func:`_build`."""
     if outcome.status != "FINISHED":
         return
     try:
+        from .ensemble_eval import member_tables
+
+        _use_torch(threads)
         policy = _member_policy(outcome)
         prepared[outcome.index] = (policy, member_tables(policy, market))
     except Exception:  # noqa: BLE001 - _build rebuilds it and reports its own errors
@@ -202,8 +211,10 @@ def _before_build(warm: dict[str, Any], parent: Any, cfg: cfgmod.OptimizedTraini
     try:
         from ..tracking.html import log_plotly_bundle
         from ..tracking.model import warm_model_logging
+        from .ensemble_eval import split_benchmarks
         from .reporting import warm_figures
 
+        _use_torch(cfg.ppo.torch_threads)
         warm_model_logging()
 
         warm["benchmarks"] = split_benchmarks(market, cost_bps=cfg.env.cost_bps, long_only=cfg.env.long_only)
@@ -216,6 +227,9 @@ def _before_build(warm: dict[str, Any], parent: Any, cfg: cfgmod.OptimizedTraini
 def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market: Any,
            framework: EnsembleLearningFramework, finished: list[MemberOutcome],
            prepared: Mapping[int, tuple[Any, dict]] | None = None, warm: Mapping[str, Any] | None = None) -> TrainResult:
+    from .ensemble_eval import ensemble_report
+
+    _use_torch(cfg.ppo.torch_threads)
     prepared, warm = prepared or {}, warm or {}
     policies = [prepared[o.index][0] if o.index in prepared else _member_policy(o) for o in finished]
     computed = [prepared[o.index][1] if o.index in prepared else None for o in finished]
@@ -263,6 +277,8 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
 
 
 def _edge_verdict(report: EnsembleReport, finished: list[MemberOutcome]):
+    from .ensemble_eval import ensemble_edge
+
     """The no-edge verdict on the ensemble, counting each member's selection (1 where a member lacks it):
     each member's run returned its ``model/edge/n_trials`` with its metrics."""
     members = [(o.payload.get("metrics") or {}).get("model/edge/n_trials", 1.0) for o in finished]
@@ -278,6 +294,7 @@ def _tensors(weights: Mapping[str, np.ndarray]) -> dict:
 def _log_model(parent: Any, cfg, market, finished: list[MemberOutcome], decision, step: int) -> tuple[str, str]:
     """Log one model holding every member; ``(uri, "")`` or ``("", why it was not logged)``."""
     from ..tracking import log_policy_model
+    from .reporting import model_inputs
 
     specs = [json.dumps(o.payload["spec"], sort_keys=True) for o in finished]
     if len(set(specs)) > 1:
@@ -291,7 +308,9 @@ def _log_model(parent: Any, cfg, market, finished: list[MemberOutcome], decision
 
 
 def _log_equity(parent: Any, report: EnsembleReport, market: Any) -> None:
+    from ..evaluation import equity_figure
     from ..tracking.html import log_figure
+    from .reporting import EQUITY_POINTS, SPLITS
 
     for split in SPLITS:
         fig = equity_figure(report.timestamps[split], report.curves[split],

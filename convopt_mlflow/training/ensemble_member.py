@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from dataclasses import dataclass
-from typing import Mapping
-
-from stable_baselines3.common.callbacks import BaseCallback
+from typing import Any, Mapping
 
 from .. import config as cfgmod
 from ..components.ensemble import MemberOutcome, MemberPlan
-from .setup import Market, shared_market
+from .market import Market, shared_market
 
 FAULTS_ENV = "CONVOPT_ENSEMBLE_FAULTS"
 
@@ -42,34 +39,13 @@ def member_market(cfg: cfgmod.OptimizedTrainingConfig, digest: str) -> tuple[Mar
     return shared_market(cfg, digest)
 
 
-class _KeepModel(BaseCallback):
-    """Holds on to the model, whose policy carries the shipped weights once ``train`` returns."""
+def _faults(index: int) -> list[Any]:
+    from .member_callbacks import Fault
 
-    def _on_step(self) -> bool:
-        return True
-
-
-class _Fault(BaseCallback):
-    """Test hook: kill or fail this member after its first rollout."""
-
-    def __init__(self, action: str):
-        super().__init__()
-        self.action = action
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        if self.action == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise RuntimeError("injected member fault (CONVOPT_ENSEMBLE_FAULTS)")
-
-
-def _faults(index: int) -> list[BaseCallback]:
     for item in os.environ.get(FAULTS_ENV, "").split(","):
         who, _, action = item.partition(":")
         if who.strip() == str(index) and action.strip() in ("kill", "raise"):
-            return [_Fault(action.strip())]
+            return [Fault(action.strip())]
     return []
 
 
@@ -79,13 +55,14 @@ def train_member(tasks: Mapping[int, MemberTask], plan: MemberPlan) -> MemberOut
 
     from ..tracking import policy_spec
     from .coordinator import train
+    from .member_callbacks import KeepModel
 
     torch.set_num_threads(1)
     task = tasks[plan.index]
     cfg = cfgmod.from_dict(json.loads(task.config_json))
     market, hit = member_market(cfg, task.data_digest)
     tags = {**task.tags, "convopt.worker.pid": str(os.getpid()), "convopt.worker.market_cache": "hit" if hit else "miss"}
-    keep = _KeepModel()
+    keep = KeepModel()
     result = train(cfg, preset=task.preset, run_id=task.run_id, tags=tags, market=market,
                    extra_callbacks=[keep, *_faults(plan.index)], checkpoint_root=task.checkpoint_root)
     if result.status != "FINISHED":

@@ -12,8 +12,7 @@ from pathlib import Path
 from .. import config as cfgmod
 from ..tracking import RunHandle, log_dataset
 from ..tracking.splits import log_split_boundaries
-from .evaluate import MIN_EVALUATIONS, effective_eval_freq
-from .setup import Market, split_record
+from .market import Market, split_record
 
 
 def run_display_name(preset: str, seed: int, role: str = "",
@@ -59,6 +58,8 @@ def describe(handle: RunHandle) -> None:
 
 
 def log_run_inputs(handle: RunHandle, cfg, market: Market, ckpt_dir: Path) -> None:
+    from .evaluate import MIN_EVALUATIONS  # torch: here, so naming and tagging a run does not import it
+
     handle.log_text(cfgmod.to_json(cfg), "config.json")  # first: a resume needs only this
     handle.set_tags({"convopt.checkpoint_dir": str(ckpt_dir), "convopt.data.digest": market.bars.digest,
                      "convopt.phase": "training"})
@@ -76,4 +77,6 @@ def log_run_inputs(handle: RunHandle, cfg, market: Market, ckpt_dir: Path) -> No
 
 
 def eval_freq(cfg) -> int:
+    from .evaluate import effective_eval_freq
+
     return effective_eval_freq(cfg.run.eval_freq, cfg.run.total_timesteps, cfg.ppo.n_steps * cfg.env.n_envs)

@@ -164,7 +164,8 @@ def test_a_tune_worker_builds_the_market_once_and_reuses_the_runs_validation_wal
         return load(cfg, *args, **kwargs)
 
     monkeypatch.setattr(setup, "load_market", counted_load)
-    monkeypatch.setattr(setup, "_SHARED", {})
+    monkeypatch.setattr("convopt_mlflow.training.market.load_market", counted_load)  # shared_market's
+    monkeypatch.setattr("convopt_mlflow.training.market._SHARED", {})
     overrides = dict(kv.split("=") for kv in TINY.split(","))
     spec = TuneSpec("baseline", 2, {**overrides, "data.source": DATA, "run.total_timesteps": "1024",
                                     "run.progress_bar": "false"})

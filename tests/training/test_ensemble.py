@@ -86,7 +86,7 @@ def test_a_market_kept_by_a_worker_trains_exactly_like_a_fresh_one(tracked, monk
     from convopt_mlflow.training import ensemble, setup
     from convopt_mlflow.training.coordinator import train
 
-    monkeypatch.setattr(setup, "_SHARED", {})
+    monkeypatch.setattr("convopt_mlflow.training.market._SHARED", {})
     member = member_config(_config(run__total_timesteps=1024), _plans(3)[0])
     market, hit = ensemble.member_market(member, "")
     assert not hit
@@ -203,3 +203,33 @@ def test_convopt_train_dispatches_ensembles_and_bad_data_creates_no_run(mlflow_u
     assert "convopt: error:" in capsys.readouterr().err
     client = MlflowClient(tracking_uri=mlflow_uri)
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_the_parent_hands_its_members_over_before_it_imports_torch_or_sb3(tmp_path):
+    """`convopt train --preset ensemble`: the parent reads the bars, starts the workers, builds the market
+    and creates its runs without torch and SB3 (the workers import them meanwhile); it imports them at its
+    first use, a member's outcome. The run still finishes with every member."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from convopt_mlflow.training import member_pool
+seen = {{}}
+call = member_pool.ParallelMembers.__call__
+def spy(self, fn, plans):
+    seen['heavy'] = [m for m in ('torch', 'stable_baselines3', 'gymnasium') if m in sys.modules]
+    return call(self, fn, plans)
+member_pool.ParallelMembers.__call__ = spy
+from convopt_mlflow.cli import main
+code = main(['train', '--preset', 'ensemble', '--quiet', '--set', {",".join(f"{k}={v}" for k, v in TINY_RUN.items())!r},
+             '--set', 'ensemble.workers=2,ensemble.register=false'])
+print('SEEN', seen.get('heavy'), code)
+"""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+           "CONVOPT_CHECKPOINT_ROOT": str(tmp_path / "ckpt"), "CONVOPT_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("SEEN")[-1].split() == ["[]", "0"], (proc.stdout[-2000:], proc.stderr[-2000:])
