@@ -1,5 +1,6 @@
 """An A/B trial's bookkeeping reuses what its run computed: one market per trial, and the test
 split walked once for the run's backtest and the report's PnL artifact (issue 20)."""
+import importlib
 import json
 from pathlib import Path
 
@@ -31,8 +32,8 @@ def test_a_trial_loads_one_market_and_walks_the_test_split_once(tmp_path, mlflow
         return walk(core, act, bar_range)
 
     monkeypatch.setattr(setup, "load_market", counted_load)
-    monkeypatch.setattr("convopt_mlflow.training.market.load_market", counted_load)  # shared_market's
-    monkeypatch.setattr("convopt_mlflow.training.market._SHARED", {})  # no market kept from an earlier test in this process
+    monkeypatch.setattr(importlib.import_module("convopt_mlflow.training.market"), "load_market", counted_load)  # shared_market's
+    monkeypatch.setattr(importlib.import_module("convopt_mlflow.training.market"), "_SHARED", {})  # no market kept from an earlier test in this process
     monkeypatch.setattr(evaluate, "deterministic_positions", counted_walk)
     spec = spec_from_args("baseline,lr", 2, total_timesteps=1024, data=DATA,
                           overrides=dict(kv.split("=") for kv in TINY.split(",")))
@@ -69,8 +70,8 @@ def test_a_worker_builds_the_market_once_for_its_trials_and_rebuilds_it_when_the
         return load(cfg, *args, **kwargs)
 
     monkeypatch.setattr(setup, "load_market", counted_load)
-    monkeypatch.setattr("convopt_mlflow.training.market.load_market", counted_load)  # shared_market's
-    monkeypatch.setattr("convopt_mlflow.training.market._SHARED", {})
+    monkeypatch.setattr(importlib.import_module("convopt_mlflow.training.market"), "load_market", counted_load)  # shared_market's
+    monkeypatch.setattr(importlib.import_module("convopt_mlflow.training.market"), "_SHARED", {})
     csv = tmp_path / "bars.csv"
     frame = load_bars(DATA, min_bars=0).frame
     frame.to_csv(csv, index_label="timestamp")
@@ -104,7 +105,7 @@ def test_trials_on_a_kept_market_train_exactly_like_trials_on_a_fresh_one(tmp_pa
     """Arms that build episodes from the market (curriculum scores its windows, augmentation
     transforms them) after a trial of another arm on the same kept market: the same results as on
     a market built for them alone."""
-    monkeypatch.setattr("convopt_mlflow.training.market._SHARED", {})
+    monkeypatch.setattr(importlib.import_module("convopt_mlflow.training.market"), "_SHARED", {})
     spec = spec_from_args("baseline,curriculum,augment", 2, total_timesteps=1024, data=DATA,
                           overrides=dict(kv.split("=") for kv in TINY.split(",")))
     parent = open_run(experiment=None, run_id=None, tags={"convopt.role": "ab-parent"})
@@ -122,7 +123,7 @@ def test_trials_on_a_kept_market_train_exactly_like_trials_on_a_fresh_one(tmp_pa
     kept = backtests("kept", [("baseline", 0), ("curriculum", 0), ("augment", 0)])
     fresh = {}
     for arm in ("curriculum", "augment"):
-        monkeypatch.setattr("convopt_mlflow.training.market._SHARED", {})
+        monkeypatch.setattr(importlib.import_module("convopt_mlflow.training.market"), "_SHARED", {})
         fresh.update(backtests(f"fresh-{arm}", [(arm, 0)]))
     parent.end("FINISHED")
     assert set(kept) == {("baseline", "miss"), ("curriculum", "hit"), ("augment", "hit")}

@@ -1,4 +1,5 @@
 """A tiny `convopt tune`: 3 trials, children and parent in MLflow, the best trial reported."""
+import importlib
 import json
 from pathlib import Path
 
@@ -164,8 +165,8 @@ def test_a_tune_worker_builds_the_market_once_and_reuses_the_runs_validation_wal
         return load(cfg, *args, **kwargs)
 
     monkeypatch.setattr(setup, "load_market", counted_load)
-    monkeypatch.setattr("convopt_mlflow.training.market.load_market", counted_load)  # shared_market's
-    monkeypatch.setattr("convopt_mlflow.training.market._SHARED", {})
+    monkeypatch.setattr(importlib.import_module("convopt_mlflow.training.market"), "load_market", counted_load)  # shared_market's
+    monkeypatch.setattr(importlib.import_module("convopt_mlflow.training.market"), "_SHARED", {})
     overrides = dict(kv.split("=") for kv in TINY.split(","))
     spec = TuneSpec("baseline", 2, {**overrides, "data.source": DATA, "run.total_timesteps": "1024",
                                     "run.progress_bar": "false"})

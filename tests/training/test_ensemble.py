@@ -1,4 +1,5 @@
 """Ensemble runs end to end: real SB3 members in long-lived spawned worker processes, a real sqlite MLflow store."""
+import importlib
 import json
 from functools import partial
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_a_market_kept_by_a_worker_trains_exactly_like_a_fresh_one(tracked, monk
     from convopt_mlflow.training import ensemble, setup
     from convopt_mlflow.training.coordinator import train
 
-    monkeypatch.setattr("convopt_mlflow.training.market._SHARED", {})
+    monkeypatch.setattr(importlib.import_module("convopt_mlflow.training.market"), "_SHARED", {})
     member = member_config(_config(run__total_timesteps=1024), _plans(3)[0])
     market, hit = ensemble.member_market(member, "")
     assert not hit
