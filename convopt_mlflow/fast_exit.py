@@ -27,13 +27,7 @@ def exit_now(code: int) -> NoReturn:
     # What the interpreter's own exit does first: the threading module's exit hooks (they stop
     # concurrent.futures' idle worker threads, which would otherwise wait for work for ever), then
     # every non-daemon thread joined.
-    shutdown = getattr(threading, "_shutdown", None)
-    if shutdown is not None:
-        shutdown()
-    else:  # pragma: no cover - an interpreter without it
-        for thread in threading.enumerate():
-            if thread is not threading.main_thread() and not thread.daemon:
-                thread.join()
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

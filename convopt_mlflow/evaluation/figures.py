@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 import base64
-import functools
 import gzip
 import json
 import math
@@ -212,7 +211,6 @@ def pack_plotly(source: bytes) -> bytes:
     return gzip.compress(source, compresslevel=9, mtime=0)
 
 
-@functools.lru_cache(maxsize=1)
 def plotly_bundle_js(packed: bytes | None = None) -> str:
     """The run's shared plotly.js: gzip + base64 (about 2 MB instead of 4.8), unpacked by the browser.
 

@@ -122,7 +122,7 @@ class TrialRunner:
                 from ..training.ensemble import train_ensemble_run
 
                 result = train_ensemble_run(cfg, preset=arm.preset, run_id=child.run_id,
-                                            checkpoint_root=self.checkpoint_root, bars=market.bars, tags=tags)
+                                            checkpoint_root=self.checkpoint_root, market=market, tags=tags)
             else:
                 result = train(cfg, preset=arm.preset, run_id=child.run_id, checkpoint_root=self.checkpoint_root,
                                extra_callbacks=[keep], market=market,

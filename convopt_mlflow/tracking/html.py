@@ -7,6 +7,7 @@ still render offline inside MLflow's artifact viewer (see
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import posixpath
 import tempfile
@@ -18,7 +19,7 @@ import numpy as np
 from convopt_mlflow.disk_cache import default_cache_dir, read_entry, write_entry
 from convopt_mlflow.evaluation.figures import PLOTLY_BUNDLE, pack_plotly, plotly_bundle, plotly_bundle_js, write_html
 
-__all__ = ["log_figure", "log_plotly_bundle", "packed_plotly"]
+__all__ = ["bundle_script", "log_figure", "log_plotly_bundle", "packed_plotly"]
 
 _HAVE_BUNDLE: set[tuple[str, str]] = set()  # (tracking uri, run id) known to hold the bundle
 
@@ -33,7 +34,7 @@ def log_plotly_bundle(handle: Any) -> None:
     if PLOTLY_BUNDLE not in held:
         with tempfile.TemporaryDirectory() as tmp:
             copy = Path(tmp) / name
-            copy.write_text(plotly_bundle_js(packed_plotly()), encoding="ascii")
+            copy.write_text(bundle_script(), encoding="ascii")
             handle.log_artifact(copy, folder)
     _HAVE_BUNDLE.add(key)
 
@@ -52,6 +53,13 @@ def packed_plotly(cache_dir: str | Path | None = None) -> bytes:
     packed = pack_plotly(source)
     write_entry(path, key, {"gzip": np.frombuffer(packed, dtype=np.uint8)}, {})
     return packed
+
+
+@functools.lru_cache(maxsize=1)
+def bundle_script() -> str:
+    """The shared plotly.js script of this process's runs (:func:`packed_plotly`, made into the page's
+    script once per process: a worker's later runs neither read the cache folder nor encode it again)."""
+    return plotly_bundle_js(packed_plotly())
 
 
 def log_figure(handle: Any, fig: Any, artifact_dir: str, file_name: str) -> str:

@@ -248,12 +248,6 @@ def _flavor_kwargs(folder: Path, members, spec, feature_config, input_example, c
     }
 
 
-def warm_model_logging() -> None:
-    """Import what saving a pyfunc model imports (``mlflow.pyfunc`` and its flavors), ahead of time:
-    an ensemble's parent does it on a core its last member leaves free."""
-    import mlflow.pyfunc  # noqa: F401
-
-
 def save_policy_model(
     path: str | os.PathLike,
     *,

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from convopt_mlflow.tracking.runs import resolve_tracking_uri
 
-__all__ = ["warm_tracking_store"]
-
-_DB_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
+__all__ = ["warm_model_logging", "warm_tracking_store"]
 
 
 def warm_tracking_store() -> None:
@@ -15,6 +13,14 @@ def warm_tracking_store() -> None:
 
     An ensemble's worker calls it while the parent still opens its runs, so its first member's
     first run call does not pay it (:func:`convopt_mlflow.training.member_pool.warm_first_member`)."""
+    from mlflow.store.db.db_types import DATABASE_ENGINES  # the schemes MLflow serves with that store
+
     scheme = resolve_tracking_uri().split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme in _DB_SCHEMES:
+    if scheme in DATABASE_ENGINES:
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
+def warm_model_logging() -> None:
+    """Import what saving a pyfunc model imports (``mlflow.pyfunc`` and its flavors), ahead of time:
+    an ensemble's parent does it on a core its last member leaves free, a lead worker before its first member."""
+    import mlflow.pyfunc  # noqa: F401

@@ -76,18 +76,19 @@ def member_config(cfg: cfgmod.OptimizedTrainingConfig, plan: MemberPlan) -> cfgm
 # ------------------------------------------------------------------ the ensemble run
 def train_ensemble_run(cfg: cfgmod.OptimizedTrainingConfig, *, preset: str = "custom", run_id: str | None = None,
                        checkpoint_root: str | None = None, pool: ParallelMembers | None = None,
-                       bars: Any = None, tags: Mapping[str, str] | None = None) -> TrainResult:
+                       bars: Any = None, tags: Mapping[str, str] | None = None, market: Any = None) -> TrainResult:
     """Train ``cfg.ensemble_size`` members as child runs of one ensemble run (see module doc).
 
     ``pool``: the workers, already started (:func:`.member_pool.start_members`, as ``convopt train``
     does before its own imports); closed here on every path. None: started here, once the config, the
     data and every member's config are validated. ``bars``: ``cfg``'s bars, already read
     (:func:`.data_source.read_bars`, as ``convopt train`` reads them before it starts the workers).
-    ``tags``: set on the ensemble run over the standard ones (an A/B trial's ``convopt.role=ab-trial``)."""
+    ``tags``: set on the ensemble run over the standard ones (an A/B trial's ``convopt.role=ab-trial``).
+    ``market``: ``cfg``'s market, already built (an A/B worker's kept one); ``bars`` is then not read."""
     from ..tracking import open_run, run_experiment_name
 
     try:
-        market = load_market(cfg, bars)  # UserError on bad data, before any run exists
+        market = market if market is not None else load_market(cfg, bars)  # UserError on bad data, before any run
         framework = EnsembleLearningFramework(cfg.ensemble_size, diversity_config(cfg), seed=cfg.run.seed,
                                               min_members=cfg.ensemble.min_members)
         plans = framework.initialize_models()
@@ -210,7 +211,7 @@ def _before_build(warm: dict[str, Any], parent: Any, cfg: cfgmod.OptimizedTraini
     the build would otherwise pay after the last member. Best effort: :func:`_build` does what is missing."""
     try:
         from ..tracking.html import log_plotly_bundle
-        from ..tracking.model import warm_model_logging
+        from ..tracking.warm import warm_model_logging
         from .ensemble_eval import split_benchmarks
         from .reporting import warm_figures
 
@@ -277,10 +278,10 @@ def _build(parent: Any, cfg: cfgmod.OptimizedTrainingConfig, preset: str, market
 
 
 def _edge_verdict(report: EnsembleReport, finished: list[MemberOutcome]):
-    from .ensemble_eval import ensemble_edge
-
     """The no-edge verdict on the ensemble, counting each member's selection (1 where a member lacks it):
     each member's run returned its ``model/edge/n_trials`` with its metrics."""
+    from .ensemble_eval import ensemble_edge
+
     members = [(o.payload.get("metrics") or {}).get("model/edge/n_trials", 1.0) for o in finished]
     return ensemble_edge(report, members)
 

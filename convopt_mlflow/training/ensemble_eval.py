@@ -22,7 +22,7 @@ from ..evaluation import benchmark_metrics, equity_curve, trading_metrics
 from ..evaluation.metrics import net_log_pnl, per_regime_metrics
 from .evaluate import benchmark_positions, fit_market_oracle
 from .reporting import SPLITS, oracle_fraction
-from .setup import Market, next_log_returns
+from .market import Market, next_log_returns
 
 SUMMARY_KEYS = ("sharpe", "max_drawdown", "total_return", "turnover")
 

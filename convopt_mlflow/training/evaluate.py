@@ -15,7 +15,7 @@ from ..evaluation.metrics import annualized_sharpe, net_log_pnl, per_regime_metr
 from ..evaluation.oracle import OracleRule, fit_oracle
 from ..recurrent import is_recurrent
 from .oracle_cache import cached_rule
-from .setup import Market, next_log_returns
+from .market import Market, next_log_returns
 
 
 #: A run evaluates on validation at least this many times when its budget allows it.

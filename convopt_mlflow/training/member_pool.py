@@ -72,8 +72,7 @@ def warm_first_member() -> None:
     pages and plotly.js). Imports and pure warm-ups only: the store is neither contacted nor created
     here, the parent does that first. Best effort: a warm-up that fails is left to the member, which
     reports its own errors; it never breaks the worker (a raising initializer would kill every member)."""
-    from ..tracking.model import warm_model_logging
-    from ..tracking.warm import warm_tracking_store
+    from ..tracking.warm import warm_model_logging, warm_tracking_store
     from .reporting import warm_figures
 
     for warm in (warm_tracking_store, warm_model_logging, warm_figures):

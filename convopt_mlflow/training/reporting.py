@@ -27,22 +27,20 @@ EQUITY_POINTS = 4000
 def warm_figures(timestamps: Any = None) -> None:
     """A process's first use of plotly, ahead of time: its lazy modules and default template (one
     tiny equity page over ``timestamps``, two of them; default two UTC dates, as a market's index),
-    the dashboards' modules, and the run's shared plotly.js, packed (or read from the cache folder)
-    once per process (:func:`~convopt_mlflow.tracking.html.packed_plotly`,
-    :func:`~convopt_mlflow.evaluation.figures.plotly_bundle_js`). Touches no run; a run's first
+    the dashboards' modules, and the run's shared plotly.js script, once per process
+    (:func:`~convopt_mlflow.tracking.html.bundle_script`). Touches no run; a run's first
     page would otherwise pay it (about 0.3 s)."""
     import numpy as np
     import pandas as pd
 
     from ..evaluation import dashboards  # noqa: F401 - write_progress_artifacts' figures
-    from ..evaluation.figures import plotly_bundle_js
-    from ..tracking.html import packed_plotly
+    from ..tracking.html import bundle_script
 
     if timestamps is None:
         timestamps = pd.date_range("2000-01-01", periods=2, freq="D", tz="UTC")
     fig = equity_figure(timestamps, {"flat": np.ones(len(timestamps))}, title="", max_points=EQUITY_POINTS)
     fig.to_html(include_plotlyjs=False, full_html=True)
-    plotly_bundle_js(packed_plotly())  # the call log_plotly_bundle makes: its lru_cache entry
+    bundle_script()
 
 
 def interventions_csv(rows: list[dict[str, Any]]) -> str:

@@ -94,7 +94,7 @@ def test_only_the_slots_that_run_one_member_more_are_leads():
 
 
 def test_a_warm_up_that_fails_is_left_to_the_member_and_the_others_still_run(monkeypatch):
-    from convopt_mlflow.tracking import model, warm
+    from convopt_mlflow.tracking import warm
     from convopt_mlflow.training import member_pool, reporting
 
     ran = []
@@ -103,7 +103,7 @@ def test_a_warm_up_that_fails_is_left_to_the_member_and_the_others_still_run(mon
         raise RuntimeError("no plotly here")
 
     monkeypatch.setattr(warm, "warm_tracking_store", lambda: ran.append("store"))
-    monkeypatch.setattr(model, "warm_model_logging", broken)
+    monkeypatch.setattr(warm, "warm_model_logging", broken)
     monkeypatch.setattr(reporting, "warm_figures", lambda: ran.append("figures"))
     member_pool.warm_first_member()  # does not raise: a raising initializer would kill every member
     assert ran == ["store", "figures"]
