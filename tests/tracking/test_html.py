@@ -6,7 +6,7 @@ import gzip
 
 from convopt_mlflow.evaluation.figures import PLOTLY_BUNDLE, plotly_bundle
 from convopt_mlflow.tracking import open_run
-from convopt_mlflow.tracking.html import log_plotly_bundle, packed_plotly
+from convopt_mlflow.tracking.html import bundle_script, log_plotly_bundle, packed_plotly
 
 
 def test_packed_plotly_is_kept_on_disk_and_recomputed_when_damaged(tmp_path, monkeypatch):
@@ -25,6 +25,7 @@ def test_packed_plotly_is_kept_on_disk_and_recomputed_when_damaged(tmp_path, mon
 
 def test_the_logged_bundle_unpacks_to_plotly_js(store, tmp_path, monkeypatch):
     monkeypatch.setenv("CONVOPT_CACHE_DIR", str(tmp_path / "cache"))
+    bundle_script.cache_clear()  # made once per process: an earlier test's run may have made it
     handle = open_run(experiment="html", run_id=None, run_name="pages", tags={}, client=store.client)
     log_plotly_bundle(handle)
     log_plotly_bundle(handle)  # once per run
